@@ -1,0 +1,44 @@
+"""`tinybev`: one command line for every job of the project.
+
+Subcommands live in their own modules and are imported only when used, so `tinybev --help` stays fast
+and the runtime never imports training code unless a training command runs. Each module provides
+`configure(parser)` and `run(args) -> int | None`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("tinybev_ros.doctor", "check that every component of the environment imports and works"),
+    "demo": ("tinybev_ros.demo", "the main job: synthetic scene -> bag -> node -> outputs, pictures, metrics"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
+    parser = argparse.ArgumentParser(prog="tinybev", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    for name, (module, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).configure(sub_parser)
+    return parser, chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, chosen = build_parser(argv)
+    args = parser.parse_args(argv)
+    if chosen is None or args.command is None:
+        parser.print_help()
+        return 2
+    result = importlib.import_module(COMMANDS[chosen][0]).run(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

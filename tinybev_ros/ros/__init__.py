@@ -1,0 +1,1 @@
+"""The ROS 2 adapter layer: the only place in the runtime package that imports rclpy or message types."""

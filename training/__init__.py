@@ -1,0 +1,1 @@
+"""Offline half of TinyBEV-ROS: data, targets, teachers, distillation, training and evaluation."""

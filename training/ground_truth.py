@@ -1,0 +1,259 @@
+"""Ground truth of one nuScenes keyframe for every task, in that keyframe's ego frame (base_link).
+
+The reference frame is the ego pose at the keyframe's LIDAR_TOP timestamp (the frame nuScenes' own detection
+evaluation uses). Everything the devkit can compute it computes (boxes, velocities, map masks); we only change
+frames and raster conventions:
+
+- detection: `nusc.get_box` + `nusc.box_velocity`, global -> ego; classes via taxonomy.CATEGORY_TO_DETECTION.
+- agent futures: the annotation `next` chain (one annotation per following keyframe, 2 Hz), so future step k is
+  the instance's centre k keyframes later, in THIS ego frame; invalid where the chain ends.
+- map: `NuScenesMap.get_map_mask` with a patch centred on the grid and rotated by the ego yaw. The devkit's
+  canvas has rows along the patch's local y and columns along its local x; our `BevGrid` has rows along x
+  (forward) and columns along y (left), so the devkit mask is transposed (see `map_masks_for_pose`).
+- occupancy: footprints of dynamic-class boxes at the keyframe and the next four keyframes (+0.5..+2.0 s),
+  transformed into the current ego frame and rasterised (a cell is occupied when its centre lies in a footprint;
+  the cell holding a box centre is always occupied so small agents never vanish).
+- ego future: ego poses (LIDAR_TOP) of the next six keyframes (+0.5..+3.0 s) in this ego frame.
+- command: from the ego's lateral offset y at the end of the horizon (the last valid step):
+  y > COMMAND_LATERAL_THRESHOLD_M -> LEFT, y < -threshold -> RIGHT, else STRAIGHT. The 2 m threshold is the
+  ST-P3/UniAD convention for nuScenes planning commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from nuscenes.map_expansion.map_api import NuScenesMap
+from nuscenes.nuscenes import NuScenes
+
+from tinybev_ros.geometry import LIDAR_NAME, BevGrid, Transform, quat_to_yaw
+from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
+from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES, DYNAMIC_CLASSES, MAP_CLASSES, Command
+
+OCCUPANCY_STEPS = 5  # now and +0.5, +1.0, +1.5, +2.0 s (keyframes at 2 Hz)
+COMMAND_LATERAL_THRESHOLD_M = 2.0
+
+_DYNAMIC_LABELS = frozenset(DETECTION_CLASSES.index(name) for name in DYNAMIC_CLASSES)
+
+
+@dataclass
+class GroundTruth:
+    """One keyframe sample; everything in that sample's ego frame (base_link). N annotated objects."""
+
+    sample_token: str
+    scene_token: str
+    timestamp_us: int
+    ego_to_global: Transform  # ego pose at the LIDAR_TOP timestamp
+    centers: np.ndarray  # (N, 3)
+    sizes_wlh: np.ndarray  # (N, 3)
+    yaws: np.ndarray  # (N,)
+    velocities: np.ndarray  # (N, 2) ego frame, m/s; 0 where the devkit gives NaN
+    labels: np.ndarray  # (N,) int64 index into DETECTION_CLASSES
+    instance_tokens: list[str]  # (N,) track identity
+    num_lidar_pts: np.ndarray  # (N,)
+    futures: np.ndarray  # (N, FORECAST_STEPS, 2) future centre xy in THIS ego frame
+    future_mask: np.ndarray  # (N, FORECAST_STEPS) bool
+    map_masks: np.ndarray  # (len(MAP_CLASSES), H, W) bool on the BevGrid
+    occupancy: np.ndarray  # (OCCUPANCY_STEPS, H, W) bool: now and +0.5..+2.0 s, this ego frame
+    ego_future: np.ndarray  # (PLAN_STEPS, 2) ego xy at +0.5..+3.0 s in this ego frame
+    ego_future_mask: np.ndarray  # (PLAN_STEPS,) bool
+    command: int  # taxonomy.Command derived from ego_future
+    # Which occupancy frames exist (the scene may end before +2 s); an addition to the contract's fields.
+    occupancy_mask: np.ndarray = field(default_factory=lambda: np.ones(OCCUPANCY_STEPS, dtype=bool))
+
+    def __len__(self) -> int:
+        return int(self.centers.shape[0])
+
+
+def ego_pose_of_sample(nusc: NuScenes, sample: dict) -> tuple[Transform, int]:
+    """ego -> global at the sample's LIDAR_TOP sweep, and that sweep's timestamp (us)."""
+    lidar = nusc.get("sample_data", sample["data"][LIDAR_NAME])
+    pose = nusc.get("ego_pose", lidar["ego_pose_token"])
+    return Transform.from_nuscenes(pose["translation"], pose["rotation"]), int(lidar["timestamp"])
+
+
+def map_name_of_sample(nusc: NuScenes, sample: dict) -> str:
+    scene = nusc.get("scene", sample["scene_token"])
+    return nusc.get("log", scene["log_token"])["location"]
+
+
+def get_map(nusc: NuScenes, cache: MutableMapping[str, NuScenesMap], map_name: str) -> NuScenesMap:
+    """The NuScenesMap of `map_name`, loaded once per cache (loading a real map takes seconds)."""
+    if map_name not in cache:
+        cache[map_name] = NuScenesMap(dataroot=str(nusc.dataroot), map_name=map_name)
+    return cache[map_name]
+
+
+def following_samples(nusc: NuScenes, sample: dict, count: int) -> list[dict | None]:
+    """The next `count` keyframes of the scene (None past its end)."""
+    out: list[dict | None] = []
+    token = sample["next"]
+    for _ in range(count):
+        if not token:
+            out.append(None)
+            continue
+        record = nusc.get("sample", token)
+        out.append(record)
+        token = record["next"]
+    return out
+
+
+def map_masks_for_pose(nusc_map: NuScenesMap, ego_to_global: Transform, grid: BevGrid,
+                       layers: tuple[str, ...] = MAP_CLASSES) -> np.ndarray:
+    """(len(layers), H, W) bool masks on `grid` around the ego pose, rasterised by the devkit.
+
+    The devkit's patch is (x_center, y_center, height, width) in global metres with `height` along the patch's
+    local y and `width` along its local x; rotating it by the ego yaw aligns local x with forward. Its canvas
+    (h, w) has row = local y and column = local x, both increasing from the patch's lower corner, so
+    our (row = x, col = y) raster is its transpose.
+    """
+    height, width = grid.shape  # rows (x), cols (y)
+    yaw = quat_to_yaw(ego_to_global.quat_wxyz)
+    centre_ego = np.array([(grid.x_min + grid.x_max) / 2.0, (grid.y_min + grid.y_max) / 2.0, 0.0])
+    centre = ego_to_global.apply(centre_ego)
+    patch_box = (float(centre[0]), float(centre[1]), grid.y_max - grid.y_min, grid.x_max - grid.x_min)
+    devkit = nusc_map.get_map_mask(patch_box, float(np.degrees(yaw)), list(layers), canvas_size=(width, height))
+    return np.ascontiguousarray(devkit.transpose(0, 2, 1)).astype(bool)
+
+
+def rasterize_footprints(centers_xy: np.ndarray, sizes_wl: np.ndarray, yaws: np.ndarray, grid: BevGrid) -> np.ndarray:
+    """(H, W) bool: cells whose centre lies inside any oriented box footprint (plus each box's centre cell)."""
+    out = np.zeros(grid.shape, dtype=bool)
+    xs, ys = grid.cell_centers()
+    res = grid.resolution
+    for (cx, cy), (w, length), yaw in zip(centers_xy, sizes_wl, yaws, strict=True):
+        reach = 0.5 * float(np.hypot(w, length))
+        r0, r1 = np.searchsorted(xs, [cx - reach - res, cx + reach + res])
+        c0, c1 = np.searchsorted(ys, [cy - reach - res, cy + reach + res])
+        if r0 >= r1 or c0 >= c1:
+            continue
+        dx = xs[r0:r1, None] - cx
+        dy = ys[None, c0:c1] - cy
+        cos, sin = np.cos(yaw), np.sin(yaw)
+        along = dx * cos + dy * sin
+        across = -dx * sin + dy * cos
+        out[r0:r1, c0:c1] |= (np.abs(along) <= length / 2.0) & (np.abs(across) <= w / 2.0)
+    rows, cols, inside = grid.cell_of(centers_xy[:, :2]) if len(centers_xy) else (None, None, None)
+    if inside is not None and inside.any():
+        out[rows[inside], cols[inside]] = True
+    return out
+
+
+def _boxes_in_ego(nusc: NuScenes, sample: dict, global_to_ego: Transform) -> dict:
+    """Detection-class annotations of `sample` in the frame `global_to_ego` maps into."""
+    centers, sizes, yaws, velocities, labels, instances, num_pts, ann_tokens = [], [], [], [], [], [], [], []
+    for ann_token in sample["anns"]:
+        ann = nusc.get("sample_annotation", ann_token)
+        cls = CATEGORY_TO_DETECTION.get(ann["category_name"])
+        if cls is None:
+            continue
+        box = nusc.get_box(ann_token)
+        rotation = global_to_ego.rotation @ box.orientation.rotation_matrix
+        centers.append(global_to_ego.apply(box.center))
+        sizes.append(np.asarray(box.wlh, dtype=float))
+        yaws.append(float(np.arctan2(rotation[1, 0], rotation[0, 0])))
+        velocity = np.nan_to_num(nusc.box_velocity(ann_token), nan=0.0)
+        velocities.append((global_to_ego.rotation @ velocity)[:2])
+        labels.append(DETECTION_CLASSES.index(cls))
+        instances.append(ann["instance_token"])
+        num_pts.append(int(ann["num_lidar_pts"]))
+        ann_tokens.append(ann_token)
+    n = len(centers)
+    return {
+        "centers": np.asarray(centers, dtype=float).reshape(n, 3),
+        "sizes_wlh": np.asarray(sizes, dtype=float).reshape(n, 3),
+        "yaws": np.asarray(yaws, dtype=float).reshape(n),
+        "velocities": np.asarray(velocities, dtype=float).reshape(n, 2),
+        "labels": np.asarray(labels, dtype=np.int64).reshape(n),
+        "instance_tokens": instances,
+        "num_lidar_pts": np.asarray(num_pts, dtype=np.int64).reshape(n),
+        "ann_tokens": ann_tokens,
+    }
+
+
+def _agent_futures(nusc: NuScenes, ann_tokens: list[str], global_to_ego: Transform) -> tuple[np.ndarray, np.ndarray]:
+    futures = np.zeros((len(ann_tokens), FORECAST_STEPS, 2))
+    mask = np.zeros((len(ann_tokens), FORECAST_STEPS), dtype=bool)
+    for i, token in enumerate(ann_tokens):
+        token = nusc.get("sample_annotation", token)["next"]
+        for step in range(FORECAST_STEPS):
+            if not token:
+                break
+            ann = nusc.get("sample_annotation", token)
+            futures[i, step] = global_to_ego.apply(ann["translation"])[:2]
+            mask[i, step] = True
+            token = ann["next"]
+    return futures, mask
+
+
+def _occupancy(nusc: NuScenes, sample: dict, future: list[dict | None], global_to_ego: Transform,
+               grid: BevGrid) -> tuple[np.ndarray, np.ndarray]:
+    frames = np.zeros((OCCUPANCY_STEPS, *grid.shape), dtype=bool)
+    valid = np.zeros(OCCUPANCY_STEPS, dtype=bool)
+    for step, record in enumerate([sample, *future[: OCCUPANCY_STEPS - 1]]):
+        if record is None:
+            continue
+        boxes = _boxes_in_ego(nusc, record, global_to_ego)
+        dynamic = np.array([label in _DYNAMIC_LABELS for label in boxes["labels"]], dtype=bool)
+        frames[step] = rasterize_footprints(boxes["centers"][dynamic, :2], boxes["sizes_wlh"][dynamic, :2],
+                                            boxes["yaws"][dynamic], grid)
+        valid[step] = True
+    return frames, valid
+
+
+def command_from_ego_future(ego_future: np.ndarray, mask: np.ndarray,
+                            threshold_m: float = COMMAND_LATERAL_THRESHOLD_M) -> int:
+    """Command from the lateral offset at the last valid future step; STRAIGHT when there is none."""
+    valid = np.flatnonzero(mask)
+    if valid.size == 0:
+        return int(Command.STRAIGHT)
+    lateral = float(ego_future[valid[-1], 1])
+    if lateral > threshold_m:
+        return int(Command.LEFT)
+    if lateral < -threshold_m:
+        return int(Command.RIGHT)
+    return int(Command.STRAIGHT)
+
+
+def load_ground_truth(nusc: NuScenes, nusc_map_cache: MutableMapping[str, NuScenesMap], sample_token: str,
+                      grid: BevGrid) -> GroundTruth:
+    """All task ground truth of one keyframe. `nusc_map_cache` may start as `{}`; maps are added by name."""
+    sample = nusc.get("sample", sample_token)
+    ego_to_global, timestamp = ego_pose_of_sample(nusc, sample)
+    global_to_ego = ego_to_global.inverse()
+    boxes = _boxes_in_ego(nusc, sample, global_to_ego)
+    futures, future_mask = _agent_futures(nusc, boxes["ann_tokens"], global_to_ego)
+
+    future_samples = following_samples(nusc, sample, max(PLAN_STEPS, OCCUPANCY_STEPS - 1))
+    ego_future = np.zeros((PLAN_STEPS, 2))
+    ego_future_mask = np.zeros(PLAN_STEPS, dtype=bool)
+    for step, record in enumerate(future_samples[:PLAN_STEPS]):
+        if record is not None:
+            ego_future[step] = global_to_ego.apply(ego_pose_of_sample(nusc, record)[0].translation)[:2]
+            ego_future_mask[step] = True
+
+    nusc_map = get_map(nusc, nusc_map_cache, map_name_of_sample(nusc, sample))
+    occupancy, occupancy_mask = _occupancy(nusc, sample, future_samples, global_to_ego, grid)
+    return GroundTruth(
+        sample_token=sample_token,
+        scene_token=sample["scene_token"],
+        timestamp_us=timestamp,
+        ego_to_global=ego_to_global,
+        centers=boxes["centers"],
+        sizes_wlh=boxes["sizes_wlh"],
+        yaws=boxes["yaws"],
+        velocities=boxes["velocities"],
+        labels=boxes["labels"],
+        instance_tokens=boxes["instance_tokens"],
+        num_lidar_pts=boxes["num_lidar_pts"],
+        futures=futures,
+        future_mask=future_mask,
+        map_masks=map_masks_for_pose(nusc_map, ego_to_global, grid),
+        occupancy=occupancy,
+        ego_future=ego_future,
+        ego_future_mask=ego_future_mask,
+        command=command_from_ego_future(ego_future, ego_future_mask),
+        occupancy_mask=occupancy_mask,
+    )

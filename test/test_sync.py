@@ -1,0 +1,87 @@
+"""Six-camera synchronizer: grouping by stamp, latest wins, late/dropped accounting, loops, missing cameras."""
+
+from __future__ import annotations
+
+from tinybev_ros.geometry import CAMERA_NAMES
+from tinybev_ros.sync import CameraSynchronizer, SyncConfig
+
+# nuScenes-like stagger of the six cameras around a frame time (ns)
+STAGGER = dict(zip(CAMERA_NAMES, [-43_000_000, -35_000_000, -27_000_000, -1_000_000, -10_000_000, -20_000_000],
+                   strict=True))
+
+
+def feed_frame(sync, t_ns, cameras=CAMERA_NAMES, order=None):
+    out = []
+    for cam in order or cameras:
+        result = sync.add(cam, t_ns + STAGGER[cam], f"{cam}@{t_ns}")
+        if result is not None:
+            out.append(result)
+    return out
+
+
+def test_groups_staggered_cameras_into_one_set():
+    sync = CameraSynchronizer(CAMERA_NAMES)
+    sets = feed_frame(sync, 1_000_000_000)
+    assert len(sets) == 1
+    frameset = sets[0]
+    assert frameset.stamp_ns == 1_000_000_000 + STAGGER["CAM_FRONT"]
+    assert frameset.frames == {c: f"{c}@1000000000" for c in CAMERA_NAMES}
+    assert frameset.missing == [] and sync.stats.emitted == 1 and sync.stats.dropped == 0
+
+
+def test_arrival_order_does_not_matter():
+    sync = CameraSynchronizer(CAMERA_NAMES)
+    sets = feed_frame(sync, 5_000_000_000, order=list(reversed(CAMERA_NAMES)))
+    assert len(sets) == 1 and sets[0].missing == []
+
+
+def test_latest_wins_and_superseded_frames_are_counted():
+    sync = CameraSynchronizer(CAMERA_NAMES)
+    t1, t2 = 1_000_000_000, 1_083_000_000
+    # frame t1 misses CAM_BACK; then the full frame t2 arrives: t2 is emitted, t1's partial set dropped
+    feed_frame(sync, t1, cameras=[c for c in CAMERA_NAMES if c != "CAM_BACK"])
+    sets = feed_frame(sync, t2)
+    assert [s.stamp_ns for s in sets] == [t2 + STAGGER["CAM_FRONT"]]
+    assert all(v.endswith(f"@{t2}") for v in sets[0].frames.values())
+    assert sync.stats.dropped == 5
+    # a straggler of t1 arriving now is late
+    assert sync.add("CAM_BACK", t1 + STAGGER["CAM_BACK"], "late") is None
+    assert sync.stats.late == 1
+
+
+def test_frames_outside_tolerance_do_not_group():
+    sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(tolerance_ns=20_000_000))
+    assert feed_frame(sync, 2_000_000_000) == []  # stagger spans 42 ms > 20 ms
+
+
+def test_burst_is_bounded_by_the_queue():
+    sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(queue_size=3))
+    for k in range(50):  # only CAM_FRONT floods in; nothing can complete
+        sync.add("CAM_FRONT", 1_000_000_000 + k * 8_000_000, k)
+    assert max(len(q) for q in sync._queues.values()) == 3
+    assert sync.stats.dropped == 47
+
+
+def test_time_jump_backwards_resets():
+    sync = CameraSynchronizer(CAMERA_NAMES)
+    for k in range(3):
+        feed_frame(sync, 10_000_000_000 + k * 500_000_000)
+    sets = feed_frame(sync, 10_000_000_000)  # bag looped
+    assert len(sets) == 1 and sync.stats.resets == 1 and sync.stats.emitted == 4
+
+
+def test_missing_camera_waits_or_emits_masked():
+    silent = "CAM_BACK_LEFT"
+    live = [c for c in CAMERA_NAMES if c != silent]
+    waiting = CameraSynchronizer(CAMERA_NAMES, SyncConfig(allow_missing=False))
+    masked = CameraSynchronizer(CAMERA_NAMES, SyncConfig(allow_missing=True, missing_timeout_ns=300_000_000))
+    waited, emitted = [], []
+    for k in range(6):
+        t = 1_000_000_000 + k * 100_000_000
+        waited += feed_frame(waiting, t, cameras=live)
+        emitted += feed_frame(masked, t, cameras=live)
+    assert waited == []
+    assert emitted and all(s.missing == [silent] and s.frames[silent] is None for s in emitted)
+    assert masked.stats.incomplete == len(emitted)
+    assert len(emitted) >= 3  # once the camera is known silent, every later frame goes out at once
+    assert masked.silent_cameras() == [silent] and waiting.silent_cameras() == [silent]

@@ -1,0 +1,139 @@
+"""Six-camera approximate-time synchronizer (no ROS types), with a latest-wins policy.
+
+nuScenes cameras fire up to ~45 ms apart, so frames are grouped when all stamps lie within `tolerance_ns`
+of each other. Perception wants the freshest complete view, not every view: when a newer complete set
+exists, older partial ones are dropped (and counted). Frames older than the last emitted set are late and
+dropped. A stamp jump backwards by more than `reset_after_ns` (a bag loop) resets the state so the node
+recovers instead of waiting forever for time to catch up.
+
+Missing cameras: a camera is silent when its last frame is more than `missing_timeout_ns` older than the
+newest frame seen. With `allow_missing=True` sets are then emitted without it (its entry is `None`), so the
+model runs with that camera masked; otherwise the synchronizer waits for it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    tolerance_ns: int = 60_000_000
+    queue_size: int = 4  # frames kept per camera; bounds memory under bursts
+    reference_camera: str = "CAM_FRONT"  # its stamp is the stamp of the emitted set
+    allow_missing: bool = False
+    missing_timeout_ns: int = 300_000_000
+    reset_after_ns: int = 1_000_000_000
+
+
+@dataclass
+class SyncStats:
+    emitted: int = 0
+    dropped: int = 0  # superseded by a newer complete set, or pushed out of a full queue
+    late: int = 0  # arrived older than the last emitted set
+    resets: int = 0  # time jumped backwards
+    incomplete: int = 0  # emitted with missing cameras
+
+
+@dataclass
+class FrameSet:
+    stamp_ns: int
+    frames: dict[str, Any]  # camera -> payload, or None where the camera is missing
+    stamps: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> list[str]:
+        return [name for name, frame in self.frames.items() if frame is None]
+
+
+class CameraSynchronizer:
+    """Feed frames with `add`; each call returns a complete `FrameSet` when one becomes available."""
+
+    def __init__(self, cameras: tuple[str, ...] | list[str], config: SyncConfig | None = None) -> None:
+        self.cameras = tuple(cameras)
+        self.config = config or SyncConfig()
+        if self.config.reference_camera not in self.cameras:
+            raise ValueError(f"reference camera {self.config.reference_camera!r} is not one of {self.cameras}")
+        self.stats = SyncStats()
+        self._queues: dict[str, deque[tuple[int, Any]]] = {c: deque() for c in self.cameras}
+        self._last_emitted_ns: int | None = None
+        self._newest_ns: int | None = None
+        self._first_ns: int | None = None
+        self._last_seen: dict[str, int] = {}
+
+    def reset(self) -> None:
+        for queue in self._queues.values():
+            queue.clear()
+        self._last_emitted_ns = None
+        self._newest_ns = None
+        self._first_ns = None
+        self._last_seen.clear()
+
+    def add(self, camera: str, stamp_ns: int, payload: Any) -> FrameSet | None:
+        if camera not in self._queues:
+            raise KeyError(f"unknown camera {camera!r}; expected one of {self.cameras}")
+        cfg = self.config
+        if self._newest_ns is not None and stamp_ns < self._newest_ns - cfg.reset_after_ns:
+            self.stats.resets += 1
+            self.reset()
+        if self._last_emitted_ns is not None and stamp_ns <= self._last_emitted_ns:
+            self.stats.late += 1
+            return None
+        queue = self._queues[camera]
+        queue.append((stamp_ns, payload))
+        if len(queue) > 1 and queue[-2][0] > stamp_ns:  # out-of-order arrival: keep the queue sorted
+            ordered = sorted(queue, key=lambda item: item[0])
+            queue.clear()
+            queue.extend(ordered)
+        while len(queue) > cfg.queue_size:
+            queue.popleft()
+            self.stats.dropped += 1
+        self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
+        self._first_ns = stamp_ns if self._first_ns is None else self._first_ns
+        self._last_seen[camera] = max(stamp_ns, self._last_seen.get(camera, stamp_ns))
+        return self._match()
+
+    def silent_cameras(self) -> list[str]:
+        """Cameras with no frame within `missing_timeout_ns` of the newest frame seen."""
+        if self._newest_ns is None:
+            return []
+        horizon = self._newest_ns - self.config.missing_timeout_ns
+        return [c for c in self.cameras if self._last_seen.get(c, self._first_ns) < horizon]
+
+    def _match(self) -> FrameSet | None:
+        cfg = self.config
+        required = set(self.cameras)
+        if cfg.allow_missing:
+            required -= set(self.silent_cameras())
+            required.add(cfg.reference_camera)
+        # Try reference frames newest first: latest wins.
+        for ref_stamp, _ in reversed(self._queues[cfg.reference_camera]):
+            chosen: dict[str, tuple[int, Any] | None] = {}
+            for camera, queue in self._queues.items():
+                best = min(queue, key=lambda item: abs(item[0] - ref_stamp), default=None)
+                chosen[camera] = best if best is not None and abs(best[0] - ref_stamp) <= cfg.tolerance_ns else None
+            present = [item[0] for item in chosen.values() if item is not None]
+            if max(present) - min(present) <= cfg.tolerance_ns and all(chosen[c] is not None for c in required):
+                return self._emit(ref_stamp, chosen)
+        return None
+
+    def _emit(self, ref_stamp: int, chosen: dict[str, tuple[int, Any] | None]) -> FrameSet:
+        used_max = max(item[0] for item in chosen.values() if item is not None)
+        for camera, queue in self._queues.items():
+            used = chosen[camera]
+            while queue and queue[0][0] <= used_max:
+                stamp, _ = queue.popleft()
+                if used is None or stamp != used[0]:
+                    self.stats.dropped += 1
+        self._last_emitted_ns = used_max
+        self.stats.emitted += 1
+        frameset = FrameSet(
+            stamp_ns=ref_stamp,
+            frames={c: (item[1] if item is not None else None) for c, item in chosen.items()},
+            stamps={c: (item[0] if item is not None else None) for c, item in chosen.items()},
+        )
+        if frameset.missing:
+            self.stats.incomplete += 1
+        return frameset

@@ -1,0 +1,123 @@
+"""ROS message conversions: lossless round trips and clear errors for bad input (real message types)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from geometry_msgs.msg import TransformStamped
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from vision_msgs.msg import Detection3DArray
+
+from tinybev_ros.geometry import BevGrid, Transform, quat_to_matrix, wxyz_to_xyzw
+from tinybev_ros.predictions import Predictions
+from tinybev_ros.ros import messages as M
+
+
+def make_predictions(n=3, k=2, stamp_ns=1_532_402_927_612_460_000):
+    rng = np.random.default_rng(0)
+    grid = BevGrid(x_min=-10, x_max=10, y_min=-6, y_max=6, resolution=0.5)
+    h, w = grid.shape
+    return Predictions(
+        stamp_ns=stamp_ns,
+        centers=rng.uniform(-9, 9, (n, 3)), sizes_wlh=rng.uniform(0.5, 5, (n, 3)),
+        yaws=rng.uniform(-3, 3, n), velocities=rng.normal(size=(n, 2)), scores=rng.uniform(0, 1, n),
+        labels=np.array([0, 5, 9])[:n], track_ids=np.array([4, -1, 17])[:n],
+        forecasts=rng.normal(size=(n, k, 12, 2)), forecast_probs=np.full((n, k), 1.0 / k),
+        map_probs=rng.uniform(0, 1, (4, h, w)), occupancy=rng.uniform(0, 1, (5, h, w)),
+        ego_plan=np.cumsum(np.full((6, 2), [2.0, 0.3]), axis=0), command=2, grid=grid,
+    )
+
+
+def test_detections_round_trip_through_cdr():
+    pred = make_predictions()
+    msg = deserialize_message(serialize_message(M.detections_msg(pred, "base_link")), Detection3DArray)
+    assert msg.header.frame_id == "base_link" and M.to_ns(msg.header.stamp) == pred.stamp_ns
+    back = M.detections_from_msg(msg)
+    np.testing.assert_allclose(back["centers"], pred.centers)
+    np.testing.assert_allclose(back["sizes_wlh"], pred.sizes_wlh)
+    np.testing.assert_allclose(np.cos(back["yaws"] - pred.yaws), 1.0, atol=1e-9)
+    np.testing.assert_allclose(back["scores"], pred.scores)
+    assert back["labels"].tolist() == pred.labels.tolist() and back["track_ids"].tolist() == [4, -1, 17]
+    assert msg.detections[1].id == "" and msg.detections[2].results[0].hypothesis.class_id == "barrier"
+    # vision_msgs size is in the box frame: x = length
+    assert msg.detections[0].bbox.size.x == pytest.approx(pred.sizes_wlh[0, 1])
+
+
+def test_occupancy_grid_layout_and_round_trip():
+    grid = BevGrid(x_min=-10, x_max=10, y_min=-6, y_max=6, resolution=0.5)
+    probs = np.zeros(grid.shape)
+    rows, cols, _ = grid.cell_of([[7.2, -3.1]])
+    probs[rows[0], cols[0]] = 0.9
+    probs[0, 0] = np.nan
+    msg = M.grid_msg(probs, grid, 5, "base_link")
+    info = msg.info
+    hot = int(np.argmax(np.asarray(msg.data)))
+    # standard OccupancyGrid semantics: data[i + j * width] is the cell at origin + (i, j) * resolution
+    i, j = hot % info.width, hot // info.width
+    assert info.origin.position.x + (i + 0.5) * info.resolution == pytest.approx(7.25)
+    assert info.origin.position.y + (j + 0.5) * info.resolution == pytest.approx(-3.25)
+    assert msg.data[hot] == 90 and msg.data[0] == -1
+    back, back_grid = M.grid_from_msg(msg)
+    assert back_grid == grid
+    np.testing.assert_allclose(np.nan_to_num(back, nan=-1), np.nan_to_num(np.round(probs * 100) / 100, nan=-1))
+
+
+def test_path_faces_along_the_plan():
+    plan = np.array([[2.0, 0.0], [4.0, 2.0], [4.0, 4.0]])
+    msg = M.path_msg(plan, 1_000_000_000, "base_link")
+    assert [M.to_ns(p.header.stamp) for p in msg.poses] == [1_500_000_000, 2_000_000_000, 2_500_000_000]
+    q = msg.poses[1].pose.orientation
+    assert np.degrees(np.arctan2(2 * (q.w * q.z), 1 - 2 * q.z * q.z)) == pytest.approx(45.0)
+
+
+def test_markers_cover_every_box_and_mode():
+    pred = make_predictions()
+    boxes = M.box_markers(pred, "base_link")
+    assert boxes.markers[0].action == boxes.markers[0].DELETEALL and len(boxes.markers) == 1 + 3 * len(pred)
+    assert boxes.markers[2].text.startswith("car #4")
+    forecasts = M.forecast_markers(pred, "base_link")
+    assert len(forecasts.markers) == 1 + len(pred) * (2 + 1)
+    assert len(forecasts.markers[1].points) == 13
+
+
+def test_compressed_jpeg_decodes_to_rgb_and_corrupt_is_reported():
+    image = np.zeros((90, 160, 3), np.uint8)
+    image[..., 0] = 200  # red in RGB
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    decoded = M.decode_compressed(CompressedImage(format="jpeg", data=jpeg.tobytes()))
+    assert decoded.shape == (90, 160, 3) and abs(int(decoded[..., 0].mean()) - 200) < 4
+    with pytest.raises(M.InputError, match="does not decode"):
+        M.decode_compressed(CompressedImage(format="jpeg", data=jpeg.tobytes()[:40]))
+
+
+def test_raw_images_by_encoding_and_bad_ones_rejected():
+    bgr = np.zeros((4, 6, 3), np.uint8)
+    bgr[..., 2] = 255
+    msg = Image(height=4, width=6, encoding="bgr8", step=18, data=bgr.tobytes())
+    assert M.decode_raw(msg)[0, 0].tolist() == [255, 0, 0]
+    with pytest.raises(M.InputError, match="unsupported image encoding '16UC1'"):
+        M.decode_raw(Image(height=4, width=6, encoding="16UC1", step=12, data=bytes(48)))
+    with pytest.raises(M.InputError, match="bytes"):
+        M.decode_raw(Image(height=4, width=6, encoding="rgb8", step=18, data=bytes(20)))
+
+
+def test_camera_info_and_transform_validation():
+    info = CameraInfo()
+    info.k = [1266.4, 0.0, 816.3, 0.0, 1266.4, 491.5, 0.0, 0.0, 1.0]
+    assert M.intrinsics_from_camera_info(info)[0, 2] == pytest.approx(816.3)
+    info.k[0] = float("nan")
+    with pytest.raises(M.InputError, match="invalid K"):
+        M.intrinsics_from_camera_info(info)
+    q_wxyz = np.array([0.4998, -0.5030, 0.4998, -0.4974])
+    msg = TransformStamped()
+    msg.transform.translation.x = 1.7
+    x, y, z, w = wxyz_to_xyzw(q_wxyz / np.linalg.norm(q_wxyz))
+    msg.transform.rotation.x, msg.transform.rotation.y, msg.transform.rotation.z, msg.transform.rotation.w = x, y, z, w
+    t = M.transform_from_msg(msg)
+    assert isinstance(t, Transform)
+    np.testing.assert_allclose(t.rotation, quat_to_matrix(q_wxyz), atol=1e-9)
+    msg.transform.rotation.w = float("nan")
+    with pytest.raises(M.InputError, match="not finite"):
+        M.transform_from_msg(msg)

@@ -1,0 +1,113 @@
+"""Motion forecasting metrics for detected agents: minADE, minFDE, miss rate and EPA (UniAD's protocol).
+
+Definitions (UniAD, Sec. 4 and supplementary; EPA from ViP3D):
+* Predicted agents are matched to ground-truth agents of the same class greedily in order of decreasing score,
+  a pair qualifying when their current centres are closer than `match_distance` (2 m) in the ground plane,
+  each ground-truth agent matched at most once (the nuScenes detection matching at its 2 m threshold).
+* For a matched agent with K forecast modes and its valid future steps V (ground truth exists):
+  ADE_k = mean_{t in V} ||f_k,t - g_t||,  FDE_k = ||f_k,T - g_T|| at the last valid step T;
+  minADE = min_k ADE_k, minFDE = min_k FDE_k (K = 6 in UniAD). Both are averaged over matched agents.
+* Miss rate: the fraction of matched agents with minFDE > `miss_threshold` (2 m).
+* EPA = (N_hit - alpha * N_FP) / N_GT with alpha = 0.5: N_hit counts matched agents whose minFDE is within
+  `miss_threshold`, N_FP predicted agents left unmatched, N_GT ground-truth agents (with a future) in range.
+Only predictions with score >= `score_threshold` take part. Forecasts and futures are absolute xy in base_link.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tinybev_ros.predictions import Predictions
+from tinybev_ros.taxonomy import DETECTION_CLASSES, DYNAMIC_CLASSES
+
+VEHICLE_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "trailer", "construction_vehicle")
+
+
+def match_by_center_distance(pred_xy: np.ndarray, pred_scores: np.ndarray, gt_xy: np.ndarray,
+                             max_distance: float) -> list[tuple[int, int]]:
+    """Greedy (prediction, ground truth) pairs: highest score first, each takes its nearest free GT in range."""
+    pairs: list[tuple[int, int]] = []
+    if len(pred_xy) == 0 or len(gt_xy) == 0:
+        return pairs
+    distances = np.linalg.norm(pred_xy[:, None, :] - gt_xy[None, :, :], axis=-1)
+    taken = np.zeros(len(gt_xy), dtype=bool)
+    for i in np.argsort(-pred_scores, kind="stable"):
+        row = np.where(taken, np.inf, distances[i])
+        j = int(np.argmin(row))
+        if row[j] < max_distance:
+            taken[j] = True
+            pairs.append((int(i), j))
+    return pairs
+
+
+def displacement_errors(forecasts: np.ndarray, future: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """minADE and minFDE of one agent: forecasts (K, T, 2), future (T, 2), mask (T,) with at least one True."""
+    errors = np.linalg.norm(forecasts - future[None], axis=-1)  # (K, T)
+    last = int(np.flatnonzero(mask)[-1])
+    return float(errors[:, mask].mean(axis=1).min()), float(errors[:, last].min())
+
+
+@dataclass
+class MotionAccumulator:
+    """Accumulates matched-agent errors over samples, per class; `result()` pools the chosen classes."""
+
+    classes: tuple[str, ...] = DYNAMIC_CLASSES
+    match_distance: float = 2.0
+    miss_threshold: float = 2.0
+    score_threshold: float = 0.3
+    epa_alpha: float = 0.5
+    max_range: float = 50.0
+    _ade: dict[str, list[float]] = field(default_factory=dict)
+    _fde: dict[str, list[float]] = field(default_factory=dict)
+    _false_positives: dict[str, int] = field(default_factory=dict)
+    _ground_truth: dict[str, int] = field(default_factory=dict)
+
+    def add(self, predictions: Predictions, gt_centers: np.ndarray, gt_labels: np.ndarray, gt_futures: np.ndarray,
+            gt_future_mask: np.ndarray) -> None:
+        """One sample: predictions and the ground-truth agents (centres, labels, futures, mask) in base_link."""
+        if predictions.forecasts.ndim != 4:
+            raise ValueError(f"Predictions.forecasts must be (N, K, T, 2), got {predictions.forecasts.shape}")
+        gt_in_range = np.all(np.abs(np.asarray(gt_centers)[:, :2]) <= self.max_range, axis=1)
+        gt_has_future = np.asarray(gt_future_mask, dtype=bool).any(axis=1)
+        pred_in_range = np.all(np.abs(predictions.centers[:, :2]) <= self.max_range, axis=1)
+        for name in self.classes:
+            label = DETECTION_CLASSES.index(name)
+            gt_idx = np.flatnonzero((gt_labels == label) & gt_in_range & gt_has_future)
+            pred_idx = np.flatnonzero((predictions.labels == label) & (predictions.scores >= self.score_threshold)
+                                      & pred_in_range)
+            pairs = match_by_center_distance(predictions.centers[pred_idx, :2], predictions.scores[pred_idx],
+                                             gt_centers[gt_idx, :2], self.match_distance)
+            for p, g in pairs:
+                horizon = min(predictions.forecasts.shape[2], gt_futures.shape[1])
+                ade, fde = displacement_errors(predictions.forecasts[pred_idx[p], :, :horizon],
+                                               gt_futures[gt_idx[g], :horizon], gt_future_mask[gt_idx[g], :horizon])
+                self._ade.setdefault(name, []).append(ade)
+                self._fde.setdefault(name, []).append(fde)
+            self._false_positives[name] = self._false_positives.get(name, 0) + len(pred_idx) - len(pairs)
+            self._ground_truth[name] = self._ground_truth.get(name, 0) + len(gt_idx)
+
+    def result(self, classes: tuple[str, ...] | None = None) -> dict[str, float]:
+        """minADE, minFDE (m), miss_rate, EPA and counts pooled over `classes` (default: all accumulated)."""
+        classes = classes or self.classes
+        ade = np.array([v for c in classes for v in self._ade.get(c, [])])
+        fde = np.array([v for c in classes for v in self._fde.get(c, [])])
+        n_gt = sum(self._ground_truth.get(c, 0) for c in classes)
+        n_fp = sum(self._false_positives.get(c, 0) for c in classes)
+        hits = int((fde <= self.miss_threshold).sum())
+        nan = float("nan")
+        return {
+            "minADE": float(ade.mean()) if ade.size else nan,
+            "minFDE": float(fde.mean()) if fde.size else nan,
+            "miss_rate": float((fde > self.miss_threshold).mean()) if fde.size else nan,
+            "EPA": (hits - self.epa_alpha * n_fp) / n_gt if n_gt else nan,
+            "matched": int(ade.size),
+            "ground_truth": int(n_gt),
+            "false_positives": int(n_fp),
+        }
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """All dynamic classes pooled, plus UniAD's two reported groups: vehicles and pedestrians."""
+        vehicles = tuple(c for c in self.classes if c in VEHICLE_CLASSES)
+        return {"all": self.result(), "vehicle": self.result(vehicles), "pedestrian": self.result(("pedestrian",))}

@@ -1,0 +1,327 @@
+"""`tinybev_node`: six synchronized cameras in; boxes, map, occupancy, forecasts and the ego plan out.
+
+Threading: subscription callbacks only file messages (the synchronizer is cheap), so input is never
+blocked. A complete camera set goes to a one-slot mailbox; a worker thread decodes, runs the `Predictor`,
+tracks and publishes. If the worker is busy when a newer set completes, the older waiting set is replaced
+(latest wins) and counted as dropped, which bounds memory and latency under bursts.
+
+Faults never stop the node: each kind is logged once with a clear message and counted in /diagnostics.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import fields
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import OccupancyGrid, Path
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from tf2_msgs.msg import TFMessage
+from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import MarkerArray
+
+from tinybev_ros.geometry import Transform
+from tinybev_ros.predictions import Predictions
+from tinybev_ros.ros import messages as M
+from tinybev_ros.ros.node_config import PerceptionNodeConfig, parameter_fields
+from tinybev_ros.sync import CameraSynchronizer, FrameSet, SyncConfig
+from tinybev_ros.taxonomy import MAP_CLASSES, Command
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class PerceptionNode(Node):
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("tinybev_node", **node_kwargs)
+        for name, default, description in parameter_fields():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        self.cfg = PerceptionNodeConfig(**{f.name: self.get_parameter(f.name).value
+                                           for f in fields(PerceptionNodeConfig)})
+        cfg = self.cfg
+        self.faults: Counter[str] = Counter()
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+        self._mailbox: FrameSet | None = None
+        self._wakeup = threading.Event()
+        self._stop = threading.Event()
+        self._latency_ms: deque[float] = deque(maxlen=200)
+        self._stamp_latency_ms: deque[float] = deque(maxlen=200)
+        self._arrivals: deque[float] = deque(maxlen=120)
+        self._outputs: deque[float] = deque(maxlen=120)
+        self._last_stamp_ns: int | None = None
+        self.published = 0
+
+        self.predictor = self._load_predictor()
+        self.tracker = self._make_tracker()
+        self.sync = CameraSynchronizer(cfg.cameras, SyncConfig(
+            tolerance_ns=int(cfg.sync_tolerance_ms * 1e6), queue_size=cfg.sync_queue_size,
+            reference_camera="CAM_FRONT" if "CAM_FRONT" in cfg.cameras else cfg.cameras[0],
+            allow_missing=cfg.allow_missing_cameras, missing_timeout_ns=int(cfg.missing_camera_timeout_ms * 1e6)))
+        self.intrinsics: dict[str, np.ndarray] = {}
+        self.image_sizes: dict[str, tuple[int, int]] = {}
+        self.extrinsics: dict[str, Transform] = {}
+        self.map_to_base: Transform | None = None
+        self.goal_xy_map: np.ndarray | None = None
+
+        raw = cfg.image_transport == "raw"
+        if cfg.image_transport not in ("raw", "compressed"):
+            raise ValueError(f"image_transport must be 'raw' or 'compressed', not {cfg.image_transport!r}")
+        for camera in cfg.cameras:
+            topic = (cfg.raw_topic if raw else cfg.compressed_topic).format(camera=camera)
+            self.create_subscription(Image if raw else CompressedImage, topic,
+                                     lambda msg, c=camera: self._on_image(c, msg), qos_profile_sensor_data)
+            self.create_subscription(CameraInfo, cfg.camera_info_topic.format(camera=camera),
+                                     lambda msg, c=camera: self._on_camera_info(c, msg), RELIABLE)
+        self.create_subscription(TFMessage, "/tf_static", self._on_tf, LATCHED)
+        self.create_subscription(TFMessage, "/tf", self._on_tf, RELIABLE)
+        self.create_subscription(PoseStamped, cfg.goal_topic, self._on_goal, RELIABLE)
+
+        self.pub_detections = self.create_publisher(Detection3DArray, "detections", RELIABLE)
+        self.pub_map = {layer: self.create_publisher(OccupancyGrid, f"map/{layer}", RELIABLE) for layer in MAP_CLASSES}
+        self.pub_occupancy = self.create_publisher(OccupancyGrid, "occupancy", RELIABLE)
+        self.pub_future_occupancy: list = []  # created on the first frame, when the horizon is known
+        self.pub_plan = self.create_publisher(Path, "ego_trajectory", RELIABLE)
+        self.pub_paths = self.create_publisher(MarkerArray, "predicted_paths", RELIABLE)
+        self.pub_markers = self.create_publisher(MarkerArray, "markers", RELIABLE)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
+        self.pub_images = None
+        if cfg.publish_images:
+            self.pub_images = (self.create_publisher(Image, "bev_image", RELIABLE),
+                               self.create_publisher(Image, "camera_overlay", RELIABLE))
+        self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="tinybev-inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: {len(cfg.cameras)} cameras ({cfg.image_transport}), device {self.predictor.device}, "
+            f"outputs under {self.get_namespace().rstrip('/')}/")
+
+    # ------------------------------------------------------------ set-up
+    def _load_predictor(self):
+        from tinybev_ros.inference import Predictor
+
+        return Predictor.from_checkpoint(self.cfg.checkpoint or None, device=self.cfg.device,
+                                         precision=self.cfg.precision, score_threshold=self.cfg.score_threshold)
+
+    def _make_tracker(self):
+        from tinybev_ros.tracking import Tracker, TrackerConfig
+
+        return Tracker(TrackerConfig(max_age=self.cfg.tracker_max_age))
+
+    def fault(self, kind: str, message: str) -> None:
+        """Count a fault and log it the first time this kind occurs."""
+        self.faults[kind] += 1
+        if kind not in self._logged:
+            self._logged.add(kind)
+            self.get_logger().warning(f"{message} (further '{kind}' faults are counted in /diagnostics)")
+
+    # ------------------------------------------------------------ callbacks (cheap, never block)
+    def _on_image(self, camera: str, msg) -> None:
+        self._arrivals.append(time.monotonic())
+        with self._lock:
+            before = self.sync.stats.resets
+            frameset = self.sync.add(camera, M.to_ns(msg.header.stamp), (msg, time.monotonic()))
+            if self.sync.stats.resets != before:
+                self.tracker.reset()
+                self.fault("time_jump", f"{camera} stamp jumped backwards (bag loop?): synchronizer and tracker reset")
+            if frameset is not None:
+                if self._mailbox is not None:
+                    self.faults["dropped_busy"] += 1  # the worker had not taken the previous set: latest wins
+                self._mailbox = frameset
+                self._wakeup.set()
+
+    def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
+        try:
+            self.intrinsics[camera] = M.intrinsics_from_camera_info(msg)
+            self.image_sizes[camera] = (int(msg.width), int(msg.height))
+        except M.InputError as exc:
+            self.fault("bad_camera_info", f"{camera}: {exc}; keeping the last valid calibration")
+
+    def _on_tf(self, msg: TFMessage) -> None:
+        for t in msg.transforms:
+            try:
+                transform = M.transform_from_msg(t)
+            except M.InputError as exc:
+                self.fault("bad_tf", str(exc))
+                continue
+            if t.header.frame_id == self.cfg.base_frame and t.child_frame_id in self.cfg.cameras:
+                self.extrinsics[t.child_frame_id] = transform
+            elif t.child_frame_id == self.cfg.base_frame:
+                self.map_to_base = transform
+
+    def _on_goal(self, msg: PoseStamped) -> None:
+        self.goal_xy_map = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        self.get_logger().info(f"goal received at ({msg.pose.position.x:.1f}, {msg.pose.position.y:.1f})")
+
+    # ------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            if not self._wakeup.wait(timeout=0.1):
+                continue
+            with self._lock:
+                frameset, self._mailbox = self._mailbox, None
+                self._wakeup.clear()
+            if frameset is None:
+                continue
+            try:
+                self._process(frameset)
+            except Exception as exc:  # a bug or a model failure must not kill the node
+                self.fault("inference_error", f"frame at {frameset.stamp_ns} failed: {type(exc).__name__}: {exc}")
+
+    def command(self) -> int:
+        choice = self.cfg.command.lower()
+        if choice in ("left", "right", "straight"):
+            return int(Command[choice.upper()])
+        if self.goal_xy_map is None or self.map_to_base is None:
+            return int(Command.STRAIGHT)
+        goal_in_base = self.map_to_base.inverse().apply(self.goal_xy_map[None])[0]
+        if goal_in_base[1] > self.cfg.goal_lateral_threshold_m:
+            return int(Command.LEFT)
+        if goal_in_base[1] < -self.cfg.goal_lateral_threshold_m:
+            return int(Command.RIGHT)
+        return int(Command.STRAIGHT)
+
+    def _inputs(self, frameset: FrameSet):
+        """Decoded images and calibration of a frame set, or None (fault counted) if it cannot be used."""
+        images, intrinsics, cam_to_ego, mask = [], [], [], []
+        for camera in self.cfg.cameras:
+            entry = frameset.frames[camera]
+            if entry is None:
+                self.fault("missing_camera", f"{camera} is silent; inferring with it masked")
+                images.append(None)
+                intrinsics.append(np.eye(3))
+                cam_to_ego.append(np.eye(4))
+                mask.append(False)
+                continue
+            msg = entry[0]
+            if camera not in self.intrinsics:
+                self.fault("no_camera_info", f"no valid CameraInfo for {camera} yet; frame skipped")
+                return None
+            if camera not in self.extrinsics:
+                self.fault("missing_tf", f"no /tf_static transform {self.cfg.base_frame} -> {camera}; frame skipped")
+                return None
+            try:
+                image = M.decode_raw(msg) if isinstance(msg, Image) else M.decode_compressed(msg)
+            except M.InputError as exc:
+                kind = "bad_encoding" if "encoding" in str(exc) else "corrupt_image"
+                self.fault(kind, f"{camera}: {exc}; frame skipped")
+                return None
+            expected = self.image_sizes[camera]
+            if (image.shape[1], image.shape[0]) != expected:
+                self.fault("wrong_image_size", f"{camera}: image is {image.shape[1]}x{image.shape[0]} but its "
+                           f"CameraInfo says {expected[0]}x{expected[1]}; frame skipped")
+                return None
+            images.append(image)
+            intrinsics.append(self.intrinsics[camera])
+            cam_to_ego.append(self.extrinsics[camera].matrix)
+            mask.append(True)
+        return images, np.stack(intrinsics), np.stack(cam_to_ego), np.array(mask)
+
+    def _process(self, frameset: FrameSet) -> None:
+        inputs = self._inputs(frameset)
+        if inputs is None:
+            return
+        images, intrinsics, cam_to_ego, mask = inputs
+        if self._last_stamp_ns is not None and frameset.stamp_ns < self._last_stamp_ns:
+            self.tracker.reset()
+        self._last_stamp_ns = frameset.stamp_ns
+        pred = self.predictor.predict(images, intrinsics, cam_to_ego, command=self.command(),
+                                      stamp_ns=frameset.stamp_ns, camera_mask=mask)
+        pred = self.tracker.update(pred)
+        self._publish(pred)
+        received = max(entry[1] for entry in frameset.frames.values() if entry is not None)
+        self._latency_ms.append((time.monotonic() - received) * 1e3)
+        self._stamp_latency_ms.append((self.get_clock().now().nanoseconds - frameset.stamp_ns) / 1e6)
+        self._outputs.append(time.monotonic())
+        self.published += 1
+
+    def _publish(self, pred: Predictions) -> None:
+        frame, stamp = self.cfg.base_frame, pred.stamp_ns
+        self.pub_detections.publish(M.detections_msg(pred, frame))
+        for layer, probs in zip(MAP_CLASSES, pred.map_probs, strict=False):
+            self.pub_map[layer].publish(M.grid_msg(probs, pred.grid, stamp, frame))
+        self.pub_occupancy.publish(M.grid_msg(pred.occupancy[0], pred.grid, stamp, frame))
+        if not self.pub_future_occupancy:
+            self.pub_future_occupancy = [self.create_publisher(OccupancyGrid, f"occupancy/future_{k}", RELIABLE)
+                                         for k in range(1, len(pred.occupancy))]
+        for pub, probs in zip(self.pub_future_occupancy, pred.occupancy[1:], strict=True):
+            pub.publish(M.grid_msg(probs, pred.grid, stamp, frame))
+        self.pub_plan.publish(M.path_msg(pred.ego_plan, stamp, frame))
+        self.pub_paths.publish(M.forecast_markers(pred, frame))
+        self.pub_markers.publish(M.box_markers(pred, frame))
+        if self.pub_images is not None:
+            self._publish_images(pred)
+
+    def _publish_images(self, pred: Predictions) -> None:
+        from tinybev_ros.visualization import render_bev
+
+        bev = render_bev(pred)
+        msg = Image(header=M.header(pred.stamp_ns, self.cfg.base_frame), height=bev.shape[0], width=bev.shape[1],
+                    encoding="rgb8", step=bev.shape[1] * 3, data=bev.tobytes())
+        self.pub_images[0].publish(msg)
+
+    # ------------------------------------------------------------ diagnostics
+    @staticmethod
+    def _rate(times: deque[float]) -> float:
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+    def diagnostics(self) -> DiagnosticStatus:
+        stats = self.sync.stats
+        silent = self.sync.silent_cameras()
+        latency = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
+        values = {
+            "input_rate_hz": f"{self._rate(self._arrivals) / max(len(self.cfg.cameras), 1):.2f}",
+            "output_rate_hz": f"{self._rate(self._outputs):.2f}",
+            "latency_p50_ms": f"{np.percentile(latency, 50):.1f}",
+            "latency_p99_ms": f"{np.percentile(latency, 99):.1f}",
+            "stamp_to_publish_p50_ms": f"{np.percentile(self._stamp_latency_ms, 50):.1f}"
+            if self._stamp_latency_ms else "n/a",
+            "frames_published": str(self.published),
+            "sync_emitted": str(stats.emitted), "sync_dropped": str(stats.dropped), "sync_late": str(stats.late),
+            "sync_resets": str(stats.resets), "missing_cameras": ",".join(silent),
+        }
+        values.update({f"fault_{k}": str(v) for k, v in sorted(self.faults.items())})
+        level = DiagnosticStatus.OK
+        message = "ok"
+        if silent or self.faults:
+            level = DiagnosticStatus.WARN
+            message = f"silent cameras: {', '.join(silent)}" if silent else "faults: " + ", ".join(sorted(self.faults))
+        return DiagnosticStatus(level=level, name="tinybev_node: perception", hardware_id="tinybev",
+                                message=message, values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+    def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray(status=[self.diagnostics()])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(array)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=5)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PerceptionNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+

@@ -1,0 +1,99 @@
+"""Student shapes and sizes: the output contract with targets/losses, and the base model's parameter budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinybev_ros.geometry import CAMERA_NAMES, Rig
+from tinybev_ros.model import ModelConfig, build_student, load_model_config
+from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+def rig_calibration(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 6, 3, 3) K for the model input (fit width, bottom crop) and (1, 6, 4, 4) camera->ego of the rig."""
+    rig = Rig.load()
+    ks, poses = [], []
+    for name in CAMERA_NAMES:
+        cam = rig.cameras[name]
+        scale = config.image_width / cam.width
+        k = cam.intrinsic.copy()
+        k[:2] *= scale
+        k[1, 2] -= round(cam.height * scale) - config.image_height
+        ks.append(k)
+        poses.append(cam.sensor_to_ego.matrix)
+    as_tensor = lambda a: torch.tensor(np.array(a), dtype=torch.float32)[None]  # noqa: E731
+    return as_tensor(ks), as_tensor(poses)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> ModelConfig:
+    return load_model_config(CONFIG_DIR / "model_tiny.yaml")
+
+
+def test_base_student_has_26_to_30_million_parameters_and_yaml_equals_defaults():
+    config = load_model_config(CONFIG_DIR / "model_base.yaml")
+    assert config == ModelConfig()
+    counts = build_student(config).parameter_counts()
+    assert 26e6 <= counts["total"] <= 30e6, counts
+    assert counts["image backbone (ResNet-18)"] == 11_176_512  # torchvision resnet18 without fc
+    parts = sum(v for k, v in counts.items() if k != "total")
+    assert parts == counts["total"]
+
+
+def test_tiny_forward_on_cpu_has_contract_shapes(tiny):
+    torch.manual_seed(0)
+    model = build_student(tiny).eval()
+    intrinsics, cam_to_ego = rig_calibration(tiny)
+    batch = 2
+    images = torch.randn(batch, 6, 3, tiny.image_height, tiny.image_width)
+    with torch.no_grad():
+        out = model(images, intrinsics.expand(batch, -1, -1, -1), cam_to_ego.expand(batch, -1, -1, -1),
+                    torch.tensor([0, 2]))
+    h, w = tiny.grid.shape
+    hd, wd = h // tiny.det_stride, w // tiny.det_stride
+    k = tiny.motion_modes
+    expected = {
+        "heatmap": (batch, 10, hd, wd),
+        "box": (batch, 10, hd, wd),
+        "motion": (batch, k * FORECAST_STEPS * 2, hd, wd),
+        "motion_logits": (batch, k, hd, wd),
+        "map": (batch, 4, h, w),
+        "occupancy": (batch, 5, h, w),
+        "plan": (batch, PLAN_STEPS, 2),
+    }
+    for name, shape in expected.items():
+        assert tuple(out[name].shape) == shape, name
+        assert torch.isfinite(out[name]).all(), name
+    features = out["bev_features"]
+    assert len(features) >= 4
+    assert [f.shape[-1] for f in features[:-1]] == [w // 2**i for i in range(len(tiny.bev_channels))]
+    assert tuple(features[-1].shape[-2:]) == (hd, wd)
+    depth = out["depth"]
+    assert torch.allclose(depth.sum(dim=2), torch.ones(()), atol=1e-5)
+    # Both samples share calibration and weights: different images must still give different outputs.
+    assert not torch.allclose(out["heatmap"][0], out["heatmap"][1])
+
+
+def test_plan_depends_on_command(tiny):
+    torch.manual_seed(1)
+    model = build_student(tiny).eval()
+    intrinsics, cam_to_ego = rig_calibration(tiny)
+    images = torch.randn(1, 6, 3, tiny.image_height, tiny.image_width).expand(3, -1, -1, -1, -1)
+    with torch.no_grad():
+        out = model(images, intrinsics.expand(3, -1, -1, -1), cam_to_ego.expand(3, -1, -1, -1), torch.tensor([0, 1, 2]))
+    plans = out["plan"]
+    assert not torch.allclose(plans[0], plans[1]) and not torch.allclose(plans[1], plans[2])
+    assert torch.allclose(out["heatmap"][0], out["heatmap"][2])
+
+
+def test_bad_config_is_rejected_with_its_name():
+    with pytest.raises(ValueError, match="det_stride"):
+        ModelConfig(name="broken", det_stride=3)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ModelConfig(name="broken", image_height=250)

@@ -108,15 +108,20 @@ class OccupancyAccumulator:
                                          for when in ("current", "future")))
         self._regions = {name: region_mask(self.grid, side) for name, side in OCCUPANCY_REGIONS_M.items()}
 
-    def add(self, occupancy_probs: np.ndarray, gt_occupancy: np.ndarray) -> None:
-        """(T, H, W) probabilities and ground truth, index 0 = now; extra frames on either side are ignored."""
+    def add(self, occupancy_probs: np.ndarray, gt_occupancy: np.ndarray, frame_mask: np.ndarray | None = None) -> None:
+        """(T, H, W) probabilities and ground truth, index 0 = now; extra frames on either side are ignored.
+
+        `frame_mask` (T,) marks the ground-truth frames that exist (a scene may end within the horizon).
+        """
         steps = min(len(occupancy_probs), len(gt_occupancy))
         if steps < 2:
             raise ValueError(f"occupancy needs a current and at least one future frame, got {steps}")
+        valid = np.ones(steps, dtype=bool) if frame_mask is None else np.asarray(frame_mask, dtype=bool)[:steps]
         pred = np.asarray(occupancy_probs[:steps]) >= self.threshold
         gt = np.asarray(gt_occupancy[:steps], dtype=bool)
+        current, future = valid & (np.arange(steps) == 0), valid & (np.arange(steps) > 0)
         for region_name, region in self._regions.items():
-            for when, frames in (("current", slice(0, 1)), ("future", slice(1, steps))):
+            for when, frames in (("current", current), ("future", future)):
                 self._iou.add_one(f"{region_name}_{when}", pred[frames] & region, gt[frames] & region)
 
     def result(self) -> dict[str, float]:

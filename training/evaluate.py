@@ -1,0 +1,245 @@
+"""Evaluation of every task on a nuScenes-format split, the way the field measures it; `tinybev eval`.
+
+Python API (used by training's validation and the ROS end-to-end test):
+    metrics = evaluate(predictions_by_sample, nusc, eval_set="mini_val")
+    write_report(metrics, out_dir)            # metrics.json + metrics.md, atomically
+Detection and tracking run nuscenes-devkit's own evaluators over the whole split (every keyframe of the split
+needs predictions); motion, map, occupancy and planning use our metrics over the samples given, against the
+ground truth of `training.ground_truth`. When the predictions carry no track ids, the runtime tracker is run
+over each scene in time order with the ground-truth ego poses (as the ROS node does with /tf).
+
+`tinybev eval --checkpoint C --dataroot D --version V --split S` runs the `Predictor` over the split, then all
+of the above plus speed, and writes metrics, per-sample figures and a scene GIF.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nuscenes.map_expansion.map_api import NuScenesMap
+from nuscenes.nuscenes import NuScenes
+from tqdm import tqdm
+
+from tinybev_ros.geometry import BevGrid
+from tinybev_ros.predictions import PLAN_STEPS, Predictions
+from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
+from tinybev_ros.tracking import Tracker, TrackerConfig
+from training.ground_truth import GroundTruth, load_ground_truth
+from training.metrics.motion import VEHICLE_CLASSES, MotionAccumulator
+from training.metrics.planning import PlanningAccumulator, obstacle_corners
+from training.metrics.segmentation import MapAccumulator, OccupancyAccumulator
+
+ALL_TASKS: tuple[str, ...] = ("detection", "tracking", "motion", "map", "occupancy", "planning")
+DEVKIT_TASKS = ("detection", "tracking")
+_VEHICLE_LABELS = np.array([DETECTION_CLASSES.index(name) for name in VEHICLE_CLASSES])
+_PEDESTRIAN_LABEL = DETECTION_CLASSES.index("pedestrian")
+
+
+def load_ground_truths(nusc: NuScenes, sample_tokens: Iterable[str], grid: BevGrid | None = None,
+                       map_cache: dict[str, NuScenesMap] | None = None,
+                       progress: bool = True) -> dict[str, GroundTruth]:
+    """Ground truth of each sample (maps loaded once)."""
+    grid = grid or BevGrid()
+    map_cache = {} if map_cache is None else map_cache
+    tokens = list(sample_tokens)
+    return {token: load_ground_truth(nusc, map_cache, token, grid)
+            for token in tqdm(tokens, desc="ground truth", disable=not progress, leave=False)}
+
+
+def samples_by_scene(nusc: NuScenes, sample_tokens: Iterable[str]) -> dict[str, list[str]]:
+    """scene token -> its given samples in time order."""
+    scenes: dict[str, list[str]] = defaultdict(list)
+    for token in sample_tokens:
+        scenes[nusc.get("sample", token)["scene_token"]].append(token)
+    return {scene: sorted(tokens, key=lambda t: nusc.get("sample", t)["timestamp"]) for scene, tokens in scenes.items()}
+
+
+def track_scenes(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes,
+                 ground_truths: Mapping[str, GroundTruth],
+                 config: TrackerConfig | None = None) -> dict[str, Predictions]:
+    """Predictions with track ids from the runtime tracker, one fresh tracker per scene, ego poses from GT."""
+    out = {}
+    for tokens in samples_by_scene(nusc, predictions_by_sample).values():
+        tracker = Tracker(config or TrackerConfig())
+        for token in tokens:
+            stamped = replace(predictions_by_sample[token], stamp_ns=int(ground_truths[token].timestamp_us) * 1000)
+            out[token] = tracker.update(stamped, ground_truths[token].ego_to_global)
+    return out
+
+
+def planning_obstacles(gt: GroundTruth, steps: int = PLAN_STEPS) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per plan waypoint, the footprints of GT vehicles and of GT pedestrians at that time."""
+    futures, mask = gt.futures[:, :steps], gt.future_mask[:, :steps]
+    vehicles = obstacle_corners(futures, mask, gt.sizes_wlh, gt.yaws, np.isin(gt.labels, _VEHICLE_LABELS))
+    pedestrians = obstacle_corners(futures, mask, gt.sizes_wlh, gt.yaws, gt.labels == _PEDESTRIAN_LABEL)
+    return vehicles, pedestrians
+
+
+def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, eval_set: str | None = None,
+             tasks: Iterable[str] = ALL_TASKS, ground_truths: Mapping[str, GroundTruth] | None = None,
+             grid: BevGrid | None = None, motion_score_threshold: float = 0.3,
+             attributes_by_sample: Mapping[str, list[str]] | None = None, devkit_output_dir: str | Path | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Metrics of every requested task (see the module docstring); a dict ready for `write_report`.
+
+    `eval_set` (a devkit split name such as "val" or "mini_val") is required for detection and tracking.
+    `ground_truths` may be passed to avoid reloading them (e.g. in every validation round).
+    """
+    tasks = tuple(tasks)
+    unknown = sorted(set(tasks) - set(ALL_TASKS))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {list(ALL_TASKS)}")
+    if eval_set is None and any(task in DEVKIT_TASKS for task in tasks):
+        raise ValueError("detection and tracking run the nuScenes devkit over a whole split: pass eval_set")
+    grid = grid or BevGrid()
+    tokens = list(predictions_by_sample)
+    if ground_truths is None:
+        ground_truths = load_ground_truths(nusc, tokens, grid, progress=progress)
+    missing = [token for token in tokens if token not in ground_truths]
+    if missing:
+        raise ValueError(f"no ground truth for {len(missing)} sample(s), first {missing[0]}")
+
+    metrics: dict[str, Any] = {"samples": len(tokens), "eval_set": eval_set, "version": nusc.version}
+    if "detection" in tasks:
+        from training.metrics.detection import evaluate_detection
+
+        metrics["detection"] = evaluate_detection(nusc, predictions_by_sample, eval_set, _sub(devkit_output_dir, "det"),
+                                                  attributes_by_sample)
+    if "tracking" in tasks:
+        from training.metrics.tracking import evaluate_tracking
+
+        tracked = predictions_by_sample
+        if all((p.track_ids < 0).all() for p in predictions_by_sample.values()):
+            tracked = track_scenes(predictions_by_sample, nusc, ground_truths)
+        metrics["tracking"] = evaluate_tracking(nusc, tracked, eval_set, _sub(devkit_output_dir, "track"))
+
+    motion = MotionAccumulator(score_threshold=motion_score_threshold)
+    map_acc = MapAccumulator()
+    occupancy = OccupancyAccumulator(grid)
+    planning = PlanningAccumulator()
+    for token in tqdm(tokens, desc="metrics", disable=not progress, leave=False):
+        pred, gt = predictions_by_sample[token], ground_truths[token]
+        if "motion" in tasks:
+            motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask)
+        if "map" in tasks:
+            map_acc.add(pred.map_probs, gt.map_masks)
+        if "occupancy" in tasks:
+            occupancy.add(pred.occupancy, gt.occupancy, getattr(gt, "occupancy_mask", None))
+        if "planning" in tasks:
+            planning.add(pred.ego_plan, gt.ego_future, gt.ego_future_mask, *planning_obstacles(gt))
+    if "motion" in tasks:
+        metrics["motion"] = motion.summary()
+    if "map" in tasks:
+        metrics["map"] = map_acc.result()
+    if "occupancy" in tasks:
+        metrics["occupancy"] = occupancy.result()
+    if "planning" in tasks:
+        metrics["planning"] = planning.result()
+    return metrics
+
+
+def _sub(directory: str | Path | None, name: str) -> Path | None:
+    return None if directory is None else Path(directory) / name
+
+
+# ------------------------------------------------------------------ report
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, NaN/inf to None (undefined metric)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return f"{float(value):.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def to_markdown(metrics: Mapping[str, Any]) -> str:
+    """The metrics as Markdown tables, one section per task, definitions named."""
+    lines = [f"# Evaluation: {metrics.get('version')} / {metrics.get('eval_set')} ({metrics.get('samples')} samples)"]
+    if "detection" in metrics:
+        d = metrics["detection"]
+        lines += ["", "## Detection (nuscenes-devkit DetectionEval, detection_cvpr_2019)", ""]
+        names = ["mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE"]
+        lines += _table(names, [[_fmt(d[n]) for n in names]])
+        lines += ["", *_table(["class", *DETECTION_CLASSES], [["AP", *(_fmt(d["per_class_AP"].get(c))
+                                                                      for c in DETECTION_CLASSES)]])]
+    if "tracking" in metrics:
+        t = metrics["tracking"]
+        lines += ["", "## Tracking (nuscenes-devkit TrackingEval, tracking_nips_2019)", ""]
+        columns = [("AMOTA", "AMOTA"), ("AMOTP (m)", "AMOTP"), ("recall", "recall"), ("MOTAR", "motar"),
+                   ("IDS", "IDS"), ("frag", "frag")]
+        lines += _table([label for label, _ in columns], [[_fmt(t[key]) for _, key in columns]])
+    if "motion" in metrics:
+        lines += ["", "## Motion forecasting (UniAD protocol: matched agents, min over modes, miss at 2 m; EPA)", ""]
+        lines += _table(["agents", "minADE (m)", "minFDE (m)", "MR", "EPA", "matched / GT"],
+                        [[group, _fmt(m["minADE"]), _fmt(m["minFDE"]), _fmt(m["miss_rate"]), _fmt(m["EPA"]),
+                          f"{m['matched']} / {m['ground_truth']}"] for group, m in metrics["motion"].items()])
+    if "map" in metrics:
+        lines += ["", "## Map segmentation (IoU over the split)", ""]
+        names = [*MAP_CLASSES, "mIoU"]
+        lines += _table(names, [[_fmt(metrics["map"].get(n)) for n in names]])
+    if "occupancy" in metrics:
+        o = metrics["occupancy"]
+        lines += ["", "## Occupancy (IoU; near = 30 m x 30 m, far = 50 m x 50 m)", ""]
+        lines += _table(["", "current", "future"], [[region, _fmt(o[f"{region}_current"]), _fmt(o[f"{region}_future"])]
+                                                   for region in ("near", "far")])
+    if "planning" in metrics:
+        lines += ["", "## Planning (L2 in m, collision in %; UniAD = at the time, ST-P3 = averaged up to the time)",
+                  ""]
+        header = ["definition", "L2 1s", "L2 2s", "L2 3s", "L2 avg", "Col 1s", "Col 2s", "Col 3s", "Col avg"]
+        rows = []
+        for name, label in (("uniad", "UniAD"), ("stp3", "ST-P3")):
+            p = metrics["planning"][name]
+            rows.append([label, *(_fmt(p[f"l2_{h}"]) for h in ("1s", "2s", "3s", "avg")),
+                         *(_fmt(p[f"collision_{h}"], 2) for h in ("1s", "2s", "3s", "avg"))])
+        lines += _table(header, rows)
+    if "speed" in metrics:
+        s = metrics["speed"]
+        lines += ["", "## Speed and size", ""]
+        lines += _table(["parameters (M)", "GFLOPs", "latency median (ms)", "latency p90 (ms)", "device"],
+                        [[_fmt(s["parameters_M"], 2), _fmt(s["gflops"], 1), _fmt(s["latency"]["median_ms"], 1),
+                          _fmt(s["latency"]["p90_ms"], 1), str(s["latency"]["device"])]])
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def write_report(metrics: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """metrics.json (NaN -> null) and metrics.md in `out_dir`, each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
+    _write_text(json_path, json.dumps(_plain(dict(metrics)), indent=2, allow_nan=False))
+    _write_text(md_path, to_markdown(metrics))
+    return json_path, md_path

@@ -1,0 +1,149 @@
+"""3D detection metrics by nuscenes-devkit's own `DetectionEval` (mAP, NDS, mATE/mASE/mAOE/mAVE/mAAE).
+
+`Predictions` are in base_link at the keyframe's LIDAR_TOP stamp; nuScenes results are global-frame boxes.
+Each box is mapped with that sample's ego pose (the pose the devkit itself uses to measure ego distance):
+centre and heading rotated/translated, velocity rotated (it is an over-ground velocity in base_link axes).
+Attributes are not predicted by the student; `default_attribute` derives one from class and speed, and a
+caller that knows the attributes (the ground-truth oracle) can pass them. The results JSON lives in a
+temporary directory beside the devkit's output, and the devkit's config is `detection_cvpr_2019`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nuscenes.eval.common.config import config_factory
+from nuscenes.eval.detection.evaluate import DetectionEval
+from nuscenes.nuscenes import NuScenes
+
+from tinybev_ros.geometry import Transform, matrix_to_quat
+from tinybev_ros.predictions import Predictions
+from tinybev_ros.taxonomy import DETECTION_CLASSES
+from training.ground_truth import ego_pose_of_sample
+
+DETECTION_CONFIG = "detection_cvpr_2019"
+MAX_BOXES_PER_SAMPLE = 500  # the devkit rejects more
+RESULTS_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False, "use_external": False}
+_VEHICLES = {"car", "truck", "bus", "trailer", "construction_vehicle"}
+
+
+def default_attribute(class_name: str, speed: float) -> str:
+    """A nuScenes attribute from class and speed (m/s): moving vs parked/standing, ridden vs not; '' for none."""
+    if class_name in _VEHICLES:
+        return "vehicle.moving" if speed > 0.5 else "vehicle.parked"
+    if class_name == "pedestrian":
+        return "pedestrian.moving" if speed > 0.3 else "pedestrian.standing"
+    if class_name in ("bicycle", "motorcycle"):
+        return "cycle.with_rider" if speed > 0.5 else "cycle.without_rider"
+    return ""
+
+
+def sample_ego_poses(nusc: NuScenes, sample_tokens: list[str]) -> dict[str, Transform]:
+    """ego -> global at each sample's LIDAR_TOP stamp."""
+    return {token: ego_pose_of_sample(nusc, nusc.get("sample", token))[0] for token in sample_tokens}
+
+
+def to_global_boxes(predictions: Predictions, ego_to_global: Transform) -> dict[str, np.ndarray]:
+    """Centres (N, 3), (w, x, y, z) rotations (N, 4) and velocities (N, 2) of the boxes in the global frame."""
+    n = len(predictions)
+    centers = ego_to_global.apply(predictions.centers.reshape(n, 3))
+    rotations = np.zeros((n, 4))
+    for i, yaw in enumerate(predictions.yaws):
+        cos, sin = np.cos(yaw), np.sin(yaw)
+        rotations[i] = matrix_to_quat(ego_to_global.rotation @ np.array([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]]))
+    planar = np.concatenate([predictions.velocities.reshape(n, 2), np.zeros((n, 1))], axis=1)
+    return {"centers": centers, "rotations": rotations, "velocities": (planar @ ego_to_global.rotation.T)[:, :2]}
+
+
+def detection_results(predictions: Predictions, sample_token: str, ego_to_global: Transform,
+                      attributes: list[str] | None = None) -> list[dict[str, Any]]:
+    """nuScenes detection result boxes of one sample (at most MAX_BOXES_PER_SAMPLE, highest scores first)."""
+    order = np.argsort(-predictions.scores, kind="stable")[:MAX_BOXES_PER_SAMPLE]
+    boxes = to_global_boxes(predictions, ego_to_global)
+    out = []
+    for i in order:
+        name = DETECTION_CLASSES[int(predictions.labels[i])]
+        speed = float(np.hypot(*predictions.velocities[i]))
+        out.append({
+            "sample_token": sample_token,
+            "translation": [float(v) for v in boxes["centers"][i]],
+            "size": [float(max(v, 1e-3)) for v in predictions.sizes_wlh[i]],
+            "rotation": [float(v) for v in boxes["rotations"][i]],
+            "velocity": [float(v) for v in boxes["velocities"][i]],
+            "detection_name": name,
+            "detection_score": float(np.clip(predictions.scores[i], 0.0, 1.0)),
+            "attribute_name": attributes[i] if attributes is not None else default_attribute(name, speed),
+        })
+    return out
+
+
+def write_results_json(results: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
+    """A nuScenes results file {"meta", "results"}, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"meta": RESULTS_META, "results": results}, handle)
+    os.replace(tmp, path)
+    return path
+
+
+def split_sample_tokens(nusc: NuScenes, eval_set: str) -> list[str]:
+    """Keyframe tokens of every scene of a devkit split that exists in this dataset, in scene order."""
+    from nuscenes.utils.splits import create_splits_scenes
+
+    splits = create_splits_scenes()
+    if eval_set not in splits:
+        raise ValueError(f"unknown nuScenes split {eval_set!r}; known: {sorted(splits)}")
+    names = set(splits[eval_set])
+    tokens = []
+    for scene in nusc.scene:
+        if scene["name"] in names:
+            token = scene["first_sample_token"]
+            while token:
+                tokens.append(token)
+                token = nusc.get("sample", token)["next"]
+    return tokens
+
+
+def check_coverage(predictions_by_sample: Mapping[str, Predictions], expected: list[str], eval_set: str) -> None:
+    """The devkit evaluates whole splits: every keyframe of the split needs predictions (possibly empty)."""
+    missing = [token for token in expected if token not in predictions_by_sample]
+    if missing:
+        raise ValueError(f"predictions lack {len(missing)} of the {len(expected)} samples of split {eval_set!r} "
+                         f"(first: {missing[0]}); the nuScenes evaluators need every keyframe of the split")
+
+
+def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predictions], eval_set: str,
+                       output_dir: str | Path | None = None,
+                       attributes_by_sample: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """Run `DetectionEval` on the split; returns mAP, NDS, the five TP errors and per-class AP/errors."""
+    tokens = split_sample_tokens(nusc, eval_set)
+    check_coverage(predictions_by_sample, tokens, eval_set)
+    poses = sample_ego_poses(nusc, tokens)
+    attributes_by_sample = attributes_by_sample or {}
+    results = {token: detection_results(predictions_by_sample[token], token, poses[token],
+                                        attributes_by_sample.get(token)) for token in tokens}
+    with tempfile.TemporaryDirectory(prefix="tinybev-det-") as tmp:
+        result_path = write_results_json(results, Path(tmp) / "results_nusc.json")
+        evaluator = DetectionEval(nusc, config_factory(DETECTION_CONFIG), str(result_path), eval_set,
+                                  output_dir=str(output_dir or Path(tmp) / "devkit"), verbose=False)
+        summary = evaluator.main(plot_examples=0, render_curves=False)
+    errors = summary["tp_errors"]
+    return {
+        "mAP": summary["mean_ap"],
+        "NDS": summary["nd_score"],
+        "mATE": errors["trans_err"],
+        "mASE": errors["scale_err"],
+        "mAOE": errors["orient_err"],
+        "mAVE": errors["vel_err"],
+        "mAAE": errors["attr_err"],
+        "per_class_AP": summary["mean_dist_aps"],
+        "per_class_errors": summary["label_tp_errors"],
+    }

@@ -1,0 +1,75 @@
+"""Ground truth given back as `Predictions`: the oracle that must score perfectly on every metric.
+
+Used to validate the evaluation itself (a metric that does not give the oracle a perfect score is wrong) and
+to draw ground truth in the same pictures as predictions. Track ids come from instance tokens through a
+shared `TrackIds` so an instance keeps its id across the samples of a scene.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from nuscenes.nuscenes import NuScenes
+
+from tinybev_ros.geometry import BevGrid
+from tinybev_ros.predictions import Predictions
+from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION
+from training.ground_truth import GroundTruth
+
+
+@dataclass
+class TrackIds:
+    """instance token -> small integer id, assigned on first sight."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, instance_tokens: list[str]) -> np.ndarray:
+        for token in instance_tokens:
+            self.ids.setdefault(token, len(self.ids))
+        return np.array([self.ids[token] for token in instance_tokens], dtype=np.int64)
+
+
+def _fill_forward(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(..., T, 2) values where steps beyond the last valid one repeat it (the agent or ego stays put)."""
+    values = np.array(values, dtype=float)
+    for index in np.ndindex(mask.shape[:-1]):
+        valid = np.flatnonzero(mask[index])
+        if valid.size and valid[-1] + 1 < mask.shape[-1]:
+            values[index][valid[-1] + 1:] = values[index][valid[-1]]
+    return values
+
+
+def ground_truth_as_predictions(gt: GroundTruth, track_ids: TrackIds | None = None,
+                                grid: BevGrid | None = None) -> Predictions:
+    """Perfect predictions: GT boxes with score 1, one forecast mode = the true future, true map/occupancy/plan."""
+    n = len(gt)
+    futures = _fill_forward(gt.futures, gt.future_mask)
+    return Predictions(
+        stamp_ns=int(gt.timestamp_us) * 1000,
+        centers=gt.centers.copy(),
+        sizes_wlh=gt.sizes_wlh.copy(),
+        yaws=gt.yaws.copy(),
+        velocities=gt.velocities.copy(),
+        scores=np.ones(n),
+        labels=gt.labels.copy(),
+        track_ids=(track_ids or TrackIds())(gt.instance_tokens),
+        forecasts=futures[:, None],
+        forecast_probs=np.ones((n, 1)),
+        map_probs=gt.map_masks.astype(np.float32),
+        occupancy=gt.occupancy.astype(np.float32),
+        ego_plan=_fill_forward(gt.ego_future, gt.ego_future_mask),
+        command=int(gt.command),
+        grid=grid or BevGrid(),
+    )
+
+
+def ground_truth_attributes(nusc: NuScenes, sample_token: str) -> list[str]:
+    """Attribute names of a sample's detection-class annotations, in `load_ground_truth`'s box order."""
+    out = []
+    for ann_token in nusc.get("sample", sample_token)["anns"]:
+        ann = nusc.get("sample_annotation", ann_token)
+        if ann["category_name"] in CATEGORY_TO_DETECTION:
+            tokens = ann["attribute_tokens"]
+            out.append(nusc.get("attribute", tokens[0])["name"] if tokens else "")
+    return out

@@ -1,0 +1,148 @@
+"""`tinybev bag play` / `bag record` as real processes against a plain rclpy subscriber in this process."""
+
+from __future__ import annotations
+
+import signal
+
+import cv2
+import numpy as np
+import pytest
+from bag_helpers import Listener, canonical, read_bag, tinybev
+from rosbags.rosbag2 import Reader
+
+from tinybev_ros.ros.bag_messages import MessageFactory
+from tinybev_ros.ros.bag_output import AtomicBagWriter
+from tinybev_ros.ros.nuscenes_to_bag import LATCHED_QOS, STREAM_QOS
+from tinybev_ros.ros.typestore import typestore
+
+T0 = 1_532_402_927_000_000_000
+PERIOD_NS = 250_000_000  # 4 Hz per stream: inter-message timing is checked against this
+STEPS = 9  # 2 s of data
+
+
+@pytest.fixture(scope="module")
+def small_bag(tmp_path_factory):
+    """A 2 s bag with a latched /tf_static, JPEG images, odometry and vision_msgs detections, like our real use."""
+    store = typestore()
+    msg = MessageFactory(store)
+    T = store.types
+    path = tmp_path_factory.mktemp("bags") / "small"
+    image = np.zeros((48, 64, 3), np.uint8)
+    with AtomicBagWriter(path) as writer:
+        conns = {
+            "/tf_static": writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=store,
+                                                offered_qos_profiles=[LATCHED_QOS]),
+            "/CAM_FRONT/image_rect_compressed": writer.add_connection(
+                "/CAM_FRONT/image_rect_compressed", "sensor_msgs/msg/CompressedImage", typestore=store,
+                offered_qos_profiles=[STREAM_QOS]),
+            "/odom": writer.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=store),
+            "/tinybev/detections": writer.add_connection("/tinybev/detections", "vision_msgs/msg/Detection3DArray",
+                                                         typestore=store),
+        }
+        from tinybev_ros.geometry import Transform
+
+        tf = msg.tf_message([msg.transform_stamped(T0, "base_link", "CAM_FRONT",
+                                                   Transform(translation=np.array([1.7, 0.0, 1.5])))])
+        writer.write(conns["/tf_static"], T0, msg.serialize(tf))
+        for i in range(STEPS):
+            stamp = T0 + i * PERIOD_NS
+            image[:, :, 1] = 20 * i
+            ok, jpeg = cv2.imencode(".jpg", image)
+            assert ok
+            writer.write(conns["/CAM_FRONT/image_rect_compressed"], stamp + 10_000_000,
+                         msg.serialize(msg.compressed_image(stamp + 10_000_000, "CAM_FRONT", jpeg.tobytes())))
+            odom = msg.odometry(stamp + 60_000_000, Transform(translation=np.array([float(i), 0.0, 0.0])),
+                                [4.0, 0.0, 0.0], [0.0, 0.0, 0.1])
+            writer.write(conns["/odom"], stamp + 60_000_000, msg.serialize(odom))
+            dets = T["vision_msgs/msg/Detection3DArray"](header=msg.header(stamp + 120_000_000, "base_link"),
+                                                          detections=[])
+            writer.write(conns["/tinybev/detections"], stamp + 120_000_000, msg.serialize(dets))
+    return path
+
+
+def _check_received(bag_messages, received, store) -> None:
+    """Every message once, each topic in bag order, bytes equal up to CDR padding."""
+    assert len(received) == len(bag_messages)
+    for topic in {m[0] for m in bag_messages}:
+        expected = [canonical(store, raw, msgtype) for t, msgtype, _, raw in bag_messages if t == topic]
+        msgtype = next(m[1] for m in bag_messages if m[0] == topic)
+        got = [canonical(store, raw, msgtype) for t, raw, _ in received if t == topic]
+        assert got == expected, topic
+
+
+def _intervals(bag_messages, received, topic):
+    bag_t = np.array([t for tp, _, t, _ in bag_messages if tp == topic]) / 1e9
+    recv_t = np.array([t for tp, _, t in received if tp == topic])
+    return np.diff(bag_t), np.diff(recv_t)
+
+
+def test_play_reaches_a_subscriber_with_bag_timing_and_record_writes_the_same(small_bag, tmp_path):
+    store = typestore()
+    bag_messages = read_bag(small_bag)
+    topics = {m[0]: m[1] for m in bag_messages}
+    recorded = tmp_path / "recorded"
+    with Listener(topics) as listener:
+        recorder = tinybev("bag", "record", recorded, "--topics", *topics)
+        player = tinybev("bag", "play", small_bag, "--rate", "1", "--wait-for-subscribers", "2", "--start-paused")
+        listener.wait_for_publishers(player)
+        player.send_signal(signal.SIGUSR1)
+        listener.spin_until(len(bag_messages), player, timeout_s=60)
+        assert player.wait(timeout=30) == 0, player.stdout.read()
+    recorder.send_signal(signal.SIGINT)
+    assert recorder.wait(timeout=30) == 0, recorder.stdout.read()
+
+    _check_received(bag_messages, listener.received, store)
+    for topic in ("/CAM_FRONT/image_rect_compressed", "/odom", "/tinybev/detections"):
+        bag_dt, recv_dt = _intervals(bag_messages, listener.received, topic)
+        assert np.all(np.abs(recv_dt - bag_dt) <= 0.1 * bag_dt), (topic, recv_dt)
+    first = min(t for _, _, t in listener.received)
+    last = max(t for _, _, t in listener.received)
+    span = (bag_messages[-1][2] - bag_messages[0][2]) / 1e9
+    assert last - first == pytest.approx(span, rel=0.1)
+
+    # The recorder saw the same stream: same messages per topic, same order, QoS of a latched topic kept.
+    with Reader(recorded) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+        digests = {c.topic: c.digest for c in reader.connections}
+        recorded_messages = [(c.topic, raw, t / 1e9) for c, t, raw in reader.messages()]
+    _check_received(bag_messages, recorded_messages, store)
+    assert qos["/tf_static"][0].durability.name == "TRANSIENT_LOCAL"
+    assert qos["/odom"][0].durability.name == "VOLATILE"
+    assert digests["/tinybev/detections"] == store.hash_rihs01("vision_msgs/msg/Detection3DArray")
+
+
+def test_play_at_rate_4_is_four_times_faster_and_publishes_clock(small_bag):
+    store = typestore()
+    bag_messages = read_bag(small_bag)
+    topics = {m[0]: m[1] for m in bag_messages}
+    clocks = []
+    with Listener(topics) as listener:
+        from rclpy.qos import QoSProfile
+        from rosgraph_msgs.msg import Clock
+
+        listener.node.create_subscription(Clock, "/clock", clocks.append, QoSProfile(depth=1000))
+        player = tinybev("bag", "play", small_bag, "--rate", "4", "--clock", "50", "--wait-for-subscribers", "1",
+                         "--start-paused")
+        listener.wait_for_publishers(player)
+        player.send_signal(signal.SIGUSR1)
+        listener.spin_until(len(bag_messages), player, timeout_s=60)
+        assert player.wait(timeout=30) == 0, player.stdout.read()
+    _check_received(bag_messages, listener.received, store)
+    received = [t for tp, _, t in listener.received if tp != "/tf_static"]
+    span = (bag_messages[-1][2] - bag_messages[1][2]) / 1e9
+    assert max(received) - min(received) == pytest.approx(span / 4, rel=0.1)
+    stamps = [c.clock.sec * 10**9 + c.clock.nanosec for c in clocks]
+    assert len(stamps) >= 10 and stamps == sorted(stamps)
+    assert stamps[0] >= T0 and stamps[-1] <= bag_messages[-1][2]
+
+
+def test_play_and_record_refuse_bad_input_with_clear_errors(small_bag, tmp_path):
+    missing = tinybev("bag", "play", tmp_path / "nope")
+    assert missing.wait(timeout=60) == 2
+    assert "no bag at" in missing.stdout.read()
+    unknown = tinybev("bag", "play", small_bag, "--topics", "/not_there")
+    assert unknown.wait(timeout=60) == 2
+    assert "/not_there" in unknown.stdout.read()
+    exists = tinybev("bag", "record", small_bag, "--topics", "/odom")
+    assert exists.wait(timeout=60) == 2
+    assert "already exists" in exists.stdout.read()

@@ -1,0 +1,227 @@
+"""`tinybev bag play`: publish a rosbag2 bag's messages on their topics with their recorded timing.
+
+A stand-in for `ros2 bag play` where rosbag2 is not installed: reads sqlite3 and MCAP bags with `rosbags` and
+publishes the stored CDR bytes unchanged through rclpy (no decode/encode), spaced by the bag's receive times
+divided by `--rate`. QoS per topic follows the bag's offered profiles (see bag_ros). `--clock` publishes
+/clock from the playback position (like `ros2 bag play --clock`), replacing a /clock stored in the bag.
+`--wait-for-subscribers N` holds playback until every played topic has N subscriptions, so a recorder
+started alongside gets the first message (discovery is waited for, never slept over). Discovery is
+asymmetric: our writer may match a reader before that reader matched our writer, and a first message sent in
+between arrives late (on the next heartbeat). A subscriber that needs exact timing from the first message
+completes the handshake with `--start-paused`: it waits until it sees our publishers, then sends SIGUSR1
+(the signal counterpart of rosbag2's resume service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("tinybev.bag.play")
+
+
+class PlaybackInterrupted(Exception):
+    pass
+
+
+def open_reader(path: str | Path):
+    """rosbags Reader of a bag directory, or of the bag containing a .db3/.mcap file given directly."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no bag at {path}")
+    if path.is_file() and (path.parent / "metadata.yaml").is_file():
+        path = path.parent
+    return Reader(path)
+
+
+class BagPlayer:
+    """Publishes one bag through one rclpy node."""
+
+    def __init__(self, node, reader, topics: list[str] | None, rate: float, clock_hz: float | None,
+                 control: dict[str, bool]) -> None:
+        from rclpy.qos import QoSProfile
+
+        from tinybev_ros.ros.bag_ros import message_class, playback_qos
+
+        if rate <= 0:
+            raise ValueError(f"--rate must be positive, got {rate}")
+        self.node, self.reader, self.rate, self.clock_hz = node, reader, rate, clock_hz
+        available = {c.topic for c in reader.connections}
+        if topics:
+            unknown = sorted(set(topics) - available)
+            if unknown:
+                raise ValueError(f"topics not in the bag: {', '.join(unknown)} "
+                                 f"(bag has: {', '.join(sorted(available))})")
+        wanted = set(topics or available)
+        if clock_hz:
+            wanted.discard("/clock")
+        self.connections = [c for c in reader.connections if c.topic in wanted]
+        self.publishers = {}
+        by_topic = {}
+        for conn in self.connections:
+            if conn.topic in by_topic and by_topic[conn.topic] != conn.msgtype:
+                raise ValueError(f"topic {conn.topic} has two types in the bag: {by_topic[conn.topic]}, {conn.msgtype}")
+            by_topic[conn.topic] = conn.msgtype
+        for topic, msgtype in sorted(by_topic.items()):
+            conns = [c for c in self.connections if c.topic == topic]
+            offered = [q for c in conns for q in c.ext.offered_qos_profiles]
+            qos = playback_qos(topic, offered, sum(c.msgcount for c in conns))
+            self.publishers[topic] = node.create_publisher(message_class(msgtype), topic, qos)
+        self.clock_publisher = None
+        if clock_hz:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_publisher = node.create_publisher(Clock, "/clock", QoSProfile(depth=1))
+        self.control = control  # "stop" and "paused" flags, set from signal handlers
+
+    def wait_for_subscribers(self, count: int, timeout_s: float) -> None:
+        """Block until every played topic has `count` matched subscriptions (graph events, not a fixed sleep)."""
+        import rclpy
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing = [t for t, p in self.publishers.items() if p.get_subscription_count() < count]
+            if not missing:
+                return
+            if self.control["stop"]:
+                raise PlaybackInterrupted
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {count} subscribers after {timeout_s:.0f} s on: {', '.join(missing)}")
+            rclpy.spin_once(self.node, timeout_sec=0.02)
+
+    def wait_for_resume(self) -> None:
+        import rclpy
+
+        while self.control["paused"]:
+            if self.control["stop"]:
+                raise PlaybackInterrupted
+            rclpy.spin_once(self.node, timeout_sec=0.02)
+
+    def play_once(self) -> int:
+        """One pass over the bag; returns the number of messages published."""
+        published = 0
+        bag_start = None
+        wall_start = time.monotonic()
+        for conn, stamp, raw in self.reader.messages(connections=self.connections):
+            if bag_start is None:
+                bag_start = stamp
+            self._wait_until(wall_start + (stamp - bag_start) / 1e9 / self.rate, wall_start, bag_start)
+            self.publishers[conn.topic].publish(raw if isinstance(raw, bytes) else bytes(raw))
+            published += 1
+        return published
+
+    def _wait_until(self, due: float, wall_start: float, bag_start: int) -> None:
+        """Sleep until `due`, publishing /clock ticks on the way when asked to."""
+        period = 1.0 / self.clock_hz if self.clock_hz else None
+        while True:
+            if self.control["stop"]:
+                raise PlaybackInterrupted
+            now = time.monotonic()
+            if self.clock_publisher is not None:
+                self._publish_clock(bag_start + int((now - wall_start) * self.rate * 1e9))
+            remaining = due - now
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, period) if period else min(remaining, 0.1))
+
+    def _publish_clock(self, stamp_ns: int) -> None:
+        from rosgraph_msgs.msg import Clock
+
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(stamp_ns, 1_000_000_000)
+        self.clock_publisher.publish(msg)
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait until reliable subscribers acknowledged everything, so exiting loses nothing in flight."""
+        from rclpy.duration import Duration
+
+        for publisher in self.publishers.values():
+            publisher.wait_for_all_acked(Duration(seconds=timeout_s))
+
+
+def play(path: str | Path, rate: float = 1.0, loop: bool = False, clock_hz: float | None = None,
+         topics: list[str] | None = None, wait_for_subscribers: int = 0, wait_timeout_s: float = 60.0,
+         start_paused: bool = False) -> int:
+    """Play a bag; returns the number of messages published. SIGINT/SIGTERM stop it, SIGUSR1 resumes it."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    reader = open_reader(path)
+    reader.open()
+    control = {"stop": False, "paused": start_paused}
+
+    def request_stop(signum: int, frame: object) -> None:
+        control["stop"] = True
+
+    def resume(signum: int, frame: object) -> None:
+        control["paused"] = False
+
+    # Installed before any publisher exists: whoever sees our publishers may already signal us.
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, resume)
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("tinybev_bag_player")
+    published = 0
+    try:
+        player = BagPlayer(node, reader, topics, rate, clock_hz, control)
+        if wait_for_subscribers:
+            player.wait_for_subscribers(wait_for_subscribers, wait_timeout_s)
+        if start_paused:
+            log.info("paused; send SIGUSR1 (kill -USR1 %d) to start", os.getpid())
+            player.wait_for_resume()
+        duration = (reader.end_time - reader.start_time) / 1e9
+        log.info("playing %s: %d topics, %.2f s at rate %g%s", path, len(player.publishers), duration, rate,
+                 ", looping" if loop else "")
+        started = time.monotonic()
+        while True:
+            published += player.play_once()
+            if not loop:
+                break
+        player.flush()
+        log.info("published %d messages in %.2f s", published, time.monotonic() - started)
+    except PlaybackInterrupted:
+        log.info("stopped after %d messages", published)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        reader.close()
+    return published
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, help="bag directory (or its .db3/.mcap file)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    parser.add_argument("--loop", action="store_true", help="play again from the start until interrupted")
+    parser.add_argument("--clock", nargs="?", type=float, const=40.0, default=None, metavar="HZ",
+                        help="publish /clock at HZ (default 40) from the playback position")
+    parser.add_argument("--topics", nargs="+", help="play only these topics")
+    parser.add_argument("--wait-for-subscribers", type=int, default=0, metavar="N",
+                        help="start only when every played topic has N subscriptions")
+    parser.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait for those subscribers")
+    parser.add_argument("--start-paused", action="store_true",
+                        help="wait for SIGUSR1 before playing (a handshake for subscribers that must see us first)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rosbags.rosbag2 import ReaderError
+
+    from tinybev_ros.ros.typestore import MissingInterfaceError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        play(args.path, rate=args.rate, loop=args.loop, clock_hz=args.clock, topics=args.topics,
+             wait_for_subscribers=args.wait_for_subscribers, wait_timeout_s=args.wait_timeout,
+             start_paused=args.start_paused)
+    except (FileNotFoundError, ReaderError, ValueError, TimeoutError, MissingInterfaceError) as exc:
+        print(f"bag play: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

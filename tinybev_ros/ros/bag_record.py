@@ -1,0 +1,142 @@
+"""`tinybev bag record`: write live topics to a rosbag2 bag, a stand-in for `ros2 bag record`.
+
+Subscribes with raw (serialized) callbacks, so messages go to disk byte for byte, each stamped with its receive
+time like rosbag2 does. A topic is subscribed as soon as a publisher for it appears (its type is taken from the
+graph), with a QoS matching what its publishers offer (bag_ros.recording_qos); the offered QoS is stored in the
+metadata so `ros2 bag play` and `tinybev bag play` latch what was latched. Types come from the shared type store
+(typestore.py), and unknown interface packages are loaded from their installed .msg files.
+The bag is written beside the target and renamed into place when recording stops (SIGINT/SIGTERM, --duration
+or --max-messages), so an interrupted recorder never leaves a partial bag at the target path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+log = logging.getLogger("tinybev.bag.record")
+
+
+class BagRecorder:
+    """Subscribes to the requested topics as they appear and writes every message to an open rosbags Writer."""
+
+    def __init__(self, node, writer, topics: list[str], max_messages: int | None = None) -> None:
+        from tinybev_ros.ros.typestore import build_typestore
+
+        # Kilted plus whatever interface package a topic turns out to need (ensure_msgtype in discover()).
+        self.node, self.writer, self.store = node, writer, build_typestore(extra_packages=())
+        self.pending = list(dict.fromkeys(topics))
+        self.connections: dict[str, object] = {}
+        self.subscriptions = []
+        self.counts: Counter[str] = Counter()
+        self.max_messages = max_messages
+
+    @property
+    def done(self) -> bool:
+        return self.max_messages is not None and sum(self.counts.values()) >= self.max_messages
+
+    def discover(self) -> None:
+        """Subscribe to every pending topic that now has a publisher."""
+        if not self.pending:
+            return
+        from tinybev_ros.ros.bag_ros import message_class, offered_qos, recording_qos
+        from tinybev_ros.ros.typestore import ensure_msgtype
+
+        types = dict(self.node.get_topic_names_and_types())
+        for topic in list(self.pending):
+            msgtypes = types.get(topic)
+            if not msgtypes:
+                continue
+            if len(msgtypes) > 1:
+                raise ValueError(f"topic {topic} is published with several types: {', '.join(msgtypes)}")
+            msgtype = msgtypes[0]
+            ensure_msgtype(self.store, msgtype)
+            profiles = [info.qos_profile for info in self.node.get_publishers_info_by_topic(topic)]
+            qos = recording_qos(profiles)
+            self.connections[topic] = self.writer.add_connection(
+                topic, msgtype, typestore=self.store, offered_qos_profiles=[offered_qos(p) for p in profiles])
+            self.subscriptions.append(self.node.create_subscription(
+                message_class(msgtype), topic, lambda data, t=topic: self._write(t, data), qos, raw=True))
+            self.pending.remove(topic)
+            log.info("recording %s (%s)", topic, msgtype)
+
+    def _write(self, topic: str, data: bytes) -> None:
+        if self.done:
+            return
+        self.writer.write(self.connections[topic], time.time_ns(), data)
+        self.counts[topic] += 1
+
+
+def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force: bool = False,
+           duration_s: float | None = None, max_messages: int | None = None) -> dict[str, int]:
+    """Record until SIGINT/SIGTERM, `duration_s` or `max_messages`; returns messages per topic."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    from tinybev_ros.ros.bag_output import AtomicBagWriter
+
+    if not topics:
+        raise ValueError("no topics to record (give --topics)")
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("tinybev_bag_recorder")
+    try:
+        with AtomicBagWriter(path, storage, force) as writer:
+            recorder = BagRecorder(node, writer, topics, max_messages)
+            log.info("recording to %s: %s", path, " ".join(topics))
+            deadline = time.monotonic() + duration_s if duration_s else None
+            last_discovery = 0.0
+            while not stop and not recorder.done and (deadline is None or time.monotonic() < deadline):
+                if time.monotonic() - last_discovery > 0.1:
+                    recorder.discover()
+                    last_discovery = time.monotonic()
+                rclpy.spin_once(node, timeout_sec=0.05)
+            for sub in recorder.subscriptions:  # nothing more arrives while the bag is closed
+                node.destroy_subscription(sub)
+        counts = dict(recorder.counts)
+        log.info("wrote %s: %d messages (%s)", path, sum(counts.values()),
+                 ", ".join(f"{t} {n}" for t, n in sorted(counts.items())) or "none")
+        if recorder.pending:
+            log.warning("never saw a publisher for: %s", " ".join(recorder.pending))
+        return counts
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from tinybev_ros.ros.bag_output import STORAGES
+
+    parser.add_argument("path", type=Path, help="bag directory to create")
+    parser.add_argument("--topics", nargs="+", required=True, help="topics to record")
+    parser.add_argument("--storage", choices=sorted(STORAGES), default="sqlite3", help="rosbag2 storage plugin")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing bag")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument("--max-messages", type=int, help="stop after this many messages")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinybev_ros.ros.bag_output import BagExistsError
+    from tinybev_ros.ros.typestore import MissingInterfaceError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        record(args.path, args.topics, storage=args.storage, force=args.force, duration_s=args.duration,
+               max_messages=args.max_messages)
+    except (BagExistsError, ValueError, MissingInterfaceError) as exc:
+        print(f"bag record: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -24,17 +24,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from nuscenes.map_expansion.map_api import NuScenesMap
 from nuscenes.nuscenes import NuScenes
 from tqdm import tqdm
 
-from tinybev_ros.geometry import BevGrid
+from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, CameraCalibration, Rig, Transform
 from tinybev_ros.predictions import PLAN_STEPS, Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 from tinybev_ros.tracking import Tracker, TrackerConfig
+from tinybev_ros.visualization import render_sample, write_gif, write_png
 from training.ground_truth import GroundTruth, load_ground_truth
 from training.metrics.motion import VEHICLE_CLASSES, MotionAccumulator
+from training.metrics.oracle import ground_truth_as_predictions
 from training.metrics.planning import PlanningAccumulator, obstacle_corners
 from training.metrics.segmentation import MapAccumulator, OccupancyAccumulator
 
@@ -243,3 +246,51 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | Path) -> tuple[Path,
     _write_text(json_path, json.dumps(_plain(dict(metrics)), indent=2, allow_nan=False))
     _write_text(md_path, to_markdown(metrics))
     return json_path, md_path
+
+
+# ------------------------------------------------------------------ pictures
+
+def sample_rig(nusc: NuScenes, sample_token: str) -> Rig:
+    """The six cameras' calibration of this sample (from the dataset, not the shipped default rig)."""
+    sample = nusc.get("sample", sample_token)
+    cameras = {}
+    for name in CAMERA_NAMES:
+        record = nusc.get("sample_data", sample["data"][name])
+        calib = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
+        cameras[name] = CameraCalibration(name, np.asarray(calib["camera_intrinsic"], dtype=float),
+                                          Transform.from_nuscenes(calib["translation"], calib["rotation"]),
+                                          int(record["width"]), int(record["height"]))
+    lidar = nusc.get("sample_data", sample["data"][LIDAR_NAME])
+    lidar_calib = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
+    return Rig(cameras, Transform.from_nuscenes(lidar_calib["translation"], lidar_calib["rotation"]))
+
+
+def sample_images(nusc: NuScenes, sample_token: str) -> dict[str, np.ndarray | None]:
+    """RGB images of the six cameras of a keyframe (None where a file is missing or unreadable)."""
+    sample = nusc.get("sample", sample_token)
+    images: dict[str, np.ndarray | None] = {}
+    for name in CAMERA_NAMES:
+        path = Path(nusc.dataroot) / nusc.get("sample_data", sample["data"][name])["filename"]
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        images[name] = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return images
+
+
+def render_scene(nusc: NuScenes, sample_tokens: list[str], predictions_by_sample: Mapping[str, Predictions],
+                 ground_truths: Mapping[str, GroundTruth] | None, out_dir: str | Path, fps: float = 2.0,
+                 png_every: int = 1, progress: bool = True) -> tuple[list[Path], Path]:
+    """A figure per sample (PNG for every `png_every`-th) and the scene as a GIF; returns their paths."""
+    out_dir = Path(out_dir)
+    frames, pngs = [], []
+    for index, token in enumerate(tqdm(sample_tokens, desc="figures", disable=not progress, leave=False)):
+        pred = predictions_by_sample[token]
+        reference = ground_truth_as_predictions(ground_truths[token], grid=pred.grid) if ground_truths else None
+        scene = nusc.get("scene", nusc.get("sample", token)["scene_token"])["name"]
+        title = f"{scene}  sample {index + 1}/{len(sample_tokens)}  {token[:8]}   boxes: prediction filled, GT outlined"
+        figure = render_sample(pred, sample_rig(nusc, token), sample_images(nusc, token), reference, title)
+        frames.append(figure)
+        if index % png_every == 0:
+            pngs.append(write_png(figure, out_dir / f"{scene}_{index:03d}_{token[:8]}.png"))
+    first_scene = nusc.get("scene", nusc.get("sample", sample_tokens[0])["scene_token"])["name"]
+    gif = write_gif(frames, out_dir / f"{first_scene}.gif", fps=fps)
+    return pngs, gif

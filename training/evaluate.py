@@ -14,6 +14,7 @@ of the above plus speed, and writes metrics, per-sample figures and a scene GIF.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -95,7 +96,8 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
     """Metrics of every requested task (see the module docstring); a dict ready for `write_report`.
 
     `eval_set` (a devkit split name such as "val" or "mini_val") is required for detection and tracking.
-    `ground_truths` may be passed to avoid reloading them (e.g. in every validation round).
+    `ground_truths` may be passed to avoid reloading them (e.g. in every validation round); they must be
+    rasterised on the predictions' grid.
     """
     tasks = tuple(tasks)
     unknown = sorted(set(tasks) - set(ALL_TASKS))
@@ -103,8 +105,10 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
         raise ValueError(f"unknown task(s) {unknown}; known: {list(ALL_TASKS)}")
     if eval_set is None and any(task in DEVKIT_TASKS for task in tasks):
         raise ValueError("detection and tracking run the nuScenes devkit over a whole split: pass eval_set")
-    grid = grid or BevGrid()
     tokens = list(predictions_by_sample)
+    if not tokens:
+        raise ValueError("no predictions to evaluate")
+    grid = grid or predictions_by_sample[tokens[0]].grid  # rasters are compared on the predictions' own grid
     if ground_truths is None:
         ground_truths = load_ground_truths(nusc, tokens, grid, progress=progress)
     missing = [token for token in tokens if token not in ground_truths]
@@ -125,6 +129,11 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
             tracked = track_scenes(predictions_by_sample, nusc, ground_truths)
         metrics["tracking"] = evaluate_tracking(nusc, tracked, eval_set, _sub(devkit_output_dir, "track"))
 
+    for token in tokens:
+        pred, gt = predictions_by_sample[token], ground_truths[token]
+        if pred.map_probs.shape[1:] != gt.map_masks.shape[1:] or pred.occupancy.shape[1:] != gt.occupancy.shape[1:]:
+            raise ValueError(f"sample {token}: prediction rasters {pred.map_probs.shape[1:]} do not match the ground "
+                             f"truth's {gt.map_masks.shape[1:]}; load the ground truth on the predictions' grid")
     motion = MotionAccumulator(score_threshold=motion_score_threshold)
     map_acc = MapAccumulator()
     occupancy = OccupancyAccumulator(grid)
@@ -294,3 +303,79 @@ def render_scene(nusc: NuScenes, sample_tokens: list[str], predictions_by_sample
     first_scene = nusc.get("scene", nusc.get("sample", sample_tokens[0])["scene_token"])["name"]
     gif = write_gif(frames, out_dir / f"{first_scene}.gif", fps=fps)
     return pngs, gif
+
+
+# ------------------------------------------------------------------ command line
+
+def devkit_split(version: str, split: str) -> str:
+    """The devkit split name for a user's split: "val" on v1.0-mini means "mini_val"."""
+    if version.endswith("mini") and split in ("train", "val"):
+        return f"mini_{split}"
+    return split
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="student checkpoint (.safetensors)")
+    parser.add_argument("--dataroot", required=True, help="nuScenes-format dataroot (real or `tinybev synth`)")
+    parser.add_argument("--version", default="v1.0-mini", help="dataset version, e.g. v1.0-trainval")
+    parser.add_argument("--split", default="val", help="split: val, train, mini_val, ... (val on a mini version = "
+                                                       "mini_val)")
+    parser.add_argument("--out", default="eval_out", help="output directory: metrics.json, metrics.md, figures/")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--tasks", default=",".join(ALL_TASKS), help="comma-separated subset of " + ",".join(ALL_TASKS))
+    parser.add_argument("--figure-scenes", type=int, default=1, help="scenes drawn as figures + GIF (0: none)")
+    parser.add_argument("--speed-repeats", type=int, default=5, help="timed calls for latency (0: skip speed)")
+
+
+def predict_split(predictor: Any, nusc: NuScenes, sample_tokens: list[str],
+                  ground_truths: Mapping[str, GroundTruth], progress: bool = True) -> dict[str, Predictions]:
+    """Run a `tinybev_ros.inference.Predictor` on every sample, planning with the ground-truth command."""
+    out = {}
+    for token in tqdm(sample_tokens, desc="inference", disable=not progress):
+        images, rig = sample_images(nusc, token), sample_rig(nusc, token)
+        missing = [name for name, image in images.items() if image is None]
+        if missing:
+            raise FileNotFoundError(f"sample {token}: camera image(s) {missing} missing under {nusc.dataroot}")
+        cameras = [rig.cameras[name] for name in CAMERA_NAMES]
+        out[token] = predictor.predict([images[name] for name in CAMERA_NAMES], [c.intrinsic for c in cameras],
+                                       [c.sensor_to_ego for c in cameras], ground_truths[token].command,
+                                       int(ground_truths[token].timestamp_us) * 1000)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinybev_ros.inference import Predictor
+    from training.metrics.detection import split_sample_tokens
+    from training.metrics.speed import speed_report
+
+    tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
+    for path, what in ((args.checkpoint, "checkpoint"), (args.dataroot, "dataroot")):
+        if not Path(path).exists():
+            raise SystemExit(f"tinybev eval: {what} {path} does not exist")
+    nusc = NuScenes(version=args.version, dataroot=str(args.dataroot), verbose=False)
+    eval_set = devkit_split(args.version, args.split)
+    tokens = split_sample_tokens(nusc, eval_set)
+    if not tokens:
+        raise SystemExit(f"tinybev eval: split {eval_set!r} has no scenes in {args.dataroot} ({args.version})")
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
+    ground_truths = load_ground_truths(nusc, tokens, predictor.config.grid)
+    predictions = predict_split(predictor, nusc, tokens, ground_truths)
+    metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, predictor.config.grid)
+    if args.speed_repeats > 0:
+        token = tokens[0]
+        images, rig = sample_images(nusc, token), sample_rig(nusc, token)
+        cameras = [rig.cameras[name] for name in CAMERA_NAMES]
+        frame = ([images[name] for name in CAMERA_NAMES], [c.intrinsic for c in cameras],
+                 [c.sensor_to_ego for c in cameras], 2, 0)
+        metrics["speed"] = speed_report(predictor.model, lambda: predictor.predict(*frame), predictor.device,
+                                        repeats=args.speed_repeats)
+        metrics["speed"]["stages_ms"] = dict(predictor.last_timing_ms)
+    json_path, md_path = write_report(metrics, args.out)
+    scenes = samples_by_scene(nusc, tokens)
+    for scene_tokens in list(scenes.values())[: max(args.figure_scenes, 0)]:
+        pngs, gif = render_scene(nusc, scene_tokens, predictions, ground_truths, Path(args.out) / "figures")
+        print(f"tinybev eval: {len(pngs)} figures and {gif}")
+    print(md_path.read_text())
+    print(f"tinybev eval: wrote {json_path} and {md_path}")
+    return 0

@@ -10,6 +10,7 @@ Definitions (UniAD, Sec. 4 and supplementary; EPA from ViP3D):
 * Miss rate: the fraction of matched agents with minFDE > `miss_threshold` (2 m).
 * EPA = (N_hit - alpha * N_FP) / N_GT with alpha = 0.5: N_hit counts matched agents whose minFDE is within
   `miss_threshold`, N_FP predicted agents left unmatched, N_GT ground-truth agents (with a future) in range.
+  A prediction matched to an agent without any known future (it leaves the scene) counts neither way.
 Only predictions with score >= `score_threshold` take part. Forecasts and futures are absolute xy in base_link.
 """
 
@@ -74,19 +75,21 @@ class MotionAccumulator:
         pred_in_range = np.all(np.abs(predictions.centers[:, :2]) <= self.max_range, axis=1)
         for name in self.classes:
             label = DETECTION_CLASSES.index(name)
-            gt_idx = np.flatnonzero((gt_labels == label) & gt_in_range & gt_has_future)
+            gt_idx = np.flatnonzero((gt_labels == label) & gt_in_range)
             pred_idx = np.flatnonzero((predictions.labels == label) & (predictions.scores >= self.score_threshold)
                                       & pred_in_range)
             pairs = match_by_center_distance(predictions.centers[pred_idx, :2], predictions.scores[pred_idx],
                                              gt_centers[gt_idx, :2], self.match_distance)
+            horizon = min(predictions.forecasts.shape[2], gt_futures.shape[1])
             for p, g in pairs:
-                horizon = min(predictions.forecasts.shape[2], gt_futures.shape[1])
+                if not gt_has_future[gt_idx[g]]:
+                    continue  # a correct detection of an agent whose future is unknown: neither error nor FP
                 ade, fde = displacement_errors(predictions.forecasts[pred_idx[p], :, :horizon],
                                                gt_futures[gt_idx[g], :horizon], gt_future_mask[gt_idx[g], :horizon])
                 self._ade.setdefault(name, []).append(ade)
                 self._fde.setdefault(name, []).append(fde)
             self._false_positives[name] = self._false_positives.get(name, 0) + len(pred_idx) - len(pairs)
-            self._ground_truth[name] = self._ground_truth.get(name, 0) + len(gt_idx)
+            self._ground_truth[name] = self._ground_truth.get(name, 0) + int(gt_has_future[gt_idx].sum())
 
     def result(self, classes: tuple[str, ...] | None = None) -> dict[str, float]:
         """minADE, minFDE (m), miss_rate, EPA and counts pooled over `classes` (default: all accumulated)."""

@@ -1,0 +1,258 @@
+"""End-to-end evaluation on the synthetic dataset: ground truth as predictions scores perfectly on every task,
+increasingly perturbed predictions score monotonically worse, the report is written, `tinybev eval` runs.
+
+The nuScenes devkit evaluators run for real on the synthetic val scene (one scene, keyframes only).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nuscenes.nuscenes import NuScenes
+
+from tinybev_ros.predictions import Predictions
+from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
+from training.evaluate import (
+    devkit_split,
+    evaluate,
+    load_ground_truths,
+    planning_obstacles,
+    samples_by_scene,
+    to_markdown,
+    track_scenes,
+    write_report,
+)
+from training.metrics.detection import split_sample_tokens
+from training.metrics.oracle import TrackIds, ground_truth_as_predictions, ground_truth_attributes
+from training.metrics.tracking import TRACKING_CLASSES
+
+LEVELS = (0.0, 1.0, 2.0, 3.0)
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def world(synth_dataset):
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    eval_set = devkit_split(synth_dataset.version, "val")
+    tokens = split_sample_tokens(nusc, eval_set)
+    assert len(tokens) >= 8, f"the synthetic {eval_set} split should hold a scene of keyframes, got {len(tokens)}"
+    gts = load_ground_truths(nusc, tokens, progress=False)
+    ids = TrackIds()
+    oracle = {token: ground_truth_as_predictions(gts[token], ids) for token in tokens}
+    attributes = {token: ground_truth_attributes(nusc, token) for token in tokens}
+    for token in tokens:
+        assert len(attributes[token]) == len(gts[token]), "attribute order must follow the ground-truth boxes"
+    return nusc, eval_set, tokens, gts, oracle, attributes
+
+
+def _present(gts, classes) -> list[str]:
+    labels = {int(label) for gt in gts.values() for label in gt.labels}
+    return [name for name in classes if DETECTION_CLASSES.index(name) in labels]
+
+
+# ------------------------------------------------------------------ perfect scores
+
+def test_ground_truth_scores_perfectly_on_every_task(world, tmp_path) -> None:
+    nusc, eval_set, tokens, gts, oracle, attributes = world
+    metrics = evaluate(oracle, nusc, eval_set, ground_truths=gts, attributes_by_sample=attributes, progress=False)
+
+    det = metrics["detection"]
+    present = _present(gts, DETECTION_CLASSES)
+    assert len(present) >= 3, f"the synthetic scene should show several classes, got {present}"
+    for name in present:
+        assert det["per_class_AP"][name] == pytest.approx(1.0, abs=TOL), name
+        errors = det["per_class_errors"][name]
+        for key in ("trans_err", "scale_err", "orient_err", "vel_err", "attr_err"):
+            assert errors[key] != errors[key] or errors[key] == pytest.approx(0.0, abs=1e-4), (name, key)
+    if len(present) == len(DETECTION_CLASSES):  # real nuScenes: every class appears
+        assert det["mAP"] == pytest.approx(1.0, abs=TOL) and det["NDS"] == pytest.approx(1.0, abs=TOL)
+    else:  # absent classes score AP 0 and error 1 in the devkit; the present ones are perfect
+        share = len(present) / len(DETECTION_CLASSES)
+        assert det["mAP"] == pytest.approx(share, abs=TOL)
+
+    track = metrics["tracking"]
+    for name in _present(gts, TRACKING_CLASSES):
+        assert track["per_class_AMOTA"][name] == pytest.approx(1.0, abs=TOL), name
+    assert track["IDS"] == 0 and track["fp"] == 0 and track["fn"] == 0
+
+    motion = metrics["motion"]["all"]
+    assert motion["matched"] > 0 and motion["matched"] == motion["ground_truth"]
+    assert motion["minADE"] == pytest.approx(0.0, abs=TOL) and motion["minFDE"] == pytest.approx(0.0, abs=TOL)
+    assert motion["miss_rate"] == 0.0 and motion["EPA"] == pytest.approx(1.0)
+
+    for name in MAP_CLASSES:
+        value = metrics["map"][name]
+        assert value != value or value == pytest.approx(1.0), name  # NaN only when a layer never appears
+    assert metrics["map"]["drivable_area"] == pytest.approx(1.0)
+    assert all(v == pytest.approx(1.0) for v in metrics["occupancy"].values())
+
+    for definition in ("uniad", "stp3"):
+        plan = metrics["planning"][definition]
+        assert all(plan[f"l2_{h}"] == pytest.approx(0.0, abs=TOL) for h in ("1s", "2s", "3s"))
+        assert all(plan[f"collision_{h}"] == 0.0 for h in ("1s", "2s", "3s"))
+
+    json_path, md_path = write_report(metrics, tmp_path)
+    loaded = json.loads(json_path.read_text())
+    assert loaded["detection"]["per_class_AP"]["car"] == pytest.approx(1.0)
+    markdown = md_path.read_text()
+    for heading in ("## Detection", "## Tracking", "## Motion", "## Map", "## Occupancy", "## Planning"):
+        assert heading in markdown
+    assert "| UniAD |" in markdown and "| ST-P3 |" in markdown
+    assert markdown == to_markdown(metrics)
+
+
+def test_runtime_tracker_recovers_identities_from_perfect_detections(world) -> None:
+    nusc, _, tokens, gts, oracle, _ = world
+    untracked = {t: replace(p, track_ids=np.full(len(p), -1, np.int64)) for t, p in oracle.items()}
+    tracked = track_scenes(untracked, nusc, gts)
+    by_instance: dict[str, set[int]] = {}
+    for token in tokens:
+        for instance, track_id in zip(gts[token].instance_tokens, tracked[token].track_ids, strict=True):
+            by_instance.setdefault(instance, set()).add(int(track_id))
+    consistent = sum(len(ids) == 1 for ids in by_instance.values())
+    assert len(by_instance) > 5 and consistent / len(by_instance) >= 0.9
+    all_ids = [i for ids in by_instance.values() for i in ids]
+    assert len(all_ids) == len(set(all_ids))  # no two instances share a track
+
+
+# ------------------------------------------------------------------ monotonic degradation
+
+def _perturb(oracle: dict[str, Predictions], gts, level: float) -> dict[str, Predictions]:
+    """The same random directions at every level, scaled by it; nested random sets for masks and ids."""
+    rng = np.random.default_rng(0)
+    out, fresh_id = {}, 100_000
+    for token, p in oracle.items():
+        n = len(p)
+        direction = rng.normal(size=(n, 2))
+        direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-9)
+        drift = rng.normal(size=(n, 1, 2))
+        flip_map, flip_occ = rng.random(p.map_probs.shape), rng.random(p.occupancy.shape)
+        switch = rng.random(n)
+        centers = p.centers.copy()
+        centers[:, :2] += 0.35 * level * direction
+        track_ids = p.track_ids.copy()
+        for i in np.flatnonzero(switch < 0.12 * level):  # identity switches
+            track_ids[i] = fresh_id
+            fresh_id += 1
+        steps = np.arange(1, p.forecasts.shape[2] + 1)[None, :, None]
+        forecasts = p.forecasts + (0.35 * level * direction)[:, None, None] + 0.1 * level * drift[:, None] * steps
+        out[token] = replace(
+            p, centers=centers, sizes_wlh=p.sizes_wlh * (1.0 + 0.1 * level), yaws=p.yaws + 0.15 * level,
+            velocities=p.velocities + 0.4 * level * direction, track_ids=track_ids, forecasts=forecasts,
+            map_probs=np.where(flip_map < 0.03 * level, 1.0 - p.map_probs, p.map_probs),
+            occupancy=np.where(flip_occ < 0.01 * level, 1.0 - p.occupancy, p.occupancy),
+            ego_plan=_plan_towards_vehicles(gts[token], p.ego_plan, level / max(LEVELS)))
+    return out
+
+
+def _plan_towards_vehicles(gt, plan: np.ndarray, fraction: float) -> np.ndarray:
+    """Each waypoint moved `fraction` of the way to the nearest GT vehicle there (else 1.5 m sideways)."""
+    vehicles, _ = planning_obstacles(gt)
+    out = plan.copy()
+    for t, corners in enumerate(vehicles):
+        if len(corners):
+            centres = corners.mean(axis=1)
+            target = centres[np.argmin(np.linalg.norm(centres - plan[t], axis=1))]
+            out[t] = plan[t] + fraction * (target - plan[t])
+        else:
+            out[t] = plan[t] + [0.0, 1.5 * fraction]
+    return out
+
+
+def _strictly_worse(values: list[float], higher_is_better: bool) -> bool:
+    pairs = list(zip(values[:-1], values[1:], strict=True))
+    return all((a > b) if higher_is_better else (a < b) for a, b in pairs)
+
+
+def _not_better(values: list[float], higher_is_better: bool) -> bool:
+    pairs = list(zip(values[:-1], values[1:], strict=True))
+    return all((a >= b) if higher_is_better else (a <= b) for a, b in pairs)
+
+
+def test_perturbed_predictions_score_monotonically_worse(world) -> None:
+    nusc, eval_set, tokens, gts, oracle, attributes = world
+    runs = [evaluate(_perturb(oracle, gts, level), nusc, eval_set, ground_truths=gts, attributes_by_sample=attributes,
+                     progress=False) for level in LEVELS]
+
+    def series(*path: str) -> list[float]:
+        values = []
+        for run in runs:
+            value = run
+            for key in path:
+                value = value[key]
+            values.append(float(value))
+        return values
+
+    assert _strictly_worse(series("detection", "NDS"), True), series("detection", "NDS")
+    assert _not_better(series("detection", "mAP"), True) and series("detection", "mAP")[-1] < series("detection",
+                                                                                                       "mAP")[0]
+    assert _strictly_worse(series("detection", "mATE"), False)
+    assert _strictly_worse(series("tracking", "AMOTA"), True), series("tracking", "AMOTA")
+    assert _not_better(series("tracking", "IDS"), False) and series("tracking", "IDS")[-1] > 0
+    assert _strictly_worse(series("motion", "all", "minADE"), False)
+    assert _strictly_worse(series("motion", "all", "minFDE"), False)
+    assert _not_better(series("motion", "all", "miss_rate"), False) and series("motion", "all", "miss_rate")[-1] > 0
+    assert _not_better(series("motion", "all", "EPA"), True) and series("motion", "all", "EPA")[-1] < 1.0
+    assert _strictly_worse(series("map", "drivable_area"), True)
+    assert _strictly_worse(series("map", "mIoU"), True)
+    for key in ("near_current", "near_future", "far_current", "far_future"):
+        assert _strictly_worse(series("occupancy", key), True), key
+    for definition in ("uniad", "stp3"):
+        assert _strictly_worse(series("planning", definition, "l2_3s"), False)
+        assert _strictly_worse(series("planning", definition, "l2_avg"), False)
+        collisions = series("planning", definition, "collision_avg")
+        assert _not_better(collisions, False) and collisions[-1] > 0, (definition, collisions)
+
+
+def test_scenes_are_ordered_in_time(world) -> None:
+    nusc, _, tokens, _, _, _ = world
+    (scene_tokens,) = samples_by_scene(nusc, reversed(tokens)).values()
+    assert scene_tokens == tokens
+
+
+def test_missing_samples_and_mismatched_grids_are_clear_errors(world) -> None:
+    nusc, eval_set, tokens, gts, oracle, _ = world
+    partial = {t: oracle[t] for t in tokens[1:]}
+    with pytest.raises(ValueError, match="lack 1 of"):
+        evaluate(partial, nusc, eval_set, tasks=("detection",), ground_truths=gts, progress=False)
+    with pytest.raises(ValueError, match="eval_set"):
+        evaluate(oracle, nusc, None, ground_truths=gts, progress=False)
+    coarse = {t: replace(p, map_probs=p.map_probs[:, ::2, ::2]) for t, p in oracle.items()}
+    with pytest.raises(ValueError, match="grid"):
+        evaluate(coarse, nusc, eval_set, tasks=("map",), ground_truths=gts, progress=False)
+
+
+# ------------------------------------------------------------------ the command
+
+def test_tinybev_eval_on_a_tiny_checkpoint(synth_dataset, tmp_path) -> None:
+    """An (untrained) tiny student through the whole command: inference, every metric, speed, figures, GIF."""
+    import torch
+    from PIL import Image
+
+    from tinybev_ros.checkpoint import save_checkpoint
+    from tinybev_ros.cli import main
+    from tinybev_ros.model import build_student
+    from tinybev_ros.model.config import load_model_config
+
+    config = load_model_config(Path(__file__).resolve().parents[1] / "config" / "model_tiny.yaml")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", build_student(config), config)
+    out = tmp_path / "eval"
+    code = main(["eval", "--checkpoint", str(checkpoint), "--dataroot", str(synth_dataset.dataroot), "--version",
+                 synth_dataset.version, "--split", "val", "--out", str(out), "--speed-repeats", "2"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for section in ("detection", "tracking", "motion", "map", "occupancy", "planning", "speed"):
+        assert section in metrics, section
+    assert 0.0 <= metrics["detection"]["NDS"] <= 1.0
+    assert metrics["speed"]["parameters_M"] > 1.0 and metrics["speed"]["gflops"] > 0.1
+    assert metrics["speed"]["latency"]["median_ms"] > 0
+    figures = sorted((out / "figures").glob("*.png"))
+    gifs = sorted((out / "figures").glob("*.gif"))
+    assert len(figures) == metrics["samples"] and len(gifs) == 1
+    with Image.open(gifs[0]) as gif:
+        assert gif.n_frames == metrics["samples"]

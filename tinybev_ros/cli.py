@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("tinybev_ros.doctor", "check that every component of the environment imports and works"),
     "demo": ("tinybev_ros.demo", "the main job: synthetic scene -> bag -> node -> outputs, pictures, metrics"),
     "eval": ("training.evaluate", "evaluate a checkpoint on a nuScenes-format split: all metrics, figures, GIF"),
+    "params": ("tinybev_ros.model.summary", "print the student's parameter count per part for a model config"),
     "bag": ("tinybev_ros.ros.bag_cli", "nuScenes -> rosbag2 conversion, and bag play/record without rosbag2"),
 }
 

@@ -1,0 +1,105 @@
+"""Model checkpoints: ONE `.safetensors` file holding the weights and, in its metadata, the config that built them.
+
+Metadata keys: "format" (FORMAT), "kind" ("student" or "teacher"), "config" (the model config as YAML), plus any
+`extra_metadata` (values stored as strings). No pickle anywhere: a checkpoint can be loaded from an untrusted
+source without running code. Files are written to a temp file beside the target and renamed into place.
+Teacher checkpoints are read with `read_checkpoint` and built by `training.teachers` (runtime code never
+imports training code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tinybev_ros.config import to_dict
+
+FORMAT = "tinybev-checkpoint/1"
+KINDS = ("student", "teacher")
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, config: Any, extra_metadata: dict[str, Any] | None = None,
+    kind: str = "student",
+) -> Path:
+    """Write `model`'s weights and its dataclass `config` atomically to `path` (a .safetensors file)."""
+    if kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"config must be a dataclass, got {type(config).__name__}")
+    path = Path(path)
+    metadata = {
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in (extra_metadata or {}).items()
+    }
+    metadata.update(format=FORMAT, kind=kind, config=yaml.safe_dump(to_dict(config), sort_keys=False))
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of a checkpoint; metadata["config"] is parsed from YAML into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"checkpoint {path} is not a readable safetensors file: {error}") from error
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
+    if metadata.get("kind") not in KINDS:
+        raise ValueError(f"checkpoint {path}: kind {metadata.get('kind')!r} is not one of {KINDS}")
+    metadata["config"] = yaml.safe_load(metadata.get("config", "")) or {}
+    return tensors, metadata
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Strict load that names the checkpoint and the first mismatching keys on failure."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise ValueError(f"checkpoint {path} does not match its model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+    model.load_state_dict(tensors)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """The student (`TinyBEV`, eval mode, on `device`) and its `ModelConfig` from a student checkpoint."""
+    from tinybev_ros.model import build_student
+    from tinybev_ros.model.config import model_config_from_dict
+
+    tensors, metadata = read_checkpoint(path)
+    if metadata["kind"] != "student":
+        raise ValueError(f"checkpoint {path} holds a {metadata['kind']}; use training.teachers to load it")
+    try:
+        config = model_config_from_dict(metadata["config"])
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"checkpoint {path}: bad model config in metadata: {error}") from error
+    model = build_student(config)
+    load_state(model, tensors, path)
+    return model.to(device).eval(), config

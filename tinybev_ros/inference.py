@@ -1,0 +1,107 @@
+"""`Predictor`: six camera images + calibration -> `Predictions`, the call the ROS node (and the demo) make.
+
+Device: CUDA when available (fp16 there: halves latency and memory; BEV pooling sums stay well inside fp16
+range), else CPU fp32. The LSS splat index depends only on the calibration, so it is computed once per
+calibration (keyed by the bytes of the preprocessed K and camera->ego matrices) and reused every frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinybev_ros.checkpoint import load_checkpoint
+from tinybev_ros.geometry import CAMERA_NAMES, Transform
+from tinybev_ros.model import ModelConfig, SplatIndex, TinyBEV, build_student
+from tinybev_ros.model.decode import decode
+from tinybev_ros.model.preprocess import preprocess_cameras
+from tinybev_ros.predictions import Predictions
+
+log = logging.getLogger(__name__)
+
+SPLAT_CACHE_SIZE = 4  # calibrations kept (a robot has one; a replay of several logs a few)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Predictor:
+    """Runs the student on one synchronized frame at a time."""
+
+    def __init__(self, model: TinyBEV, config: ModelConfig, device: str | torch.device | None = None,
+                 half: bool | None = None) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.half = (self.device.type == "cuda") if half is None else half
+        if self.half and self.device.type != "cuda":
+            raise ValueError("fp16 inference needs a CUDA device")
+        self.config = config
+        self.model = model.to(self.device).eval()
+        if self.half:
+            self.model.half()
+        self._splats: OrderedDict[str, SplatIndex] = OrderedDict()
+        self.splat_computations = 0
+        self.last_timing_ms: dict[str, float] = {}
+
+    @staticmethod
+    def from_checkpoint(path: str | Path, device: str | torch.device | None = None,
+                        half: bool | None = None) -> Predictor:
+        model, config = load_checkpoint(path)
+        log.info("loaded student checkpoint %s (%s config)", path, config.name)
+        return Predictor(model, config, device, half)
+
+    @staticmethod
+    def untrained(config: ModelConfig, seed: int = 0, device: str | torch.device | None = None) -> Predictor:
+        """A randomly initialised student: for plumbing tests and timing only, its outputs mean nothing."""
+        torch.manual_seed(seed)
+        log.warning("using an UNTRAINED %s student (random weights): outputs are meaningless", config.name)
+        return Predictor(build_student(config), config, device)
+
+    def _splat(self, intrinsics: np.ndarray, cam_to_ego: np.ndarray) -> SplatIndex:
+        key = hashlib.sha1(intrinsics.tobytes() + cam_to_ego.tobytes()).hexdigest()
+        if key in self._splats:
+            self._splats.move_to_end(key)
+            return self._splats[key]
+        k = torch.from_numpy(intrinsics).to(self.device)[None]
+        pose = torch.from_numpy(cam_to_ego).to(self.device)[None]
+        splat = self.model.splat_index(k, pose)
+        self.splat_computations += 1
+        self._splats[key] = splat
+        while len(self._splats) > SPLAT_CACHE_SIZE:
+            self._splats.popitem(last=False)
+        return splat
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[np.ndarray], intrinsics: Sequence[np.ndarray] | np.ndarray,
+                cam_to_ego: Sequence[np.ndarray | Transform] | np.ndarray, command: int,
+                stamp_ns: int) -> Predictions:
+        """images: six HxWx3 uint8 RGB arrays in CAMERA_NAMES order; intrinsics: their 3x3 K; cam_to_ego: 4x4
+        matrices (or `Transform`s) optical camera -> base_link; command: taxonomy.Command value."""
+        start = time.perf_counter()
+        poses = np.stack([p.matrix if isinstance(p, Transform) else np.asarray(p, dtype=np.float64)
+                          for p in cam_to_ego]).astype(np.float32)
+        if poses.shape != (len(CAMERA_NAMES), 4, 4):
+            raise ValueError(f"cam_to_ego must be {len(CAMERA_NAMES)} 4x4 matrices, got shape {poses.shape}")
+        if int(command) not in (0, 1, 2):
+            raise ValueError(f"command must be a taxonomy.Command value (0, 1, 2), got {command}")
+        inputs, ks = preprocess_cameras(images, list(intrinsics), self.config, CAMERA_NAMES)
+        splat = self._splat(ks, poses)
+        dtype = torch.float16 if self.half else torch.float32
+        tensor = torch.from_numpy(inputs).to(self.device, dtype)[None]
+        prepared = time.perf_counter()
+        outputs = self.model(tensor, None, None, torch.tensor([int(command)], device=self.device), splat)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        ran = time.perf_counter()
+        prediction = decode(outputs, self.config, [stamp_ns], [int(command)])[0]
+        done = time.perf_counter()
+        self.last_timing_ms = {"preprocess": 1e3 * (prepared - start), "model": 1e3 * (ran - prepared),
+                               "decode": 1e3 * (done - ran)}
+        return prediction

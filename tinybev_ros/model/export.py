@@ -1,0 +1,67 @@
+"""ONNX export of the student with the LSS splat index as graph inputs (no custom operators).
+
+The graph takes images (1, 6, 3, H, W), the three flat index vectors of a `SplatIndex` (length Q is dynamic:
+it depends on the calibration) and the command, and returns the head outputs in OUTPUT_NAMES order. The
+runtime computes the index once per calibration (as the `Predictor` does) and feeds it every frame.
+Uses torch's TorchScript-based exporter (the torch.export-based one needs onnxscript, which we do not ship);
+the BEV pooling becomes ScatterElements(reduction="add"), hence opset >= 16.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tinybev_ros.model.student import TinyBEV
+from tinybev_ros.model.view_transform import SplatIndex
+
+OUTPUT_NAMES = ("heatmap", "box", "motion", "motion_logits", "map", "occupancy", "plan")
+INPUT_NAMES = ("images", "depth_index", "pixel_index", "cell_index", "command")
+OPSET = 17
+
+
+class _ExportGraph(nn.Module):
+    def __init__(self, model: TinyBEV) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, depth_index, pixel_index, cell_index, command):  # noqa: ANN001, ANN201
+        splat = SplatIndex(depth_index, pixel_index, cell_index, images.shape[0])
+        outputs = self.model(images, None, None, command, splat)
+        return tuple(outputs[name] for name in OUTPUT_NAMES)
+
+
+def export_inputs(model: TinyBEV, images: torch.Tensor, splat: SplatIndex, command: torch.Tensor) -> tuple:
+    """The positional inputs of the exported graph, in INPUT_NAMES order."""
+    return images, splat.depth_index, splat.pixel_index, splat.cell_index, command
+
+
+def export_onnx(model: TinyBEV, example: tuple, path: str | Path, opset: int = OPSET) -> Path:
+    """Export `model` in eval mode to `path` atomically; `example` comes from `export_inputs`.
+
+    The wrapper is put in eval mode itself: the exporter restores the wrapper's previous mode recursively
+    afterwards, which would otherwise leave the student's BatchNorm layers in training mode.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    points = {0: "points"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
+            torch.onnx.export(
+                _ExportGraph(model).eval(), example, tmp, dynamo=False, opset_version=opset,
+                input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                dynamic_axes={"depth_index": points, "pixel_index": points, "cell_index": points},
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,116 @@
+"""Camera image -> model input: resize, crop, K update, ImageNet normalisation.
+
+One implementation for run time (the `Predictor`) and for training/validation (DATA adds random scale/crop on
+top by building its own `ResizeCrop`), so the network always sees images prepared the same way.
+
+Pixel convention: integer pixel coordinates are pixel centres (OpenCV, nuScenes K). Resizing by s maps
+u -> s * (u + 0.5) - 0.5, so fx' = s fx and cx' = s (cx + 0.5) - 0.5; cropping subtracts the crop origin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from tinybev_ros.model.config import ModelConfig
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ResizeCrop:
+    """Resize a (src_h, src_w) image to (resized_h, resized_w), then take the out_h x out_w window at
+    (crop_top, crop_left) of the resized image; parts of the window outside the image are zero-filled."""
+
+    src_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    crop_top: int
+    crop_left: int
+    out_hw: tuple[int, int]
+
+    @staticmethod
+    def fit_width(src_hw: tuple[int, int], out_hw: tuple[int, int], scale_jitter: float = 1.0,
+                  crop_shift: tuple[int, int] = (0, 0)) -> ResizeCrop:
+        """Scale so the width matches out_w (times `scale_jitter`), keep the bottom rows (the top is sky),
+        centre horizontally; `crop_shift` (rows, cols) moves the window (augmentation)."""
+        src_h, src_w = src_hw
+        out_h, out_w = out_hw
+        scale = out_w / src_w * scale_jitter
+        resized = (int(round(src_h * scale)), int(round(src_w * scale)))
+        top = resized[0] - out_h + crop_shift[0]
+        left = (resized[1] - out_w) // 2 + crop_shift[1]
+        return ResizeCrop(tuple(src_hw), resized, top, left, tuple(out_hw))
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        return self.resized_hw[1] / self.src_hw[1], self.resized_hw[0] / self.src_hw[0]
+
+    def intrinsics(self, k: np.ndarray) -> np.ndarray:
+        """K of the output image given K of the source image."""
+        sx, sy = self.scale_xy
+        out = np.array(k, dtype=np.float64, copy=True)
+        out[0] *= sx
+        out[1] *= sy
+        out[0, 2] += 0.5 * sx - 0.5 - self.crop_left
+        out[1, 2] += 0.5 * sy - 0.5 - self.crop_top
+        out[2] = (0.0, 0.0, 1.0)
+        return out
+
+    def image(self, image: np.ndarray) -> np.ndarray:
+        """The resized and cropped uint8 image (out_h, out_w, 3)."""
+        if image.shape[:2] != self.src_hw:
+            raise ValueError(f"image is {image.shape[:2]}, this transform expects {self.src_hw}")
+        h, w = self.resized_hw
+        shrink = h < image.shape[0]
+        resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        out_h, out_w = self.out_hw
+        out = np.zeros((out_h, out_w, image.shape[2]), dtype=image.dtype)
+        top, left = self.crop_top, self.crop_left
+        src_rows = slice(max(top, 0), min(top + out_h, h))
+        src_cols = slice(max(left, 0), min(left + out_w, w))
+        dst_rows = slice(src_rows.start - top, src_rows.stop - top)
+        dst_cols = slice(src_cols.start - left, src_cols.stop - left)
+        if src_rows.stop > src_rows.start and src_cols.stop > src_cols.start:
+            out[dst_rows, dst_cols] = resized[src_rows, src_cols]
+        return out
+
+
+def normalize(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> float32 (3, H, W) with ImageNet mean/std (what the ResNet-18 weights expect)."""
+    return ((image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+
+def check_image(image: np.ndarray, where: str) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"{where}: expected an HxWx3 uint8 RGB array, got {desc}")
+
+
+def preprocess_image(image: np.ndarray, intrinsic: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One RGB uint8 image and its K -> normalised (3, H, W) float32 model input and the input's K."""
+    check_image(image, "preprocess_image")
+    transform = ResizeCrop.fit_width(image.shape[:2], (config.image_height, config.image_width))
+    return normalize(transform.image(image)), transform.intrinsics(intrinsic)
+
+
+def preprocess_cameras(
+    images: Sequence[np.ndarray], intrinsics: Sequence[np.ndarray], config: ModelConfig, names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Six camera images (CAMERA_NAMES order) -> (6, 3, H, W) float32 and (6, 3, 3) float32 K."""
+    if len(images) != len(names) or len(intrinsics) != len(names):
+        raise ValueError(f"expected {len(names)} images and intrinsics ({', '.join(names)}), "
+                         f"got {len(images)} and {len(intrinsics)}")
+    tensors, ks = [], []
+    for name, image, k in zip(names, images, intrinsics, strict=True):
+        check_image(image, f"camera {name}")
+        k = np.asarray(k, dtype=np.float64)
+        if k.shape != (3, 3):
+            raise ValueError(f"camera {name}: intrinsic matrix must be 3x3, got {k.shape}")
+        tensor, k_new = preprocess_image(image, k, config)
+        tensors.append(tensor)
+        ks.append(k_new)
+    return np.stack(tensors), np.stack(ks).astype(np.float32)

@@ -1,0 +1,295 @@
+"""Distillation loss terms on hand-made tensors: every property the issue asks for, checked by construction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.distill import DistillationLoss, level_pairs
+from training.distillation.adaptive import AdaptiveConfig, AdaptiveRegionWeights
+from training.distillation.config import DistillConfig, RegionConfig
+from training.distillation.features import (
+    attention_imitation_loss,
+    feature_imitation_loss,
+    resize_weight,
+    spatial_attention,
+)
+from training.distillation.outputs import (
+    bernoulli_kl,
+    box_distill_loss,
+    dense_distill_loss,
+    heatmap_distill_loss,
+    motion_distill_losses,
+    plan_distill_loss,
+    teacher_detection_weight,
+)
+from training.distillation.regions import FN, FP, TN, TP, RegionMaps, decompose_regions
+
+H = W = 16
+LOGIT_HIGH, LOGIT_LOW = 4.0, -6.0  # sigmoid 0.98 / 0.0025
+
+
+def box_targets(boxes: list[tuple[float, float, float, float, float]], max_objects: int = 4) -> dict:
+    """Targets of one sample with boxes (row, col, width m, length m, yaw) on a 1 m detection grid."""
+    index = torch.zeros(1, max_objects, dtype=torch.long)
+    mask = torch.zeros(1, max_objects, dtype=torch.bool)
+    code = torch.zeros(1, max_objects, 10)
+    for k, (row, col, width, length, yaw) in enumerate(boxes):
+        r, c = math.floor(row), math.floor(col)
+        index[0, k] = r * W + c
+        mask[0, k] = True
+        code[0, k] = torch.tensor([row - r, col - c, 0.0, math.log(width), math.log(length), 0.0, math.sin(yaw),
+                                   math.cos(yaw), 0.0, 0.0])
+    return {"box_index": index, "box_mask": mask, "box": code}
+
+
+def teacher_heatmap(hot_cells: list[tuple[int, int]]) -> torch.Tensor:
+    heat = torch.full((1, 10, H, W), LOGIT_LOW)
+    for r, c in hot_cells:
+        heat[0, 3, r, c] = LOGIT_HIGH
+    return heat
+
+
+def test_region_decomposition_tp_fn_fp_tn() -> None:
+    # Object A (4 x 2 m at 4.5, 4.5) is seen by the teacher, object B (1 cell at 12.5, 3.5) is missed, and the
+    # teacher also fires at (12, 12), where there is no object.
+    targets = box_targets([(4.5, 4.5, 2.0, 4.0, 0.0), (12.5, 3.5, 0.5, 0.5, 0.0)])
+    maps = decompose_regions(targets, teacher_heatmap([(4, 4), (12, 12)]), (H, W), cell_size=1.0, gamma=0.3)
+    region = maps.region[0]
+    # Footprint of A: cell centres within 2 m along x (rows 2..6) and 1 m along y (columns 3..5) of (4.5, 4.5).
+    assert region[2, 4] == TP and region[6, 5] == TP and region[4, 3] == TP
+    assert region[1, 4] == TN and region[4, 6] == TN  # just outside
+    assert region[12, 3] == FN  # smaller than a cell, still owns its centre cell
+    assert region[12, 12] == FP
+    tp_area = int((region == TP).sum())
+    assert tp_area == 5 * 3
+    assert torch.allclose(maps.scale[0][region == TP], torch.tensor(1.0 / math.sqrt(tp_area)))
+    assert maps.scale[0, 12, 3] == 1.0 and maps.scale[0, 0, 0] == 1.0  # one-cell object and background
+
+
+def test_footprint_follows_yaw() -> None:
+    straight = decompose_regions(box_targets([(8.5, 8.5, 1.0, 7.0, 0.0)]), teacher_heatmap([(8, 8)]), (H, W), 1.0,
+                                 0.3).region[0]
+    turned = decompose_regions(box_targets([(8.5, 8.5, 1.0, 7.0, math.pi / 2)]), teacher_heatmap([(8, 8)]), (H, W),
+                               1.0, 0.3).region[0]
+    assert straight[5, 8] == TP and straight[8, 5] == TN  # long along x (rows)
+    assert turned[8, 5] == TP and turned[5, 8] == TN  # long along y (columns)
+
+
+def region_maps(region: torch.Tensor, scale: torch.Tensor | None = None) -> RegionMaps:
+    scale = torch.ones(region.shape, dtype=torch.float32) if scale is None else scale
+    return RegionMaps(region, scale, torch.full(region.shape, 0.9))
+
+
+def test_true_negative_region_contributes_nothing() -> None:
+    region = torch.full((1, H, W), TN)
+    region[0, 2:4, 2:4] = TP
+    weights = AdaptiveRegionWeights(AdaptiveConfig(enabled=False)).cell_weights(region_maps(region),
+                                                                               (1.0, 1.0, 0.5, 0.0))
+    teacher = torch.randn(1, 8, H, W)
+    student = teacher.clone()
+    student[0, :, 10:, 10:] += 5.0  # error only in true-negative cells
+    assert feature_imitation_loss(student, teacher, weights).item() == 0.0
+    student[0, :, 2, 2] += 1.0  # and now one object cell is wrong too
+    assert feature_imitation_loss(student, teacher, weights).item() > 0.0
+
+
+def test_adaptive_scaling_equalises_small_and_large_objects() -> None:
+    targets = box_targets([(3.5, 3.5, 1.0, 1.0, 0.0), (11.5, 11.5, 4.0, 4.0, 0.0)])
+    maps = decompose_regions(targets, teacher_heatmap([(3, 3), (11, 11)]), (H, W), 1.0, 0.3)
+    small = maps.scale[0] == 1.0
+    small &= maps.region[0] == TP
+    large = (maps.region[0] == TP) & ~small
+    assert int(small.sum()) == 1 and int(large.sum()) == 25  # 4 m box on 1 m cells: centres within +-2 m: 5 x 5
+    adaptive = AdaptiveRegionWeights(AdaptiveConfig(enabled=False))
+    teacher = torch.zeros(1, 4, H, W)
+
+    def loss_with_error_on(cells: torch.Tensor, scale: bool) -> float:
+        weight = adaptive.cell_weights(maps, (1.0, 1.0, 0.5, 0.0), scale=scale)
+        student = teacher.clone()
+        student[0, :, cells] = 1.0
+        return feature_imitation_loss(student, teacher, weight, normalize=False).item()
+
+    assert loss_with_error_on(small, True) == pytest.approx(loss_with_error_on(large, True), rel=1e-6)
+    assert loss_with_error_on(large, False) == pytest.approx(25 * loss_with_error_on(small, False), rel=1e-6)
+
+
+def test_identical_features_and_outputs_give_zero_loss() -> None:
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 8, H, W), torch.randn(2, 16, H // 2, W // 2), torch.randn(2, 12, H, W)]
+    weight = torch.rand(2, 1, H, W)
+    for f in feats:
+        assert feature_imitation_loss(f, f, resize_weight(weight, tuple(f.shape[-2:]))).item() == 0.0
+        assert attention_imitation_loss(f, f).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.randn(2, 10, H, W)
+    assert heatmap_distill_loss(logits, logits, weight, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert dense_distill_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    det = teacher_detection_weight(logits, 0.3)
+    assert box_distill_loss(logits, logits, det).item() == 0.0
+    motion, modes = torch.randn(2, 3 * 12 * 2, H, W), torch.randn(2, 3, H, W)
+    traj, mode = motion_distill_losses(motion, modes, motion, modes, det, 2.0)
+    assert traj.item() == 0.0 and mode.item() == pytest.approx(0.0, abs=1e-6)
+    plan = torch.randn(2, 6, 2)
+    assert plan_distill_loss(plan, plan).item() == 0.0
+
+
+def test_spatial_attention_is_scale_free_and_has_mean_one() -> None:
+    f = torch.randn(1, 6, H, W)
+    a = spatial_attention(f)
+    assert a.shape == (1, 1, H, W)
+    assert a.mean().item() == pytest.approx(1.0, rel=1e-5)
+    assert torch.allclose(spatial_attention(7.0 * f), a, atol=1e-5)
+    assert spatial_attention(f, temperature=4.0).std() < a.std()  # higher temperature flattens
+    g = f.clone()
+    g[0, :, :4] *= 10.0
+    assert attention_imitation_loss(g, f).item() > 0.1
+
+
+def test_bernoulli_kl_sign_and_temperature() -> None:
+    t = torch.tensor([3.0, -3.0, 0.0])
+    s = torch.tensor([-3.0, 3.0, 0.0])
+    kl = bernoulli_kl(s, t, 1.0)
+    assert kl[0] > 1.0 and kl[1] > 1.0 and kl[2].abs() < 1e-7
+    assert (bernoulli_kl(s, t, 4.0) >= 0).all()
+
+
+def test_box_and_motion_distillation_only_at_teacher_detections() -> None:
+    heat = teacher_heatmap([(5, 5)])
+    det = teacher_detection_weight(heat, 0.3)
+    assert int((det > 0).sum()) == 1 and det[0, 0, 5, 5] > 0.9
+    teacher_box = torch.zeros(1, 10, H, W)
+    student_box = teacher_box.clone()
+    student_box[0, :, 12, 12] = 3.0  # wrong where the teacher detects nothing: no knowledge to transfer there
+    assert box_distill_loss(student_box, teacher_box, det).item() == 0.0
+    student_box[0, :, 5, 5] = 0.5
+    assert box_distill_loss(student_box, teacher_box, det).item() == pytest.approx(0.5)
+    # Motion: 2 modes; the teacher is sure of mode 0, so an error on mode 1's trajectory barely counts.
+    t_logits = torch.zeros(1, 2, H, W)
+    t_logits[0, 0] = 10.0
+    t_motion = torch.zeros(1, 2 * 12 * 2, H, W)
+    s_motion = t_motion.clone()
+    s_motion[0, 24:, 5, 5] = 1.0  # mode 1 wrong
+    traj_1, mode = motion_distill_losses(s_motion, t_logits, t_motion, t_logits, det, 1.0)
+    s_motion = t_motion.clone()
+    s_motion[0, :24, 5, 5] = 1.0  # mode 0 wrong
+    traj_0, _ = motion_distill_losses(s_motion, t_logits, t_motion, t_logits, det, 1.0)
+    assert traj_0.item() == pytest.approx(1.0, rel=1e-3) and traj_1.item() < 1e-3 and mode.item() < 1e-6
+    _, mode_wrong = motion_distill_losses(t_motion, -t_logits, t_motion, t_logits, det, 1.0)
+    assert mode_wrong.item() > 1.0
+
+
+def test_adaptive_weights_follow_disagreement() -> None:
+    config = AdaptiveConfig(enabled=True, momentum=0.5, power=1.0, warmup_steps=2, min_multiplier=0.1,
+                            max_multiplier=10.0, confidence_fp=False)
+    adaptive = AdaptiveRegionWeights(config)
+    region = torch.full((1, H, W), TN)
+    region[0, :4] = TP
+    region[0, 4:8] = FN
+    region[0, 8:10] = FP
+    maps = RegionMaps(region, torch.ones(1, H, W), torch.full((1, H, W), 0.5))
+    student = torch.full((1, H, W), 0.5)
+    student[0, 4:8] = 0.9  # disagrees by 0.4 on FN cells, 0 elsewhere except TP
+    student[0, :4] = 0.6  # 0.1 on TP cells
+    base = (1.0, 1.0, 0.5, 0.0)
+    with torch.no_grad():
+        adaptive.update(maps, student)  # no grad: still counts (update is explicit); the loss gates it
+    assert torch.equal(adaptive.multipliers(base), torch.ones(4))  # warming up
+    adaptive.update(maps, student)
+    mult = adaptive.multipliers(base)
+    # D = (0.1, 0.4, 0, -) over active regions TP, FN, FP -> reference 0.5/3; FP clipped at the minimum.
+    assert mult[FN] > mult[TP] > mult[FP]
+    assert mult[FN].item() == pytest.approx(0.4 / (0.5 / 3), rel=1e-4)
+    assert mult[FP].item() == pytest.approx(0.1)
+    assert mult[TN].item() == 1.0  # base weight 0: never adapted
+    weights = adaptive.cell_weights(maps, base, scale=False)
+    assert weights[0, 0, 12, 0] == 0.0 and weights[0, 0, 5, 0] > weights[0, 0, 0, 0]
+    state = adaptive.state_dict()
+    restored = AdaptiveRegionWeights(config)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.multipliers(base), mult)
+
+
+def test_confidence_scales_false_positive_cells() -> None:
+    region = torch.full((1, H, W), FP)
+    conf = torch.linspace(0.3, 1.0, H * W).view(1, H, W)
+    maps = RegionMaps(region, torch.ones(1, H, W), conf)
+    w = AdaptiveRegionWeights(AdaptiveConfig(confidence_fp=True)).cell_weights(maps, (1.0, 1.0, 0.5, 0.0))
+    assert torch.allclose(w[:, 0], 0.5 * conf)
+
+
+def make_outputs(seed: int, channels: tuple[int, ...]) -> tuple[dict, list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    sizes = [H, H // 2, H // 4, H]
+    feats = [torch.randn(2, c, s, s, generator=g) for c, s in zip(channels, sizes, strict=True)]
+    outputs = {
+        "heatmap": torch.randn(2, 10, H, W, generator=g) - 2.0,
+        "box": torch.randn(2, 10, H, W, generator=g),
+        "motion": torch.randn(2, 6 * 12 * 2, H, W, generator=g),
+        "motion_logits": torch.randn(2, 6, H, W, generator=g),
+        "map": torch.randn(2, 4, H, W, generator=g),
+        "occupancy": torch.randn(2, 5, H, W, generator=g),
+        "plan": torch.randn(2, 6, 2, generator=g),
+        "bev_features": feats,
+    }
+    return outputs, feats
+
+
+@pytest.mark.parametrize("stage", ["none", "S1", "S2", "S3"])
+def test_distillation_loss_stages_and_gradients(stage: str) -> None:
+    student, s_feats = make_outputs(0, (4, 8, 12, 6))
+    teacher, t_feats = make_outputs(1, (8, 8, 16, 10))
+    for value in [*s_feats, *(v for k, v in student.items() if k != "bev_features")]:
+        value.requires_grad_(True)
+    targets = box_targets([(4.5, 4.5, 2.0, 4.0, 0.3)])
+    targets = {k: v.expand(2, *v.shape[1:]) for k, v in targets.items()}
+    loss = DistillationLoss.from_example(DistillConfig(stage=stage), s_feats, t_feats, cell_size=1.0)
+    terms = loss(student, t_feats, teacher, targets)
+    feature_terms = {"kd_feature", "kd_attention"}
+    output_terms = {"kd_heatmap", "kd_box", "kd_motion_traj", "kd_motion_mode", "kd_map", "kd_occupancy", "kd_plan"}
+    expected = {"none": set(), "S1": feature_terms, "S2": output_terms, "S3": feature_terms | output_terms}[stage]
+    assert set(terms) - {"kd_total"} == expected
+    assert all(torch.isfinite(v) for v in terms.values())
+    if stage == "none":
+        assert terms["kd_total"].item() == 0.0
+        return
+    assert terms["kd_total"].item() > 0.0
+    terms["kd_total"].backward()
+    if stage in ("S1", "S3"):
+        assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in s_feats)
+        adapted = [m for m in loss.adapters.adapters if isinstance(m, torch.nn.Conv2d)]
+        assert len(adapted) == 3 and all(m.weight.grad is not None for m in adapted)  # level 1: same channels
+    if stage in ("S2", "S3"):
+        assert all(student[k].grad is not None for k in ("heatmap", "box", "motion", "map", "occupancy", "plan"))
+    # the adaptive state advances only when gradients are enabled (training, not validation)
+    assert int(loss.adaptive.updates) == 1
+    with torch.no_grad():
+        loss(student, t_feats, teacher, targets)
+    assert int(loss.adaptive.updates) == 1
+
+
+def test_missing_teacher_head_and_bad_levels_are_clear_errors() -> None:
+    student, s_feats = make_outputs(0, (4, 8, 12, 6))
+    teacher, t_feats = make_outputs(1, (4, 8, 12, 6))
+    del teacher["motion"]
+    targets = box_targets([])
+    targets = {k: v.expand(2, *v.shape[1:]) for k, v in targets.items()}
+    loss = DistillationLoss.from_example(DistillConfig(stage="S2"), s_feats, t_feats, 1.0)
+    with pytest.raises(ValueError, match="motion"):
+        loss(student, t_feats, teacher, targets)
+    with pytest.raises(ValueError, match="feature_levels"):
+        level_pairs(4, 3, ())
+    assert level_pairs(4, 3, (0, -1)) == [(0, 0), (3, 2)]
+    with pytest.raises(ValueError, match="stage"):
+        DistillConfig(stage="S4")
+
+
+def test_uniform_regions_when_decomposition_off() -> None:
+    student, s_feats = make_outputs(0, (4, 8, 12, 6))
+    teacher, t_feats = make_outputs(1, (4, 8, 12, 6))
+    targets = {k: v.expand(2, *v.shape[1:]) for k, v in box_targets([]).items()}
+    config = DistillConfig(stage="S1", attention=0.0, regions=RegionConfig(enabled=False))
+    loss = DistillationLoss.from_example(config, s_feats, t_feats, 1.0)
+    terms = loss(student, t_feats, teacher, targets)
+    assert terms["kd_feature"].item() > 0.1  # no objects, decomposition off: every cell counts

@@ -1,0 +1,88 @@
+"""Distillation settings: a weight per loss term (0 = off), the region machinery's switches, and the stage.
+
+Stages (as in the paper): S1 feature-level terms only, S2 output-level terms only, S3 both; `none` trains the
+student on the ground truth alone (the ablation's baseline, through the same code path). A stage never changes
+the weights, it only gates the two groups, so each ablation row is `--stage X` on one config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tinybev_ros.config import load_yaml
+from training.distillation.adaptive import AdaptiveConfig
+
+STAGES = ("none", "S1", "S2", "S3")
+FEATURE_TERMS = ("feature", "attention")
+OUTPUT_TERMS = ("heatmap", "box", "motion_traj", "motion_mode", "map", "occupancy", "plan")
+
+
+@dataclass
+class RegionConfig:
+    """Region decomposition (TP, FN, FP, TN) and adaptive scaling; see training/distillation/regions.py."""
+
+    enabled: bool = True  # False: every cell weighted alike (ablation of the decomposition)
+    gamma: float = 0.3  # teacher heatmap probability above which a cell is a teacher detection
+    feature_weights: tuple[float, float, float, float] = (1.0, 1.0, 0.5, 0.0)  # TP, FN, FP (eta), TN
+    # Output imitation skips FN cells: there the teacher missed the object, so copying its output teaches a miss.
+    output_weights: tuple[float, float, float, float] = (1.0, 0.0, 0.5, 0.0)
+    adaptive_scaling: bool = True  # object cells weighted by 1/area (residual by 1/sqrt(area))
+
+
+@dataclass
+class DistillConfig:
+    stage: str = "S3"
+    supervised: float = 1.0  # weight of the ground-truth multi-task loss (training/losses.py) in every stage
+    # feature level (S1, S3)
+    feature: float = 1.0
+    attention: float = 0.5
+    feature_levels: tuple[int, ...] = ()  # indices into bev_features to distil; () = all (levels + pre-head)
+    attention_weighting: bool = True  # weight the imitation by the mean of teacher and student attention
+    attention_temperature: float = 1.0
+    normalize_features: bool = True
+    # output level (S2, S3)
+    heatmap: float = 1.0
+    box: float = 0.25
+    motion_traj: float = 0.1
+    motion_mode: float = 0.05
+    map: float = 1.0
+    occupancy: float = 1.0
+    plan: float = 0.5
+    temperature: float = 2.0  # softening of heatmap / map / occupancy / mode logits
+    regions: RegionConfig = field(default_factory=RegionConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"distill stage must be one of {STAGES}, not {self.stage!r}")
+        if self.temperature <= 0 or self.attention_temperature <= 0:
+            raise ValueError("distill temperatures must be positive")
+
+    def active_weights(self) -> dict[str, float]:
+        """Weight of every distillation term in this stage (terms off in the stage or with weight 0 left out)."""
+        groups = {"none": (), "S1": FEATURE_TERMS, "S2": OUTPUT_TERMS, "S3": FEATURE_TERMS + OUTPUT_TERMS}
+        return {name: getattr(self, name) for name in groups[self.stage] if getattr(self, name) > 0}
+
+
+@dataclass
+class DistillRunConfig:
+    """A `tinybev distill --config` file: the supervised training YAML it builds on, plus the distillation."""
+
+    train_config: str = "train_tiny.yaml"  # relative to this file's folder
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    source: str = ""
+
+    def train_config_path(self) -> Path:
+        path = Path(self.train_config)
+        if not path.is_absolute() and self.source:
+            path = Path(self.source).parent / path
+        if not path.is_file():
+            raise FileNotFoundError(f"training config {path} (from {self.source or 'DistillRunConfig'}) not found")
+        return path
+
+
+def load_distill_config(path: str | Path) -> DistillRunConfig:
+    config = load_yaml(DistillRunConfig, path)
+    config.source = str(Path(path).resolve())
+    return config

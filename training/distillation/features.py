@@ -1,0 +1,88 @@
+"""Feature-level distillation on several BEV scales: adapters, spatial attention, weighted imitation.
+
+- Adapters: a learned 1x1 convolution maps a student level to the teacher level's channels (identity when the
+  channel counts match). They exist only during training; the deployed student never sees them.
+- Resolution: the comparison happens on the student's raster; the (detached) teacher map is resized to it
+  (bilinear, antialiased when shrinking), so the gradient reaches the student through its own cells only.
+- Spatial attention: A = HW * g^(1/T) / sum(g^(1/T)) with g the channel-mean |activation|. Sum normalisation
+  makes A independent of the feature scale, which differs between a LiDAR teacher and a camera student; the
+  mean of A over the map is 1, so it re-weights cells without changing the loss scale. T > 1 flattens it.
+- Feature scale: with `normalize` both maps are divided by the teacher's RMS at that level, so levels of very
+  different magnitude contribute comparably and the loss weight means the same at every scale.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EPS = 1e-6
+
+
+def resize_feature(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, *size), bilinear (antialiased when shrinking)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def resize_weight(w: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, H, W) cell weights onto another raster: max-pooled when shrinking (a one-cell object must keep its
+    weight on a coarser level), nearest when growing (each fine cell inherits its coarse cell's weight)."""
+    if tuple(w.shape[-2:]) == tuple(size):
+        return w
+    if w.shape[-2] >= size[0] and w.shape[-1] >= size[1]:
+        return F.adaptive_max_pool2d(w, size)
+    return F.interpolate(w, size=size, mode="nearest")
+
+
+def spatial_attention(feature: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 1, H, W) attention with mean 1 over the map (see module doc)."""
+    g = feature.float().abs().mean(1, keepdim=True)
+    if temperature != 1.0:
+        g = g.clamp(min=EPS).pow(1.0 / temperature)
+    height, width = g.shape[-2:]
+    return g * (height * width) / g.sum((2, 3), keepdim=True).clamp(min=EPS)
+
+
+def attention_imitation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean |A_student - A_teacher| over cells; the teacher map is resized to the student's raster first."""
+    a_t = spatial_attention(resize_feature(teacher.detach().float(), tuple(student.shape[-2:])), temperature)
+    a_s = spatial_attention(student, temperature)
+    return (a_s - a_t).abs().mean()
+
+
+def feature_imitation_loss(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor,
+                           normalize: bool = True) -> torch.Tensor:
+    """Weighted MSE: sum_cells w * mean_c (t - s)^2 / sum_cells w; zero when no cell has weight.
+
+    student: (B, C, H, W) already adapted to the teacher's channels; teacher: (B, C, Ht, Wt), resized here;
+    weight: (B, 1, H, W) non-negative cell weights (regions x scale^2 x attention), treated as constants.
+    """
+    teacher = resize_feature(teacher.detach().float(), tuple(student.shape[-2:]))
+    student = student.float()
+    if normalize:
+        rms = teacher.pow(2).mean((1, 2, 3), keepdim=True).sqrt().clamp(min=EPS)
+        teacher, student = teacher / rms, student / rms
+    error = (teacher - student).pow(2).mean(1, keepdim=True)
+    weight = weight.detach().float()
+    return (weight * error).sum() / weight.sum().clamp(min=EPS)
+
+
+class FeatureAdapters(nn.Module):
+    """One 1x1 convolution per distilled level (student channels -> teacher channels); identity when equal."""
+
+    def __init__(self, student_channels: list[int], teacher_channels: list[int]) -> None:
+        super().__init__()
+        if len(student_channels) != len(teacher_channels):
+            raise ValueError(f"{len(student_channels)} student levels vs {len(teacher_channels)} teacher levels")
+        pairs = zip(student_channels, teacher_channels, strict=True)
+        self.adapters = nn.ModuleList(nn.Identity() if s == t else nn.Conv2d(s, t, 1) for s, t in pairs)
+
+    def forward(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        return self.adapters[level](x)
+
+    def __len__(self) -> int:
+        return len(self.adapters)

@@ -159,14 +159,15 @@ def _draw_boxes_filled(image: np.ndarray, canvas: _BevCanvas, boxes: Predictions
         return
     corners = canvas.px(_corners_xy(boxes.centers, boxes.sizes_wlh, boxes.yaws))
     centers = canvas.px(boxes.centers[:, :2])
+    colors = [CLASS_COLORS[int(label) % len(CLASS_COLORS)] for label in boxes.labels]
+    overlay = image.copy()
     for i in range(len(boxes)):
-        color = CLASS_COLORS[int(boxes.labels[i]) % len(CLASS_COLORS)]
-        overlay = image.copy()
-        cv2.fillPoly(overlay, [_fixed(corners[i])], color, cv2.LINE_AA, _SHIFT)
-        image[:] = cv2.addWeighted(overlay, 0.45, image, 0.55, 0)
-        cv2.polylines(image, [_fixed(corners[i])], True, color, 2, cv2.LINE_AA, _SHIFT)
+        cv2.fillPoly(overlay, [_fixed(corners[i])], colors[i], cv2.LINE_AA, _SHIFT)
+    image[:] = cv2.addWeighted(overlay, 0.45, image, 0.55, 0)
+    for i in range(len(boxes)):
+        cv2.polylines(image, [_fixed(corners[i])], True, colors[i], 2, cv2.LINE_AA, _SHIFT)
         front = (corners[i, 0] + corners[i, 3]) / 2.0
-        cv2.line(image, tuple(_fixed(centers[i])), tuple(_fixed(front)), color, 2, cv2.LINE_AA, _SHIFT)
+        cv2.line(image, tuple(_fixed(centers[i])), tuple(_fixed(front)), colors[i], 2, cv2.LINE_AA, _SHIFT)
         velocity = boxes.velocities[i]
         if np.hypot(*velocity) > 0.3:
             tip = canvas.px(boxes.centers[i, :2] + velocity)
@@ -174,27 +175,37 @@ def _draw_boxes_filled(image: np.ndarray, canvas: _BevCanvas, boxes: Predictions
                             _SHIFT, 0.25)
         if boxes.track_ids[i] >= 0:
             anchor = corners[i].min(axis=0)
-            _text(image, f"#{int(boxes.track_ids[i])}", (anchor[0] + 2, anchor[1] - 3), color, 0.38)
+            _text(image, f"#{int(boxes.track_ids[i])}", (anchor[0] + 2, anchor[1] - 3), colors[i], 0.38)
+
+
+# Forecast modes are drawn in three opacity bands of their probability (one blend per band keeps it fast).
+_FORECAST_BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.3), (0.2, 0.65), (0.5, 1.0))  # (min prob, opacity)
 
 
 def _draw_forecasts(image: np.ndarray, canvas: _BevCanvas, boxes: Predictions) -> None:
     if len(boxes) == 0 or boxes.forecasts.size == 0:
         return
+    starts = boxes.centers[:, None, :2]
+    paths = canvas.px(np.concatenate([np.broadcast_to(starts[:, None], (*boxes.forecasts.shape[:2], 1, 2)),
+                                      boxes.forecasts], axis=2))  # (N, K, T+1, 2)
+    probs = boxes.forecast_probs
+    best = probs.argmax(axis=1)
+    for band, (low, opacity) in enumerate(_FORECAST_BANDS):
+        high = _FORECAST_BANDS[band + 1][0] if band + 1 < len(_FORECAST_BANDS) else np.inf
+        overlay = image.copy()
+        drawn = False
+        for i, k in zip(*np.nonzero((probs >= low) & (probs < high)), strict=True):
+            color = CLASS_COLORS[int(boxes.labels[i]) % len(CLASS_COLORS)]
+            cv2.polylines(overlay, [_fixed(paths[i, k])], False, color, 2 if k == best[i] else 1, cv2.LINE_AA, _SHIFT)
+            drawn = True
+        if drawn:
+            image[:] = cv2.addWeighted(overlay, opacity, image, 1.0 - opacity, 0)
     for i in range(len(boxes)):
         color = CLASS_COLORS[int(boxes.labels[i]) % len(CLASS_COLORS)]
-        probs = boxes.forecast_probs[i]
-        best = int(np.argmax(probs))
-        start = boxes.centers[i, :2]
-        for mode in np.argsort(probs):
-            path = canvas.px(np.concatenate([start[None], boxes.forecasts[i, mode]], 0))
-            overlay = image.copy()
-            cv2.polylines(overlay, [_fixed(path)], False, color, 2 if mode == best else 1, cv2.LINE_AA, _SHIFT)
-            alpha = float(np.clip(0.25 + 0.75 * probs[mode], 0.25, 1.0))
-            image[:] = cv2.addWeighted(overlay, alpha, image, 1.0 - alpha, 0)
-            if mode == best and len(path) > 1:
-                cv2.circle(image, tuple(_fixed(path[-1])), 2 << _SHIFT, color, -1, cv2.LINE_AA, _SHIFT)
-                if probs.size > 1:
-                    _text(image, f"{probs[mode]:.2f}", (path[-1][0] + 3, path[-1][1]), color, 0.33)
+        end = paths[i, best[i], -1]
+        cv2.circle(image, tuple(_fixed(end)), 2 << _SHIFT, color, -1, cv2.LINE_AA, _SHIFT)
+        if probs.shape[1] > 1:
+            _text(image, f"{probs[i, best[i]]:.2f}", (end[0] + 3, end[1]), color, 0.33)
 
 
 def _draw_ego(image: np.ndarray, canvas: _BevCanvas) -> None:

@@ -1,0 +1,66 @@
+"""Training configuration (`tinybev train --config config/train_*.yaml`): every tunable number of a run.
+
+Network architectures are not repeated here: `student_config` / `teacher_config` name the model YAML files
+(relative paths are resolved against the training YAML's folder), so one file defines each architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tinybev_ros.config import load_yaml
+from training.data import DataConfig
+from training.losses import LossWeights
+from training.targets import TargetConfig
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to `min_lr_ratio * lr` at the last step."""
+
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.01
+    grad_clip_norm: float = 35.0
+
+
+@dataclass
+class TrainConfig:
+    student_config: str = "model_base.yaml"
+    teacher_config: str = "teacher_base.yaml"
+    seed: int = 0
+    steps: int = 20000  # total optimiser steps (the schedule's length)
+    train_split: str = "train"
+    val_split: str = "val"
+    val_every: int = 1000  # steps between validation passes (and one at the end)
+    val_batches: int = 0  # batches per validation pass; 0 = the whole split
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 10  # steps between TensorBoard scalar writes
+    amp: bool = True  # float16 autocast + GradScaler, used on CUDA only
+    deterministic: bool = True  # deterministic kernels (slower on GPU), for reproducible runs
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    source: str = ""  # the YAML this was loaded from (set by load_train_config; resolves model paths)
+
+    def model_config_path(self, kind: str) -> Path:
+        """Path of the student or teacher model YAML, relative paths taken from the training YAML's folder."""
+        if kind not in ("student", "teacher"):
+            raise ValueError(f"model kind must be 'student' or 'teacher', not {kind!r}")
+        path = Path(self.student_config if kind == "student" else self.teacher_config)
+        if not path.is_absolute() and self.source:
+            path = Path(self.source).parent / path
+        if not path.is_file():
+            raise FileNotFoundError(f"{kind} model config {path} (from {self.source or 'TrainConfig'}) not found")
+        return path
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    config = load_yaml(TrainConfig, path)
+    config.source = str(Path(path).resolve())
+    return config

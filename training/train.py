@@ -1,0 +1,309 @@
+"""`tinybev train`: supervised multi-task training of the student or the teacher (plain PyTorch).
+
+AdamW with linear warm-up and cosine decay, float16 autocast + GradScaler on CUDA only, gradient clipping,
+tqdm progress, TensorBoard scalars, periodic validation, atomic checkpoints and exact resume. Launched by
+`torchrun` (WORLD_SIZE > 1) it runs DistributedDataParallel with a DistributedSampler per rank.
+
+Exact resume: the model weights, optimiser moments, AMP scaler, step and every RNG state are restored, the LR is
+a pure function of the step, the sample order is a pure function of (seed, epoch) and the augmentation of
+(seed, epoch, index), and a resumed epoch starts at the batch where the run stopped; so after resuming,
+the next step computes the same loss as the uninterrupted run would have (bit-identical on CPU; on GPU within
+the determinism of the kernels). With several ranks, only rank 0's RNG state is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from tinybev_ros.geometry import BevGrid
+from training.checkpointing import (
+    MODEL_FILE,
+    STATE_FILE,
+    latest_checkpoint,
+    load_train_state,
+    rng_state,
+    set_rng_state,
+    write_checkpoint_dir,
+)
+from training.config import TrainConfig, load_train_config
+from training.data import NuScenesBevDataset, collate, move_batch
+from training.losses import supervised_losses
+from training.model_adapter import ModelSpec, build_model_spec
+
+log = logging.getLogger(__name__)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate of optimiser step `step` (0-based): linear warm-up, then cosine to min_lr_ratio * lr."""
+    optim = config.optim
+    if step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    span = max(config.steps - optim.warmup_steps, 1)
+    progress = min((step - optim.warmup_steps) / span, 1.0)
+    floor = optim.lr * optim.min_lr_ratio
+    return floor + (optim.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler whose current epoch can start after the first `skip` batches (for exact resume)."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int, seed: int, batch_size: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch_size = batch_size
+        self.skip_batches = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.skip_batches * self.batch_size:])
+
+    def __len__(self) -> int:
+        return max(super().__len__() - self.skip_batches * self.batch_size, 0)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Distributed(rank, world, local)
+
+
+def pick_device(requested: str | None, ddp: Distributed) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device(f"cuda:{ddp.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class Trainer:
+    """One training run: model, data, optimiser and bookkeeping; `fit` trains until `stop_at` or the end."""
+
+    def __init__(self, config: TrainConfig, kind: str, dataroot: str | Path, version: str, out_dir: str | Path,
+                 device: str | None = None, nusc=None) -> None:
+        from nuscenes.nuscenes import NuScenes
+
+        self.config = config
+        self.kind = kind
+        self.out_dir = Path(out_dir)
+        self.ddp = init_distributed()
+        self.device = pick_device(device, self.ddp)
+        seed_everything(config.seed, config.deterministic)
+        self.spec: ModelSpec = build_model_spec(kind, config.model_config_path(kind))
+        self.model: nn.Module = self.spec.model.to(self.device)
+        self.grid: BevGrid = self.spec.grid
+        if nusc is None:
+            nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+        with_lidar = kind == "teacher"
+        common = {"grid": self.grid, "det_stride": self.spec.det_stride, "camera_config": self.spec.camera_config,
+                  "data_config": config.data, "target_config": config.targets, "with_lidar": with_lidar,
+                  "seed": config.seed}
+        self.train_set = NuScenesBevDataset(nusc, config.train_split, train=True, **common)
+        self.val_set = NuScenesBevDataset(nusc, config.val_split, train=False, **common)
+        batch = config.data.batch_size
+        if len(self.train_set) < batch * self.ddp.world_size:
+            raise ValueError(f"split {config.train_split!r} has {len(self.train_set)} samples, fewer than one "
+                             f"batch of {batch} per rank x {self.ddp.world_size} ranks")
+        self.sampler = ResumableSampler(self.train_set, self.ddp.world_size, self.ddp.rank, config.seed, batch)
+        self.wrapped: nn.Module = self.model
+        if self.ddp.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr_at(0, config),
+                                           betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.writer = None
+
+    # ------------------------------------------------------------------ data
+    def loader(self, dataset, sampler=None, shuffle_seed: int = 0) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.config.data.batch_size, sampler=sampler, shuffle=False,
+                          num_workers=self.config.data.num_workers, collate_fn=collate, drop_last=sampler is not None,
+                          pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.config.seed + shuffle_seed))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_set) // (self.config.data.batch_size * self.ddp.world_size)
+
+    # ------------------------------------------------------------ one step
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            outputs = self.spec.forward(self.wrapped, batch)
+        return supervised_losses(outputs, batch["targets"], self.config.loss, self.grid)
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        self.wrapped.train()
+        lr = lr_at(self.step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        terms = self.losses(move_batch(batch, self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms["total"]).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        record = {name: float(value.detach()) for name, value in terms.items()}
+        record.update(lr=lr, grad_norm=float(grad_norm), step=self.step)
+        return record
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean of every loss term over the validation split (or its first `val_batches` batches)."""
+        self.wrapped.eval()
+        sampler = DistributedSampler(self.val_set, self.ddp.world_size, self.ddp.rank, shuffle=False) \
+            if self.ddp.world_size > 1 else None
+        sums: dict[str, float] = {}
+        count = 0
+        for i, batch in enumerate(self.loader(self.val_set, sampler, shuffle_seed=1)):
+            if self.config.val_batches and i >= self.config.val_batches:
+                break
+            for name, value in self.losses(move_batch(batch, self.device)).items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            count += 1
+        names = sorted(sums)
+        totals = torch.tensor([sums[n] for n in names] + [count], dtype=torch.float64, device=self.device)
+        if self.ddp.world_size > 1:
+            dist.all_reduce(totals)
+        return {name: float(totals[i] / max(float(totals[-1]), 1.0)) for i, name in enumerate(names)}
+
+    # -------------------------------------------------------- checkpoints
+    def save(self) -> Path | None:
+        if not self.ddp.is_main:
+            return None
+        state = {"step": self.step, "kind": self.kind, "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": rng_state()}
+        path = write_checkpoint_dir(self.out_dir / "checkpoints", self.step, self.spec.save, state,
+                                    keep=self.config.keep_checkpoints)
+        log.info("saved checkpoint %s", path)
+        return path
+
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint in out_dir, if there is one."""
+        path = latest_checkpoint(self.out_dir / "checkpoints")
+        if path is None:
+            return False
+        state = load_train_state(path / STATE_FILE)
+        if state.get("kind") != self.kind:
+            raise ValueError(f"{path} holds a {state.get('kind')} run, not a {self.kind} run")
+        self.spec.load_weights(self.model, path / MODEL_FILE, self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # ---------------------------------------------------------------- loop
+    def fit(self, stop_at: int | None = None, on_step: Callable[[dict[str, float]], None] | None = None) -> None:
+        """Train to `config.steps` (or stop after step `stop_at`), validating and checkpointing on the way."""
+        config = self.config
+        end = min(config.steps, stop_at) if stop_at is not None else config.steps
+        if self.ddp.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        bar = tqdm(total=end, initial=self.step, desc=f"train {self.kind}", disable=not self.ddp.is_main,
+                   dynamic_ncols=True)
+        try:
+            while self.step < end:
+                epoch, skip = divmod(self.step, self.steps_per_epoch)
+                self.sampler.set_epoch(epoch)
+                self.sampler.skip_batches = skip
+                self.train_set.set_epoch(epoch)
+                for batch in self.loader(self.train_set, self.sampler):
+                    record = self.train_step(batch)
+                    self.history.append(record)
+                    if on_step is not None:
+                        on_step(record)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['total']:.4f}", lr=f"{record['lr']:.2e}")
+                    self.log_scalars("train", record)
+                    if self.step % config.val_every == 0 or self.step == end:
+                        self.log_scalars("val", self.validate(), force=True)
+                    if self.step % config.checkpoint_every == 0 or self.step == end:
+                        self.save()
+                    if self.step >= end:
+                        break
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+
+    def log_scalars(self, prefix: str, values: dict[str, float], force: bool = False) -> None:
+        if self.writer is None or not (force or self.step % self.config.log_every == 0):
+            return
+        for name, value in values.items():
+            if name != "step":
+                self.writer.add_scalar(f"{prefix}/{name}", value, self.step)
+        if prefix == "val":
+            log.info("step %d validation loss %.4f", self.step, values.get("total", float("nan")))
+
+
+# ------------------------------------------------------------------ command line
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="training YAML (config/train_tiny.yaml, train_base.yaml)")
+    parser.add_argument("--model", choices=("student", "teacher"), default="student")
+    parser.add_argument("--dataroot", required=True, help="nuScenes-format dataroot")
+    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes version folder (v1.0-mini, ...)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints/ and tensorboard/")
+    parser.add_argument("--steps", type=int, default=None, help="override the config's total steps")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    parser.add_argument("--no-resume", action="store_true", help="start fresh even if out has a checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = load_train_config(args.config)
+    if args.steps is not None:
+        config.steps = args.steps
+    trainer = Trainer(config, args.model, args.dataroot, args.version, args.out, device=args.device)
+    if not args.no_resume:
+        trainer.resume()
+    trainer.fit()
+    if trainer.ddp.world_size > 1:
+        dist.destroy_process_group()
+    return 0

@@ -1,0 +1,288 @@
+"""nuScenes -> rosbag2: a synthetic scene converts, and everything read back equals the devkit's tables and files."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from ament_index_python.packages import get_package_share_directory
+from bag_helpers import read_bag
+from nuscenes.map_expansion.map_api import NuScenesMap
+from nuscenes.nuscenes import NuScenes
+
+from tinybev_ros.geometry import CAMERA_NAMES, wxyz_to_xyzw
+from tinybev_ros.ros.bag_output import bag_size_bytes
+from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
+from tinybev_ros.ros.typestore import standard_typestore
+
+EXPECTED_TYPES = {
+    **{f"/{c}/image_rect_compressed": "sensor_msgs/msg/CompressedImage" for c in CAMERA_NAMES},
+    **{f"/{c}/camera_info": "sensor_msgs/msg/CameraInfo" for c in CAMERA_NAMES},
+    "/LIDAR_TOP": "sensor_msgs/msg/PointCloud2",
+    "/tf": "tf2_msgs/msg/TFMessage",
+    "/tf_static": "tf2_msgs/msg/TFMessage",
+    "/odom": "nav_msgs/msg/Odometry",
+    "/markers/annotations": "visualization_msgs/msg/MarkerArray",
+    "/map": "nav_msgs/msg/OccupancyGrid",
+    "/clock": "rosgraph_msgs/msg/Clock",
+}
+
+
+@pytest.fixture(scope="module")
+def nusc(synth_dataset) -> NuScenes:
+    return NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def synth_sweeps_dataset(tmp_path_factory) -> SimpleNamespace:
+    """A 2 s synthetic scene with its 12 Hz / 20 Hz sweeps (the session fixture holds keyframes only)."""
+    from tinybev_ros.synth import SynthConfig, generate
+
+    config = SynthConfig(scenes=1, duration_s=2.0, sweeps=True, seed=7)
+    dataroot = generate(tmp_path_factory.mktemp("synth_sweeps"), config)
+    return SimpleNamespace(dataroot=Path(dataroot), version=config.version)
+
+
+@pytest.fixture(scope="module")
+def converted(nusc, tmp_path_factory):
+    """The first scene as a default (sqlite3, keyframes, compressed) bag: (scene, bag path, decoded messages)."""
+    scene = nusc.scene[0]
+    path = tmp_path_factory.mktemp("convert") / "scene"
+    summary = convert_scene(nusc, scene["name"], path, ConvertOptions(progress=False))
+    store = standard_typestore()
+    messages = [(topic, msgtype, stamp, store.deserialize_cdr(raw, msgtype))
+                for topic, msgtype, stamp, raw in read_bag(path)]
+    return scene, path, messages, summary
+
+
+def _keyframes(nusc, scene, channel) -> list[dict]:
+    records, token = [], scene["first_sample_token"]
+    while token:
+        sample = nusc.get("sample", token)
+        records.append(nusc.get("sample_data", sample["data"][channel]))
+        token = sample["next"]
+    return records
+
+
+def _stamp(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _by_topic(messages) -> dict[str, list]:
+    out = defaultdict(list)
+    for topic, _, stamp, msg in messages:
+        out[topic].append((stamp, msg))
+    return out
+
+
+def test_every_topic_has_its_type_count_and_sensor_stamps(nusc, converted):
+    scene, path, messages, summary = converted
+    assert (path / "metadata.yaml").is_file() and list(path.glob("*.db3"))
+    types = {topic: msgtype for topic, msgtype, _, _ in messages}
+    assert types == EXPECTED_TYPES
+    counts = Counter(topic for topic, *_ in messages)
+    assert counts == summary.counts
+    n = scene["nbr_samples"]
+    sensor_stamps = set()
+    for channel in (*CAMERA_NAMES, "LIDAR_TOP"):
+        records = _keyframes(nusc, scene, channel)
+        assert len(records) == n
+        stamps = [r["timestamp"] * 1000 for r in records]
+        sensor_stamps.update(stamps)
+        topics = ([f"/{channel}/image_rect_compressed", f"/{channel}/camera_info"] if channel != "LIDAR_TOP"
+                  else ["/LIDAR_TOP", "/odom"])
+        for topic in topics:
+            got = [(stamp, _stamp(msg.header)) for t, _, stamp, msg in messages if t == topic]
+            assert got == [(s, s) for s in stamps], topic  # bag receive time == header stamp == sensor time
+    by_topic = _by_topic(messages)
+    assert [s for s, _ in by_topic["/tf"]] == sorted(sensor_stamps)
+    assert all(_stamp(m.transforms[0].header) == s for s, m in by_topic["/tf"])
+    sample_stamps = [nusc.get("sample", r["sample_token"])["timestamp"] * 1000
+                     for r in _keyframes(nusc, scene, "LIDAR_TOP")]
+    assert [s for s, _ in by_topic["/markers/annotations"]] == sample_stamps
+    assert [s for s, _ in by_topic["/clock"]] == sorted(sensor_stamps)
+    assert counts["/tf_static"] == counts["/map"] == 1
+    bag_stamps = [stamp for _, _, stamp, _ in messages]
+    assert bag_stamps == sorted(bag_stamps) and bag_stamps[0] == min(sensor_stamps)
+    assert summary.size_bytes == bag_size_bytes(path) > 0
+    assert summary.duration_s == pytest.approx((max(sensor_stamps) - min(sensor_stamps)) / 1e9)
+
+
+def test_type_hashes_equal_those_of_the_installed_message_packages(converted):
+    from rosbags.rosbag2 import Reader
+
+    _, path, _, _ = converted
+    with Reader(path) as reader:
+        digests = {c.msgtype: c.digest for c in reader.connections}
+    for msgtype, digest in digests.items():
+        package, _, name = msgtype.split("/")
+        description = Path(get_package_share_directory(package)) / "msg" / f"{name}.json"
+        assert digest == json.loads(description.read_text())["type_hashes"][0]["hash_string"], msgtype
+
+
+def test_jpeg_bytes_and_camera_info_equal_the_devkit_files_and_calibration(nusc, synth_dataset, converted):
+    scene, _, messages, _ = converted
+    by_topic = _by_topic(messages)
+    for channel in CAMERA_NAMES:
+        records = _keyframes(nusc, scene, channel)
+        images = by_topic[f"/{channel}/image_rect_compressed"]
+        infos = by_topic[f"/{channel}/camera_info"]
+        for record, (_, image), (_, info) in zip(records, images, infos, strict=True):
+            on_disk = (synth_dataset.dataroot / record["filename"]).read_bytes()
+            assert image.data.tobytes() == on_disk
+            assert image.format == "jpeg" and image.header.frame_id == channel
+            calib = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
+            K = np.asarray(calib["camera_intrinsic"])
+            assert np.array_equal(info.k.reshape(3, 3), K)
+            assert np.array_equal(info.p.reshape(3, 4)[:, :3], K) and not info.p.reshape(3, 4)[:, 3].any()
+            assert np.array_equal(info.r.reshape(3, 3), np.eye(3))
+            assert info.distortion_model == "plumb_bob" and not info.d.any() and len(info.d) == 5
+            assert (info.width, info.height) == (record["width"], record["height"])
+            assert info.header.frame_id == channel
+
+
+def test_tf_equals_calibrated_sensor_and_ego_pose(nusc, converted):
+    scene, _, messages, _ = converted
+    by_topic = _by_topic(messages)
+    (_, static), = by_topic["/tf_static"]
+    edges = {t.child_frame_id: t for t in static.transforms}
+    first = nusc.get("sample", scene["first_sample_token"])
+    assert set(edges) == set(first["data"])  # every sensor of the car
+    for channel, token in first["data"].items():
+        calib = nusc.get("calibrated_sensor", nusc.get("sample_data", token)["calibrated_sensor_token"])
+        edge = edges[channel]
+        assert edge.header.frame_id == "base_link"
+        t, q = edge.transform.translation, edge.transform.rotation
+        assert np.allclose([t.x, t.y, t.z], calib["translation"], atol=1e-12)
+        q_ros = np.array([q.x, q.y, q.z, q.w])
+        expected = wxyz_to_xyzw(calib["rotation"]) / np.linalg.norm(calib["rotation"])
+        assert np.allclose(q_ros, expected, atol=1e-9) or np.allclose(q_ros, -expected, atol=1e-9)
+    tf_by_stamp = {s: m.transforms[0] for s, m in by_topic["/tf"]}
+    for record in _keyframes(nusc, scene, "CAM_FRONT"):
+        pose = nusc.get("ego_pose", record["ego_pose_token"])
+        edge = tf_by_stamp[record["timestamp"] * 1000]
+        assert (edge.header.frame_id, edge.child_frame_id) == ("map", "base_link")
+        t, q = edge.transform.translation, edge.transform.rotation
+        assert np.allclose([t.x, t.y, t.z], pose["translation"], atol=1e-9)
+        q_ros = np.array([q.x, q.y, q.z, q.w])
+        expected = wxyz_to_xyzw(pose["rotation"]) / np.linalg.norm(pose["rotation"])
+        assert np.allclose(q_ros, expected, atol=1e-9) or np.allclose(q_ros, -expected, atol=1e-9)
+
+
+def _cloud_field(cloud, name: str) -> np.ndarray:
+    field = next(f for f in cloud.fields if f.name == name)
+    dtype = {7: "<f4", 4: "<u2"}[field.datatype]
+    raw = cloud.data.reshape(cloud.width, cloud.point_step)[:, field.offset:field.offset + np.dtype(dtype).itemsize]
+    return np.ascontiguousarray(raw).view(dtype).reshape(-1)
+
+
+def test_point_cloud_points_equal_the_pcd_bin(nusc, synth_dataset, converted):
+    scene, _, messages, _ = converted
+    clouds = _by_topic(messages)["/LIDAR_TOP"]
+    for record, (_, cloud) in zip(_keyframes(nusc, scene, "LIDAR_TOP"), clouds, strict=True):
+        points = np.fromfile(synth_dataset.dataroot / record["filename"], dtype="<f4").reshape(-1, 5)
+        assert cloud.header.frame_id == "LIDAR_TOP" and cloud.height == 1 and cloud.width == len(points)
+        assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity", "ring"]
+        for column, name in enumerate(["x", "y", "z", "intensity"]):
+            assert np.array_equal(_cloud_field(cloud, name), points[:, column]), name
+        assert np.array_equal(_cloud_field(cloud, "ring"), points[:, 4].astype(np.uint16))
+
+
+def test_annotations_odometry_and_map_follow_the_tables(nusc, synth_dataset, converted):
+    scene, _, messages, _ = converted
+    by_topic = _by_topic(messages)
+    sample = nusc.get("sample", scene["first_sample_token"])
+    (_, markers) = by_topic["/markers/annotations"][0]
+    assert markers.markers[0].action == 3  # DELETEALL clears the previous keyframe's boxes
+    boxes = markers.markers[1:]
+    assert len(boxes) == len(sample["anns"]) > 0
+    for marker, token in zip(boxes, sample["anns"], strict=True):
+        ann = nusc.get("sample_annotation", token)
+        p = marker.pose.position
+        assert np.allclose([p.x, p.y, p.z], ann["translation"])
+        assert np.allclose([marker.scale.x, marker.scale.y, marker.scale.z],
+                           [ann["size"][1], ann["size"][0], ann["size"][2]])  # l, w, h along x, y, z
+        assert marker.header.frame_id == "map" and marker.type == 1
+
+    # Odometry: pose = ego pose; speed = distance between the neighbouring sweeps' poses over their time gap.
+    for record, (_, odom) in zip(_keyframes(nusc, scene, "LIDAR_TOP"), by_topic["/odom"], strict=True):
+        pose = nusc.get("ego_pose", record["ego_pose_token"])
+        assert np.allclose([odom.pose.pose.position.x, odom.pose.pose.position.y], pose["translation"][:2])
+        before = nusc.get("sample_data", record["prev"]) if record["prev"] else record
+        after = nusc.get("sample_data", record["next"]) if record["next"] else record
+        a = nusc.get("ego_pose", before["ego_pose_token"])["translation"]
+        b = nusc.get("ego_pose", after["ego_pose_token"])["translation"]
+        speed = np.linalg.norm(np.subtract(b, a)) / ((after["timestamp"] - before["timestamp"]) * 1e-6)
+        v = odom.twist.twist.linear
+        assert np.linalg.norm([v.x, v.y, v.z]) == pytest.approx(speed, rel=1e-6, abs=1e-9)
+        assert (odom.header.frame_id, odom.child_frame_id) == ("map", "base_link")
+
+    # /map: cells agree with the map expansion's own point query.
+    (_, grid), = by_topic["/map"]
+    location = nusc.get("log", scene["log_token"])["location"]
+    nusc_map = NuScenesMap(dataroot=str(synth_dataset.dataroot), map_name=location)
+    values = np.asarray(grid.data).reshape(grid.info.height, grid.info.width)
+    assert set(np.unique(values)) == {0, 100}
+    res, ox, oy = grid.info.resolution, grid.info.origin.position.x, grid.info.origin.position.y
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, grid.info.height, 200)
+    cols = rng.integers(0, grid.info.width, 200)
+    agree = [
+        (values[r, c] == 100) == bool(nusc_map.layers_on_point(ox + (c + 0.5) * res, oy + (r + 0.5) * res,
+                                                               ["drivable_area"])["drivable_area"])
+        for r, c in zip(rows, cols, strict=True)
+    ]
+    assert np.mean(agree) > 0.95  # only cells cut by a polygon edge may differ
+    ego = nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"])
+    r, c = int((ego["translation"][1] - oy) / res), int((ego["translation"][0] - ox) / res)
+    assert values[r, c] == 100  # the car drives on the drivable area
+
+
+def _scene_records(nusc, scene, channel) -> list[dict]:
+    in_scene = {s["token"] for s in nusc.sample if s["scene_token"] == scene["token"]}
+    return sorted((r for r in nusc.sample_data if r["channel"] == channel and r["sample_token"] in in_scene),
+                  key=lambda r: r["timestamp"])
+
+
+def test_sweeps_into_mcap_give_the_full_rate_streams(synth_sweeps_dataset, tmp_path):
+    nusc = NuScenes(version=synth_sweeps_dataset.version, dataroot=str(synth_sweeps_dataset.dataroot),
+                    verbose=False)
+    scene = nusc.scene[0]
+    path = tmp_path / "sweeps"
+    summary = convert_scene(nusc, scene["name"], path, ConvertOptions(storage="mcap", sweeps=True, progress=False))
+    assert list(path.glob("*.mcap")) and not list(path.glob("*.db3"))
+    messages = read_bag(path)
+    counts = Counter(topic for topic, *_ in messages)
+    for channel, topic in (("CAM_FRONT", "/CAM_FRONT/image_rect_compressed"), ("LIDAR_TOP", "/LIDAR_TOP")):
+        records = _scene_records(nusc, scene, channel)
+        assert counts[topic] == len(records) > scene["nbr_samples"]
+        assert [t for tp, _, t, _ in messages if tp == topic] == [r["timestamp"] * 1000 for r in records]
+    assert 17 < (counts["/LIDAR_TOP"] - 1) / summary.duration_s < 23  # 20 Hz LiDAR
+    assert 10 < (counts["/CAM_FRONT/image_rect_compressed"] - 1) / summary.duration_s < 14  # 12 Hz cameras
+    assert counts["/odom"] == counts["/LIDAR_TOP"] and counts["/markers/annotations"] == scene["nbr_samples"]
+
+
+def test_raw_images_carry_the_decoded_jpeg_pixels(synth_sweeps_dataset, tmp_path):
+    nusc = NuScenes(version=synth_sweeps_dataset.version, dataroot=str(synth_sweeps_dataset.dataroot),
+                    verbose=False)
+    scene = nusc.scene[0]
+    path = tmp_path / "raw"
+    convert_scene(nusc, scene["name"], path, ConvertOptions(raw_images=True, with_map=False, progress=False))
+    messages = read_bag(path)
+    topics = {topic for topic, *_ in messages}
+    assert "/CAM_FRONT/image_rect" in topics and "/CAM_FRONT/image_rect_compressed" not in topics
+    assert "/map" not in topics
+    store = standard_typestore()
+    for topic, msgtype, stamp, raw in messages:
+        if topic != "/CAM_BACK/image_rect":
+            continue
+        image = store.deserialize_cdr(raw, msgtype)
+        record = next(r for r in _scene_records(nusc, scene, "CAM_BACK") if r["timestamp"] * 1000 == stamp)
+        bgr = cv2.imread(str(synth_sweeps_dataset.dataroot / record["filename"]))
+        assert image.encoding == "rgb8" and image.step == image.width * 3 and image.header.frame_id == "CAM_BACK"
+        assert np.array_equal(image.data.reshape(image.height, image.width, 3), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))

@@ -1,0 +1,141 @@
+"""Teachers: the LiDAR+camera FusionTeacher (tiny config, CPU), the Teacher interface and the on-disk cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from tinybev_ros.checkpoint import save_checkpoint
+from tinybev_ros.model import build_student, load_model_config
+from training.teachers import (
+    CACHE_FORMAT,
+    OUTPUT_KEYS,
+    CachedTeacher,
+    LiveTeacher,
+    Teacher,
+    TeacherOutput,
+    build_teacher,
+    cache_teacher,
+    load_teacher_config,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+@pytest.fixture(scope="module")
+def configs():
+    return load_model_config(CONFIG_DIR / "model_tiny.yaml"), load_teacher_config(CONFIG_DIR / "teacher_tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def batch(configs):
+    from test_model_geometry import calibration
+
+    student, _ = configs
+    ks, poses = calibration(student)
+    gen = torch.Generator().manual_seed(0)
+    b, points = 2, 600
+    lidar = torch.zeros(b, points, 5)
+    lidar[..., 0] = torch.rand(b, points, generator=gen) * 120 - 60  # some beyond the +-50 m grid
+    lidar[..., 1] = torch.rand(b, points, generator=gen) * 120 - 60
+    lidar[..., 2] = torch.rand(b, points, generator=gen) * 4 - 2
+    lidar[..., 3] = torch.rand(b, points, generator=gen) * 255
+    lidar[..., 4] = torch.randint(0, 32, (b, points), generator=gen).float()
+    mask = torch.ones(b, points, dtype=torch.bool)
+    mask[1, 400:] = False  # the second sweep is shorter: zero padded
+    lidar[1, 400:] = 0.0
+    return {
+        "images": torch.randn(b, 6, 3, student.image_height, student.image_width, generator=gen),
+        "intrinsics": torch.tensor(ks, dtype=torch.float32)[None].expand(b, -1, -1, -1),
+        "cam_to_ego": torch.tensor(poses, dtype=torch.float32)[None].expand(b, -1, -1, -1),
+        "lidar": lidar,
+        "lidar_mask": mask,
+        "command": torch.tensor([2, 0]),
+        "meta": [{"sample_token": "a" * 32}, {"sample_token": "b" * 32}],
+    }
+
+
+@pytest.fixture(scope="module")
+def teacher(configs):
+    torch.manual_seed(0)
+    return LiveTeacher(build_teacher(configs[1]))
+
+
+@pytest.fixture(scope="module")
+def live(teacher, batch):
+    return teacher(batch)
+
+
+def test_teacher_outputs_have_the_students_names_shapes_and_feature_layout(configs, batch, teacher, live):
+    student_config, teacher_config = configs
+    assert isinstance(teacher, Teacher) and teacher.needs_lidar
+    result = live
+    assert isinstance(result, TeacherOutput)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        student = build_student(student_config).eval()(batch["images"], batch["intrinsics"], batch["cam_to_ego"],
+                                                         batch["command"])
+    assert set(result.outputs) == set(OUTPUT_KEYS)
+    for key in OUTPUT_KEYS:
+        assert result.outputs[key].shape == student[key].shape, key
+        assert not result.outputs[key].requires_grad
+    assert len(result.features) == len(student["bev_features"])
+    for t, s in zip(result.features, student["bev_features"], strict=True):
+        assert t.shape[-2:] == s.shape[-2:] and t.shape[1] >= s.shape[1]
+    counts = build_teacher(teacher_config).parameter_counts()
+    assert counts["LiDAR pillars"] > 0 and counts["total"] > sum(p.numel() for p in build_student(student_config)
+                                                                 .encoder.parameters())
+
+
+def test_lidar_matters_and_padding_does_not(batch, teacher, live):
+    base = live.outputs["heatmap"]
+    changed_batch = dict(batch, lidar=batch["lidar"].clone())
+    changed_batch["lidar"][1, 400:, :3] = torch.tensor([5.0, 5.0, 0.0])  # sample 1: masked points moved into grid
+    changed_batch["lidar"][0, :100, :2] = torch.tensor([3.0, -7.0])  # sample 0: real points piled into one pillar
+    changed = teacher(changed_batch).outputs["heatmap"]
+    assert not torch.allclose(changed[0], base[0]) and torch.equal(changed[1], base[1])
+
+
+def test_teacher_rejects_images_of_another_size(batch, teacher):
+    small = dict(batch, images=batch["images"][..., :64, :])
+    with pytest.raises(ValueError, match="expects 128x352 images"):
+        teacher(small)
+
+
+def test_teacher_checkpoint_and_cache_reproduce_the_live_teacher(tmp_path, configs, batch, teacher, live):
+    path = save_checkpoint(tmp_path / "teacher.safetensors", teacher.model, configs[1], kind="teacher")
+    reloaded = LiveTeacher.from_checkpoint(path)
+    again = reloaded(batch)
+    for key in OUTPUT_KEYS:
+        assert torch.equal(again.outputs[key], live.outputs[key]), key
+
+    root = tmp_path / "cache"
+    assert cache_teacher(teacher, [batch], root, source="FusionTeacher teacher_tiny") == 2
+    assert cache_teacher(teacher, [batch], root, source="FusionTeacher teacher_tiny") == 0  # resumable
+    files = sorted(p.name for p in root.iterdir())
+    assert files == ["a" * 32 + ".safetensors", "b" * 32 + ".safetensors"]
+    with safe_open(str(root / files[0]), framework="pt") as handle:
+        meta = handle.metadata()
+        assert meta["format"] == CACHE_FORMAT and meta["num_features"] == str(len(live.features))
+        assert handle.get_tensor("features.0").shape == live.features[0].shape[1:]
+
+    cached = CachedTeacher(root)
+    assert isinstance(cached, Teacher) and not cached.needs_lidar
+    # Reversed batch order: each sample's tensors must come from its own file.
+    reversed_batch = dict(batch, meta=batch["meta"][::-1])
+    result = cached(reversed_batch)
+    for key in OUTPUT_KEYS:
+        want = live.outputs[key].flip(0)
+        np.testing.assert_allclose(result.outputs[key].numpy(), want.numpy(), rtol=2e-3,
+                                   atol=2e-3 * float(want.abs().max()))
+    for got, want in zip(result.features, live.features, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.flip(0).numpy(), rtol=2e-3, atol=2e-3 * float(want.abs().max()))
+
+    with pytest.raises(FileNotFoundError, match="no file for sample " + "c" * 32):
+        cached(dict(batch, meta=[{"sample_token": "c" * 32}]))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        CachedTeacher(tmp_path / "nowhere")

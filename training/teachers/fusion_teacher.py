@@ -1,0 +1,128 @@
+"""The built-in teacher: LiDAR pillars fused with a camera LSS branch, a wider BEV encoder, the student's heads.
+
+Same output names and shapes as the student and the same `bev_features` layout (encoder levels finest first,
+then the pre-head map), so every distillation term can pair teacher and student by name and index. The camera
+branch, grid, encoder widths and heads are a `ModelConfig` (`camera`): its image size, grid, det_stride and
+motion_modes must equal the student's it teaches (the batches and targets are built for the student).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tinybev_ros.checkpoint import load_state, read_checkpoint
+from tinybev_ros.config import from_dict, load_yaml
+from tinybev_ros.model.bev_encoder import BevEncoder
+from tinybev_ros.model.config import ModelConfig
+from tinybev_ros.model.heads import TaskHeads
+from tinybev_ros.model.layers import conv_bn_relu
+from tinybev_ros.model.view_transform import CameraBev
+from training.teachers.base import OUTPUT_KEYS, TeacherOutput
+from training.teachers.pillars import PillarConfig, PillarEncoder
+
+log = logging.getLogger(__name__)
+
+
+def _wide_camera() -> ModelConfig:
+    return ModelConfig(name="teacher_base", bev_channels=(128, 256, 448, 640), bev_blocks=(2, 2, 2, 2),
+                       fpn_channels=256, head_channels=128, plan_hidden=512)
+
+
+@dataclass
+class FusionTeacherConfig:
+    name: str = "teacher_base"
+    camera: ModelConfig = field(default_factory=_wide_camera)
+    lidar: PillarConfig = field(default_factory=PillarConfig)
+    fused_channels: int = 128  # after concat(camera BEV, LiDAR BEV) + conv
+
+
+def load_teacher_config(path: str | Path) -> FusionTeacherConfig:
+    return load_yaml(FusionTeacherConfig, path)
+
+
+class FusionTeacher(nn.Module):
+    """forward(batch) -> outputs dict like the student's (+ "depth", "bev_features")."""
+
+    def __init__(self, config: FusionTeacherConfig) -> None:
+        super().__init__()
+        self.config = config
+        cam = config.camera
+        self.camera = CameraBev(cam)
+        self.lidar = PillarEncoder(config.lidar, cam.grid)
+        self.fuse = conv_bn_relu(cam.context_channels + config.lidar.bev_channels, config.fused_channels)
+        self.encoder = BevEncoder(config.fused_channels, cam.bev_channels, cam.bev_blocks, cam.fpn_channels,
+                                  cam.det_stride)
+        self.heads = TaskHeads(cam, cam.fpn_channels)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        cam = self.config.camera
+        images = batch["images"]
+        if tuple(images.shape[-2:]) != (cam.image_height, cam.image_width):
+            raise ValueError(f"teacher {self.config.name} expects {cam.image_height}x{cam.image_width} images, "
+                             f"the batch has {tuple(images.shape[-2:])}: use a teacher config matching the student")
+        if "lidar" not in batch:
+            raise ValueError(f"teacher {self.config.name} needs batch['lidar'] (build the data with LiDAR)")
+        splat = self.camera.lift_splat.splat_index(batch["intrinsics"], batch["cam_to_ego"])
+        camera_bev, depth = self.camera(images, splat)
+        lidar_bev = self.lidar(batch["lidar"], batch["lidar_mask"])
+        fused = self.fuse(torch.cat([camera_bev, lidar_bev.to(camera_bev.dtype)], dim=1))
+        levels, pre_head, dense = self.encoder(fused)
+        outputs: dict[str, Any] = dict(self.heads(pre_head, dense, batch["command"]))
+        outputs["depth"] = depth
+        outputs["bev_features"] = [*levels, pre_head]
+        return outputs
+
+    def parameter_counts(self) -> dict[str, int]:
+        parts = {"camera branch (ResNet-18 + LSS)": self.camera, "LiDAR pillars": self.lidar, "fusion": self.fuse,
+                 "BEV encoder": self.encoder, "heads": self.heads}
+        counts = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+        counts["total"] = sum(p.numel() for p in self.parameters())
+        return counts
+
+
+def build_teacher(config: FusionTeacherConfig) -> FusionTeacher:
+    return FusionTeacher(config)
+
+
+def load_teacher_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                            ) -> tuple[FusionTeacher, FusionTeacherConfig]:
+    """A FusionTeacher (eval mode) and its config from a checkpoint written by `save_checkpoint(kind="teacher")`."""
+    tensors, metadata = read_checkpoint(path)
+    if metadata["kind"] != "teacher":
+        raise ValueError(f"checkpoint {path} holds a {metadata['kind']}, not a teacher")
+    try:
+        config = from_dict(FusionTeacherConfig, metadata["config"], where=f"{path}:config")
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"checkpoint {path}: bad teacher config in metadata: {error}") from error
+    model = build_teacher(config)
+    load_state(model, tensors, path)
+    return model.to(device).eval(), config
+
+
+class LiveTeacher:
+    """`Teacher` over a FusionTeacher network: runs it without gradients, in eval mode, every batch."""
+
+    needs_lidar = True
+
+    def __init__(self, model: FusionTeacher) -> None:
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @staticmethod
+    def from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LiveTeacher:
+        model, config = load_teacher_checkpoint(path, device)
+        log.info("live teacher %s from %s", config.name, path)
+        return LiveTeacher(model)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, Any]) -> TeacherOutput:
+        self.model.eval()
+        outputs = self.model(batch)
+        return TeacherOutput(features=list(outputs["bev_features"]), outputs={k: outputs[k] for k in OUTPUT_KEYS})

@@ -46,6 +46,21 @@ def test_base_student_has_26_to_30_million_parameters_and_yaml_equals_defaults()
     assert parts == counts["total"]
 
 
+def test_base_forward_batch_one_has_contract_shapes():
+    """The base path differs from tiny (det_stride 2: dense heads get upsampled fused features)."""
+    config = ModelConfig()
+    torch.manual_seed(0)
+    model = build_student(config).eval()
+    intrinsics, cam_to_ego = rig_calibration(config)
+    with torch.no_grad():
+        out = model(torch.randn(1, 6, 3, 256, 704), intrinsics, cam_to_ego, torch.tensor([2]))
+    assert tuple(out["heatmap"].shape) == (1, 10, 100, 100) and tuple(out["motion"].shape) == (1, 144, 100, 100)
+    assert tuple(out["map"].shape) == (1, 4, 200, 200) and tuple(out["occupancy"].shape) == (1, 5, 200, 200)
+    assert [tuple(f.shape[1:]) for f in out["bev_features"]] == [
+        (96, 200, 200), (192, 100, 100), (320, 50, 50), (480, 25, 25), (192, 100, 100)]
+    assert tuple(out["depth"].shape) == (1, 6, 59, 16, 44) and torch.isfinite(out["plan"]).all()
+
+
 def test_tiny_forward_on_cpu_has_contract_shapes(tiny):
     torch.manual_seed(0)
     model = build_student(tiny).eval()
@@ -97,3 +112,24 @@ def test_bad_config_is_rejected_with_its_name():
         ModelConfig(name="broken", det_stride=3)
     with pytest.raises(ValueError, match="multiple of 32"):
         ModelConfig(name="broken", image_height=250)
+
+
+def test_collision_refinement_pushes_waypoints_out_of_predicted_occupancy(tiny):
+    from tinybev_ros.model.planner import Planner
+
+    planner = Planner(tiny, tiny.fpn_channels)
+    grid = tiny.grid
+    h, w = grid.shape
+    xs, ys = grid.cell_centers()
+    # An occupied disc of radius 3 m centred at (10, 1.5) in every future frame; free elsewhere.
+    blob = ((xs[:, None] - 10.0) ** 2 + (ys[None, :] - 1.5) ** 2) < 9.0
+    logits = torch.where(torch.from_numpy(blob), 8.0, -8.0).float().expand(2, 5, h, w)
+    plan = torch.tensor([[5.0, 0.0], [10.0, 0.0], [15.0, 0.0], [20.0, 0.0], [25.0, 0.0], [30.0, 0.0]])
+    plan = torch.stack([plan, plan + torch.tensor([0.0, 20.0])])  # sample 1 drives far from the blob
+    plan.requires_grad_(True)
+    refined = planner.refine(plan, logits)
+    # The waypoint inside the disc edge moves away from its centre (to -y), the far ones stay put.
+    assert refined[0, 1, 1] < plan[0, 1, 1] - 0.1
+    assert torch.allclose(refined[1], plan[1]) and torch.allclose(refined[0, 4:], plan[0, 4:])
+    refined.sum().backward()  # differentiable end to end
+    assert plan.grad is not None and torch.isfinite(plan.grad).all()

@@ -54,6 +54,10 @@ class Planner(nn.Module):
         delta = self.grid.resolution
         offsets = [[0.0, 0.0], [delta, 0.0], [-delta, 0.0], [0.0, delta], [0.0, -delta]]
         self.register_buffer("offsets", torch.tensor(offsets), persistent=False)
+        g = self.grid  # metres -> grid_sample's [-1, 1] (align_corners=False: -1 and 1 are the outer cell edges)
+        self.register_buffer("grid_low", torch.tensor([g.x_min, g.y_min]), persistent=False)
+        self.register_buffer("grid_scale", torch.tensor([2.0 / (g.x_max - g.x_min), 2.0 / (g.y_max - g.y_min)]),
+                             persistent=False)
 
     def initial_plan(self, fused: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
         crop = fused[:, :, self.rows[0] : self.rows[1], self.cols[0] : self.cols[1]]
@@ -67,14 +71,11 @@ class Planner(nn.Module):
             occupancy_logits.sigmoid(), SMOOTH_KERNEL, stride=1, padding=SMOOTH_KERNEL // 2, count_include_pad=False
         )
         occ = occ.index_select(1, self.frames).reshape(batch * self.steps, 1, *occ.shape[-2:])
-        g = self.grid
-        scale = torch.tensor([2.0 / (g.x_max - g.x_min), 2.0 / (g.y_max - g.y_min)], device=plan.device)
-        low = torch.tensor([g.x_min, g.y_min], device=plan.device)
         step = self.log_step.exp()
         delta = self.offsets[1, 0]
         for _ in range(self.iters):
             samples = plan.reshape(batch * self.steps, 1, 1, 2) + self.offsets.view(1, 1, 5, 2).to(plan.dtype)
-            norm = (samples - low.to(plan.dtype)) * scale.to(plan.dtype) - 1.0
+            norm = (samples - self.grid_low.to(plan.dtype)) * self.grid_scale.to(plan.dtype) - 1.0
             # grid_sample's last dim is (along W, along H) = (y, x): rows of the grid are x.
             values = nn.functional.grid_sample(occ, norm.flip(-1), mode="bilinear", align_corners=False)
             values = values.view(batch, self.steps, 5)

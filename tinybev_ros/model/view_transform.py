@@ -92,11 +92,16 @@ class LiftSplat(nn.Module):
         self.register_buffer("frustum", torch.stack([uu * dd, vv * dd, dd], dim=-1), persistent=False)
 
     def points(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor) -> torch.Tensor:
-        """base_link coordinates (B, N, D, h, w, 3) of every frustum cell centre."""
-        k_inv = torch.linalg.inv(intrinsics.double())
-        rot = cam_to_ego[..., :3, :3].double() @ k_inv  # (B, N, 3, 3)
-        pts = torch.einsum("bnij,dhwj->bndhwi", rot, self.frustum.double())
-        return (pts + cam_to_ego[..., None, None, None, :3, 3].double()).float()
+        """base_link coordinates (B, N, D, h, w, 3) of every frustum cell centre.
+
+        In float64 with autocast off: under mixed precision einsum would run in fp16, whose 1e-3 relative
+        error is several centimetres at 60 m and would move points across cell borders.
+        """
+        with torch.autocast(device_type=intrinsics.device.type, enabled=False):
+            k_inv = torch.linalg.inv(intrinsics.double())
+            rot = cam_to_ego[..., :3, :3].double() @ k_inv  # (B, N, 3, 3)
+            pts = torch.einsum("bnij,dhwj->bndhwi", rot, self.frustum.double())
+            return (pts + cam_to_ego[..., None, None, None, :3, 3].double()).float()
 
     def splat_index(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor) -> SplatIndex:
         """Precompute the pooling indices for these calibrations ((B, N, 3, 3) K, (B, N, 4, 4) camera->ego)."""

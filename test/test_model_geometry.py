@@ -115,3 +115,17 @@ def test_splat_indices_are_in_range_per_batch_element_and_respect_z_band():
     lifted = pose.clone()
     lifted[..., 2, 3] += 10.0
     assert lift.splat_index(k[:1], lifted[:1]).cell_index.numel() < half // 2
+
+
+def test_half_precision_model_computes_the_same_splat_index():
+    """`model.half()` (the Predictor on CUDA) must not round the frustum geometry."""
+    from tinybev_ros.model import build_student
+
+    config = load_model_config(CONFIG_DIR / "model_tiny.yaml")
+    ks, poses = calibration(config)
+    k = torch.tensor(ks, dtype=torch.float32)[None]
+    pose = torch.tensor(poses, dtype=torch.float32)[None]
+    model = build_student(config)
+    full = model.splat_index(k, pose)
+    half = model.half().splat_index(k, pose)
+    assert torch.equal(full.cell_index, half.cell_index) and torch.equal(full.depth_index, half.depth_index)

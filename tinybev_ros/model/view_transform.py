@@ -83,16 +83,24 @@ class LiftSplat(nn.Module):
         h, w = config.image_height // stride, config.image_width // stride
         d = config.num_depth_bins
         self.frustum_shape = (d, h, w)
-        # Centre of each feature cell in input-image pixels (integer = pixel centre) and of each depth bin.
-        us = torch.arange(w, dtype=torch.float32) * stride + (stride - 1) / 2.0
-        vs = torch.arange(h, dtype=torch.float32) * stride + (stride - 1) / 2.0
-        ds = config.depth_min + (torch.arange(d, dtype=torch.float32) + 0.5) * config.depth_step
+
+    def frustum(self, device: torch.device) -> torch.Tensor:
+        """(D, h, w, 3) = (u d, v d, d) of every frustum cell centre, float64: K^-1 of it is the optical-frame point.
+
+        u, v are feature-cell centres in input pixels (integer = pixel centre), d the depth-bin centres. Built on
+        demand rather than stored as a buffer, so `model.half()` cannot round it (u d reaches 4e4, where fp16
+        steps are 32).
+        """
+        d, h, w = self.frustum_shape
+        stride, config = self.config.feature_stride, self.config
+        us = torch.arange(w, dtype=torch.float64, device=device) * stride + (stride - 1) / 2.0
+        vs = torch.arange(h, dtype=torch.float64, device=device) * stride + (stride - 1) / 2.0
+        ds = config.depth_min + (torch.arange(d, dtype=torch.float64, device=device) + 0.5) * config.depth_step
         dd, vv, uu = torch.meshgrid(ds, vs, us, indexing="ij")
-        # Homogeneous pixel times depth: K^-1 @ (u d, v d, d) is the point in the optical camera frame.
-        self.register_buffer("frustum", torch.stack([uu * dd, vv * dd, dd], dim=-1), persistent=False)
+        return torch.stack([uu * dd, vv * dd, dd], dim=-1)
 
     def points(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor) -> torch.Tensor:
-        """base_link coordinates (B, N, D, h, w, 3) of every frustum cell centre.
+        """base_link coordinates (B, N, D, h, w, 3), float64, of every frustum cell centre.
 
         In float64 with autocast off: under mixed precision einsum would run in fp16, whose 1e-3 relative
         error is several centimetres at 60 m and would move points across cell borders.
@@ -100,8 +108,8 @@ class LiftSplat(nn.Module):
         with torch.autocast(device_type=intrinsics.device.type, enabled=False):
             k_inv = torch.linalg.inv(intrinsics.double())
             rot = cam_to_ego[..., :3, :3].double() @ k_inv  # (B, N, 3, 3)
-            pts = torch.einsum("bnij,dhwj->bndhwi", rot, self.frustum.double())
-            return (pts + cam_to_ego[..., None, None, None, :3, 3].double()).float()
+            pts = torch.einsum("bnij,dhwj->bndhwi", rot, self.frustum(intrinsics.device))
+            return pts + cam_to_ego[..., None, None, None, :3, 3].double()
 
     def splat_index(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor) -> SplatIndex:
         """Precompute the pooling indices for these calibrations ((B, N, 3, 3) K, (B, N, 4, 4) camera->ego)."""

@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("tinybev_ros.doctor", "check that every component of the environment imports and works"),
     "demo": ("tinybev_ros.demo", "the main job: synthetic scene -> bag -> node -> outputs, pictures, metrics"),
+    "synth": ("tinybev_ros.synth.cli", "write a synthetic driving dataset in the exact nuScenes format"),
     "eval": ("training.evaluate", "evaluate a checkpoint on a nuScenes-format split: all metrics, figures, GIF"),
     "params": ("tinybev_ros.model.summary", "print the student's parameter count per part for a model config"),
     "train": ("training.train", "supervised training of the student or the teacher (torchrun for several GPUs)"),

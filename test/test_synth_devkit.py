@@ -1,0 +1,96 @@
+"""The synthetic dataset is real nuScenes format: the devkit loads tables, maps and prediction helpers."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+from nuscenes.map_expansion.map_api import NuScenesMap
+from nuscenes.nuscenes import NuScenes
+from nuscenes.prediction import PredictHelper
+from nuscenes.utils.splits import create_splits_scenes
+
+from tinybev_ros.geometry import CAMERA_NAMES
+from tinybev_ros.synth.tables import TABLES
+
+TOKEN = re.compile(r"^[0-9a-f]{32}$")
+
+
+@pytest.fixture(scope="module")
+def nusc(synth_dataset) -> NuScenes:
+    return NuScenes(synth_dataset.version, str(synth_dataset.dataroot), verbose=False)
+
+
+def test_tables_tokens_and_splits(synth_dataset, nusc):
+    table_dir = synth_dataset.dataroot / synth_dataset.version
+    assert sorted(p.stem for p in table_dir.glob("*.json") if p.stem != "splits") == sorted(TABLES)
+    for table in ("sample", "sample_data", "sample_annotation", "instance", "scene", "ego_pose", "log", "map"):
+        for rec in getattr(nusc, table):
+            assert TOKEN.match(rec["token"]), (table, rec["token"])
+    splits = json.loads((table_dir / "splits.json").read_text())
+    devkit = create_splits_scenes()
+    assert splits["mini_train"] and splits["mini_val"]
+    for split, names in splits.items():
+        assert set(names) <= set(devkit[split])
+    assert sorted(s["name"] for s in nusc.scene) == sorted(splits["mini_train"] + splits["mini_val"])
+
+
+def test_sample_chains_and_sensor_files(synth_dataset, nusc):
+    for scene in nusc.scene:
+        tokens, tok = [], scene["first_sample_token"]
+        while tok:
+            tokens.append(tok)
+            tok = nusc.get("sample", tok)["next"]
+        assert len(tokens) == scene["nbr_samples"] == 16
+        assert tokens[-1] == scene["last_sample_token"]
+        stamps = [nusc.get("sample", t)["timestamp"] for t in tokens]
+        assert np.allclose(np.diff(stamps), 500_000)
+    sample = nusc.sample[3]
+    assert set(sample["data"]) == {*CAMERA_NAMES, "LIDAR_TOP"}
+    lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+    assert lidar_sd["timestamp"] == sample["timestamp"]
+    for channel in CAMERA_NAMES:
+        sd = nusc.get("sample_data", sample["data"][channel])
+        # each camera fires at its own offset before the LiDAR, with its own ego pose
+        assert -50_000 < sd["timestamp"] - lidar_sd["timestamp"] < 0
+        assert nusc.get("ego_pose", sd["ego_pose_token"])["timestamp"] == sd["timestamp"]
+        img = cv2.imread(str(synth_dataset.dataroot / sd["filename"]))
+        assert img.shape == (900, 1600, 3) and img.std() > 20
+    pts = np.fromfile(synth_dataset.dataroot / lidar_sd["filename"], dtype=np.float32).reshape(-1, 5)
+    assert 28_000 < len(pts) < 40_000
+    assert set(np.unique(pts[:, 4]).astype(int)) <= set(range(32))
+    assert pts[:, 3].min() >= 0 and pts[:, 3].max() <= 255
+
+
+def test_map_masks_not_empty(synth_dataset, nusc):
+    for log in nusc.log:
+        nmap = NuScenesMap(str(synth_dataset.dataroot), log["location"])
+        scene = next(s for s in nusc.scene if s["log_token"] == log["token"])
+        sample = nusc.get("sample", scene["first_sample_token"])
+        pose = nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"])
+        x, y = pose["translation"][:2]
+        assert x > 0 and y > 0
+        layers = ["drivable_area", "lane_divider", "ped_crossing", "walkway"]
+        masks = nmap.get_map_mask((x, y, 100.0, 100.0), 0.0, layers, (200, 200))
+        assert masks.shape == (4, 200, 200)
+        for name, mask in zip(layers, masks, strict=True):
+            assert mask.any(), name
+        # the ego drives on the drivable area, and the lane graph knows where it is
+        assert masks[0][100, 100]
+        assert nmap.get_closest_lane(x, y, radius=3.0) != ""
+
+
+def test_predict_helper_gives_futures(nusc):
+    helper = PredictHelper(nusc)
+    moving = 0
+    for ann in nusc.sample_annotation:
+        if not ann["next"]:
+            continue
+        future = helper.get_future_for_agent(ann["instance_token"], ann["sample_token"], 2.0, in_agent_frame=True)
+        assert future.ndim == 2 and future.shape[1] == 2 and len(future) >= 1
+        if np.linalg.norm(future[-1]) > 2.0:
+            moving += 1
+    assert moving > 10

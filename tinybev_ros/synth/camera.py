@@ -1,0 +1,221 @@
+"""Camera images: textured ground by homography, sky, and shaded convex parts drawn far to near.
+
+The ground is the plane z = 0, so one perspective warp of the BEV ground texture per camera paints it
+(fine texture near, a blurred coarse one far away to avoid aliasing). Solids are drawn face by face
+with back-face culling, clipping at the near plane and painter's order by part distance; an object-id
+buffer at quarter resolution, drawn in the same order, gives each annotation's visible fraction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from tinybev_ros.geometry import CameraCalibration
+from tinybev_ros.synth.shapes import TEMPLATES
+from tinybev_ros.synth.solids import PartBatch
+from tinybev_ros.synth.texture import GroundTexture
+
+NEAR_M = 0.15
+FAR_M = 220.0
+FINE_GROUND_M = 40.0  # closer ground uses the full-resolution texture
+ID_SCALE = 4  # the id buffer is 1/ID_SCALE of the image size
+SHIFT = 4  # sub-pixel bits for OpenCV polygon filling
+
+
+@dataclass
+class Lighting:
+    """Per-scene illumination: sun direction, ambient/diffuse split, sky, haze and white balance."""
+
+    sun: np.ndarray  # unit vector towards the sun (global frame)
+    ambient: float
+    diffuse: float
+    sky_top: np.ndarray  # BGR
+    sky_horizon: np.ndarray
+    haze: np.ndarray
+    haze_m: float
+    tint: np.ndarray  # per-channel gain (BGR)
+    kind: str = "sunny"
+
+    @staticmethod
+    def random(rng: np.random.Generator) -> Lighting:
+        kind = str(rng.choice(["sunny", "overcast", "evening", "hazy"], p=[0.4, 0.3, 0.15, 0.15]))
+        azimuth = rng.uniform(-np.pi, np.pi)
+        elevation = {"sunny": rng.uniform(0.6, 1.2), "overcast": rng.uniform(0.8, 1.3),
+                     "evening": rng.uniform(0.12, 0.35), "hazy": rng.uniform(0.5, 1.0)}[kind]
+        sun = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])
+        if kind == "sunny":
+            return Lighting(sun, 0.55, 0.6, np.array([200, 140, 90.0]), np.array([235, 215, 190.0]),
+                            np.array([220, 210, 200.0]), rng.uniform(500, 900), np.array([1.0, 1.0, 1.02]), kind)
+        if kind == "overcast":
+            return Lighting(sun, 0.8, 0.25, np.array([185, 180, 175.0]), np.array([215, 212, 210.0]),
+                            np.array([200, 200, 200.0]), rng.uniform(250, 450), np.array([1.0, 0.98, 0.95]), kind)
+        if kind == "evening":
+            return Lighting(sun, 0.45, 0.55, np.array([150, 100, 80.0]), np.array([140, 170, 230.0]),
+                            np.array([150, 160, 190.0]), rng.uniform(300, 600), np.array([0.85, 0.92, 1.1]), kind)
+        return Lighting(sun, 0.7, 0.35, np.array([190, 185, 170.0]), np.array([205, 210, 210.0]),
+                        np.array([195, 200, 205.0]), rng.uniform(120, 220), np.array([0.98, 1.0, 1.0]), kind)
+
+
+class CameraModel:
+    """Per-camera constants: pixel rays, ground distance, sky image and haze weights (ego is level)."""
+
+    def __init__(self, cam: CameraCalibration, lighting: Lighting) -> None:
+        self.cam = cam
+        w, h = cam.width, cam.height
+        u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+        rays_cam = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(cam.intrinsic).T
+        rays = rays_cam @ cam.sensor_to_ego.rotation.T  # ego frame
+        height = cam.sensor_to_ego.translation[2]
+        dz = rays[..., 2]
+        horiz = np.linalg.norm(rays[..., :2], axis=-1)
+        with np.errstate(divide="ignore"):
+            dist = np.where(dz < -1e-6, height / -dz * horiz, np.inf)
+        self.ground = dist < FAR_M
+        rows = np.where(self.ground.any(axis=1))[0]
+        self.ground_rows = (int(rows.min()), h) if len(rows) else (h, h)
+        fine_rows = np.where((dist < FINE_GROUND_M).any(axis=1))[0]
+        self.fine_row = int(fine_rows.min()) if len(fine_rows) else h
+        elevation = np.arctan2(dz, horiz)
+        a = np.clip(elevation / 0.6, 0.0, 1.0)[..., None]
+        sky = lighting.sky_horizon * (1 - a) + lighting.sky_top * a
+        haze_w = 1.0 - np.exp(-np.minimum(dist, 1e6) / lighting.haze_m)
+        haze_w = np.where(self.ground, haze_w, 1.0).astype(np.float32)
+        self.haze_weight = haze_w
+        self.keep_weight = (1.0 - haze_w).astype(np.float32)
+        self.haze_image = np.where(self.ground[..., None], lighting.haze, sky).astype(np.uint8)
+        self.lighting = lighting
+        shade = lighting.ambient + lighting.diffuse * max(lighting.sun[2], 0.0)
+        gain = np.clip(shade * lighting.tint, 0, 3)
+        self.ground_lut = np.stack([np.clip(np.arange(256) * g, 0, 255) for g in gain], axis=-1)
+        self.ground_lut = self.ground_lut.astype(np.uint8).reshape(256, 1, 3)
+
+
+def world_to_camera(cam: CameraCalibration, ego_xy: np.ndarray, ego_yaw: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and translation mapping global points into the camera frame."""
+    c, s = np.cos(ego_yaw), np.sin(ego_yaw)
+    r_ge = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    t_ge = np.array([ego_xy[0], ego_xy[1], 0.0])
+    r_gc = r_ge @ cam.sensor_to_ego.rotation
+    t_gc = r_ge @ cam.sensor_to_ego.translation + t_ge
+    return r_gc.T, -r_gc.T @ t_gc
+
+
+def _clip_near(poly: np.ndarray) -> np.ndarray:
+    """Sutherland-Hodgman against z >= NEAR_M for a convex polygon (K, 3) in camera coordinates."""
+    inside = poly[:, 2] >= NEAR_M
+    if inside.all():
+        return poly
+    if not inside.any():
+        return poly[:0]
+    out = []
+    k = len(poly)
+    for i in range(k):
+        a, b = poly[i], poly[(i + 1) % k]
+        ia, ib = a[2] >= NEAR_M, b[2] >= NEAR_M
+        if ia:
+            out.append(a)
+        if ia != ib:
+            f = (NEAR_M - a[2]) / (b[2] - a[2])
+            out.append(a + f * (b - a))
+    return np.array(out)
+
+
+@dataclass
+class RenderResult:
+    image: np.ndarray  # (H, W, 3) uint8 BGR
+    ids: np.ndarray  # (H / ID_SCALE, W / ID_SCALE) int32: agent index + 1, 0 = none
+    silhouettes: dict[int, int]  # agent -> pixels (id-buffer scale) it would cover alone
+
+
+def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy: np.ndarray,
+           ego_yaw: float) -> RenderResult:
+    cam = model.cam
+    w, h = cam.width, cam.height
+    rot, trans = world_to_camera(cam, ego_xy, ego_yaw)
+    img = _ground(model, texture, rot, trans)
+    ids = np.zeros((h // ID_SCALE, w // ID_SCALE), np.int32)
+    polys_by_owner: dict[int, list[np.ndarray]] = {}
+    if len(batch):
+        cam_centres = batch.centers @ rot.T + trans
+        radius = np.linalg.norm(batch.half, axis=1)
+        dist = np.linalg.norm(cam_centres, axis=1)
+        kx = cam.intrinsic[0, 0]
+        ky = cam.intrinsic[1, 1]
+        z = cam_centres[:, 2]
+        margin = radius + 0.5
+        visible = (z > -margin) & (dist < FAR_M + radius)
+        # frustum side planes (conservative with the bounding sphere)
+        half_w = max(cam.intrinsic[0, 2], w - cam.intrinsic[0, 2]) / kx
+        half_h = max(cam.intrinsic[1, 2], h - cam.intrinsic[1, 2]) / ky
+        visible &= np.abs(cam_centres[:, 0]) < half_w * np.maximum(z, 0) + margin * np.sqrt(1 + half_w**2)
+        visible &= np.abs(cam_centres[:, 1]) < half_h * np.maximum(z, 0) + margin * np.sqrt(1 + half_h**2)
+        order = np.where(visible)[0]
+        order = order[np.argsort(-dist[order], kind="stable")]
+        light = model.lighting
+        k_mat = cam.intrinsic
+        for p in order:
+            verts = batch.verts[p]
+            vc = verts @ rot.T + trans
+            faces = TEMPLATES[batch.kinds[p]][1]
+            base = batch.colors[p]
+            owner = int(batch.owner[p])
+            haze_f = 1.0 - np.exp(-dist[p] / light.haze_m)
+            for face in faces:
+                fv = vc[face]
+                normal_c = np.cross(fv[1] - fv[0], fv[2] - fv[0])
+                if normal_c @ fv[0] >= 0:  # facing away (camera at the origin)
+                    continue
+                gv = verts[face]
+                normal = np.cross(gv[1] - gv[0], gv[2] - gv[0])
+                nn = np.linalg.norm(normal)
+                if nn < 1e-12:
+                    continue
+                normal /= nn
+                lam = max(float(normal @ light.sun), 0.0)
+                sky = 0.5 + 0.5 * normal[2]
+                gain = light.ambient * (0.75 + 0.25 * sky) + light.diffuse * lam
+                colour = np.clip(base * gain * light.tint, 0, 255)
+                colour = colour * (1 - haze_f) + light.haze * haze_f
+                poly = _clip_near(fv)
+                if len(poly) < 3:
+                    continue
+                pix = (poly @ k_mat.T)
+                pix = pix[:, :2] / pix[:, 2:3]
+                pts = np.round(pix * (1 << SHIFT)).astype(np.int32)
+                cv2.fillConvexPoly(img, pts, tuple(float(c) for c in colour), cv2.LINE_AA, SHIFT)
+                small = np.round(pix * ((1 << SHIFT) / ID_SCALE)).astype(np.int32)
+                cv2.fillConvexPoly(ids, small, owner + 1, cv2.LINE_8, SHIFT)
+                if owner >= 0:
+                    polys_by_owner.setdefault(owner, []).append(small)
+    silhouettes = {}
+    for owner, polys in polys_by_owner.items():
+        mask = np.zeros_like(ids, dtype=np.uint8)
+        for poly in polys:
+            cv2.fillConvexPoly(mask, poly, 1, cv2.LINE_8, SHIFT)
+        silhouettes[owner] = int(mask.sum())
+    return RenderResult(img, ids, silhouettes)
+
+
+def _ground(model: CameraModel, texture: GroundTexture, rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    cam = model.cam
+    w = cam.width
+    # homography ground (x, y, 1) -> image
+    plane = np.stack([rot[:, 0], rot[:, 1], trans], axis=1)
+    h_ground = cam.intrinsic @ plane
+    img = model.haze_image.copy()
+    r0, r1 = model.ground_rows
+    if r0 >= r1:
+        return img
+    fine_row = max(model.fine_row, r0)
+    for tex, coarse, a, b in ((texture.coarse, True, r0, fine_row), (texture.image, False, fine_row, r1)):
+        if b <= a:
+            continue
+        shift = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -a], [0.0, 0.0, 1.0]])
+        hom = shift @ h_ground @ texture.texture_to_world(coarse)
+        band = cv2.warpPerspective(tex, hom, (w, b - a), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        img[a:b] = cv2.LUT(band, model.ground_lut)
+    # haze and sky: blend towards the precomputed haze/sky image
+    return cv2.blendLinear(img, model.haze_image, model.keep_weight, model.haze_weight)

@@ -8,7 +8,7 @@ follows the bag. Where `ros2 launch` is absent, `tinybev run` starts the same no
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
@@ -60,4 +60,7 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         condition=IfCondition(PythonExpression(["'", LaunchConfiguration("bag"), "' != ''"])),
     )
-    return LaunchDescription([*arguments, node, rviz, bag])
+    # Large shared-memory segment for camera bursts, for every process started here (see config/fastdds.xml).
+    dds_profile = SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                                         PathJoinSubstitution([share, "config", "fastdds.xml"]))
+    return LaunchDescription([*arguments, dds_profile, node, rviz, bag])

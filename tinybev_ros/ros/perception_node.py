@@ -60,6 +60,7 @@ class PerceptionNode(Node):
         self._outputs: deque[float] = deque(maxlen=120)
         self._last_stamp_ns: int | None = None
         self.published = 0
+        self.images_received: Counter[str] = Counter()
 
         self.predictor = self._load_predictor()
         self.tracker = self._make_tracker()
@@ -71,6 +72,7 @@ class PerceptionNode(Node):
         self.image_sizes: dict[str, tuple[int, int]] = {}
         self.extrinsics: dict[str, Transform] = {}
         self.map_to_base: Transform | None = None
+        self._poses: deque[tuple[int, Transform]] = deque(maxlen=200)  # map -> base_link history from /tf
         self.goal_xy_map: np.ndarray | None = None
 
         raw = cfg.image_transport == "raw"
@@ -89,7 +91,8 @@ class PerceptionNode(Node):
         self.pub_detections = self.create_publisher(Detection3DArray, "detections", RELIABLE)
         self.pub_map = {layer: self.create_publisher(OccupancyGrid, f"map/{layer}", RELIABLE) for layer in MAP_CLASSES}
         self.pub_occupancy = self.create_publisher(OccupancyGrid, "occupancy", RELIABLE)
-        self.pub_future_occupancy: list = []  # created on the first frame, when the horizon is known
+        self.pub_future_occupancy = [self.create_publisher(OccupancyGrid, f"occupancy/future_{k}", RELIABLE)
+                                     for k in range(1, self.predictor.config.occupancy_frames)]
         self.pub_plan = self.create_publisher(Path, "ego_trajectory", RELIABLE)
         self.pub_paths = self.create_publisher(MarkerArray, "predicted_paths", RELIABLE)
         self.pub_markers = self.create_publisher(MarkerArray, "markers", RELIABLE)
@@ -108,9 +111,13 @@ class PerceptionNode(Node):
     # ------------------------------------------------------------ set-up
     def _load_predictor(self):
         from tinybev_ros.inference import Predictor
+        from tinybev_ros.paths import default_checkpoint
 
-        return Predictor.from_checkpoint(self.cfg.checkpoint or None, device=self.cfg.device,
-                                         precision=self.cfg.precision, score_threshold=self.cfg.score_threshold)
+        device = None if self.cfg.device == "auto" else self.cfg.device
+        half = {"auto": None, "fp16": True, "fp32": False}.get(self.cfg.precision)
+        if self.cfg.precision not in ("auto", "fp16", "fp32"):
+            raise ValueError(f"precision must be auto, fp16 or fp32, not {self.cfg.precision!r}")
+        return Predictor.from_checkpoint(self.cfg.checkpoint or default_checkpoint(), device=device, half=half)
 
     def _make_tracker(self):
         from tinybev_ros.tracking import Tracker, TrackerConfig
@@ -127,6 +134,7 @@ class PerceptionNode(Node):
     # ------------------------------------------------------------ callbacks (cheap, never block)
     def _on_image(self, camera: str, msg) -> None:
         self._arrivals.append(time.monotonic())
+        self.images_received[camera] += 1
         with self._lock:
             before = self.sync.stats.resets
             frameset = self.sync.add(camera, M.to_ns(msg.header.stamp), (msg, time.monotonic()))
@@ -157,6 +165,7 @@ class PerceptionNode(Node):
                 self.extrinsics[t.child_frame_id] = transform
             elif t.child_frame_id == self.cfg.base_frame:
                 self.map_to_base = transform
+                self._poses.append((M.to_ns(t.header.stamp), transform))
 
     def _on_goal(self, msg: PoseStamped) -> None:
         self.goal_xy_map = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
@@ -175,7 +184,16 @@ class PerceptionNode(Node):
             try:
                 self._process(frameset)
             except Exception as exc:  # a bug or a model failure must not kill the node
+                if not self.context.ok():
+                    return  # shutting down (SIGINT/SIGTERM): publishers are gone, nothing to report
                 self.fault("inference_error", f"frame at {frameset.stamp_ns} failed: {type(exc).__name__}: {exc}")
+
+    def pose_at(self, stamp_ns: int, tolerance_ns: int = 100_000_000) -> Transform | None:
+        """map -> base_link closest to `stamp_ns` (within tolerance), for ego-motion-compensated tracking."""
+        if not self._poses:
+            return None
+        stamp, pose = min(self._poses, key=lambda item: abs(item[0] - stamp_ns))
+        return pose if abs(stamp - stamp_ns) <= tolerance_ns else None
 
     def command(self) -> int:
         choice = self.cfg.command.lower()
@@ -192,15 +210,18 @@ class PerceptionNode(Node):
 
     def _inputs(self, frameset: FrameSet):
         """Decoded images and calibration of a frame set, or None (fault counted) if it cannot be used."""
-        images, intrinsics, cam_to_ego, mask = [], [], [], []
+        images, intrinsics, cam_to_ego = [], [], []
         for camera in self.cfg.cameras:
             entry = frameset.frames[camera]
             if entry is None:
-                self.fault("missing_camera", f"{camera} is silent; inferring with it masked")
-                images.append(None)
-                intrinsics.append(np.eye(3))
-                cam_to_ego.append(np.eye(4))
-                mask.append(False)
+                if camera not in self.intrinsics or camera not in self.extrinsics:
+                    self.fault("no_camera_info", f"{camera} is silent and was never calibrated; frame skipped")
+                    return None
+                self.fault("missing_camera", f"{camera} is silent; inferring with it blanked")
+                width, height = self.image_sizes[camera]
+                images.append(np.zeros((height, width, 3), np.uint8))
+                intrinsics.append(self.intrinsics[camera])
+                cam_to_ego.append(self.extrinsics[camera].matrix)
                 continue
             msg = entry[0]
             if camera not in self.intrinsics:
@@ -223,20 +244,20 @@ class PerceptionNode(Node):
             images.append(image)
             intrinsics.append(self.intrinsics[camera])
             cam_to_ego.append(self.extrinsics[camera].matrix)
-            mask.append(True)
-        return images, np.stack(intrinsics), np.stack(cam_to_ego), np.array(mask)
+        return images, np.stack(intrinsics), np.stack(cam_to_ego)
 
     def _process(self, frameset: FrameSet) -> None:
         inputs = self._inputs(frameset)
         if inputs is None:
             return
-        images, intrinsics, cam_to_ego, mask = inputs
+        images, intrinsics, cam_to_ego = inputs
         if self._last_stamp_ns is not None and frameset.stamp_ns < self._last_stamp_ns:
             self.tracker.reset()
         self._last_stamp_ns = frameset.stamp_ns
         pred = self.predictor.predict(images, intrinsics, cam_to_ego, command=self.command(),
-                                      stamp_ns=frameset.stamp_ns, camera_mask=mask)
-        pred = self.tracker.update(pred)
+                                      stamp_ns=frameset.stamp_ns)
+        pred = pred.select(pred.scores >= self.cfg.score_threshold)
+        pred = self.tracker.update(pred, ego_to_world=self.pose_at(frameset.stamp_ns))
         self._publish(pred)
         received = max(entry[1] for entry in frameset.frames.values() if entry is not None)
         self._latency_ms.append((time.monotonic() - received) * 1e3)
@@ -250,9 +271,6 @@ class PerceptionNode(Node):
         for layer, probs in zip(MAP_CLASSES, pred.map_probs, strict=False):
             self.pub_map[layer].publish(M.grid_msg(probs, pred.grid, stamp, frame))
         self.pub_occupancy.publish(M.grid_msg(pred.occupancy[0], pred.grid, stamp, frame))
-        if not self.pub_future_occupancy:
-            self.pub_future_occupancy = [self.create_publisher(OccupancyGrid, f"occupancy/future_{k}", RELIABLE)
-                                         for k in range(1, len(pred.occupancy))]
         for pub, probs in zip(self.pub_future_occupancy, pred.occupancy[1:], strict=True):
             pub.publish(M.grid_msg(probs, pred.grid, stamp, frame))
         self.pub_plan.publish(M.path_msg(pred.ego_plan, stamp, frame))
@@ -286,6 +304,7 @@ class PerceptionNode(Node):
             "stamp_to_publish_p50_ms": f"{np.percentile(self._stamp_latency_ms, 50):.1f}"
             if self._stamp_latency_ms else "n/a",
             "frames_published": str(self.published),
+            "images_received": " ".join(f"{c}:{self.images_received[c]}" for c in self.cfg.cameras),
             "sync_emitted": str(stats.emitted), "sync_dropped": str(stats.dropped), "sync_late": str(stats.late),
             "sync_resets": str(stats.resets), "missing_cameras": ",".join(silent),
         }
@@ -325,3 +344,7 @@ def main(args: list[str] | None = None) -> None:
         if rclpy.ok():
             rclpy.shutdown()
 
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""tinybev_node in its own process: every output topic, and faults that must not stop it.
+
+The test process plays the cameras (real JPEG bytes, the shipped nuScenes rig in /tf_static and CameraInfo)
+and listens to the outputs and /diagnostics; the node runs as `python -m tinybev_ros.ros.perception_node`
+with an untrained tiny student (these tests check plumbing, frames and stamps, not accuracy).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import TransformStamped
+from nav_msgs.msg import OccupancyGrid
+from nav_msgs.msg import Path as PathMsg
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from tf2_msgs.msg import TFMessage
+from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import MarkerArray
+
+from tinybev_ros.checkpoint import save_checkpoint
+from tinybev_ros.geometry import CAMERA_NAMES, Rig, wxyz_to_xyzw
+from tinybev_ros.model import build_student
+from tinybev_ros.model.config import load_model_config
+from tinybev_ros.ros import messages as M
+
+REPO = Path(__file__).resolve().parent.parent
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+STAGGER_NS = {"CAM_FRONT_LEFT": -43_000_000, "CAM_FRONT": -35_000_000, "CAM_FRONT_RIGHT": -27_000_000,
+              "CAM_BACK_LEFT": -1_000_000, "CAM_BACK": -10_000_000, "CAM_BACK_RIGHT": -20_000_000}
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    config = load_model_config(REPO / "config" / "model_tiny.yaml")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_untrained.safetensors"
+    return save_checkpoint(path, build_student(config), config)
+
+
+class Rosie:
+    """The test's side of the wire: publishes camera inputs, collects outputs."""
+
+    def __init__(self, scale: float = 1.0, raw: bool = False) -> None:
+        self.node = rclpy.create_node(f"node_test_{os.getpid()}_{time.monotonic_ns()}")
+        self.rig = Rig.load()
+        self.scale, self.raw = scale, raw
+        self.width, self.height = int(1600 * scale), int(900 * scale)
+        image_type = Image if raw else CompressedImage
+        suffix = "image_rect" if raw else "image_rect_compressed"
+        self.image_pubs = {c: self.node.create_publisher(image_type, f"/{c}/{suffix}", RELIABLE) for c in CAMERA_NAMES}
+        self.info_pubs = {c: self.node.create_publisher(CameraInfo, f"/{c}/camera_info", RELIABLE)
+                          for c in CAMERA_NAMES}
+        self.tf_static = self.node.create_publisher(TFMessage, "/tf_static", LATCHED)
+        self.received: dict[str, list] = {}
+        for topic, msg_type in [("/tinybev/detections", Detection3DArray), ("/tinybev/ego_trajectory", PathMsg),
+                                ("/tinybev/occupancy", OccupancyGrid), ("/tinybev/occupancy/future_4", OccupancyGrid),
+                                ("/tinybev/map/drivable_area", OccupancyGrid), ("/tinybev/markers", MarkerArray),
+                                ("/tinybev/predicted_paths", MarkerArray), ("/diagnostics", DiagnosticArray)]:
+            self.node.create_subscription(msg_type, topic, lambda m, t=topic: self.received.setdefault(t, []).append(m),
+                                          RELIABLE)
+        # a smooth picture: JPEG-compressible like a real frame (~100 KB), so best-effort delivery works
+        ys, xs = np.mgrid[0:self.height, 0:self.width]
+        self.pixels = np.stack([xs * 255 // self.width, ys * 255 // self.height, (xs + ys) % 256], -1).astype(np.uint8)
+        self.jpeg = cv2.imencode(".jpg", self.pixels)[1].tobytes()
+
+    def spin_until(self, condition, timeout_s: float, node_process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert node_process.poll() is None, "tinybev_node died"
+            assert time.monotonic() < deadline, f"timed out; last diagnostics: {self.diagnostics()}"
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def send_calibration(self, nan_camera: str | None = None) -> None:
+        transforms = []
+        for camera in CAMERA_NAMES:
+            calib = self.rig.cameras[camera]
+            t = TransformStamped()
+            t.header.frame_id, t.child_frame_id = "base_link", camera
+            t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (
+                float(v) for v in calib.sensor_to_ego.translation)
+            x, y, z, w = wxyz_to_xyzw(calib.sensor_to_ego.quat_wxyz)
+            t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = x, y, z, w
+            transforms.append(t)
+        self.tf_static.publish(TFMessage(transforms=transforms))
+        self.send_camera_infos(nan_camera)
+
+    def send_camera_infos(self, nan_camera: str | None = None) -> None:
+        for camera in CAMERA_NAMES:
+            k = self.rig.cameras[camera].intrinsic.copy()
+            k[:2] *= self.scale
+            info = CameraInfo(header=M.header(0, camera), width=self.width, height=self.height)
+            info.k = k.ravel().tolist()
+            if camera == nan_camera:
+                info.k[0] = float("nan")
+            self.info_pubs[camera].publish(info)
+
+    def image(self, camera: str, stamp_ns: int, data: bytes | None = None, encoding: str = "rgb8",
+              width: int | None = None):
+        if self.raw:
+            return Image(header=M.header(stamp_ns, camera), height=self.height, width=width or self.width,
+                         encoding=encoding, step=(width or self.width) * 3,
+                         data=data if data is not None else self.pixels.tobytes())
+        return CompressedImage(header=M.header(stamp_ns, camera), format="jpeg",
+                               data=data if data is not None else self.jpeg)
+
+    def send_frame(self, t_ns: int, skip: tuple[str, ...] = (), override: dict | None = None) -> int:
+        for camera in CAMERA_NAMES:
+            if camera in skip:
+                continue
+            stamp = t_ns + STAGGER_NS[camera]
+            msg = (override or {}).get(camera) or self.image(camera, stamp)
+            msg.header = M.header(stamp, camera)
+            self.image_pubs[camera].publish(msg)
+        return t_ns + STAGGER_NS["CAM_FRONT"]  # the stamp of the synchronized frame
+
+    def outputs(self, topic: str = "/tinybev/detections") -> list:
+        return self.received.get(topic, [])
+
+    def diagnostics(self) -> dict[str, str]:
+        if not self.outputs("/diagnostics"):
+            return {}
+        return {kv.key: kv.value for kv in self.outputs("/diagnostics")[-1].status[0].values}
+
+
+def start_node(checkpoint: Path, log_path: Path, *params: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "tinybev_ros.ros.perception_node", "--ros-args",
+            "--params-file", str(REPO / "config" / "tinybev.yaml"), "-r", "__ns:=/tinybev",
+            "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu", "-p", "score_threshold:=0.0",
+            "-p", "diagnostics_period_s:=0.2"]
+    for param in params:
+        args += ["-p", param]
+    return subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def ros_context():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def stop_node(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def wait_subscribed(rosie: Rosie, node: subprocess.Popen, timeout_s: float = 120) -> None:
+    rosie.spin_until(lambda: all(p.get_subscription_count() > 0 for p in rosie.image_pubs.values()), timeout_s, node)
+
+
+def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untrained_checkpoint, tmp_path):
+    log = tmp_path / "node.log"
+    node = start_node(untrained_checkpoint, log, "allow_missing_cameras:=true", "missing_camera_timeout_ms:=600.0")
+    rosie = Rosie()
+    try:
+        wait_subscribed(rosie, node)
+        rosie.send_calibration()
+        rosie.spin_until(lambda: "/diagnostics" in rosie.received, 30, node)
+        t = 1_532_402_927_000_000_000
+        # 1. good frames: every output topic, in base_link, at the synchronized stamp
+        stamps = []
+        for k in range(2):
+            stamps.append(rosie.send_frame(t + k * 500_000_000))
+            rosie.spin_until(lambda n=k + 1: len(rosie.outputs()) >= n, 60, node)
+        rosie.spin_until(lambda: len(rosie.outputs("/tinybev/predicted_paths")) >= 2, 10, node)
+        assert [M.to_ns(m.header.stamp) for m in rosie.outputs()] == stamps
+        for topic in ("/tinybev/ego_trajectory", "/tinybev/occupancy", "/tinybev/occupancy/future_4",
+                      "/tinybev/map/drivable_area"):
+            msg = rosie.outputs(topic)[-1]
+            assert msg.header.frame_id == "base_link" and M.to_ns(msg.header.stamp) == stamps[-1], topic
+        grid = rosie.outputs("/tinybev/map/drivable_area")[-1]
+        assert (grid.info.width, grid.info.height, grid.info.resolution) == (100, 100, 1.0)
+        assert len(rosie.outputs("/tinybev/ego_trajectory")[-1].poses) == 6
+
+        t += 2 * 500_000_000
+        # 2. corrupt JPEG, 3. wrong image size, 4. NaN CameraInfo: dropped frames, counted, node alive
+        truncated = rosie.image("CAM_FRONT", 0, data=rosie.jpeg[: len(rosie.jpeg) // 3])
+        rosie.send_frame(t, override={"CAM_FRONT": truncated})
+        small = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", rosie.pixels[::2, ::2])[1].tobytes())
+        rosie.send_frame(t + 500_000_000, override={"CAM_BACK": small})
+        rosie.send_camera_infos(nan_camera="CAM_BACK")
+        rosie.spin_until(lambda: {"fault_corrupt_image", "fault_wrong_image_size", "fault_bad_camera_info"}
+                         <= set(rosie.diagnostics()), 60, node)
+        before = len(rosie.outputs())
+        rosie.send_frame(t + 1_000_000_000)  # the last valid calibration of CAM_BACK is kept
+        rosie.spin_until(lambda: len(rosie.outputs()) > before, 60, node)
+
+        # 5. a silent camera: diagnostics name it, frames go on with it blanked
+        t += 2_000_000_000
+        before = len(rosie.outputs())
+        for k in range(6):
+            rosie.send_frame(t + k * 250_000_000, skip=("CAM_BACK_LEFT",))
+        rosie.spin_until(lambda: rosie.diagnostics().get("missing_cameras") == "CAM_BACK_LEFT", 60, node)
+        rosie.spin_until(lambda: len(rosie.outputs()) > before, 60, node)
+
+        # 6. stamps jump backwards (bag loop): synchronizer and tracker reset, outputs continue
+        back = rosie.send_frame(1_532_402_927_000_000_000)
+        rosie.spin_until(lambda: any(M.to_ns(m.header.stamp) == back for m in rosie.outputs()[-3:]), 60, node)
+        rosie.spin_until(lambda: int(rosie.diagnostics().get("sync_resets", 0)) >= 1, 10, node)
+
+        # 7. a burst at ~10x the rate: stale frames dropped, memory bounded, node alive
+        t = 1_532_402_990_000_000_000
+        for k in range(40):
+            rosie.send_frame(t + k * 50_000_000)
+        rosie.spin_until(lambda: int(rosie.diagnostics().get("sync_dropped", 0))
+                         + int(rosie.diagnostics().get("fault_dropped_busy", 0)) > 10, 60, node)
+        final = rosie.send_frame(t + 40 * 50_000_000 + 1_000_000_000)
+        rosie.spin_until(lambda: any(M.to_ns(m.header.stamp) == final for m in rosie.outputs()[-3:]), 120, node)
+        assert node.poll() is None
+    finally:
+        stop_node(node)
+    text = log.read_text()
+    assert "inference_error" not in text and "Traceback" not in text
+    for kind in ("corrupt_image", "wrong_image_size", "bad_camera_info", "missing_camera", "time_jump"):
+        assert text.count(f"further '{kind}' faults") == 1, (kind, text[-3000:])
+    assert "does not decode" in text and "CameraInfo says 1600x900" in text and "invalid K" in text
+
+
+def test_raw_images_unsupported_encoding_and_missing_tf(ros_context, untrained_checkpoint, tmp_path):
+    log = tmp_path / "node.log"
+    node = start_node(untrained_checkpoint, log, "image_transport:=raw")
+    rosie = Rosie(scale=0.2, raw=True)  # 320x180 rgb8 frames: small enough for default DDS shared memory
+    try:
+        wait_subscribed(rosie, node)
+        rosie.send_camera_infos()  # no /tf_static yet
+        rosie.spin_until(lambda: "/diagnostics" in rosie.received, 30, node)
+        t = 1_600_000_000_000_000_000
+        rosie.send_frame(t)
+        rosie.spin_until(lambda: "fault_missing_tf" in rosie.diagnostics(), 30, node)
+        rosie.send_calibration()
+        rosie.spin_until(lambda: True, 0.5, node)
+        bad = rosie.image("CAM_FRONT", 0, data=bytes(rosie.width * rosie.height * 2), encoding="16UC1")
+        rosie.send_frame(t + 500_000_000, override={"CAM_FRONT": bad})
+        rosie.spin_until(lambda: "fault_bad_encoding" in rosie.diagnostics(), 30, node)
+        stamp = rosie.send_frame(t + 1_000_000_000)
+        rosie.spin_until(lambda: len(rosie.outputs()) >= 1, 60, node)
+        assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
+        rosie.spin_until(lambda: rosie.diagnostics()["frames_published"] == "1", 10, node)
+    finally:
+        stop_node(node)
+    text = log.read_text()
+    assert "inference_error" not in text and "Traceback" not in text
+    assert "no /tf_static transform base_link -> CAM_FRONT_LEFT" in text
+    assert "unsupported image encoding '16UC1'" in text

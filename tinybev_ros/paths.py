@@ -1,0 +1,40 @@
+"""Where the package's shared files (config/, launch/) are: the ament share dir, else the source tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = "tinybev_ros"
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def share_dir() -> Path:
+    """`share/tinybev_ros` of a colcon install when the package is in the ament index, else the repository."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            return Path(get_package_share_directory(PACKAGE))
+        except (PackageNotFoundError, OSError):  # not installed by colcon, or no AMENT_PREFIX_PATH
+            pass
+    except ImportError:
+        pass
+    return SOURCE_ROOT
+
+
+def share_file(relative: str) -> Path:
+    path = share_dir() / relative
+    if not path.exists():
+        raise FileNotFoundError(f"{relative} not found in {share_dir()} (is tinybev_ros installed completely?)")
+    return path
+
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "data" / "tinybev_tiny.safetensors"
+
+
+def default_checkpoint() -> Path:
+    """The `tiny` student shipped with the package (distilled on synthetic data; see README)."""
+    if not DEFAULT_CHECKPOINT.exists():
+        raise FileNotFoundError(f"no checkpoint given and the shipped default {DEFAULT_CHECKPOINT} is missing; "
+                                "pass one (parameter `checkpoint`, or --checkpoint)")
+    return DEFAULT_CHECKPOINT

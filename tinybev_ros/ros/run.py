@@ -1,0 +1,143 @@
+"""`tinybev run`: the launch file's job where `ros2 launch` is absent.
+
+Starts `tinybev_node` with the same params file the launch file uses; with `--bag` it also replays the
+bag (`tinybev bag play --clock`, node on sim time) once the node subscribes to every camera, optionally
+records the outputs (`--record`), and ends when the bag is done and the node has drained its last frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tinybev_ros.paths import share_file
+
+OUTPUT_TOPICS = ("/tinybev/detections", "/tinybev/ego_trajectory", "/tinybev/occupancy", "/tinybev/markers",
+                 "/tinybev/predicted_paths", "/tinybev/map/drivable_area", "/tinybev/map/lane_divider",
+                 "/tinybev/map/ped_crossing", "/tinybev/map/walkway", "/diagnostics")
+
+
+def node_command(params: Path, checkpoint: str, device: str, sim_time: bool, overrides: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "tinybev_ros.ros.perception_node", "--ros-args", "--params-file", str(params),
+           "-r", "__ns:=/tinybev", "-p", f"use_sim_time:={'true' if sim_time else 'false'}", "-p", f"device:={device}"]
+    if checkpoint:
+        cmd += ["-p", f"checkpoint:={checkpoint}"]
+    for override in overrides:
+        cmd += ["-p", override]
+    return cmd
+
+
+def tinybev_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tinybev_ros.cli", *args]
+
+
+class GraphWatcher:
+    """A small rclpy node of our own to wait on the ROS graph and to see outputs arrive."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from vision_msgs.msg import Detection3DArray
+
+        self.rclpy = rclpy
+        rclpy.init()
+        self.node = rclpy.create_node("tinybev_run_watcher")
+        self.last_output = time.monotonic()
+        self.outputs = 0
+        self.node.create_subscription(Detection3DArray, "/tinybev/detections", self._on_output,
+                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+
+    def _on_output(self, msg) -> None:
+        self.outputs += 1
+        self.last_output = time.monotonic()
+
+    def spin_until(self, condition, timeout_s: float, what: str, processes: list[subprocess.Popen]) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            for process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{' '.join(process.args[:4])} exited with {process.returncode} while {what}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout_s:.0f} s {what}")
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def subscribed(self, topics: list[str]) -> bool:
+        return all(self.node.count_subscribers(t) > 0 for t in topics)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.rclpy.try_shutdown()
+
+
+def stop(process: subprocess.Popen | None, timeout_s: float = 20.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: str = "auto", rate: float = 1.0,
+                 record: Path | None = None, overrides: list[str] | None = None, drain_s: float = 3.0,
+                 startup_timeout_s: float = 180.0) -> int:
+    """Node (+ bag replay + recorder); returns the number of detection frames the node published."""
+    from tinybev_ros.ros.node_config import PerceptionNodeConfig
+
+    cameras = PerceptionNodeConfig().cameras
+    node = recorder = player = None
+    watcher = GraphWatcher()
+    try:
+        node = subprocess.Popen(node_command(params, checkpoint, device, bag is not None, overrides or []))
+        if bag is None:
+            return node.wait()
+        camera_topics = [f"/{c}/image_rect_compressed" for c in cameras]
+        watcher.spin_until(lambda: watcher.subscribed(camera_topics), startup_timeout_s,
+                           "waiting for tinybev_node to subscribe to the cameras", [node])
+        if record is not None:
+            recorder = subprocess.Popen(tinybev_command("bag", "record", str(record), "--force",
+                                                        "--topics", *OUTPUT_TOPICS))
+            watcher.spin_until(lambda: watcher.node.count_subscribers("/tinybev/detections") > 1, 60,
+                               "waiting for the recorder to subscribe", [node, recorder])
+        player = subprocess.Popen(tinybev_command("bag", "play", str(bag), "--clock", "--rate", str(rate)))
+        watcher.spin_until(lambda: player.poll() is not None, 24 * 3600, "playing the bag", [node])
+        if player.returncode != 0:
+            raise RuntimeError(f"bag play failed with exit code {player.returncode}")
+        watcher.last_output = max(watcher.last_output, time.monotonic())
+        watcher.spin_until(lambda: time.monotonic() - watcher.last_output > drain_s, 600,
+                           "draining the node's last frames", [node])
+        return watcher.outputs
+    finally:
+        stop(player)
+        stop(recorder)
+        stop(node)
+        watcher.close()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bag", type=Path, help="replay this bag into the node (sim time)")
+    parser.add_argument("--rate", type=float, default=1.0, help="bag playback rate")
+    parser.add_argument("--record", type=Path, help="record the node's outputs into this bag")
+    parser.add_argument("--params-file", type=Path, help="node parameters (default: the package's tinybev.yaml)")
+    parser.add_argument("--checkpoint", default="", help="student checkpoint (default: the shipped one)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="override a node parameter (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    # every process of the pipeline (node, player, recorder) inherits the camera-stream DDS profile
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_file("config/fastdds.xml")))
+    params = args.params_file or share_file("config/tinybev.yaml")
+    frames = run_pipeline(args.bag, params, args.checkpoint, args.device, args.rate, args.record, args.param)
+    if args.bag is not None:
+        print(f"run: the node published {frames} frames" + (f"; outputs recorded in {args.record}" if args.record
+                                                             else ""))
+    return 0 if args.bag is None or frames > 0 else 1

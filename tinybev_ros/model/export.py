@@ -55,6 +55,7 @@ def export_onnx(model: TinyBEV, example: tuple, path: str | Path, opset: int = O
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks: static per config, as intended
             torch.onnx.export(
                 _ExportGraph(model).eval(), example, tmp, dynamo=False, opset_version=opset,
                 input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),

@@ -133,3 +133,16 @@ def test_collision_refinement_pushes_waypoints_out_of_predicted_occupancy(tiny):
     assert torch.allclose(refined[1], plan[1]) and torch.allclose(refined[0, 4:], plan[0, 4:])
     refined.sum().backward()  # differentiable end to end
     assert plan.grad is not None and torch.isfinite(plan.grad).all()
+
+
+def test_every_parameter_gets_a_gradient(tiny):
+    """No disconnected module: DDP (find_unused_parameters=False) and every head's loss depend on it."""
+    torch.manual_seed(2)
+    model = build_student(tiny).train()
+    intrinsics, cam_to_ego = rig_calibration(tiny)
+    out = model(torch.randn(1, 6, 3, tiny.image_height, tiny.image_width), intrinsics, cam_to_ego, torch.tensor([1]))
+    loss = sum(out[k].float().square().mean() for k in ("heatmap", "box", "motion", "motion_logits", "map",
+                                                         "occupancy", "plan"))
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from safetensors.torch import load_file
 
-from tinybev_ros.model import build_student, load_model_config
-from tinybev_ros.model.export import INPUT_NAMES, OUTPUT_NAMES, export_inputs, export_onnx
+from tinybev_ros.checkpoint import save_checkpoint
+from tinybev_ros.cli import main as tinybev
+from tinybev_ros.geometry import Rig, Transform
+from tinybev_ros.model import SplatIndex, build_student, load_model_config
+from tinybev_ros.model.export import INPUT_NAMES, OUTPUT_NAMES, export_inputs, rig_splat_index
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -20,37 +25,40 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def test_onnx_export_matches_pytorch(tmp_path):
-    from test_model_geometry import calibration
-
     config = load_model_config(CONFIG_DIR / "model_tiny.yaml")
     torch.manual_seed(0)
     model = build_student(config).eval()
-    ks, poses = calibration(config)
-    k = torch.tensor(ks, dtype=torch.float32)[None]
-    pose = torch.tensor(poses, dtype=torch.float32)[None]
-    images = torch.randn(1, 6, 3, config.image_height, config.image_width)
-    command = torch.tensor([1])
-    splat = model.splat_index(k, pose)
-    path = export_onnx(model, export_inputs(model, images, splat, command), tmp_path / "tinybev.onnx")
-    assert not model.training and sorted(p.name for p in tmp_path.iterdir()) == ["tinybev.onnx"]
+    checkpoint = save_checkpoint(tmp_path / "student.safetensors", model, config)
+    assert tinybev(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "tinybev.onnx")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.safetensors", "tinybev.onnx",
+                                                          "tinybev.splat.safetensors"]
+    splat = rig_splat_index(model, Rig.load())
+    saved = load_file(str(tmp_path / "tinybev.splat.safetensors"))
+    assert torch.equal(saved["cell_index"], splat.cell_index) and torch.equal(saved["depth_index"], splat.depth_index)
 
-    graph = onnx.load(str(path))
+    graph = onnx.load(str(tmp_path / "tinybev.onnx"))
     onnx.checker.check_model(graph)
     assert {op.domain for op in graph.opset_import} <= {"", "ai.onnx"}  # no custom operator sets
     assert "ScatterElements" in {node.op_type for node in graph.graph.node}
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    # Same graph, a second calibration (front cameras yawed 2 degrees -> a different number of splat points):
+    session = ort.InferenceSession(str(tmp_path / "tinybev.onnx"), options, providers=["CPUExecutionProvider"])
+    # Same graph, a second calibration (all cameras yawed 2 degrees -> a different number of splat points):
     # the index inputs are dynamic, so the exported model follows calibration changes.
-    yawed = pose.clone()
-    c, s = np.cos(np.radians(2.0)), np.sin(np.radians(2.0))
-    yaw = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float32)
-    yawed[0, :3, :3, :3] = yaw @ yawed[0, :3, :3, :3]
-    splat_yawed = model.splat_index(k, yawed)
+    rig = Rig.load()
+    yaw = np.radians(2.0)
+    rot = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+    yawed = dataclasses.replace(rig, cameras={
+        name: dataclasses.replace(cam, sensor_to_ego=Transform(rot @ cam.sensor_to_ego.rotation,
+                                                               cam.sensor_to_ego.translation))
+        for name, cam in rig.cameras.items()})
+    splat_yawed = rig_splat_index(model, yawed)
     assert splat_yawed.cell_index.numel() != splat.cell_index.numel()
-    for case in (splat, splat_yawed):
+    images = torch.randn(1, 6, 3, config.image_height, config.image_width)
+    command = torch.tensor([1])
+    from_file = SplatIndex(saved["depth_index"], saved["pixel_index"], saved["cell_index"], 1)
+    for case in (from_file, splat_yawed):
         feed = dict(zip(INPUT_NAMES, (t.numpy() for t in export_inputs(model, images, case, command)), strict=True))
         got = session.run(list(OUTPUT_NAMES), feed)
         with torch.no_grad():

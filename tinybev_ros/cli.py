@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("tinybev_ros.synth.cli", "write a synthetic driving dataset in the exact nuScenes format"),
     "eval": ("training.evaluate", "evaluate a checkpoint on a nuScenes-format split: all metrics, figures, GIF"),
     "params": ("tinybev_ros.model.summary", "print the student's parameter count per part for a model config"),
+    "export-onnx": ("tinybev_ros.model.export", "export a student checkpoint to ONNX (+ the rig's splat index)"),
     "train": ("training.train", "supervised training of the student or the teacher (torchrun for several GPUs)"),
     "run": ("tinybev_ros.ros.run", "start tinybev_node with its params file (and replay a bag) without ros2 launch"),
     "bag": ("tinybev_ros.ros.bag_cli", "nuScenes -> rosbag2 conversion, and bag play/record without rosbag2"),

@@ -1,5 +1,9 @@
 """ONNX export of the student with the LSS splat index as graph inputs (no custom operators).
 
+`tinybev export-onnx --checkpoint C --out student.onnx [--rig RIG.json]` also writes the rig's index to
+`student.splat.safetensors` (depth_index, pixel_index, cell_index; int64) so a runtime without PyTorch can
+feed the graph directly.
+
 The graph takes images (1, 6, 3, H, W), the three flat index vectors of a `SplatIndex` (length Q is dynamic:
 it depends on the calibration) and the command, and returns the head outputs in OUTPUT_NAMES order. The
 runtime computes the index once per calibration (as the `Predictor` does) and feeds it every frame.
@@ -9,6 +13,7 @@ the BEV pooling becomes ScatterElements(reduction="add"), hence opset >= 16.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import warnings
@@ -17,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tinybev_ros.geometry import CAMERA_NAMES, Rig
+from tinybev_ros.model.preprocess import ResizeCrop
 from tinybev_ros.model.student import TinyBEV
 from tinybev_ros.model.view_transform import SplatIndex
 
@@ -66,3 +73,40 @@ def export_onnx(model: TinyBEV, example: tuple, path: str | Path, opset: int = O
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def rig_splat_index(model: TinyBEV, rig: Rig) -> SplatIndex:
+    """The splat index of a rig's cameras at the model's input size (the Predictor's preprocessing)."""
+    config = model.config
+    ks, poses = [], []
+    for name in CAMERA_NAMES:
+        cam = rig.cameras[name]
+        crop = ResizeCrop.fit_width((cam.height, cam.width), (config.image_height, config.image_width))
+        ks.append(torch.tensor(crop.intrinsics(cam.intrinsic), dtype=torch.float32))
+        poses.append(torch.tensor(cam.sensor_to_ego.matrix, dtype=torch.float32))
+    return model.splat_index(torch.stack(ks)[None], torch.stack(poses)[None])
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="student checkpoint (.safetensors)")
+    parser.add_argument("--out", required=True, help="ONNX file to write")
+    parser.add_argument("--rig", help="rig JSON for the index file (default: the shipped nuScenes rig)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from tinybev_ros.checkpoint import load_checkpoint
+
+    model, config = load_checkpoint(args.checkpoint)
+    splat = rig_splat_index(model, Rig.load(args.rig))
+    images = torch.zeros(1, len(CAMERA_NAMES), 3, config.image_height, config.image_width)
+    out = export_onnx(model, export_inputs(model, images, splat, torch.tensor([2])), args.out)
+    index_path = out.with_suffix(".splat.safetensors")
+    tmp = index_path.with_name(f".{index_path.name}.tmp")
+    save_file({"depth_index": splat.depth_index, "pixel_index": splat.pixel_index, "cell_index": splat.cell_index},
+              str(tmp), metadata={"rig": str(args.rig or "shipped nuScenes rig"), "model": config.name})
+    os.replace(tmp, index_path)
+    print(f"wrote {out} (opset {OPSET}, inputs {', '.join(INPUT_NAMES)}) and {index_path} "
+          f"({splat.cell_index.numel()} splat points)")
+    return 0

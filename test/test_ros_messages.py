@@ -121,3 +121,39 @@ def test_camera_info_and_transform_validation():
     msg.transform.rotation.w = float("nan")
     with pytest.raises(M.InputError, match="not finite"):
         M.transform_from_msg(msg)
+
+
+def test_recorded_outputs_read_back_as_the_published_predictions(tmp_path):
+    from rosbags.rosbag2 import Writer
+
+    from tinybev_ros.ros.output_bag import predictions_from_bag
+    from tinybev_ros.ros.typestore import typestore
+    from tinybev_ros.taxonomy import MAP_CLASSES
+
+    pred = make_predictions()
+    pred.forecast_probs = np.array([[0.7, 0.3], [0.5, 0.5], [0.1, 0.9]])
+    messages = {
+        "/tinybev/detections": M.detections_msg(pred, "base_link"),
+        "/tinybev/markers": M.box_markers(pred, "base_link"),
+        "/tinybev/predicted_paths": M.forecast_markers(pred, "base_link"),
+        "/tinybev/ego_trajectory": M.path_msg(pred.ego_plan, pred.stamp_ns, "base_link"),
+        "/tinybev/occupancy": M.grid_msg(pred.occupancy[0], pred.grid, pred.stamp_ns, "base_link"),
+    }
+    messages.update({f"/tinybev/map/{layer}": M.grid_msg(pred.map_probs[i], pred.grid, pred.stamp_ns, "base_link")
+                     for i, layer in enumerate(MAP_CLASSES)})
+    store = typestore()
+    with Writer(tmp_path / "out", version=9) as writer:
+        for topic, msg in messages.items():
+            msgtype = type(msg).__module__.split(".")[0] + "/msg/" + type(msg).__name__
+            conn = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(conn, pred.stamp_ns, serialize_message(msg))
+    (stamp, back), = predictions_from_bag(tmp_path / "out").items()
+    assert stamp == pred.stamp_ns and back.grid == pred.grid
+    np.testing.assert_allclose(back.centers, pred.centers)
+    np.testing.assert_allclose(back.velocities, pred.velocities, atol=1e-9)
+    np.testing.assert_allclose(back.forecasts, pred.forecasts, atol=1e-9)
+    np.testing.assert_allclose(back.forecast_probs, pred.forecast_probs, atol=1e-6)
+    np.testing.assert_allclose(back.ego_plan, pred.ego_plan)
+    np.testing.assert_allclose(back.map_probs, np.round(pred.map_probs * 100) / 100)
+    np.testing.assert_allclose(back.occupancy[0], np.round(pred.occupancy[0] * 100) / 100)
+    assert back.track_ids.tolist() == [4, -1, 17]

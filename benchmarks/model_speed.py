@@ -105,7 +105,7 @@ def main() -> int:
 
         cpu_model = build_student(student_config).eval()
         cpu_splat = cpu_model.splat_index(k.cpu(), pose.cpu())
-        example = export_inputs(cpu_model, x.cpu(), cpu_splat, command.cpu())
+        example = export_inputs(x.cpu(), cpu_splat, command.cpu())
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(cpu_model, example, Path(tmp) / "student.onnx")
             options = ort.SessionOptions()

@@ -57,9 +57,9 @@ def test_onnx_export_matches_pytorch(tmp_path):
     assert splat_yawed.cell_index.numel() != splat.cell_index.numel()
     images = torch.randn(1, 6, 3, config.image_height, config.image_width)
     command = torch.tensor([1])
-    from_file = SplatIndex(saved["depth_index"], saved["pixel_index"], saved["cell_index"], 1)
+    from_file = SplatIndex(saved["depth_index"], saved["pixel_index"], saved["cell_index"])
     for case in (from_file, splat_yawed):
-        feed = dict(zip(INPUT_NAMES, (t.numpy() for t in export_inputs(model, images, case, command)), strict=True))
+        feed = dict(zip(INPUT_NAMES, (t.numpy() for t in export_inputs(images, case, command)), strict=True))
         got = session.run(list(OUTPUT_NAMES), feed)
         with torch.no_grad():
             want = model(images, None, None, command, case)

@@ -38,12 +38,12 @@ class _ExportGraph(nn.Module):
         self.model = model
 
     def forward(self, images, depth_index, pixel_index, cell_index, command):  # noqa: ANN001, ANN201
-        splat = SplatIndex(depth_index, pixel_index, cell_index, images.shape[0])
+        splat = SplatIndex(depth_index, pixel_index, cell_index)
         outputs = self.model(images, None, None, command, splat)
         return tuple(outputs[name] for name in OUTPUT_NAMES)
 
 
-def export_inputs(model: TinyBEV, images: torch.Tensor, splat: SplatIndex, command: torch.Tensor) -> tuple:
+def export_inputs(images: torch.Tensor, splat: SplatIndex, command: torch.Tensor) -> tuple:
     """The positional inputs of the exported graph, in INPUT_NAMES order."""
     return images, splat.depth_index, splat.pixel_index, splat.cell_index, command
 
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     model, config = load_checkpoint(args.checkpoint)
     splat = rig_splat_index(model, Rig.load(args.rig))
     images = torch.zeros(1, len(CAMERA_NAMES), 3, config.image_height, config.image_width)
-    out = export_onnx(model, export_inputs(model, images, splat, torch.tensor([2])), args.out)
+    out = export_onnx(model, export_inputs(images, splat, torch.tensor([2])), args.out)
     index_path = out.with_suffix(".splat.safetensors")
     tmp = index_path.with_name(f".{index_path.name}.tmp")
     save_file({"depth_index": splat.depth_index, "pixel_index": splat.pixel_index, "cell_index": splat.cell_index},

@@ -37,12 +37,6 @@ class SplatIndex:
     depth_index: torch.Tensor
     pixel_index: torch.Tensor
     cell_index: torch.Tensor
-    batch_size: int
-
-    def to(self, device: torch.device | str) -> SplatIndex:
-        return SplatIndex(
-            self.depth_index.to(device), self.pixel_index.to(device), self.cell_index.to(device), self.batch_size
-        )
 
 
 class ImageNeck(nn.Module):
@@ -115,7 +109,7 @@ class LiftSplat(nn.Module):
         """Precompute the pooling indices for these calibrations ((B, N, 3, 3) K, (B, N, 4, 4) camera->ego)."""
         grid = self.config.grid
         pts = self.points(intrinsics, cam_to_ego)
-        batch, cams = pts.shape[:2]
+        cams = pts.shape[1]
         rows = torch.floor((pts[..., 0] - grid.x_min) / grid.resolution).long()
         cols = torch.floor((pts[..., 1] - grid.y_min) / grid.resolution).long()
         size_x, size_y = grid.shape
@@ -129,7 +123,7 @@ class LiftSplat(nn.Module):
         pixel = cam_index * (h * w) + point % (h * w)
         b = cam_index // cams
         cell = b * (size_x * size_y) + rows.reshape(-1)[point] * size_y + cols.reshape(-1)[point]
-        return SplatIndex(point, pixel, cell, batch)
+        return SplatIndex(point, pixel, cell)
 
     def forward(self, depth: torch.Tensor, context: torch.Tensor, splat: SplatIndex) -> torch.Tensor:
         """Pool depth (B, N, D, h, w) x context (B, N, C, h, w) into BEV features (B, C, X, Y)."""

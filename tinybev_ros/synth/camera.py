@@ -64,33 +64,46 @@ class CameraModel:
 
     def __init__(self, cam: CameraCalibration, lighting: Lighting) -> None:
         self.cam = cam
-        w, h = cam.width, cam.height
-        u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-        rays_cam = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(cam.intrinsic).T
-        rays = rays_cam @ cam.sensor_to_ego.rotation.T  # ego frame
-        height = cam.sensor_to_ego.translation[2]
-        dz = rays[..., 2]
-        horiz = np.linalg.norm(rays[..., :2], axis=-1)
-        with np.errstate(divide="ignore"):
-            dist = np.where(dz < -1e-6, height / -dz * horiz, np.inf)
+        h = cam.height
+        dist, elevation = _pixel_geometry(cam)
         self.ground = dist < FAR_M
         rows = np.where(self.ground.any(axis=1))[0]
         self.ground_rows = (int(rows.min()), h) if len(rows) else (h, h)
         fine_rows = np.where((dist < FINE_GROUND_M).any(axis=1))[0]
         self.fine_row = int(fine_rows.min()) if len(fine_rows) else h
-        elevation = np.arctan2(dz, horiz)
         a = np.clip(elevation / 0.6, 0.0, 1.0)[..., None]
-        sky = lighting.sky_horizon * (1 - a) + lighting.sky_top * a
-        haze_w = 1.0 - np.exp(-np.minimum(dist, 1e6) / lighting.haze_m)
+        sky = lighting.sky_horizon.astype(np.float32) * (1 - a) + lighting.sky_top.astype(np.float32) * a
+        haze_w = 1.0 - np.exp(-np.minimum(dist, 1e6) / np.float32(lighting.haze_m))
         haze_w = np.where(self.ground, haze_w, 1.0).astype(np.float32)
         self.haze_weight = haze_w
         self.keep_weight = (1.0 - haze_w).astype(np.float32)
-        self.haze_image = np.where(self.ground[..., None], lighting.haze, sky).astype(np.uint8)
+        self.haze_image = np.where(self.ground[..., None], lighting.haze.astype(np.float32), sky).astype(np.uint8)
         self.lighting = lighting
         shade = lighting.ambient + lighting.diffuse * max(lighting.sun[2], 0.0)
         gain = np.clip(shade * lighting.tint, 0, 3)
         self.ground_lut = np.stack([np.clip(np.arange(256) * g, 0, 255) for g in gain], axis=-1)
         self.ground_lut = self.ground_lut.astype(np.uint8).reshape(256, 1, 3)
+
+
+_GEOMETRY_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _pixel_geometry(cam: CameraCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """Ground distance (inf above the horizon) and ray elevation of every pixel; cached per calibration."""
+    key = (cam.name, cam.width, cam.height, cam.intrinsic.tobytes(), cam.sensor_to_ego.matrix.tobytes())
+    if key not in _GEOMETRY_CACHE:
+        u, v = np.meshgrid(np.arange(cam.width, dtype=np.float32) + 0.5, np.arange(cam.height, dtype=np.float32) + 0.5)
+        k_inv = np.linalg.inv(cam.intrinsic).astype(np.float32)
+        rot = cam.sensor_to_ego.rotation.astype(np.float32)
+        m = rot @ k_inv  # pixel (u, v, 1) -> ego-frame ray
+        rays = [m[i, 0] * u + m[i, 1] * v + m[i, 2] for i in range(3)]
+        dz = rays[2]
+        horiz = np.sqrt(rays[0] ** 2 + rays[1] ** 2)
+        height = np.float32(cam.sensor_to_ego.translation[2])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dist = np.where(dz < -1e-6, height / -dz * horiz, np.float32(np.inf)).astype(np.float32)
+        _GEOMETRY_CACHE[key] = (dist, np.arctan2(dz, horiz).astype(np.float32))
+    return _GEOMETRY_CACHE[key]
 
 
 def world_to_camera(cam: CameraCalibration, ego_xy: np.ndarray, ego_yaw: float) -> tuple[np.ndarray, np.ndarray]:
@@ -130,72 +143,111 @@ class RenderResult:
     silhouettes: dict[int, int]  # agent -> pixels (id-buffer scale) it would cover alone
 
 
+def _face_tables() -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Per template: vertex index arrays of its faces and the first three indices of each (for normals)."""
+    out = {}
+    for kind, (_, faces) in TEMPLATES.items():
+        out[kind] = ([np.array(f) for f in faces], np.array([f[:3] for f in faces]))
+    return out
+
+
+FACES = _face_tables()
+
+
 def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy: np.ndarray,
-           ego_yaw: float) -> RenderResult:
+           ego_yaw: float, id_range_m: float = 80.0) -> RenderResult:
+    """One camera image; scenery farther than `id_range_m` is left out of the id buffer (nothing to hide)."""
     cam = model.cam
     w, h = cam.width, cam.height
     rot, trans = world_to_camera(cam, ego_xy, ego_yaw)
     img = _ground(model, texture, rot, trans)
     ids = np.zeros((h // ID_SCALE, w // ID_SCALE), np.int32)
+    light = model.lighting
+    k_mat = cam.intrinsic
+    kx, ky = k_mat[0, 0], k_mat[1, 1]
+    half_w = max(k_mat[0, 2], w - k_mat[0, 2]) / kx
+    half_h = max(k_mat[1, 2], h - k_mat[1, 2]) / ky
+    # per kind: visible parts, their camera-frame vertices, pixels, facing faces and shaded colours
+    prepared = []
+    draw_dist, draw_kind, draw_part, draw_face = [], [], [], []
+    for kind_index, (kind, g) in enumerate(batch.groups.items()):
+        if not len(g):
+            prepared.append(None)
+            continue
+        cc = g.centers @ rot.T + trans
+        radius = np.linalg.norm(g.half, axis=1)
+        dist = np.linalg.norm(cc, axis=1)
+        z = cc[:, 2]
+        margin = radius + 0.3
+        ok = (z > -margin) & (dist < np.minimum(FAR_M + radius, g.detail_m))
+        ok &= np.abs(cc[:, 0]) < half_w * np.maximum(z, 0) + margin * np.sqrt(1 + half_w**2)
+        ok &= np.abs(cc[:, 1]) < half_h * np.maximum(z, 0) + margin * np.sqrt(1 + half_h**2)
+        min_px = np.where(g.owner >= 0, 0.7, 2.0)  # scenery smaller than 2 pixels is not worth drawing
+        ok &= radius * kx > min_px * np.maximum(dist - radius, NEAR_M)
+        sel = np.where(ok)[0]
+        if not len(sel):
+            prepared.append(None)
+            continue
+        vc = g.verts[sel] @ rot.T + trans  # (m, V, 3)
+        face_idx, tri_idx = FACES[kind]
+        tri = vc[:, tri_idx]  # (m, F, 3, 3)
+        e1, e2 = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
+        n_c = np.cross(e1, e2)
+        facing = np.einsum("mfk,mfk->mf", n_c, tri[:, :, 0]) < 0
+        n_g = n_c @ rot  # camera -> global for row vectors
+        n_g /= np.maximum(np.linalg.norm(n_g, axis=-1, keepdims=True), 1e-12)
+        lam = np.maximum(n_g @ light.sun, 0.0)
+        gain = light.ambient * (0.875 + 0.125 * n_g[..., 2]) + light.diffuse * lam  # (m, F)
+        haze_f = (1.0 - np.exp(-dist[sel] / light.haze_m))[:, None, None]
+        colours = np.clip(g.colors[sel][:, None, :] * gain[..., None] * light.tint, 0, 255)
+        colours = colours * (1 - haze_f) + light.haze * haze_f
+        zv = vc[..., 2]
+        front = zv >= NEAR_M
+        proj = vc @ k_mat.T
+        pix = proj[..., :2] / np.where(front, zv, 1.0)[..., None]
+        pts = np.round(pix * (1 << SHIFT)).astype(np.int32)
+        owner = g.owner[sel]
+        prepared.append((vc, front, pts, colours, owner, face_idx, dist[sel]))
+        mi, fi = np.nonzero(facing)
+        draw_dist.append(dist[sel][mi])
+        draw_kind.append(np.full(len(mi), kind_index))
+        draw_part.append(mi)
+        draw_face.append(fi)
     polys_by_owner: dict[int, list[np.ndarray]] = {}
-    if len(batch):
-        cam_centres = batch.centers @ rot.T + trans
-        radius = np.linalg.norm(batch.half, axis=1)
-        dist = np.linalg.norm(cam_centres, axis=1)
-        kx = cam.intrinsic[0, 0]
-        ky = cam.intrinsic[1, 1]
-        z = cam_centres[:, 2]
-        margin = radius + 0.5
-        visible = (z > -margin) & (dist < FAR_M + radius)
-        # frustum side planes (conservative with the bounding sphere)
-        half_w = max(cam.intrinsic[0, 2], w - cam.intrinsic[0, 2]) / kx
-        half_h = max(cam.intrinsic[1, 2], h - cam.intrinsic[1, 2]) / ky
-        visible &= np.abs(cam_centres[:, 0]) < half_w * np.maximum(z, 0) + margin * np.sqrt(1 + half_w**2)
-        visible &= np.abs(cam_centres[:, 1]) < half_h * np.maximum(z, 0) + margin * np.sqrt(1 + half_h**2)
-        order = np.where(visible)[0]
-        order = order[np.argsort(-dist[order], kind="stable")]
-        light = model.lighting
-        k_mat = cam.intrinsic
-        for p in order:
-            verts = batch.verts[p]
-            vc = verts @ rot.T + trans
-            faces = TEMPLATES[batch.kinds[p]][1]
-            base = batch.colors[p]
-            owner = int(batch.owner[p])
-            haze_f = 1.0 - np.exp(-dist[p] / light.haze_m)
-            for face in faces:
-                fv = vc[face]
-                normal_c = np.cross(fv[1] - fv[0], fv[2] - fv[0])
-                if normal_c @ fv[0] >= 0:  # facing away (camera at the origin)
+    if draw_dist:
+        dist_all = np.concatenate(draw_dist)
+        order = np.argsort(-dist_all, kind="stable")
+        kinds_all = np.concatenate(draw_kind)[order]
+        parts_all = np.concatenate(draw_part)[order]
+        faces_all = np.concatenate(draw_face)[order]
+        dist_sorted = dist_all[order]
+        k_list = k_mat.T
+        for kind_index, m, f, d in zip(kinds_all.tolist(), parts_all.tolist(), faces_all.tolist(),
+                                       dist_sorted.tolist(), strict=True):
+            vc, front, pts, colours, owner, face_idx, _ = prepared[kind_index]
+            fidx = face_idx[f]
+            if front[m, fidx].all():
+                poly = pts[m, fidx]
+            else:
+                clipped = _clip_near(vc[m, fidx])
+                if len(clipped) < 3:
                     continue
-                gv = verts[face]
-                normal = np.cross(gv[1] - gv[0], gv[2] - gv[0])
-                nn = np.linalg.norm(normal)
-                if nn < 1e-12:
-                    continue
-                normal /= nn
-                lam = max(float(normal @ light.sun), 0.0)
-                sky = 0.5 + 0.5 * normal[2]
-                gain = light.ambient * (0.75 + 0.25 * sky) + light.diffuse * lam
-                colour = np.clip(base * gain * light.tint, 0, 255)
-                colour = colour * (1 - haze_f) + light.haze * haze_f
-                poly = _clip_near(fv)
-                if len(poly) < 3:
-                    continue
-                pix = (poly @ k_mat.T)
-                pix = pix[:, :2] / pix[:, 2:3]
-                pts = np.round(pix * (1 << SHIFT)).astype(np.int32)
-                cv2.fillConvexPoly(img, pts, tuple(float(c) for c in colour), cv2.LINE_AA, SHIFT)
-                small = np.round(pix * ((1 << SHIFT) / ID_SCALE)).astype(np.int32)
-                cv2.fillConvexPoly(ids, small, owner + 1, cv2.LINE_8, SHIFT)
-                if owner >= 0:
-                    polys_by_owner.setdefault(owner, []).append(small)
+                pp = clipped @ k_list
+                poly = np.round(pp[:, :2] / pp[:, 2:3] * (1 << SHIFT)).astype(np.int32)
+            c = colours[m, f]
+            cv2.fillConvexPoly(img, poly, (float(c[0]), float(c[1]), float(c[2])), cv2.LINE_AA, SHIFT)
+            o = int(owner[m])
+            if o >= 0 or d < id_range_m:
+                small = poly >> 2  # ID_SCALE == 4
+                cv2.fillConvexPoly(ids, small, o + 1, cv2.LINE_8, SHIFT)
+                if o >= 0:
+                    polys_by_owner.setdefault(o, []).append(small)
     silhouettes = {}
-    for owner, polys in polys_by_owner.items():
+    for o, polys in polys_by_owner.items():
         mask = np.zeros_like(ids, dtype=np.uint8)
         for poly in polys:
             cv2.fillConvexPoly(mask, poly, 1, cv2.LINE_8, SHIFT)
-        silhouettes[owner] = int(mask.sum())
+        silhouettes[o] = int(np.count_nonzero(mask))
     return RenderResult(img, ids, silhouettes)
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, Rig, yaw_to_quat
 from tinybev_ros.synth.camera import CameraModel, Lighting, RenderResult, render
 from tinybev_ros.synth.config import SynthConfig
-from tinybev_ros.synth.lidar import Lidar, points_in_boxes
+from tinybev_ros.synth.lidar import Lidar, count_points_in_boxes
 from tinybev_ros.synth.map_expansion import write_map
 from tinybev_ros.synth.population import Scene, build_scene
 from tinybev_ros.synth.scenery import Prop, build_scenery
@@ -107,10 +107,6 @@ class SceneSensors:
         ego_xy, ego_yaw = self.scene.ego_pose(t)
         return self.lidar.scan(self.solids.at(t, include_agents), self.assets.texture, ego_xy, ego_yaw, rng)
 
-    def lidar_points_global(self, points: np.ndarray, t: float) -> np.ndarray:
-        r_gl, origin = self.lidar.pose(*self.scene.ego_pose(t))
-        return points[:, :3] @ r_gl.T + origin
-
 
 def scene_seed(config: SynthConfig, scene_index: int) -> int:
     return _derive_seed("scene", config.seed, scene_index)
@@ -126,6 +122,21 @@ def build_scene_sensors(config: SynthConfig, assets: MapAssets, scene_index: int
 
 def scene_map_name(config: SynthConfig, scene_index: int) -> str:
     return config.maps[scene_index % len(config.maps)]
+
+
+def rebuild_scene(config: SynthConfig, scene_name: str, rig: Rig | None = None) -> SceneSensors:
+    """The sensors of a written scene, found by its name, for re-rendering frames (tests, pictures)."""
+    names = [name for name, _ in scene_split_names(config)]
+    if scene_name not in names:
+        raise ValueError(f"synth: scene {scene_name!r} is not in this configuration's scenes {names}")
+    index = names.index(scene_name)
+    assets = MapAssets.build(config, scene_map_name(config, index))
+    return build_scene_sensors(config, assets, index, rig or Rig.load())
+
+
+def scene_time(sample_timestamp_us: int, scene_first_timestamp_us: int) -> float:
+    """Seconds since the scene start of a timestamp (the inverse of the generator's clock)."""
+    return (sample_timestamp_us - scene_first_timestamp_us) / 1e6
 
 
 def generate(out_dir: str | Path, config: SynthConfig, overwrite: bool = False) -> Path:
@@ -207,6 +218,7 @@ def _write_scene(root: Path, config: SynthConfig, tables: Tables, token: TokenFa
                        "date_captured": date, "location": map_name})
     map_record["log_tokens"].append(log_token)
     calib = tables.add_calibration(log_token)
+    lidar_calib = next(c for c in tables.records["calibrated_sensor"] if c["token"] == calib[LIDAR_NAME])
     scene_token = token("scene", index)
 
     def stamp(t: float) -> int:
@@ -221,7 +233,7 @@ def _write_scene(root: Path, config: SynthConfig, tables: Tables, token: TokenFa
         tables.add("sample", s)
     chains: dict[str, list[dict]] = {c: [] for c in (*CAMERA_NAMES, LIDAR_NAME)}
 
-    def add_data(channel: str, t: float, key: bool, k_sample: int, data: bytes, ext: str) -> None:
+    def add_data(channel: str, t: float, key: bool, k_sample: int, data: bytes, ext: str) -> dict:
         ts = stamp(t)
         folder = "samples" if key else "sweeps"
         filename = f"{folder}/{channel}/{logfile}__{channel}__{ts}.{ext}"
@@ -237,6 +249,7 @@ def _write_scene(root: Path, config: SynthConfig, tables: Tables, token: TokenFa
             "height": rig.cameras[channel].height if is_cam else 0,
             "width": rig.cameras[channel].width if is_cam else 0, "filename": filename,
         })
+        return chains[channel][-1]
 
     def jpeg(img: np.ndarray) -> bytes:
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
@@ -261,7 +274,8 @@ def _write_scene(root: Path, config: SynthConfig, tables: Tables, token: TokenFa
         counts = np.zeros(n_agents, dtype=np.int64)
         idx = np.where(in_range)[0]
         if len(idx):
-            counts[idx] = points_in_boxes(sensors.lidar_points_global(points, t), centres[idx], sizes[idx], yaw[idx])
+            counts[idx] = count_points_in_boxes(points, centres[idx], sizes[idx], yaw[idx],
+                                                tables.records["ego_pose"][-1], lidar_calib)
         visible = np.zeros(n_agents)
         total = np.zeros(n_agents)
         for channel in CAMERA_NAMES:

@@ -8,8 +8,11 @@ texture's reflectivity. Points are returned in the LIDAR_TOP frame: x, y, z, int
 from __future__ import annotations
 
 import numpy as np
+from nuscenes.utils.data_classes import Box
+from nuscenes.utils.geometry_utils import points_in_box
+from pyquaternion import Quaternion
 
-from tinybev_ros.geometry import Transform
+from tinybev_ros.geometry import Transform, yaw_to_quat
 from tinybev_ros.synth.solids import PartBatch
 from tinybev_ros.synth.texture import GroundTexture
 
@@ -68,16 +71,17 @@ class Lidar:
 
     def _cast_parts(self, batch: PartBatch, r_gl: np.ndarray, origin: np.ndarray, dirs_g: np.ndarray,
                     t_hit: np.ndarray, refl: np.ndarray) -> None:
-        rel = batch.centers - origin
-        radius = np.linalg.norm(batch.half, axis=1)
+        centers, half, yaw, reflectivity, _ = batch.boxes()
+        rel = centers - origin
+        radius = np.linalg.norm(half, axis=1)
         dist = np.linalg.norm(rel, axis=1)
         cand = np.where(dist - radius < self.max_range)[0]
         if len(cand) == 0:
             return
         # box corners in the lidar frame -> angular footprint on the (beam, azimuth) grid
         signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
-        c, s = np.cos(batch.yaw[cand]), np.sin(batch.yaw[cand])
-        local = signs[None] * batch.half[cand][:, None, :]  # (P, 8, 3)
+        c, s = np.cos(yaw[cand]), np.sin(yaw[cand])
+        local = signs[None] * half[cand][:, None, :]  # (P, 8, 3)
         gx = local[..., 0] * c[:, None] - local[..., 1] * s[:, None]
         gy = local[..., 0] * s[:, None] + local[..., 1] * c[:, None]
         corners = np.stack([gx, gy, local[..., 2]], axis=-1) + rel[cand][:, None, :]
@@ -88,7 +92,7 @@ class Lidar:
         az_lo = az_c + az_rel.min(axis=1)
         az_hi = az_c + az_rel.max(axis=1)
         d_xy = np.linalg.norm(centre_l[:, :2], axis=1)
-        r_xy = np.linalg.norm(batch.half[cand][:, :2], axis=1)
+        r_xy = np.linalg.norm(half[cand][:, :2], axis=1)
         d_min = np.maximum(d_xy - r_xy, 0.3)
         d_max = d_xy + r_xy
         z_lo, z_hi = corners_l[..., 2].min(axis=1), corners_l[..., 2].max(axis=1)
@@ -110,11 +114,11 @@ class Lidar:
                 az_idx = np.arange(a0, a1 + 1) % n_az
             rays = (np.arange(b0, b1)[:, None] * n_az + az_idx[None, :]).ravel()
             d = dirs_g[rays]
-            cy, sy = np.cos(batch.yaw[p]), np.sin(batch.yaw[p])
+            cy, sy = np.cos(yaw[p]), np.sin(yaw[p])
             o = -rel[p]
             o_b = np.array([o[0] * cy + o[1] * sy, -o[0] * sy + o[1] * cy, o[2]])
             d_b = np.stack([d[:, 0] * cy + d[:, 1] * sy, -d[:, 0] * sy + d[:, 1] * cy, d[:, 2]], axis=1)
-            h = batch.half[p]
+            h = half[p]
             with np.errstate(divide="ignore", invalid="ignore"):
                 t1 = (-h - o_b) / d_b
                 t2 = (h - o_b) / d_b
@@ -124,21 +128,27 @@ class Lidar:
             if ok.any():
                 sel = rays[ok]
                 t_hit[sel] = t_near[ok]
-                refl[sel] = batch.reflectivity[p]
+                refl[sel] = reflectivity[p]
 
 
-def points_in_boxes(points_g: np.ndarray, centers: np.ndarray, sizes_wlh: np.ndarray, yaws: np.ndarray) -> np.ndarray:
-    """Points (global frame) inside each oriented box, counted like the devkit's `points_in_box`."""
+def count_points_in_boxes(points: np.ndarray, centers: np.ndarray, sizes_wlh: np.ndarray, yaws: np.ndarray,
+                          ego_pose: dict, calibrated_sensor: dict) -> np.ndarray:
+    """`num_lidar_pts` of boxes (global frame) in a sweep (LiDAR frame), bit-identical to the devkit.
+
+    Boxes go through the same records and steps as `NuScenes.get_sample_data` (global -> ego -> sensor) and
+    points are tested by the devkit's own `points_in_box`, so a reader recounting finds the same numbers.
+    """
+    xyz = points[:, :3].T
     counts = np.zeros(len(centers), dtype=np.int64)
     for i, (c, size, yaw) in enumerate(zip(centers, sizes_wlh, yaws, strict=True)):
-        d = points_g - c
-        near = np.abs(d[:, 0]) < size[1] + size[0]
-        if not near.any():
-            continue
-        d = d[near]
-        cy, sy = np.cos(yaw), np.sin(yaw)
-        x = d[:, 0] * cy + d[:, 1] * sy
-        y = -d[:, 0] * sy + d[:, 1] * cy
-        inside = (np.abs(x) <= size[1] / 2) & (np.abs(y) <= size[0] / 2) & (np.abs(d[:, 2]) <= size[2] / 2)
-        counts[i] = int(inside.sum())
+        box = Box([float(v) for v in c], [float(v) for v in size], Quaternion(yaw_to_quat(float(yaw)).tolist()))
+        box.translate(-np.array(ego_pose["translation"]))
+        box.rotate(Quaternion(ego_pose["rotation"]).inverse)
+        box.translate(-np.array(calibrated_sensor["translation"]))
+        box.rotate(Quaternion(calibrated_sensor["rotation"]).inverse)
+        reach = float(np.linalg.norm(size)) / 2 + 0.1
+        near = np.abs(xyz[0] - box.center[0]) < reach
+        near &= np.abs(xyz[1] - box.center[1]) < reach
+        if near.any():
+            counts[i] = int(points_in_box(box, xyz[:, near]).sum())
     return counts

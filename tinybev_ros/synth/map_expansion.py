@@ -249,5 +249,5 @@ def write_map(world: World, token: TokenFactory, dataroot: Path) -> tuple[str, s
     for rect in rects:
         cv2.fillPoly(prior, [np.round(rect.corners() / RESOLUTION_M).astype(np.int32)], 255)
     name = f"maps/{token('prior', world.map_name)}.png"
-    cv2.imwrite(str(dataroot / name), prior[::-1])
+    cv2.imwrite(str(dataroot / name), prior[::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return name, world.map_name

@@ -115,7 +115,7 @@ def build_scene(world: World, config: SynthConfig, seed: int, scene_index: int) 
                   for ix in range(len(world.xs)) for iy in range(len(world.ys))}
 
     # --- the ego: approach an interior intersection and turn (the turn cycles over scenes)
-    wanted_turn = ("left", "right", "straight")[(scene_index + seed) % 3]
+    wanted_turn = ("left", "right", "straight")[(scene_index + config.seed) % 3]
     candidates = [
         lane for lane in world.lanes
         if world.is_interior_node(lane.to_node) and lane.length > 40

@@ -67,7 +67,7 @@ def _row(rng: np.random.Generator, u0: float, u1: float, place, yaw: float, dept
         colour = FACADES[rng.integers(len(FACADES))]
         shade = rng.uniform(0.85, 1.1)
         colour = tuple(int(np.clip(c * shade, 0, 255)) for c in colour)
-        floors = min(int(height / 3.2), 8)
+        floors = min(int(height / 3.2), 5)
         pieces = max(1, int(np.ceil(length / MAX_PIECE_M)))
         piece = length / pieces
         for k in range(pieces):
@@ -76,7 +76,8 @@ def _row(rng: np.random.Generator, u0: float, u1: float, place, yaw: float, dept
             parts = [Part((0.0, 0.0, height / 2), (piece, depth, height), colour, reflectivity=0.35)]
             for f in range(floors):
                 z = 1.6 + f * (height - 1.0) / max(floors, 1)
-                parts.append(Part((0.0, 0.0, z), (piece - 0.4, depth + 0.1, 1.1), WINDOW, reflectivity=0.1))
+                parts.append(Part((0.0, 0.0, z), (piece - 0.4, depth + 0.1, 1.1), WINDOW, reflectivity=0.1,
+                                  detail_m=90.0))
             out.append(Prop(parts, (x, y, yaw)))
         u += length
     return out

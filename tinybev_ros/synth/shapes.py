@@ -33,6 +33,7 @@ class Part:
     kind: str = "box"  # "box" | "cyl" (octagonal prism, vertical axis) | "wheel" (octagonal prism, axis y)
     taper: float = 1.0  # top face scaled by this (cones, cabins, barriers)
     reflectivity: float = 0.3  # LiDAR intensity factor
+    detail_m: float = float("inf")  # small detail: cameras skip it beyond this distance
 
 
 def _octagon(n: int = 8) -> np.ndarray:
@@ -74,7 +75,8 @@ def _wheels(length: float, width: float, radius: float, axles: list[float], tyre
     for x in axles:
         for side in (-1, 1):
             y = side * (width / 2 - tyre_w / 2 - 0.01)
-            out.append(Part((x, y, radius), (2 * radius, tyre_w, 2 * radius), TYRE, "wheel", reflectivity=0.1))
+            out.append(Part((x, y, radius), (2 * radius, tyre_w, 2 * radius), TYRE, "wheel", reflectivity=0.1,
+                            detail_m=45.0))
     return out
 
 

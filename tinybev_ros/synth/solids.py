@@ -1,92 +1,125 @@
-"""Everything solid at one instant, flattened into parts in global coordinates for both sensors."""
+"""Everything solid at one instant, in global coordinates, grouped by part shape for vectorised use.
+
+Parts of one shape (box, octagonal prism, wheel) share a vertex count, so their meshes stack into one
+(n, V, 3) array; posing all agents at a time is then a few array operations instead of a Python loop.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tinybev_ros.synth.population import Scene
 from tinybev_ros.synth.scenery import Prop
-from tinybev_ros.synth.shapes import Part, part_vertices
+from tinybev_ros.synth.shapes import TEMPLATES, Part, part_vertices
+
+KINDS = tuple(TEMPLATES)
+
+
+@dataclass
+class PartGroup:
+    """n parts of one shape: mesh vertices (camera), oriented boxes (LiDAR) and owner agent (-1: scenery)."""
+
+    verts: np.ndarray  # (n, V, 3)
+    colors: np.ndarray  # (n, 3) BGR float32
+    owner: np.ndarray  # (n,) int64
+    centers: np.ndarray  # (n, 3) box centre
+    half: np.ndarray  # (n, 3) half size along the box axes
+    yaw: np.ndarray  # (n,)
+    reflectivity: np.ndarray  # (n,)
+    detail_m: np.ndarray  # (n,) cameras skip the part beyond this distance
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+
+def _empty(kind: str) -> PartGroup:
+    v = len(TEMPLATES[kind][0])
+    return PartGroup(np.zeros((0, v, 3)), np.zeros((0, 3), np.float32), np.zeros(0, np.int64), np.zeros((0, 3)),
+                     np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros(0))
+
+
+def _group(parts: list[Part], owners: list[int], poses: list[tuple[float, float, float]] | None, kind: str
+           ) -> PartGroup:
+    """Group parts of one kind; with `poses` (one per part) they are placed in the world, else left local."""
+    if not parts:
+        return _empty(kind)
+    verts = np.stack([part_vertices(p) for p in parts])
+    centers = np.array([p.center for p in parts], dtype=float)
+    yaw = np.zeros(len(parts))
+    if poses is not None:
+        pose = np.array(poses, dtype=float)
+        verts, centers = _place(verts, centers, pose[:, 0], pose[:, 1], pose[:, 2])
+        yaw = pose[:, 2].copy()
+    return PartGroup(verts, np.array([p.color for p in parts], dtype=np.float32), np.array(owners, dtype=np.int64),
+                     centers, np.array([p.size for p in parts], dtype=float) / 2, yaw,
+                     np.array([p.reflectivity for p in parts], dtype=float),
+                     np.array([p.detail_m for p in parts], dtype=float))
+
+
+def _place(verts: np.ndarray, centers: np.ndarray, x: np.ndarray, y: np.ndarray, yaw: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    c, s = np.cos(yaw), np.sin(yaw)
+    vx = verts[..., 0] * c[:, None] - verts[..., 1] * s[:, None] + x[:, None]
+    vy = verts[..., 0] * s[:, None] + verts[..., 1] * c[:, None] + y[:, None]
+    cx = centers[:, 0] * c - centers[:, 1] * s + x
+    cy = centers[:, 0] * s + centers[:, 1] * c + y
+    return (np.stack([vx, vy, verts[..., 2]], axis=-1), np.stack([cx, cy, centers[:, 2]], axis=-1))
 
 
 @dataclass
 class PartBatch:
-    """P parts: mesh vertices for the camera, oriented boxes for the LiDAR, owner agent (-1: scenery)."""
-
-    verts: list[np.ndarray]  # each (V, 3), global
-    kinds: list[str]
-    colors: np.ndarray  # (P, 3) BGR float
-    owner: np.ndarray  # (P,) int
-    centers: np.ndarray  # (P, 3) global box centre
-    half: np.ndarray  # (P, 3) half size (x, y, z) in the box frame
-    yaw: np.ndarray  # (P,)
-    reflectivity: np.ndarray  # (P,)
+    groups: dict[str, PartGroup]
+    _boxes: tuple | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
-        return len(self.kinds)
+        return sum(len(g) for g in self.groups.values())
 
+    def boxes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Parts as oriented boxes for the LiDAR: centres, half sizes, yaws, reflectivities, owners.
 
-def _rot(yaw: float) -> np.ndarray:
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-@dataclass
-class _Local:
-    parts: list[Part]
-    verts: list[np.ndarray]
+        Small scenery details (window bands a few centimetres proud of a facade) are left out.
+        """
+        if self._boxes is None:
+            gs = list(self.groups.values())
+            cols = {f: np.concatenate([getattr(g, f) for g in gs])
+                    for f in ("centers", "half", "yaw", "reflectivity", "owner", "detail_m")}
+            keep = (cols["owner"] >= 0) | ~np.isfinite(cols["detail_m"])
+            self._boxes = tuple(cols[f][keep] for f in ("centers", "half", "yaw", "reflectivity", "owner"))
+        return self._boxes
 
 
 class SolidWorld:
-    """Caches part meshes (object frame for agents, global for scenery) and poses them per instant."""
+    """Caches meshes (object frame for agents, global for scenery) and poses them at any instant."""
 
     def __init__(self, scene: Scene, props: list[Prop]) -> None:
         self.scene = scene
-        self._agents = [_Local(a.parts, [part_vertices(p) for p in a.parts]) for a in scene.agents]
-        static = [self._place(_Local(p.parts, [part_vertices(q) for q in p.parts]), *p.pose, owner=-1)
-                  for p in props]
-        self._static = _concat(static)
-
-    @staticmethod
-    def _place(local: _Local, x: float, y: float, yaw: float, owner: int) -> PartBatch:
-        rot = _rot(yaw)
-        t = np.array([x, y, 0.0])
-        parts = local.parts
-        return PartBatch(
-            verts=[v @ rot.T + t for v in local.verts],
-            kinds=[p.kind for p in parts],
-            colors=np.array([p.color for p in parts], dtype=np.float32).reshape(-1, 3),
-            owner=np.full(len(parts), owner, dtype=np.int64),
-            centers=np.array([p.center for p in parts], dtype=float).reshape(-1, 3) @ rot.T + t,
-            half=np.array([p.size for p in parts], dtype=float).reshape(-1, 3) / 2,
-            yaw=np.full(len(parts), yaw),
-            reflectivity=np.array([p.reflectivity for p in parts], dtype=float),
-        )
+        self._static: dict[str, PartGroup] = {}
+        self._local: dict[str, PartGroup] = {}
+        for kind in KINDS:
+            sp = [(q, p.pose) for p in props for q in p.parts if q.kind == kind]
+            self._static[kind] = _group([q for q, _ in sp], [-1] * len(sp), [pose for _, pose in sp], kind)
+            ap = [(q, i) for i, a in enumerate(scene.agents) for q in a.parts if q.kind == kind]
+            self._local[kind] = _group([q for q, _ in ap], [i for _, i in ap], None, kind)
 
     def at(self, t: float, include_agents: bool = True) -> PartBatch:
-        if not include_agents:
-            return self._static
+        if not include_agents or not self.scene.agents:
+            return PartBatch(dict(self._static))
         xy, yaw, _ = self.scene.agent_states(t)
-        batches = [self._static]
-        for i, local in enumerate(self._agents):
-            batches.append(self._place(local, float(xy[i, 0]), float(xy[i, 1]), float(yaw[i]), owner=i))
-        return _concat(batches)
-
-
-def _concat(batches: list[PartBatch]) -> PartBatch:
-    batches = [b for b in batches if len(b)]
-    if not batches:
-        return PartBatch([], [], np.zeros((0, 3), np.float32), np.zeros(0, np.int64), np.zeros((0, 3)),
-                         np.zeros((0, 3)), np.zeros(0), np.zeros(0))
-    return PartBatch(
-        verts=[v for b in batches for v in b.verts],
-        kinds=[k for b in batches for k in b.kinds],
-        colors=np.concatenate([b.colors for b in batches]),
-        owner=np.concatenate([b.owner for b in batches]),
-        centers=np.concatenate([b.centers for b in batches]),
-        half=np.concatenate([b.half for b in batches]),
-        yaw=np.concatenate([b.yaw for b in batches]),
-        reflectivity=np.concatenate([b.reflectivity for b in batches]),
-    )
+        groups = {}
+        for kind in KINDS:
+            loc, sta = self._local[kind], self._static[kind]
+            if not len(loc):
+                groups[kind] = sta
+                continue
+            o = loc.owner
+            verts, centers = _place(loc.verts, loc.centers, xy[o, 0], xy[o, 1], yaw[o])
+            groups[kind] = PartGroup(
+                np.concatenate([sta.verts, verts]), np.concatenate([sta.colors, loc.colors]),
+                np.concatenate([sta.owner, o]), np.concatenate([sta.centers, centers]),
+                np.concatenate([sta.half, loc.half]), np.concatenate([sta.yaw, yaw[o]]),
+                np.concatenate([sta.reflectivity, loc.reflectivity]),
+                np.concatenate([sta.detail_m, loc.detail_m]),
+            )
+        return PartBatch(groups)

@@ -78,27 +78,25 @@ def paint_ground(world: World, seed: int) -> GroundTexture:
     for block in world.blocks:
         colour = [(60, 110, 70), (95, 120, 130), (140, 145, 150), (70, 100, 85)][rng.integers(4)]
         _fill_rect(img, block, colour)
-    # sidewalks with paving seams, and curbs
+    # sidewalks with paving seams (every 1.5 m), and curbs
     for rect in sidewalk_rects(world):
         _fill_rect(img, rect, (165, 170, 172))
-    seams = img.copy()
-    seams[::15, :] = (140, 145, 148)
-    seams[:, ::15] = (140, 145, 148)
-    mask = np.zeros((h, w), np.uint8)
-    for rect in sidewalk_rects(world):
-        _fill_rect(mask, rect, 255)
-    img[mask > 0] = seams[mask > 0]
-    road_mask = np.zeros((h, w), np.uint8)
+        x0, y0, x1, y1 = (int(round(v / RESOLUTION_M)) for v in (rect.x0, rect.y0, rect.x1, rect.y1))
+        region = img[max(y0, 0):y1, max(x0, 0):x1]
+        region[::15] = (140, 145, 148)
+        region[:, ::15] = (140, 145, 148)
     curb = 0.25
+    road_mask = np.zeros((h, w), np.uint8)
     for rect, _, _ in road_segment_rects(world):
         _fill_rect(img, Rect(rect.x0 - curb, rect.y0 - curb, rect.x1 + curb, rect.y1 + curb), (190, 192, 195))
-    asphalt = float(rng.uniform(70, 95))
-    for rect, _, _ in road_segment_rects(world):
         _fill_rect(road_mask, rect, 255)
-    tone = asphalt + _noise((h, w), rng, 40, 6.0) + _noise((h, w), rng, 4, 3.0)
-    road = np.clip(tone, 0, 255).astype(np.uint8)
-    on_road = road_mask > 0
-    img[on_road] = np.stack([road + 2, road, road - 2], axis=-1)[on_road]
+    # asphalt: a base tone with large blotches and fine grain (noise made small, then enlarged once)
+    asphalt = float(rng.uniform(70, 95))
+    small = (h // 4 + 1, w // 4 + 1)
+    tone = asphalt + _noise(small, rng, 10, 6.0) + 3.0 * rng.standard_normal(small).astype(np.float32)
+    tone = cv2.resize(np.clip(tone, 0, 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+    road = cv2.merge([cv2.add(tone, 2), tone, cv2.subtract(tone, 2)])
+    cv2.copyTo(road, road_mask, img)
     white = (225, 228, 230)
     yellow = (40, 190, 230) if not world.left_hand else white
     # markings along every road piece between intersections

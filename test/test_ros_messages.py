@@ -138,6 +138,7 @@ def test_recorded_outputs_read_back_as_the_published_predictions(tmp_path):
         "/tinybev/predicted_paths": M.forecast_markers(pred, "base_link"),
         "/tinybev/ego_trajectory": M.path_msg(pred.ego_plan, pred.stamp_ns, "base_link"),
         "/tinybev/occupancy": M.grid_msg(pred.occupancy[0], pred.grid, pred.stamp_ns, "base_link"),
+        "/tinybev/occupancy/future_1": M.grid_msg(pred.occupancy[1], pred.grid, pred.stamp_ns, "base_link"),
     }
     messages.update({f"/tinybev/map/{layer}": M.grid_msg(pred.map_probs[i], pred.grid, pred.stamp_ns, "base_link")
                      for i, layer in enumerate(MAP_CLASSES)})
@@ -155,5 +156,5 @@ def test_recorded_outputs_read_back_as_the_published_predictions(tmp_path):
     np.testing.assert_allclose(back.forecast_probs, pred.forecast_probs, atol=1e-6)
     np.testing.assert_allclose(back.ego_plan, pred.ego_plan)
     np.testing.assert_allclose(back.map_probs, np.round(pred.map_probs * 100) / 100)
-    np.testing.assert_allclose(back.occupancy[0], np.round(pred.occupancy[0] * 100) / 100)
+    np.testing.assert_allclose(back.occupancy, np.round(pred.occupancy[:2] * 100) / 100)
     assert back.track_ids.tolist() == [4, -1, 17]

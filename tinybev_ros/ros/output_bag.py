@@ -25,6 +25,7 @@ from tinybev_ros.ros import messages as M
 from tinybev_ros.taxonomy import MAP_CLASSES, Command
 
 NAMESPACE = "/tinybev"
+MAX_FUTURE_STEPS = 16  # occupancy/future_k topics looked for
 
 
 def predictions_from_bag(path: str | Path, namespace: str = NAMESPACE) -> dict[int, Predictions]:
@@ -34,6 +35,7 @@ def predictions_from_bag(path: str | Path, namespace: str = NAMESPACE) -> dict[i
               f"{namespace}/ego_trajectory": PathMsg, f"{namespace}/markers": MarkerArray,
               f"{namespace}/predicted_paths": MarkerArray}
     wanted.update({f"{namespace}/map/{layer}": OccupancyGrid for layer in MAP_CLASSES})
+    wanted.update({f"{namespace}/occupancy/future_{k}": OccupancyGrid for k in range(1, MAX_FUTURE_STEPS + 1)})
     with Reader(Path(path)) as reader:
         connections = [c for c in reader.connections if c.topic in wanted]
         for connection, _, raw in reader.messages(connections=connections):
@@ -59,8 +61,10 @@ def predictions_from_bag(path: str | Path, namespace: str = NAMESPACE) -> dict[i
         _, grid = M.grid_from_msg(grid_source)
         empty = np.full(grid.shape, np.nan)
         map_probs = np.stack([M.grid_from_msg(g)[0] if g is not None else empty for g in layers])
-        occupancy_msg = topics.get(f"{namespace}/occupancy")
-        occupancy = (M.grid_from_msg(occupancy_msg)[0] if occupancy_msg is not None else empty)[None]
+        steps = [topics.get(f"{namespace}/occupancy")]
+        steps += [topics[f"{namespace}/occupancy/future_{k}"] for k in range(1, MAX_FUTURE_STEPS + 1)
+                  if f"{namespace}/occupancy/future_{k}" in topics]
+        occupancy = np.stack([M.grid_from_msg(g)[0] if g is not None else empty for g in steps])
         plan_msg = topics.get(f"{namespace}/ego_trajectory")
         plan = np.array([[p.pose.position.x, p.pose.position.y] for p in plan_msg.poses]).reshape(-1, 2) \
             if plan_msg is not None else np.zeros((0, 2))

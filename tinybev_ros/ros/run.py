@@ -22,6 +22,18 @@ OUTPUT_TOPICS = ("/tinybev/detections", "/tinybev/ego_trajectory", "/tinybev/occ
                  "/tinybev/map/ped_crossing", "/tinybev/map/walkway", "/diagnostics")
 
 
+def output_topics(checkpoint: str) -> list[str]:
+    """Every topic the node publishes for this checkpoint (future occupancy steps come from its config)."""
+    import yaml
+    from safetensors import safe_open
+
+    from tinybev_ros.paths import default_checkpoint
+
+    with safe_open(str(checkpoint or default_checkpoint()), "pt") as handle:
+        frames = int(yaml.safe_load(handle.metadata()["config"]).get("occupancy_frames", 1))
+    return [*OUTPUT_TOPICS, *(f"/tinybev/occupancy/future_{k}" for k in range(1, frames))]
+
+
 def node_command(params: Path, checkpoint: str, device: str, sim_time: bool, overrides: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "tinybev_ros.ros.perception_node", "--ros-args", "--params-file", str(params),
            "-r", "__ns:=/tinybev", "-p", f"use_sim_time:={'true' if sim_time else 'false'}", "-p", f"device:={device}"]
@@ -103,7 +115,7 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
                            "waiting for tinybev_node to subscribe to the cameras", [node])
         if record is not None:
             recorder = subprocess.Popen(tinybev_command("bag", "record", str(record), "--force",
-                                                        "--topics", *OUTPUT_TOPICS))
+                                                        "--topics", *output_topics(checkpoint)))
             watcher.spin_until(lambda: watcher.node.count_subscribers("/tinybev/detections") > 1, 60,
                                "waiting for the recorder to subscribe", [node, recorder])
         player = subprocess.Popen(tinybev_command("bag", "play", str(bag), "--clock", "--rate", str(rate)))

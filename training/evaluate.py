@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -141,7 +142,7 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
     for token in tqdm(tokens, desc="metrics", disable=not progress, leave=False):
         pred, gt = predictions_by_sample[token], ground_truths[token]
         if "motion" in tasks:
-            motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask)
+            motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask, gt_ignore=gt.num_lidar_pts == 0)
         if "map" in tasks:
             map_acc.add(pred.map_probs, gt.map_masks)
         if "occupancy" in tasks:
@@ -200,12 +201,19 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
         lines += _table(names, [[_fmt(d[n]) for n in names]])
         lines += ["", *_table(["class", *DETECTION_CLASSES], [["AP", *(_fmt(d["per_class_AP"].get(c))
                                                                       for c in DETECTION_CLASSES)]])]
+        absent = [c for c in DETECTION_CLASSES if c not in d.get("classes_with_ground_truth", DETECTION_CLASSES)]
+        if absent:
+            lines += ["", f"No ground truth in this split for: {', '.join(absent)} (the devkit scores them AP 0 and "
+                          "error 1, which caps mAP and NDS)."]
     if "tracking" in metrics:
         t = metrics["tracking"]
         lines += ["", "## Tracking (nuscenes-devkit TrackingEval, tracking_nips_2019)", ""]
         columns = [("AMOTA", "AMOTA"), ("AMOTP (m)", "AMOTP"), ("recall", "recall"), ("MOTAR", "motar"),
                    ("IDS", "IDS"), ("frag", "frag")]
-        lines += _table([label for label, _ in columns], [[_fmt(t[key]) for _, key in columns]])
+        counts = ("IDS", "frag")
+        lines += _table([label for label, _ in columns],
+                        [[_fmt(int(round(t[key])) if key in counts and t[key] is not None and math.isfinite(t[key])
+                               else t[key]) for _, key in columns]])
     if "motion" in metrics:
         lines += ["", "## Motion forecasting (UniAD protocol: matched agents, min over modes, miss at 2 m; EPA)", ""]
         lines += _table(["agents", "minADE (m)", "minFDE (m)", "MR", "EPA", "matched / GT"],
@@ -293,7 +301,8 @@ def render_scene(nusc: NuScenes, sample_tokens: list[str], predictions_by_sample
     frames, pngs = [], []
     for index, token in enumerate(tqdm(sample_tokens, desc="figures", disable=not progress, leave=False)):
         pred = predictions_by_sample[token]
-        reference = ground_truth_as_predictions(ground_truths[token], grid=pred.grid) if ground_truths else None
+        reference = (ground_truth_as_predictions(ground_truths[token], grid=pred.grid, visible_only=False)
+                     if ground_truths else None)
         scene = nusc.get("scene", nusc.get("sample", token)["scene_token"])["name"]
         title = f"{scene}  sample {index + 1}/{len(sample_tokens)}  {token[:8]}   boxes: prediction filled, GT outlined"
         figure = render_sample(pred, sample_rig(nusc, token), sample_images(nusc, token), reference, title)
@@ -324,30 +333,53 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--tasks", default=",".join(ALL_TASKS), help="comma-separated subset of " + ",".join(ALL_TASKS))
     parser.add_argument("--figure-scenes", type=int, default=1, help="scenes drawn as figures + GIF (0: none)")
-    parser.add_argument("--speed-repeats", type=int, default=5, help="timed calls for latency (0: skip speed)")
+    parser.add_argument("--no-speed", dest="speed", action="store_false", help="skip parameters/FLOPs/latency")
 
 
 def predict_split(predictor: Any, nusc: NuScenes, sample_tokens: list[str],
-                  ground_truths: Mapping[str, GroundTruth], progress: bool = True) -> dict[str, Predictions]:
-    """Run a `tinybev_ros.inference.Predictor` on every sample, planning with the ground-truth command."""
-    out = {}
+                  ground_truths: Mapping[str, GroundTruth],
+                  progress: bool = True) -> tuple[dict[str, Predictions], list[float]]:
+    """Run a `tinybev_ros.inference.Predictor` on every sample, planning with the ground-truth command.
+
+    Returns the predictions and the wall-clock milliseconds of each `predict` call (preprocess, network, decode;
+    image loading excluded), which is the latency reported: real frames, not a synthetic loop.
+    """
+    out, times_ms = {}, []
     for token in tqdm(sample_tokens, desc="inference", disable=not progress):
         images, rig = sample_images(nusc, token), sample_rig(nusc, token)
         missing = [name for name, image in images.items() if image is None]
         if missing:
             raise FileNotFoundError(f"sample {token}: camera image(s) {missing} missing under {nusc.dataroot}")
         cameras = [rig.cameras[name] for name in CAMERA_NAMES]
+        start = time.perf_counter()
         out[token] = predictor.predict([images[name] for name in CAMERA_NAMES], [c.intrinsic for c in cameras],
                                        [c.sensor_to_ego for c in cameras], ground_truths[token].command,
                                        int(ground_truths[token].timestamp_us) * 1000)
-    return out
+        times_ms.append((time.perf_counter() - start) * 1000.0)
+    return out, times_ms
+
+
+def predictor_speed(predictor: Any, nusc: NuScenes, sample_token: str, times_ms: list[float]) -> dict[str, Any]:
+    """Parameters, FLOPs of one frame (one extra call) and the latency statistics of the evaluation's frames
+    (the first call, which builds the splat index and warms up, is left out when there are others)."""
+    from training.metrics.speed import count_flops, count_parameters
+
+    images, rig = sample_images(nusc, sample_token), sample_rig(nusc, sample_token)
+    cameras = [rig.cameras[name] for name in CAMERA_NAMES]
+    frame = ([images[name] for name in CAMERA_NAMES], [c.intrinsic for c in cameras],
+             [c.sensor_to_ego for c in cameras], 2, 0)
+    timed = np.array(times_ms[1:] if len(times_ms) > 1 else times_ms)
+    return {
+        "parameters_M": count_parameters(predictor.model) / 1e6,
+        "gflops": count_flops(lambda: predictor.predict(*frame)) / 1e9,
+        "latency": {"median_ms": float(np.median(timed)), "p90_ms": float(np.percentile(timed, 90)),
+                    "mean_ms": float(timed.mean()), "frames": int(timed.size), "device": str(predictor.device)},
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     from tinybev_ros.inference import Predictor
     from training.metrics.detection import split_sample_tokens
-    from training.metrics.speed import speed_report
-
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
     for path, what in ((args.checkpoint, "checkpoint"), (args.dataroot, "dataroot")):
         if not Path(path).exists():
@@ -360,17 +392,10 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
     ground_truths = load_ground_truths(nusc, tokens, predictor.config.grid)
-    predictions = predict_split(predictor, nusc, tokens, ground_truths)
+    predictions, times_ms = predict_split(predictor, nusc, tokens, ground_truths)
     metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, predictor.config.grid)
-    if args.speed_repeats > 0:
-        token = tokens[0]
-        images, rig = sample_images(nusc, token), sample_rig(nusc, token)
-        cameras = [rig.cameras[name] for name in CAMERA_NAMES]
-        frame = ([images[name] for name in CAMERA_NAMES], [c.intrinsic for c in cameras],
-                 [c.sensor_to_ego for c in cameras], 2, 0)
-        metrics["speed"] = speed_report(predictor.model, lambda: predictor.predict(*frame), predictor.device,
-                                        repeats=args.speed_repeats)
-        metrics["speed"]["stages_ms"] = dict(predictor.last_timing_ms)
+    if args.speed:
+        metrics["speed"] = predictor_speed(predictor, nusc, tokens[0], times_ms)
     json_path, md_path = write_report(metrics, args.out)
     scenes = samples_by_scene(nusc, tokens)
     for scene_tokens in list(scenes.values())[: max(args.figure_scenes, 0)]:

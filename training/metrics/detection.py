@@ -10,6 +10,8 @@ temporary directory beside the devkit's output, and the devkit's config is `dete
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -130,11 +132,15 @@ def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predi
     attributes_by_sample = attributes_by_sample or {}
     results = {token: detection_results(predictions_by_sample[token], token, poses[token],
                                         attributes_by_sample.get(token)) for token in tokens}
+    if not any(results.values()):
+        return _nothing_detected()
     with tempfile.TemporaryDirectory(prefix="tinybev-det-") as tmp:
         result_path = write_results_json(results, Path(tmp) / "results_nusc.json")
         evaluator = DetectionEval(nusc, config_factory(DETECTION_CONFIG), str(result_path), eval_set,
                                   output_dir=str(output_dir or Path(tmp) / "devkit"), verbose=False)
-        summary = evaluator.main(plot_examples=0, render_curves=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the devkit prints its tables regardless of verbose
+            summary = evaluator.main(plot_examples=0, render_curves=False)
+        evaluated = sorted({box.detection_name for box in evaluator.gt_boxes.all})
     errors = summary["tp_errors"]
     return {
         "mAP": summary["mean_ap"],
@@ -146,4 +152,16 @@ def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predi
         "mAAE": errors["attr_err"],
         "per_class_AP": summary["mean_dist_aps"],
         "per_class_errors": summary["label_tp_errors"],
+        # Classes with ground truth in this split after the devkit's filters; the others score AP 0 / error 1.
+        "classes_with_ground_truth": [name for name in DETECTION_CLASSES if name in evaluated],
     }
+
+
+def _nothing_detected() -> dict[str, Any]:
+    """What the devkit's rules give when no box at all is predicted (its loader crashes on that case):
+    AP 0 for every class, each TP error at its worst value 1, hence NDS 0."""
+    worst = {"trans_err": 1.0, "scale_err": 1.0, "orient_err": 1.0, "vel_err": 1.0, "attr_err": 1.0}
+    return {"mAP": 0.0, "NDS": 0.0, "mATE": 1.0, "mASE": 1.0, "mAOE": 1.0, "mAVE": 1.0, "mAAE": 1.0,
+            "per_class_AP": dict.fromkeys(DETECTION_CLASSES, 0.0),
+            "per_class_errors": {name: dict(worst) for name in DETECTION_CLASSES},
+            "classes_with_ground_truth": [], "note": "no boxes predicted in the whole split"}

@@ -10,7 +10,8 @@ Definitions (UniAD, Sec. 4 and supplementary; EPA from ViP3D):
 * Miss rate: the fraction of matched agents with minFDE > `miss_threshold` (2 m).
 * EPA = (N_hit - alpha * N_FP) / N_GT with alpha = 0.5: N_hit counts matched agents whose minFDE is within
   `miss_threshold`, N_FP predicted agents left unmatched, N_GT ground-truth agents (with a future) in range.
-  A prediction matched to an agent without any known future (it leaves the scene) counts neither way.
+  A prediction matched to an agent without any known future (it leaves the scene), or to one without LiDAR
+  points (dropped by the devkit's detection evaluation too), counts neither way.
 Only predictions with score >= `score_threshold` take part. Forecasts and futures are absolute xy in base_link.
 """
 
@@ -66,12 +67,18 @@ class MotionAccumulator:
     _ground_truth: dict[str, int] = field(default_factory=dict)
 
     def add(self, predictions: Predictions, gt_centers: np.ndarray, gt_labels: np.ndarray, gt_futures: np.ndarray,
-            gt_future_mask: np.ndarray) -> None:
-        """One sample: predictions and the ground-truth agents (centres, labels, futures, mask) in base_link."""
+            gt_future_mask: np.ndarray, gt_ignore: np.ndarray | None = None) -> None:
+        """One sample: predictions and the ground-truth agents (centres, labels, futures, mask) in base_link.
+
+        `gt_ignore` marks agents that count neither as ground truth nor, when matched, as false positives (the
+        devkit's evaluation drops boxes without LiDAR points the same way).
+        """
         if predictions.forecasts.ndim != 4:
             raise ValueError(f"Predictions.forecasts must be (N, K, T, 2), got {predictions.forecasts.shape}")
         gt_in_range = np.all(np.abs(np.asarray(gt_centers)[:, :2]) <= self.max_range, axis=1)
-        gt_has_future = np.asarray(gt_future_mask, dtype=bool).any(axis=1)
+        gt_counts = np.asarray(gt_future_mask, dtype=bool).any(axis=1)
+        if gt_ignore is not None:
+            gt_counts &= ~np.asarray(gt_ignore, dtype=bool)
         pred_in_range = np.all(np.abs(predictions.centers[:, :2]) <= self.max_range, axis=1)
         for name in self.classes:
             label = DETECTION_CLASSES.index(name)
@@ -82,14 +89,14 @@ class MotionAccumulator:
                                              gt_centers[gt_idx, :2], self.match_distance)
             horizon = min(predictions.forecasts.shape[2], gt_futures.shape[1])
             for p, g in pairs:
-                if not gt_has_future[gt_idx[g]]:
-                    continue  # a correct detection of an agent whose future is unknown: neither error nor FP
+                if not gt_counts[gt_idx[g]]:
+                    continue  # a detection of an agent with unknown future (or ignored): neither error nor FP
                 ade, fde = displacement_errors(predictions.forecasts[pred_idx[p], :, :horizon],
                                                gt_futures[gt_idx[g], :horizon], gt_future_mask[gt_idx[g], :horizon])
                 self._ade.setdefault(name, []).append(ade)
                 self._fde.setdefault(name, []).append(fde)
             self._false_positives[name] = self._false_positives.get(name, 0) + len(pred_idx) - len(pairs)
-            self._ground_truth[name] = self._ground_truth.get(name, 0) + int(gt_has_future[gt_idx].sum())
+            self._ground_truth[name] = self._ground_truth.get(name, 0) + int(gt_counts[gt_idx].sum())
 
     def result(self, classes: tuple[str, ...] | None = None) -> dict[str, float]:
         """minADE, minFDE (m), miss_rate, EPA and counts pooled over `classes` (default: all accumulated)."""

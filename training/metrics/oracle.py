@@ -40,20 +40,25 @@ def _fill_forward(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return values
 
 
-def ground_truth_as_predictions(gt: GroundTruth, track_ids: TrackIds | None = None,
-                                grid: BevGrid | None = None) -> Predictions:
-    """Perfect predictions: GT boxes with score 1, one forecast mode = the true future, true map/occupancy/plan."""
-    n = len(gt)
-    futures = _fill_forward(gt.futures, gt.future_mask)
+def ground_truth_as_predictions(gt: GroundTruth, track_ids: TrackIds | None = None, grid: BevGrid | None = None,
+                                visible_only: bool = True) -> Predictions:
+    """Perfect predictions: GT boxes with score 1, one forecast mode = the true future, true map/occupancy/plan.
+
+    `visible_only` keeps the boxes the nuScenes detection evaluation keeps (those with LiDAR points): a box it
+    drops from the ground truth would otherwise be scored as a false positive. Pictures use all boxes.
+    """
+    keep = gt.num_lidar_pts > 0 if visible_only else np.ones(len(gt), dtype=bool)
+    n = int(keep.sum())
+    futures = _fill_forward(gt.futures, gt.future_mask)[keep]
     return Predictions(
         stamp_ns=int(gt.timestamp_us) * 1000,
-        centers=gt.centers.copy(),
-        sizes_wlh=gt.sizes_wlh.copy(),
-        yaws=gt.yaws.copy(),
-        velocities=gt.velocities.copy(),
+        centers=gt.centers[keep].copy(),
+        sizes_wlh=gt.sizes_wlh[keep].copy(),
+        yaws=gt.yaws[keep].copy(),
+        velocities=gt.velocities[keep].copy(),
         scores=np.ones(n),
-        labels=gt.labels.copy(),
-        track_ids=(track_ids or TrackIds())(gt.instance_tokens),
+        labels=gt.labels[keep].copy(),
+        track_ids=(track_ids or TrackIds())([t for t, k in zip(gt.instance_tokens, keep, strict=True) if k]),
         forecasts=futures[:, None],
         forecast_probs=np.ones((n, 1)),
         map_probs=gt.map_masks.astype(np.float32),
@@ -64,12 +69,18 @@ def ground_truth_as_predictions(gt: GroundTruth, track_ids: TrackIds | None = No
     )
 
 
-def ground_truth_attributes(nusc: NuScenes, sample_token: str) -> list[str]:
-    """Attribute names of a sample's detection-class annotations, in `load_ground_truth`'s box order."""
-    out = []
-    for ann_token in nusc.get("sample", sample_token)["anns"]:
+def ground_truth_attributes(nusc: NuScenes, gt: GroundTruth, visible_only: bool = True) -> list[str]:
+    """Attribute names of the boxes of `ground_truth_as_predictions(gt, visible_only=...)`, in its order.
+
+    Relies on `load_ground_truth` listing a sample's detection-class annotations in the sample's `anns` order.
+    """
+    names = []
+    for ann_token in nusc.get("sample", gt.sample_token)["anns"]:
         ann = nusc.get("sample_annotation", ann_token)
         if ann["category_name"] in CATEGORY_TO_DETECTION:
             tokens = ann["attribute_tokens"]
-            out.append(nusc.get("attribute", tokens[0])["name"] if tokens else "")
-    return out
+            names.append((ann["instance_token"], nusc.get("attribute", tokens[0])["name"] if tokens else ""))
+    if [instance for instance, _ in names] != list(gt.instance_tokens):
+        raise ValueError(f"sample {gt.sample_token}: annotation order differs from the ground truth's boxes")
+    keep = gt.num_lidar_pts > 0 if visible_only else np.ones(len(gt), dtype=bool)
+    return [name for (_, name), k in zip(names, keep, strict=True) if k]

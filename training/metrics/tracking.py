@@ -8,6 +8,8 @@ TrackingEval loads the dataset itself from version and dataroot.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,13 +63,25 @@ def evaluate_tracking(nusc: NuScenes, predictions_by_sample: Mapping[str, Predic
     poses = sample_ego_poses(nusc, tokens)
     results = {token: tracking_results(predictions_by_sample[token], token, nusc.get("sample", token)["scene_token"],
                                        poses[token]) for token in tokens}
+    if not any(results.values()):
+        return _nothing_tracked()
     with tempfile.TemporaryDirectory(prefix="tinybev-track-") as tmp:
         result_path = write_results_json(results, Path(tmp) / "results_tracking.json")
         evaluator = TrackingEval(config_factory(TRACKING_CONFIG), str(result_path), eval_set,
                                  output_dir=str(output_dir or Path(tmp) / "devkit"), nusc_version=nusc.version,
                                  nusc_dataroot=str(nusc.dataroot), verbose=False)
-        summary = evaluator.main(render_curves=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the devkit prints its tables regardless of verbose
+            summary = evaluator.main(render_curves=False)
     keys = ("amota", "amotp", "recall", "motar", "mota", "motp", "ids", "frag", "tp", "fp", "fn", "gt")
     out: dict[str, Any] = {key.upper() if key in ("amota", "amotp", "ids") else key: summary[key] for key in keys}
     out["per_class_AMOTA"] = summary["label_metrics"]["amota"]
     return out
+
+
+def _nothing_tracked() -> dict[str, Any]:
+    """The devkit's values for a split without any tracked box (its loader crashes on that case): recall 0,
+    AMOTA 0, AMOTP at its worst (the 2 m matching threshold)."""
+    nan = float("nan")
+    return {"AMOTA": 0.0, "AMOTP": 2.0, "recall": 0.0, "motar": 0.0, "mota": 0.0, "motp": nan, "IDS": 0, "frag": 0,
+            "tp": 0, "fp": 0, "fn": nan, "gt": nan, "per_class_AMOTA": dict.fromkeys(TRACKING_CLASSES, 0.0),
+            "note": "no tracked boxes in the whole split"}

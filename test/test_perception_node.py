@@ -68,7 +68,8 @@ class Rosie:
         for topic, msg_type in [("/tinybev/detections", Detection3DArray), ("/tinybev/ego_trajectory", PathMsg),
                                 ("/tinybev/occupancy", OccupancyGrid), ("/tinybev/occupancy/future_4", OccupancyGrid),
                                 ("/tinybev/map/drivable_area", OccupancyGrid), ("/tinybev/markers", MarkerArray),
-                                ("/tinybev/predicted_paths", MarkerArray), ("/diagnostics", DiagnosticArray)]:
+                                ("/tinybev/predicted_paths", MarkerArray), ("/diagnostics", DiagnosticArray),
+                                ("/tinybev/bev_image", Image), ("/tinybev/camera_overlay", Image)]:
             self.node.create_subscription(msg_type, topic, lambda m, t=topic: self.received.setdefault(t, []).append(m),
                                           RELIABLE)
         # a smooth picture: JPEG-compressible like a real frame (~100 KB), so best-effort delivery works
@@ -231,7 +232,7 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
 
 def test_raw_images_unsupported_encoding_and_missing_tf(ros_context, untrained_checkpoint, tmp_path):
     log = tmp_path / "node.log"
-    node = start_node(untrained_checkpoint, log, "image_transport:=raw")
+    node = start_node(untrained_checkpoint, log, "image_transport:=raw", "publish_images:=true")
     rosie = Rosie(scale=0.2, raw=True)  # 320x180 rgb8 frames: small enough for default DDS shared memory
     try:
         wait_subscribed(rosie, node)
@@ -249,9 +250,25 @@ def test_raw_images_unsupported_encoding_and_missing_tf(ros_context, untrained_c
         rosie.spin_until(lambda: len(rosie.outputs()) >= 1, 60, node)
         assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
         rosie.spin_until(lambda: rosie.diagnostics()["frames_published"] == "1", 10, node)
+        # the visualiser: BEV rendering and camera overlays as rgb8 images at the frame's stamp
+        rosie.spin_until(lambda: rosie.outputs("/tinybev/camera_overlay"), 30, node)
+        for topic in ("/tinybev/bev_image", "/tinybev/camera_overlay"):
+            image = rosie.outputs(topic)[-1]
+            assert image.encoding == "rgb8" and M.to_ns(image.header.stamp) == stamp
+            assert image.width > 200 and image.height > 200 and len(image.data) == image.step * image.height
+            assert np.asarray(image.data).std() > 10  # a picture, not a blank
     finally:
         stop_node(node)
     text = log.read_text()
     assert "inference_error" not in text and "Traceback" not in text
     assert "no /tf_static transform base_link -> CAM_FRONT_LEFT" in text
     assert "unsupported image encoding '16UC1'" in text
+
+
+def test_goal_pose_sets_the_planning_command():
+    from tinybev_ros.ros.perception_node import command_toward
+    from tinybev_ros.taxonomy import Command
+
+    assert command_toward(np.array([40.0, 12.0, 0.0]), 5.0) == Command.LEFT
+    assert command_toward(np.array([40.0, -12.0, 0.0]), 5.0) == Command.RIGHT
+    assert command_toward(np.array([40.0, 2.0, 0.0]), 5.0) == Command.STRAIGHT

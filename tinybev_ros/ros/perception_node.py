@@ -40,6 +40,15 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+def command_toward(goal_in_base: np.ndarray, lateral_threshold_m: float) -> int:
+    """Navigation command for a goal in base_link: turn when it lies further than the threshold to a side."""
+    if goal_in_base[1] > lateral_threshold_m:
+        return int(Command.LEFT)
+    if goal_in_base[1] < -lateral_threshold_m:
+        return int(Command.RIGHT)
+    return int(Command.STRAIGHT)
+
+
 class PerceptionNode(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__("tinybev_node", **node_kwargs)
@@ -202,11 +211,7 @@ class PerceptionNode(Node):
         if self.goal_xy_map is None or self.map_to_base is None:
             return int(Command.STRAIGHT)
         goal_in_base = self.map_to_base.inverse().apply(self.goal_xy_map[None])[0]
-        if goal_in_base[1] > self.cfg.goal_lateral_threshold_m:
-            return int(Command.LEFT)
-        if goal_in_base[1] < -self.cfg.goal_lateral_threshold_m:
-            return int(Command.RIGHT)
-        return int(Command.STRAIGHT)
+        return command_toward(goal_in_base, self.cfg.goal_lateral_threshold_m)
 
     def _inputs(self, frameset: FrameSet):
         """Decoded images and calibration of a frame set, or None (fault counted) if it cannot be used."""
@@ -259,6 +264,8 @@ class PerceptionNode(Node):
         pred = pred.select(pred.scores >= self.cfg.score_threshold)
         pred = self.tracker.update(pred, ego_to_world=self.pose_at(frameset.stamp_ns))
         self._publish(pred)
+        if self.pub_images is not None:
+            self._publish_images(pred, images, intrinsics, cam_to_ego)
         received = max(entry[1] for entry in frameset.frames.values() if entry is not None)
         self._latency_ms.append((time.monotonic() - received) * 1e3)
         self._stamp_latency_ms.append((self.get_clock().now().nanoseconds - frameset.stamp_ns) / 1e6)
@@ -276,16 +283,31 @@ class PerceptionNode(Node):
         self.pub_plan.publish(M.path_msg(pred.ego_plan, stamp, frame))
         self.pub_paths.publish(M.forecast_markers(pred, frame))
         self.pub_markers.publish(M.box_markers(pred, frame))
-        if self.pub_images is not None:
-            self._publish_images(pred)
 
-    def _publish_images(self, pred: Predictions) -> None:
-        from tinybev_ros.visualization import render_bev
+    def _publish_images(self, pred: Predictions, images: list[np.ndarray], intrinsics: np.ndarray,
+                        cam_to_ego: np.ndarray) -> None:
+        """The visualiser: BEV rendering and the six cameras with projected boxes, for rviz2's Image display."""
+        import cv2
 
-        bev = render_bev(pred)
-        msg = Image(header=M.header(pred.stamp_ns, self.cfg.base_frame), height=bev.shape[0], width=bev.shape[1],
-                    encoding="rgb8", step=bev.shape[1] * 3, data=bev.tobytes())
-        self.pub_images[0].publish(msg)
+        from tinybev_ros.geometry import CameraCalibration, Rig
+        from tinybev_ros.visualization import draw_camera, render_bev
+
+        frame = self.cfg.base_frame
+        cameras = {name: CameraCalibration(name, intrinsics[i], Transform.from_matrix(cam_to_ego[i]),
+                                           images[i].shape[1], images[i].shape[0])
+                   for i, name in enumerate(self.cfg.cameras)}
+        rig = Rig(cameras, Transform())
+        panels = [draw_camera(images[i], rig.cameras[name], pred, None, self.cfg.score_threshold)
+                  for i, name in enumerate(self.cfg.cameras)]
+        half = (len(panels) + 1) // 2
+        rows = [np.concatenate(panels[:half], axis=1), np.concatenate(panels[half:], axis=1)]
+        rows[1] = cv2.resize(rows[1], (rows[0].shape[1], rows[1].shape[0])) if rows[1].shape[1] != rows[0].shape[1] \
+            else rows[1]
+        for publisher, image in zip(self.pub_images, (render_bev(pred, score_threshold=self.cfg.score_threshold),
+                                                      np.concatenate(rows, axis=0)), strict=True):
+            image = np.ascontiguousarray(image)
+            publisher.publish(Image(header=M.header(pred.stamp_ns, frame), height=image.shape[0], width=image.shape[1],
+                                    encoding="rgb8", step=image.shape[1] * 3, data=image.tobytes()))
 
     # ------------------------------------------------------------ diagnostics
     @staticmethod

@@ -82,3 +82,36 @@ def test_png_and_gif_files_are_real_images(tmp_path) -> None:
     with Image.open(gif) as image:
         assert image.n_frames == 3 and image.info["duration"] == 500
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bev.png", "scene.gif"]  # no temp files left behind
+
+
+def test_synthetic_scene_figure_and_gif_are_non_trivial(synth_dataset, tmp_path) -> None:
+    """Real camera JPEGs, projected boxes, BEV panel: the figure of a synthetic scene shows content."""
+    from nuscenes.nuscenes import NuScenes
+
+    from training.evaluate import devkit_split, load_ground_truths, render_scene
+    from training.metrics.detection import split_sample_tokens
+    from training.metrics.oracle import TrackIds, ground_truth_as_predictions
+
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    tokens = split_sample_tokens(nusc, devkit_split(synth_dataset.version, "val"))[:3]
+    gts = load_ground_truths(nusc, tokens, progress=False)
+    ids = TrackIds()
+    predictions = {t: ground_truth_as_predictions(gts[t], ids) for t in tokens}
+    pngs, gif = render_scene(nusc, tokens, predictions, gts, tmp_path, progress=False)
+    assert len(pngs) == 3
+    with Image.open(pngs[0]) as png:
+        figure = np.asarray(png.convert("RGB"))
+    assert figure.shape[1] > 1500 and figure.shape[0] > 500
+    assert figure.std() > 30 and len(np.unique(figure.reshape(-1, 3), axis=0)) > 2000  # photos, not flat fills
+    cameras = figure[26:, : 3 * 480]  # below the title, the six camera panels
+    drawn = np.zeros(cameras.shape[:2], bool)
+    for color in CLASS_COLORS:
+        drawn |= np.all(cameras == np.array(color, np.uint8), axis=-1)
+    assert drawn.sum() > 200  # projected predicted boxes drawn in class colours on the photos
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 3
+        frames = []
+        for k in range(3):
+            animation.seek(k)
+            frames.append(np.asarray(animation.convert("RGB"), dtype=int))
+    assert np.abs(frames[0] - frames[2]).mean() > 2  # the scene moves

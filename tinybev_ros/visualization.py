@@ -228,7 +228,14 @@ def _draw_path(image: np.ndarray, canvas: _BevCanvas, path_xy: np.ndarray, color
                    else 1, cv2.LINE_AA, _SHIFT)
 
 
-def _draw_legend(image: np.ndarray, with_reference: bool, labels: list[int]) -> None:
+def render_legend(height_px: int, labels: Sequence[int], with_reference: bool, width_px: int = 180) -> np.ndarray:
+    """The BEV legend as its own RGB panel (used beside the BEV in sample figures, where it hides nothing)."""
+    panel = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
+    _draw_legend(panel, with_reference, sorted({int(label) for label in labels}), box=False)
+    return panel
+
+
+def _draw_legend(image: np.ndarray, with_reference: bool, labels: list[int], box: bool = True) -> None:
     entries = [(DETECTION_CLASSES[label].replace("_", " "), CLASS_COLORS[label % len(CLASS_COLORS)], "line")
                for label in labels if 0 <= label < len(DETECTION_CLASSES)]
     entries += [("ego plan", EGO_PLAN_COLOR, "line"), ("occupancy now", OCCUPANCY_NOW_COLOR, "patch"),
@@ -238,9 +245,10 @@ def _draw_legend(image: np.ndarray, with_reference: bool, labels: list[int]) -> 
     entries += [(name.replace("_", " "), MAP_COLORS[name], "patch") for name in MAP_CLASSES if name in MAP_COLORS]
     height = 14 * len(entries) + 8
     x0, y0 = 6, 6
-    overlay = image.copy()
-    cv2.rectangle(overlay, (x0, y0), (x0 + 170, y0 + height), (255, 255, 255), -1)
-    image[:] = cv2.addWeighted(overlay, 0.8, image, 0.2, 0)
+    if box:
+        overlay = image.copy()
+        cv2.rectangle(overlay, (x0, y0), (x0 + 170, y0 + height), (255, 255, 255), -1)
+        image[:] = cv2.addWeighted(overlay, 0.8, image, 0.2, 0)
     for k, (name, color, kind) in enumerate(entries):
         y = y0 + 12 + 14 * k
         if kind == "patch":
@@ -331,14 +339,16 @@ def draw_camera(image: np.ndarray | None, camera: CameraCalibration, predictions
 def render_sample(predictions: Predictions, rig: Rig, images: Mapping[str, np.ndarray | None] | None = None,
                   reference: Predictions | None = None, title: str = "", camera_size: tuple[int, int] = (480, 270),
                   score_threshold: float = 0.3) -> np.ndarray:
-    """One figure: the six cameras (front row, back row) with projected boxes left, the BEV panel right."""
+    """One figure: the six cameras (front row, back row) with projected boxes, then the BEV panel and its legend."""
     images = images or {}
     panels = [draw_camera(images.get(name), rig.cameras[name], predictions, reference, score_threshold, camera_size)
               for name in CAMERA_NAMES]
     cameras = np.concatenate([np.concatenate(panels[:3], axis=1), np.concatenate(panels[3:], axis=1)], axis=0)
-    bev = render_bev(predictions, reference, width_px=cameras.shape[0], score_threshold=score_threshold)
+    bev = render_bev(predictions, reference, width_px=cameras.shape[0], score_threshold=score_threshold, legend=False)
     bev = cv2.resize(bev, (bev.shape[1] * cameras.shape[0] // bev.shape[0], cameras.shape[0]))
-    body = np.concatenate([cameras, np.full((cameras.shape[0], 4, 3), 255, np.uint8), bev], axis=1)
+    shown = predictions.labels[predictions.scores >= score_threshold]
+    legend = render_legend(cameras.shape[0], shown.tolist(), reference is not None)
+    body = np.concatenate([cameras, np.full((cameras.shape[0], 4, 3), 255, np.uint8), bev, legend], axis=1)
     header = np.full((26, body.shape[1], 3), 255, dtype=np.uint8)
     _text(header, title, (8, 18), (20, 20, 20), 0.5, outline=False)
     return np.concatenate([header, body], axis=0)

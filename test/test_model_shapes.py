@@ -61,15 +61,16 @@ def test_base_forward_batch_one_has_contract_shapes():
     assert tuple(out["depth"].shape) == (1, 6, 59, 16, 44) and torch.isfinite(out["plan"]).all()
 
 
-def test_tiny_forward_on_cpu_has_contract_shapes(tiny):
+def test_tiny_forward_on_cpu_has_contract_shapes_and_plans_follow_the_command(tiny):
     torch.manual_seed(0)
     model = build_student(tiny).eval()
     intrinsics, cam_to_ego = rig_calibration(tiny)
-    batch = 2
-    images = torch.randn(batch, 6, 3, tiny.image_height, tiny.image_width)
+    batch = 3
+    image_a, image_b = torch.randn(2, 1, 6, 3, tiny.image_height, tiny.image_width)
+    images = torch.cat([image_a, image_b, image_a])  # samples 0 and 2 see the same images
     with torch.no_grad():
         out = model(images, intrinsics.expand(batch, -1, -1, -1), cam_to_ego.expand(batch, -1, -1, -1),
-                    torch.tensor([0, 2]))
+                    torch.tensor([0, 2, 1]))
     h, w = tiny.grid.shape
     hd, wd = h // tiny.det_stride, w // tiny.det_stride
     k = tiny.motion_modes
@@ -91,20 +92,10 @@ def test_tiny_forward_on_cpu_has_contract_shapes(tiny):
     assert tuple(features[-1].shape[-2:]) == (hd, wd)
     depth = out["depth"]
     assert torch.allclose(depth.sum(dim=2), torch.ones(()), atol=1e-5)
-    # Both samples share calibration and weights: different images must still give different outputs.
+    # Different images -> different outputs; same images, other command -> same perception, other plan.
     assert not torch.allclose(out["heatmap"][0], out["heatmap"][1])
-
-
-def test_plan_depends_on_command(tiny):
-    torch.manual_seed(1)
-    model = build_student(tiny).eval()
-    intrinsics, cam_to_ego = rig_calibration(tiny)
-    images = torch.randn(1, 6, 3, tiny.image_height, tiny.image_width).expand(3, -1, -1, -1, -1)
-    with torch.no_grad():
-        out = model(images, intrinsics.expand(3, -1, -1, -1), cam_to_ego.expand(3, -1, -1, -1), torch.tensor([0, 1, 2]))
-    plans = out["plan"]
-    assert not torch.allclose(plans[0], plans[1]) and not torch.allclose(plans[1], plans[2])
-    assert torch.allclose(out["heatmap"][0], out["heatmap"][2])
+    assert torch.allclose(out["heatmap"][0], out["heatmap"][2], atol=1e-5)
+    assert not torch.allclose(out["plan"][0], out["plan"][2])
 
 
 def test_bad_config_is_rejected_with_its_name():

@@ -1,0 +1,79 @@
+"""Latency and throughput of `tinybev_node` on a replayed bag, end to end (decode -> infer -> publish).
+
+    python benchmarks/node_latency.py [--input-hz 12] [--duration 10] [--checkpoint C] [--device cuda]
+
+A seeded synthetic scene (keyframes at 2 Hz) is converted to a bag and replayed at the rate that gives
+`--input-hz` camera frames per second (six 1600x900 JPEG streams). The node's own /diagnostics (recorded to
+a bag) give the achieved output rate, the latency from the arrival of a frame set's last image to the publish
+of its outputs (p50/p99), the latency from the header stamp to publish on the node's (sim) clock, and the
+frames dropped by the latest-wins policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from nuscenes.nuscenes import NuScenes
+from rclpy.serialization import deserialize_message
+from rosbags.rosbag2 import Reader
+
+from tinybev_ros.paths import default_checkpoint, share_file
+from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
+from tinybev_ros.ros.run import run_pipeline
+from tinybev_ros.synth import SynthConfig, generate
+
+
+def last_diagnostics(bag: Path) -> dict[str, str]:
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    last = {}
+    with Reader(bag) as reader:
+        connections = [c for c in reader.connections if c.topic == "/diagnostics"]
+        for _, _, raw in reader.messages(connections=connections):
+            status = deserialize_message(raw, DiagnosticArray).status[0]
+            last = {kv.key: kv.value for kv in status.values}
+    return last
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input-hz", type=float, default=12.0, help="camera frame sets per second fed to the node")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of synthetic scene")
+    parser.add_argument("--checkpoint", default="", help="student checkpoint (default: the shipped tiny student)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--work", type=Path, help="keep the dataset and bags here (default: a temp dir)")
+    args = parser.parse_args()
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_file("config/fastdds.xml")))
+    work = args.work or Path(tempfile.mkdtemp(prefix="tinybev-latency-"))
+    dataroot = work / "dataset"
+    config = SynthConfig(scenes=1, seed=11, duration_s=args.duration)
+    if not (dataroot / config.version / "scene.json").exists():
+        generate(dataroot, config)
+    nusc = NuScenes(config.version, str(dataroot), verbose=False)
+    bag = work / "scene"
+    if not (bag / "metadata.yaml").exists():
+        convert_scene(nusc, nusc.scene[0]["name"], bag, ConvertOptions(progress=False))
+    rate = args.input_hz / 2.0  # keyframes are 2 Hz
+    checkpoint = args.checkpoint or str(default_checkpoint())
+    outputs = work / "outputs"
+    frames = run_pipeline(bag, share_file("config/tinybev.yaml"), checkpoint, args.device, rate, record=outputs,
+                          overrides=[f"precision:={args.precision}", "diagnostics_period_s:=0.25"])
+    diag = last_diagnostics(outputs)
+    sent = len(nusc.sample)
+    dropped = int(diag.get("sync_dropped", 0)) + int(diag.get("fault_dropped_busy", 0))
+    print(f"\nnode latency benchmark: {sent} frame sets of six 1600x900 JPEGs at {args.input_hz:.1f} Hz "
+          f"(bag rate {rate:.1f}), device {args.device}, checkpoint {Path(checkpoint).name}")
+    print(f"  published frames          {frames} of {sent} ({frames / max(sent, 1):.0%})")
+    print(f"  achieved output rate      {diag.get('output_rate_hz', 'n/a')} Hz")
+    print(f"  latency last image->publish  p50 {diag.get('latency_p50_ms', 'n/a')} ms, "
+          f"p99 {diag.get('latency_p99_ms', 'n/a')} ms")
+    print(f"  header stamp->publish (sim clock) p50 {diag.get('stamp_to_publish_p50_ms', 'n/a')} ms")
+    print(f"  dropped (latest wins)     {dropped}   late {diag.get('sync_late', 0)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("tinybev_ros.doctor", "check that every component of the environment imports and works"),
     "demo": ("tinybev_ros.demo", "the main job: synthetic scene -> bag -> node -> outputs, pictures, metrics"),
     "synth": ("tinybev_ros.synth.cli", "write a synthetic driving dataset in the exact nuScenes format"),
+    "synth-render": ("tinybev_ros.synth.pictures", "picture of one sample: six cameras with projected boxes + BEV map"),
     "eval": ("training.evaluate", "evaluate a checkpoint on a nuScenes-format split: all metrics, figures, GIF"),
     "params": ("tinybev_ros.model.summary", "print the student's parameter count per part for a model config"),
     "export-onnx": ("tinybev_ros.model.export", "export a student checkpoint to ONNX (+ the rig's splat index)"),

@@ -76,11 +76,12 @@ def light_is_green(node_phase: float, axis: int, t: float) -> bool:
 
 
 def lane_route(world: World, rng: np.random.Generator, first_lane: int, min_length: float,
-               first_turn: str | None = None) -> tuple[Path, list[str]]:
-    """A random drive through the lane graph starting at the beginning of `first_lane`."""
+               first_turn: str | None = None) -> tuple[Path, list[str], list[int]]:
+    """A random drive through the lane graph from the start of `first_lane`: path, turns, lanes visited."""
     pieces = [np.stack([world.lanes[first_lane].start, world.lanes[first_lane].end])]
     stops: list[tuple[float, tuple[int, int], int]] = []
     turns: list[str] = []
+    visited = [first_lane]
     length = world.lanes[first_lane].length
     lane = world.lanes[first_lane]
     while True:
@@ -98,13 +99,14 @@ def lane_route(world: World, rng: np.random.Generator, first_lane: int, min_leng
         pieces.append(conn.points[1:-1])
         length += float(np.sum(np.linalg.norm(np.diff(conn.points, axis=0), axis=1)))
         lane = world.lanes[conn.to_lane]
+        visited.append(lane.index)
         pieces.append(np.stack([lane.start, lane.end]))
         length += lane.length
     dense = [_densify(p) for p in pieces]
     path = Path(np.concatenate(dense))
     # stop points were computed on nominal lengths; snap to the densified arc length
     path.stops = [(float(s), node, axis) for s, node, axis in stops]
-    return path, turns
+    return path, turns, visited
 
 
 def _densify(points: np.ndarray, step: float = 1.0) -> np.ndarray:

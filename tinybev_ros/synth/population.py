@@ -123,7 +123,8 @@ def build_scene(world: World, config: SynthConfig, seed: int, scene_index: int) 
     ]
     ego_lane = candidates[rng.integers(len(candidates))]
     v_ego = float(rng.uniform(8.0, 10.5))
-    ego_path, ego_turns = lane_route(world, rng, ego_lane.index, duration * 12 + 120, first_turn=wanted_turn)
+    ego_path, ego_turns, route_lanes = lane_route(world, rng, ego_lane.index, duration * 12 + 120,
+                                                  first_turn=wanted_turn)
     s_ego = ego_lane.length - float(rng.uniform(18.0, 32.0))
     movers.append(Mover(ego_path, s_ego, v_ego * 0.8, v_ego, EGO_SIZE_WLH[1], EGO_SIZE_WLH[0], True))
     axis = 0 if abs(np.cos(ego_lane.heading)) > 0.5 else 1
@@ -171,7 +172,7 @@ def build_scene(world: World, config: SynthConfig, seed: int, scene_index: int) 
             else:
                 cls = "car"
             v_max = float(rng.uniform(3.5, 6.0)) if cls == "bicycle" else float(rng.uniform(7.0, 12.5))
-            path, _ = lane_route(world, rng, lane.index, s0 + v_max * duration + 60)
+            path, _, _ = lane_route(world, rng, lane.index, s0 + v_max * duration + 60)
             if cls == "truck_trailer":
                 truck = Agent("truck", "vehicle.truck", (2.5, 5.6, 3.0), make_parts("truck", (2.5, 5.6, 3.0), rng))
                 trailer = _new_agent("trailer", rng)
@@ -194,7 +195,7 @@ def build_scene(world: World, config: SynthConfig, seed: int, scene_index: int) 
     _spawn_pedestrians(world, config, rng, movers, agents, near, duration)
     # --- parked vehicles, construction zones, cones, barriers, parked bicycles
     statics = _spawn_static(world, config, rng, near)
-    agents += statics
+    agents += _showcase(world, config, rng, route_lanes, s_ego, statics)
 
     trajectories = simulate(movers, node_phase, -0.2, duration + 0.3, SIM_DT, rng)
     static_xy = np.array([a.pose[:2] for a in agents], dtype=float).reshape(-1, 2)
@@ -325,3 +326,48 @@ def _spawn_static(world: World, config: SynthConfig, rng: np.random.Generator, n
                     p = at(float(rng.uniform(s0, s1)), sigma * (road.half_width + 0.4))
                     out.append(_new_agent("barrier", rng, pose=(float(p[0]), float(p[1]), float(yaw + np.pi / 2))))
     return out
+
+
+def _showcase(world: World, config: SynthConfig, rng: np.random.Generator, route_lanes: list[int], s_ego: float,
+              statics: list[Agent]) -> list[Agent]:
+    """Make every detection class appear near the ego: a construction zone on the curb after the first
+    intersection, a parked bus and trailer across the road. Random statics in their way are dropped."""
+    side = 1.0 if world.left_hand else -1.0
+    lw, sh = config.lane_width_m, config.shoulder_m
+    forced: list[Agent] = []
+
+    def frame(lane_index: int, u: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        lane = world.lanes[lane_index]
+        d = (lane.end - lane.start) / lane.length
+        n = np.array([-d[1], d[0]]) * side  # towards the curb of this lane's direction
+        centre = lane.start + d * u - n * (lane.lane_index + 0.5) * lw  # on the road's centre line
+        return centre, d, n, lane.heading
+
+    def place(cls: str, p: np.ndarray, yaw: float, **kw) -> None:
+        agent = _new_agent(cls, rng, **kw)
+        agent.pose = (float(p[0]), float(p[1]), float(yaw))
+        agent.parked = cls not in ("traffic_cone", "barrier")
+        forced.append(agent)
+
+    first = world.lanes[route_lanes[0]]
+    lanes_first = world.roads[first.road].lanes_per_dir
+    centre, d, n, heading = frame(first.index, min(s_ego + 14.0, first.length - 8.0))
+    across = centre - n * (lanes_first * lw + sh / 2)
+    place("bus", across, heading + np.pi, with_rider=False)
+    centre, d, n, heading = frame(first.index, max(s_ego - 16.0, 8.0))
+    place("trailer", centre - n * (lanes_first * lw + sh / 2), heading + np.pi, with_rider=False)
+    zone_lane = world.lanes[route_lanes[1] if len(route_lanes) > 1 else route_lanes[0]]
+    lanes_zone = world.roads[zone_lane.road].lanes_per_dir
+    u0 = 12.0 if len(route_lanes) > 1 else max(4.0, s_ego - 40.0)
+    centre, d, n, heading = frame(zone_lane.index, u0)
+    shoulder = centre + n * (lanes_zone * lw + sh / 2)
+    edge = centre + n * (lanes_zone * lw + 0.35)
+    place("construction_vehicle", shoulder + d * 13.0, heading)
+    for j in range(5):
+        place("traffic_cone", edge + d * (j * 3.0), heading)
+    for j in range(3):
+        place("barrier", shoulder + d * (4.0 + j * 2.5) + n * 0.2, heading + np.pi / 2)
+    taken = np.array([a.pose[:2] for a in forced])
+    keep = [a for a in statics
+            if np.min(np.linalg.norm(taken - np.array(a.pose[:2]), axis=1)) > 0.5 * a.size[1] + 7.0]
+    return keep + forced

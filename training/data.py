@@ -52,26 +52,26 @@ class DataConfig:
     max_lidar_points: int = 40000  # points kept per sweep (random subset when more; teacher only)
     ego_motion_compensation: bool = True
     max_samples: int = 0  # use only the first N keyframes of each split (0 = all): smoke runs, overfitting checks
+    # Keep prepared items in memory when they cannot change (no augmentation): small overfitting or validation
+    # sets. Each DataLoader worker holds its own copy, so use it with few samples and num_workers 0.
+    cache_in_memory: bool = False
 
 
 def split_scene_names(dataroot: str | Path, version: str, split: str) -> list[str]:
-    """Scene names of `split`: from `<dataroot>/splits.json` when present, else the devkit's official lists.
+    """Scene names of `split`: from the dataroot's `splits.json` when present, else the devkit's official lists.
 
-    splits.json maps split name -> scene names, optionally nested under the version. For a mini version the
-    official "train"/"val" mean the devkit's "mini_train"/"mini_val".
+    splits.json (in `<dataroot>/<version>/` or `<dataroot>/`) maps split name -> scene names, like the devkit's
+    `create_splits_scenes()`. For a mini version, "train"/"val" mean "mini_train"/"mini_val" as in the devkit.
     """
-    path = Path(dataroot) / "splits.json"
-    if path.is_file():
-        raw = json.loads(path.read_text())
-        table = raw.get(version, raw) if isinstance(raw.get(version), dict) else raw
-        if split not in table:
-            raise ValueError(f"{path} has no split {split!r}; it has {sorted(table)}")
-        return list(table[split])
-    official = create_splits_scenes()
-    name = f"mini_{split}" if version.endswith("mini") and f"mini_{split}" in official else split
-    if name not in official:
-        raise ValueError(f"unknown split {split!r} for {version}; known: {sorted(official)}")
-    return list(official[name])
+    candidates = [Path(dataroot) / version / "splits.json", Path(dataroot) / "splits.json"]
+    found = next((path for path in candidates if path.is_file()), None)
+    table = json.loads(found.read_text()) if found is not None else create_splits_scenes()
+    source = str(found) if found is not None else "the devkit's create_splits_scenes()"
+    mini = f"mini_{split}"
+    name = mini if version.endswith("mini") and mini in table else split
+    if name not in table:
+        raise ValueError(f"{source} has no split {split!r} for {version}; it has {sorted(table)}")
+    return list(table[name])
 
 
 def split_sample_tokens(nusc: NuScenes, split: str) -> list[str]:
@@ -149,6 +149,8 @@ class NuScenesBevDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.map_cache: dict = {}
+        self.item_cache: dict[int, dict[str, Any]] | None = {} if data_config.cache_in_memory and not self.augment \
+            else None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -186,6 +188,14 @@ class NuScenesBevDataset(Dataset):
                 np.asarray(extrinsics, dtype=np.float32))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.item_cache is not None and index in self.item_cache:
+            return self.item_cache[index]
+        item = self.prepare(index)
+        if self.item_cache is not None:
+            self.item_cache[index] = item
+        return item
+
+    def prepare(self, index: int) -> dict[str, Any]:
         token = self.tokens[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         sample = self.nusc.get("sample", token)

@@ -337,14 +337,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def predict_split(predictor: Any, nusc: NuScenes, sample_tokens: list[str],
-                  ground_truths: Mapping[str, GroundTruth],
-                  progress: bool = True) -> tuple[dict[str, Predictions], list[float]]:
+                  ground_truths: Mapping[str, GroundTruth], progress: bool = True,
+                  times_ms: list[float] | None = None) -> dict[str, Predictions]:
     """Run a `tinybev_ros.inference.Predictor` on every sample, planning with the ground-truth command.
 
-    Returns the predictions and the wall-clock milliseconds of each `predict` call (preprocess, network, decode;
-    image loading excluded), which is the latency reported: real frames, not a synthetic loop.
+    When `times_ms` is given, the wall-clock milliseconds of each `predict` call (preprocess, network, decode;
+    image loading excluded) are appended to it: the latency reported is that of real frames.
     """
-    out, times_ms = {}, []
+    out = {}
     for token in tqdm(sample_tokens, desc="inference", disable=not progress):
         images, rig = sample_images(nusc, token), sample_rig(nusc, token)
         missing = [name for name, image in images.items() if image is None]
@@ -355,8 +355,9 @@ def predict_split(predictor: Any, nusc: NuScenes, sample_tokens: list[str],
         out[token] = predictor.predict([images[name] for name in CAMERA_NAMES], [c.intrinsic for c in cameras],
                                        [c.sensor_to_ego for c in cameras], ground_truths[token].command,
                                        int(ground_truths[token].timestamp_us) * 1000)
-        times_ms.append((time.perf_counter() - start) * 1000.0)
-    return out, times_ms
+        if times_ms is not None:
+            times_ms.append((time.perf_counter() - start) * 1000.0)
+    return out
 
 
 def predictor_speed(predictor: Any, nusc: NuScenes, sample_token: str, times_ms: list[float]) -> dict[str, Any]:
@@ -392,7 +393,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
     ground_truths = load_ground_truths(nusc, tokens, predictor.config.grid)
-    predictions, times_ms = predict_split(predictor, nusc, tokens, ground_truths)
+    times_ms: list[float] = []
+    predictions = predict_split(predictor, nusc, tokens, ground_truths, times_ms=times_ms)
     metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, predictor.config.grid)
     if args.speed:
         metrics["speed"] = predictor_speed(predictor, nusc, tokens[0], times_ms)

@@ -116,6 +116,12 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
     if missing:
         raise ValueError(f"no ground truth for {len(missing)} sample(s), first {missing[0]}")
 
+    for token in tokens if {"map", "occupancy"} & set(tasks) else ():
+        pred, gt = predictions_by_sample[token], ground_truths[token]
+        if pred.map_probs.shape[1:] != gt.map_masks.shape[1:] or pred.occupancy.shape[1:] != gt.occupancy.shape[1:]:
+            raise ValueError(f"sample {token}: prediction rasters {pred.map_probs.shape[1:]} do not match the ground "
+                             f"truth's {gt.map_masks.shape[1:]}; load the ground truth on the predictions' grid")
+
     metrics: dict[str, Any] = {"samples": len(tokens), "eval_set": eval_set, "version": nusc.version}
     if "detection" in tasks:
         from training.metrics.detection import evaluate_detection
@@ -130,11 +136,6 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
             tracked = track_scenes(predictions_by_sample, nusc, ground_truths)
         metrics["tracking"] = evaluate_tracking(nusc, tracked, eval_set, _sub(devkit_output_dir, "track"))
 
-    for token in tokens:
-        pred, gt = predictions_by_sample[token], ground_truths[token]
-        if pred.map_probs.shape[1:] != gt.map_masks.shape[1:] or pred.occupancy.shape[1:] != gt.occupancy.shape[1:]:
-            raise ValueError(f"sample {token}: prediction rasters {pred.map_probs.shape[1:]} do not match the ground "
-                             f"truth's {gt.map_masks.shape[1:]}; load the ground truth on the predictions' grid")
     motion = MotionAccumulator(score_threshold=motion_score_threshold)
     map_acc = MapAccumulator()
     occupancy = OccupancyAccumulator(grid)
@@ -146,7 +147,7 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
         if "map" in tasks:
             map_acc.add(pred.map_probs, gt.map_masks)
         if "occupancy" in tasks:
-            occupancy.add(pred.occupancy, gt.occupancy, getattr(gt, "occupancy_mask", None))
+            occupancy.add(pred.occupancy, gt.occupancy, gt.occupancy_mask)
         if "planning" in tasks:
             planning.add(pred.ego_plan, gt.ego_future, gt.ego_future_mask, *planning_obstacles(gt))
     if "motion" in tasks:

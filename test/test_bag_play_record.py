@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,12 +13,23 @@ from rosbags.rosbag2 import Reader
 
 from tinybev_ros.ros.bag_messages import MessageFactory
 from tinybev_ros.ros.bag_output import AtomicBagWriter
-from tinybev_ros.ros.nuscenes_to_bag import LATCHED_QOS, STREAM_QOS
+from tinybev_ros.ros.nuscenes_to_bag import LATCHED_QOS, STREAM_QOS, ConvertOptions, convert_scene
 from tinybev_ros.ros.typestore import typestore
 
 T0 = 1_532_402_927_000_000_000
 PERIOD_NS = 250_000_000  # 4 Hz per stream: inter-message timing is checked against this
 STEPS = 9  # 2 s of data
+
+
+@pytest.fixture(scope="module")
+def scene_bag(synth_dataset, tmp_path_factory):
+    """The first synthetic scene converted with the defaults (what users replay)."""
+    from nuscenes.nuscenes import NuScenes
+
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    path = tmp_path_factory.mktemp("bags") / "scene"
+    convert_scene(nusc, nusc.scene[0]["name"], path, ConvertOptions(progress=False))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -76,64 +88,83 @@ def _intervals(bag_messages, received, topic):
     return np.diff(bag_t), np.diff(recv_t)
 
 
+def _play_to_listener(bag, messages, rate: str, *extra: str, clocks: list | None = None,
+                      record_to: Path | None = None) -> Listener:
+    """Play `bag` in a player process into a Listener here (and a recorder process when `record_to`)."""
+    with Listener({m[0]: m[1] for m in messages}) as listener:
+        if clocks is not None:
+            from rclpy.qos import QoSProfile
+            from rosgraph_msgs.msg import Clock
+
+            listener.node.create_subscription(Clock, "/clock", clocks.append, QoSProfile(depth=1000))
+        recorder = tinybev("bag", "record", record_to, "--topics", *listener.topics) if record_to else None
+        subscribers = "2" if recorder else "1"
+        player = tinybev("bag", "play", bag, "--rate", rate, "--wait-for-subscribers", subscribers, "--start-paused",
+                         *extra)
+        listener.wait_for_publishers(player)
+        player.send_signal(signal.SIGUSR1)
+        listener.spin_until(len(messages), player, timeout_s=120)
+        assert player.wait(timeout=30) == 0, player.stdout.read()
+    if recorder:
+        recorder.send_signal(signal.SIGINT)
+        assert recorder.wait(timeout=30) == 0, recorder.stdout.read()
+    return listener
+
+
+def _check_timing(bag_messages, received, rate: float, topics: tuple[str, ...]) -> None:
+    """Per-topic intervals within 10% of the bag's (rate-scaled), and the whole span likewise."""
+    for topic in topics:
+        bag_dt, recv_dt = _intervals(bag_messages, received, topic)
+        assert np.all(np.abs(recv_dt - bag_dt / rate) <= 0.1 * bag_dt / rate), (topic, recv_dt)
+    span = (bag_messages[-1][2] - bag_messages[0][2]) / 1e9 / rate
+    times = [t for _, _, t in received]
+    assert max(times) - min(times) == pytest.approx(span, rel=0.1)
+
+
+def _read_recorded(path: Path) -> tuple[list, dict, dict]:
+    with Reader(path) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+        digests = {c.topic: c.digest for c in reader.connections}
+        messages = [(c.topic, raw, t / 1e9) for c, t, raw in reader.messages()]
+    return messages, qos, digests
+
+
 def test_play_reaches_a_subscriber_with_bag_timing_and_record_writes_the_same(small_bag, tmp_path):
     store = typestore()
     bag_messages = read_bag(small_bag)
-    topics = {m[0]: m[1] for m in bag_messages}
-    recorded = tmp_path / "recorded"
-    with Listener(topics) as listener:
-        recorder = tinybev("bag", "record", recorded, "--topics", *topics)
-        player = tinybev("bag", "play", small_bag, "--rate", "1", "--wait-for-subscribers", "2", "--start-paused")
-        listener.wait_for_publishers(player)
-        player.send_signal(signal.SIGUSR1)
-        listener.spin_until(len(bag_messages), player, timeout_s=60)
-        assert player.wait(timeout=30) == 0, player.stdout.read()
-    recorder.send_signal(signal.SIGINT)
-    assert recorder.wait(timeout=30) == 0, recorder.stdout.read()
-
+    listener = _play_to_listener(small_bag, bag_messages, "1", record_to=tmp_path / "recorded")
     _check_received(bag_messages, listener.received, store)
-    for topic in ("/CAM_FRONT/image_rect_compressed", "/odom", "/tinybev/detections"):
-        bag_dt, recv_dt = _intervals(bag_messages, listener.received, topic)
-        assert np.all(np.abs(recv_dt - bag_dt) <= 0.1 * bag_dt), (topic, recv_dt)
-    first = min(t for _, _, t in listener.received)
-    last = max(t for _, _, t in listener.received)
-    span = (bag_messages[-1][2] - bag_messages[0][2]) / 1e9
-    assert last - first == pytest.approx(span, rel=0.1)
+    _check_timing(bag_messages, listener.received, 1.0,
+                  ("/CAM_FRONT/image_rect_compressed", "/odom", "/tinybev/detections"))
 
     # The recorder saw the same stream: same messages per topic, same order, QoS of a latched topic kept.
-    with Reader(recorded) as reader:
-        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
-        digests = {c.topic: c.digest for c in reader.connections}
-        recorded_messages = [(c.topic, raw, t / 1e9) for c, t, raw in reader.messages()]
-    _check_received(bag_messages, recorded_messages, store)
+    recorded, qos, digests = _read_recorded(tmp_path / "recorded")
+    _check_received(bag_messages, recorded, store)
     assert qos["/tf_static"][0].durability.name == "TRANSIENT_LOCAL"
     assert qos["/odom"][0].durability.name == "VOLATILE"
     assert digests["/tinybev/detections"] == store.hash_rihs01("vision_msgs/msg/Detection3DArray")
 
 
-def test_play_at_rate_4_is_four_times_faster_and_publishes_clock(small_bag):
+def test_a_converted_scene_plays_in_order_with_its_timing_and_records_back(scene_bag, tmp_path):
     store = typestore()
-    bag_messages = read_bag(small_bag)
-    topics = {m[0]: m[1] for m in bag_messages}
-    clocks = []
-    with Listener(topics) as listener:
-        from rclpy.qos import QoSProfile
-        from rosgraph_msgs.msg import Clock
-
-        listener.node.create_subscription(Clock, "/clock", clocks.append, QoSProfile(depth=1000))
-        player = tinybev("bag", "play", small_bag, "--rate", "4", "--clock", "50", "--wait-for-subscribers", "1",
-                         "--start-paused")
-        listener.wait_for_publishers(player)
-        player.send_signal(signal.SIGUSR1)
-        listener.spin_until(len(bag_messages), player, timeout_s=60)
-        assert player.wait(timeout=30) == 0, player.stdout.read()
+    bag_messages = read_bag(scene_bag)
+    listener = _play_to_listener(scene_bag, bag_messages, "1", record_to=tmp_path / "recorded")
     _check_received(bag_messages, listener.received, store)
-    received = [t for tp, _, t in listener.received if tp != "/tf_static"]
-    span = (bag_messages[-1][2] - bag_messages[1][2]) / 1e9
-    assert max(received) - min(received) == pytest.approx(span / 4, rel=0.1)
+    _check_timing(bag_messages, listener.received, 1.0, ("/LIDAR_TOP", "/CAM_FRONT/image_rect_compressed", "/odom"))
+    recorded, qos, _ = _read_recorded(tmp_path / "recorded")
+    _check_received(bag_messages, recorded, store)
+    assert qos["/map"][0].durability.name == "TRANSIENT_LOCAL"
+
+
+def test_play_at_rate_4_is_four_times_faster_and_publishes_clock(scene_bag):
+    played = [m for m in read_bag(scene_bag) if m[0] != "/clock"]  # --clock replaces the bag's own /clock
+    clocks = []
+    listener = _play_to_listener(scene_bag, played, "4", "--clock", "50", clocks=clocks)
+    _check_received(played, listener.received, typestore())
+    _check_timing(played, listener.received, 4.0, ())  # the whole span: 4x shorter
     stamps = [c.clock.sec * 10**9 + c.clock.nanosec for c in clocks]
     assert len(stamps) >= 10 and stamps == sorted(stamps)
-    assert stamps[0] >= T0 and stamps[-1] <= bag_messages[-1][2]
+    assert stamps[0] >= played[0][2] and stamps[-1] <= played[-1][2]
 
 
 def test_play_and_record_refuse_bad_input_with_clear_errors(small_bag, tmp_path):

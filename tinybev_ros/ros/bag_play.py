@@ -80,6 +80,7 @@ class BagPlayer:
 
             self.clock_publisher = node.create_publisher(Clock, "/clock", QoSProfile(depth=1))
         self.control = control  # "stop" and "paused" flags, set from signal handlers
+        self._next_clock = 0.0
 
     def wait_for_subscribers(self, count: int, timeout_s: float) -> None:
         """Block until every played topic has `count` matched subscriptions (graph events, not a fixed sleep)."""
@@ -109,27 +110,31 @@ class BagPlayer:
         published = 0
         bag_start = None
         wall_start = time.monotonic()
+        self._next_clock = wall_start
         for conn, stamp, raw in self.reader.messages(connections=self.connections):
             if bag_start is None:
                 bag_start = stamp
-            self._wait_until(wall_start + (stamp - bag_start) / 1e9 / self.rate, wall_start, bag_start)
+            self._wait_until(wall_start + (stamp - bag_start) / 1e9 / self.rate, wall_start, bag_start, stamp)
             self.publishers[conn.topic].publish(raw if isinstance(raw, bytes) else bytes(raw))
             published += 1
         return published
 
-    def _wait_until(self, due: float, wall_start: float, bag_start: int) -> None:
-        """Sleep until `due`, publishing /clock ticks on the way when asked to."""
-        period = 1.0 / self.clock_hz if self.clock_hz else None
+    def _wait_until(self, due: float, wall_start: float, bag_start: int, stamp: int) -> None:
+        """Sleep until `due`, publishing /clock at its rate on the way when asked to.
+
+        The clock never passes `stamp`, the next message's time, even when the process wakes up late.
+        """
         while True:
             if self.control["stop"]:
                 raise PlaybackInterrupted
             now = time.monotonic()
-            if self.clock_publisher is not None:
-                self._publish_clock(bag_start + int((now - wall_start) * self.rate * 1e9))
-            remaining = due - now
-            if remaining <= 0:
+            if self.clock_publisher is not None and now >= self._next_clock:
+                self._publish_clock(min(stamp, bag_start + int((now - wall_start) * self.rate * 1e9)))
+                self._next_clock = now + 1.0 / self.clock_hz
+            if now >= due:
                 return
-            time.sleep(min(remaining, period) if period else min(remaining, 0.1))
+            wake = min(due, self._next_clock) if self.clock_publisher is not None else due
+            time.sleep(min(wake - now, 0.1))
 
     def _publish_clock(self, stamp_ns: int) -> None:
         from rosgraph_msgs.msg import Clock
@@ -153,6 +158,8 @@ def play(path: str | Path, rate: float = 1.0, loop: bool = False, clock_hz: floa
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
+    from tinybev_ros.ros.dds import use_large_message_profile
+
     reader = open_reader(path)
     reader.open()
     control = {"stop": False, "paused": start_paused}
@@ -166,6 +173,7 @@ def play(path: str | Path, rate: float = 1.0, loop: bool = False, clock_hz: floa
     # Installed before any publisher exists: whoever sees our publishers may already signal us.
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, resume)
+    use_large_message_profile()  # before the first DDS participant of this process
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("tinybev_bag_player")
     published = 0

@@ -47,16 +47,17 @@ class BagRecorder:
         from tinybev_ros.ros.bag_ros import message_class, offered_qos, recording_qos
         from tinybev_ros.ros.typestore import ensure_msgtype
 
-        types = dict(self.node.get_topic_names_and_types())
         for topic in list(self.pending):
-            msgtypes = types.get(topic)
-            if not msgtypes:
+            # Publishers only: a topic that merely has subscribers tells neither its type nor the QoS to match.
+            publishers = self.node.get_publishers_info_by_topic(topic)
+            if not publishers:
                 continue
+            msgtypes = sorted({info.topic_type for info in publishers})
             if len(msgtypes) > 1:
                 raise ValueError(f"topic {topic} is published with several types: {', '.join(msgtypes)}")
             msgtype = msgtypes[0]
             ensure_msgtype(self.store, msgtype)
-            profiles = [info.qos_profile for info in self.node.get_publishers_info_by_topic(topic)]
+            profiles = [info.qos_profile for info in publishers]
             qos = recording_qos(profiles)
             self.connections[topic] = self.writer.add_connection(
                 topic, msgtype, typestore=self.store, offered_qos_profiles=[offered_qos(p) for p in profiles])
@@ -79,6 +80,7 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
     from rclpy.signals import SignalHandlerOptions
 
     from tinybev_ros.ros.bag_output import AtomicBagWriter
+    from tinybev_ros.ros.dds import use_large_message_profile
 
     if not topics:
         raise ValueError("no topics to record (give --topics)")
@@ -89,6 +91,7 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
         stop = True
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    use_large_message_profile()  # before the first DDS participant of this process
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("tinybev_bag_recorder")
     try:

@@ -24,6 +24,7 @@ Keyframes (2 Hz) only by default; `--sweeps` writes the full 12 Hz camera / 20 H
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -379,11 +380,9 @@ class SceneMessages:
             raise ConversionError(f"missing map expansion file {path} (needed for /map; pass --no-map to skip it)")
 
     def _map(self, stamp_ns: int) -> object:
-        from nuscenes.map_expansion.map_api import NuScenesMap
-
         path, location = self._map_path()
         try:
-            nusc_map = NuScenesMap(dataroot=str(self.root), map_name=location)
+            nusc_map = load_map(str(self.root), location)
         except (OSError, ValueError, KeyError, AssertionError) as exc:
             raise ConversionError(f"cannot load map expansion {path}: {exc}") from exc
         res, margin = self.options.map_resolution_m, self.options.map_margin_m
@@ -396,6 +395,14 @@ class SceneMessages:
         mask = nusc_map.get_map_mask(patch, 0.0, ["drivable_area"], canvas_size=(height, width))[0]
         values = np.where(mask > 0, 100, 0).astype(np.int8)
         return self.msg.occupancy_grid(stamp_ns, "map", (x0, y0), res, values)
+
+
+@functools.lru_cache(maxsize=4)
+def load_map(dataroot: str, location: str):
+    """The devkit's map of a location, loaded once per process (real map files take seconds to parse)."""
+    from nuscenes.map_expansion.map_api import NuScenesMap
+
+    return NuScenesMap(dataroot=dataroot, map_name=location)
 
 
 def class_color(label: str) -> tuple[float, float, float, float]:

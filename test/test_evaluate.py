@@ -276,3 +276,12 @@ def test_tinybev_eval_on_a_tiny_checkpoint(synth_dataset, tmp_path) -> None:
     assert len(figures) == metrics["samples"] and len(gifs) == 1
     with Image.open(gifs[0]) as gif:
         assert gif.n_frames == metrics["samples"]
+
+
+def test_tinybev_eval_rejects_bad_arguments_clearly(tmp_path) -> None:
+    from tinybev_ros.cli import main
+
+    with pytest.raises(SystemExit, match="unknown \\['foo'\\]"):
+        main(["eval", "--checkpoint", "x", "--dataroot", "y", "--tasks", "map,foo"])
+    with pytest.raises(SystemExit, match="checkpoint .*missing.safetensors does not exist"):
+        main(["eval", "--checkpoint", str(tmp_path / "missing.safetensors"), "--dataroot", str(tmp_path)])

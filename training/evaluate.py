@@ -383,6 +383,9 @@ def run(args: argparse.Namespace) -> int:
     from tinybev_ros.inference import Predictor
     from training.metrics.detection import split_sample_tokens
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
+    unknown = sorted(set(tasks) - set(ALL_TASKS))
+    if unknown or not tasks:
+        raise SystemExit(f"tinybev eval: --tasks {args.tasks!r}: unknown {unknown}; choose from {','.join(ALL_TASKS)}")
     for path, what in ((args.checkpoint, "checkpoint"), (args.dataroot, "dataroot")):
         if not Path(path).exists():
             raise SystemExit(f"tinybev eval: {what} {path} does not exist")

@@ -8,7 +8,8 @@ BEV orientation: forward (+x) points up, left (+y) points left, the ego sits at 
 Colour code: predicted boxes filled in their class colour with the track id and a velocity arrow (1 s ahead);
 ground-truth boxes as black (BEV) / white (camera) outlines; forecast modes as class-coloured paths whose
 opacity follows the mode probability (the best mode labelled with it); the ego plan in green, the
-ground-truth plan dashed black; occupancy now in red, future occupancy in purple; map layers in pastel.
+ground-truth plan dashed black; occupancy now in red, future occupancy in purple; predicted map layers as
+pastel fills, ground-truth map layers as darker outlines.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def render_bev(predictions: Predictions, reference: Predictions | None = None, w
     _draw_rasters(image, canvas, predictions)
     _draw_grid_lines(image, canvas)
     if reference is not None:
+        _draw_map_contours(image, canvas, reference)
         _draw_boxes_outline(image, canvas, reference, (0, 0, 0))
         _draw_path(image, canvas, reference.ego_plan, (0, 0, 0), dashed=True)
     keep = predictions.scores >= score_threshold
@@ -135,6 +137,17 @@ def _draw_rasters(image: np.ndarray, canvas: _BevCanvas, predictions: Prediction
         _blend(image, canvas.raster(occupancy[1:].max(axis=0)) * 0.35, OCCUPANCY_FUTURE_COLOR)
     if occupancy.shape[0] > 0:
         _blend(image, canvas.raster(occupancy[0]) * 0.55, OCCUPANCY_NOW_COLOR)
+
+
+def _draw_map_contours(image: np.ndarray, canvas: _BevCanvas, reference: Predictions) -> None:
+    """Outlines of the reference (ground-truth) map layers in a darker shade of each layer's colour."""
+    for index, name in enumerate(MAP_CLASSES[: len(reference.map_probs)]):
+        mask = (canvas.raster(reference.map_probs[index]) >= 0.5).astype(np.uint8)
+        if not mask.any():
+            continue
+        contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        color = tuple(int(c * 0.6) for c in MAP_COLORS.get(name, (200, 200, 200)))
+        cv2.drawContours(image, contours, -1, color, 1, cv2.LINE_AA)
 
 
 def _draw_grid_lines(image: np.ndarray, canvas: _BevCanvas, every_m: float = 10.0) -> None:
@@ -228,7 +241,7 @@ def _draw_path(image: np.ndarray, canvas: _BevCanvas, path_xy: np.ndarray, color
                    else 1, cv2.LINE_AA, _SHIFT)
 
 
-def render_legend(height_px: int, labels: Sequence[int], with_reference: bool, width_px: int = 180) -> np.ndarray:
+def render_legend(height_px: int, labels: Sequence[int], with_reference: bool, width_px: int = 215) -> np.ndarray:
     """The BEV legend as its own RGB panel (used beside the BEV in sample figures, where it hides nothing)."""
     panel = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
     _draw_legend(panel, with_reference, sorted({int(label) for label in labels}), box=False)
@@ -241,13 +254,13 @@ def _draw_legend(image: np.ndarray, with_reference: bool, labels: list[int], box
     entries += [("ego plan", EGO_PLAN_COLOR, "line"), ("occupancy now", OCCUPANCY_NOW_COLOR, "patch"),
                ("occupancy future", OCCUPANCY_FUTURE_COLOR, "patch")]
     if with_reference:
-        entries += [("ground truth (box, plan)", (0, 0, 0), "dash")]
+        entries += [("ground truth: box, plan, map edge", (0, 0, 0), "dash")]
     entries += [(name.replace("_", " "), MAP_COLORS[name], "patch") for name in MAP_CLASSES if name in MAP_COLORS]
     height = 14 * len(entries) + 8
     x0, y0 = 6, 6
     if box:
         overlay = image.copy()
-        cv2.rectangle(overlay, (x0, y0), (x0 + 170, y0 + height), (255, 255, 255), -1)
+        cv2.rectangle(overlay, (x0, y0), (x0 + 205, y0 + height), (255, 255, 255), -1)
         image[:] = cv2.addWeighted(overlay, 0.8, image, 0.2, 0)
     for k, (name, color, kind) in enumerate(entries):
         y = y0 + 12 + 14 * k

@@ -143,6 +143,9 @@ class RenderResult:
     silhouettes: dict[int, int]  # agent -> pixels (id-buffer scale) it would cover alone
 
 
+BOTTOM_FACE = {"box": 0, "cyl": 0}  # never seen on objects standing on the ground; inner faces on stacked parts
+
+
 def _face_tables() -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Per template: vertex index arrays of its faces and the first three indices of each (for normals)."""
     out = {}
@@ -161,6 +164,7 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
     w, h = cam.width, cam.height
     rot, trans = world_to_camera(cam, ego_xy, ego_yaw)
     img = _ground(model, texture, rot, trans)
+    _cast_shadows(img, model, batch, rot, trans)
     ids = np.zeros((h // ID_SCALE, w // ID_SCALE), np.int32)
     light = model.lighting
     k_mat = cam.intrinsic
@@ -208,6 +212,8 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
         pts = np.round(pix * (1 << SHIFT)).astype(np.int32)
         owner = g.owner[sel]
         prepared.append((vc, front, pts, colours, owner, face_idx, dist[sel]))
+        if kind in BOTTOM_FACE:
+            facing[:, BOTTOM_FACE[kind]] &= owner < 0
         mi, fi = np.nonzero(facing)
         draw_dist.append(dist[sel][mi])
         draw_kind.append(np.full(len(mi), kind_index))
@@ -249,6 +255,55 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
             cv2.fillConvexPoly(mask, poly, 1, cv2.LINE_8, SHIFT)
         silhouettes[o] = int(np.count_nonzero(mask))
     return RenderResult(img, ids, silhouettes)
+
+
+SHADOW_RANGE_M = 70.0
+MIN_SUN_ELEVATION = 0.3  # radians; keeps evening shadows from reaching across whole blocks
+SHADOW_HEIGHT_CAP_M = 12.0  # tall buildings shade like 12 m ones, so streets are not uniformly dark
+
+
+def _cast_shadows(img: np.ndarray, model: CameraModel, batch: PartBatch, rot: np.ndarray, trans: np.ndarray) -> None:
+    """Darken the ground where parts block the sun: each box's shadow is the hull of its corners pushed
+    along the sun direction onto z = 0 (shadowed ground keeps only the ambient light)."""
+    light = model.lighting
+    if light.diffuse < 0.3 or not len(batch):
+        return
+    centers, half, yaw, _, _ = batch.boxes()
+    cam_pos = -rot.T @ trans
+    near = np.where(np.linalg.norm(centers[:, :2] - cam_pos[:2], axis=1) - np.linalg.norm(half, axis=1)
+                    < SHADOW_RANGE_M)[0]
+    if not len(near):
+        return
+    sun = light.sun.copy()
+    horiz = np.linalg.norm(sun[:2])
+    if np.arctan2(sun[2], horiz) < MIN_SUN_ELEVATION:
+        sun = np.array([sun[0] / horiz * np.cos(MIN_SUN_ELEVATION), sun[1] / horiz * np.cos(MIN_SUN_ELEVATION),
+                        np.sin(MIN_SUN_ELEVATION)])
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+    local = signs[None] * half[near][:, None, :]
+    c, s = np.cos(yaw[near])[:, None], np.sin(yaw[near])[:, None]
+    corners = np.stack([local[..., 0] * c - local[..., 1] * s, local[..., 0] * s + local[..., 1] * c,
+                        local[..., 2]], axis=-1) + centers[near][:, None, :]
+    ground = corners[..., :2] - sun[:2] * (np.clip(corners[..., 2:3], 0.0, SHADOW_HEIGHT_CAP_M) / sun[2])
+    mask = np.zeros(img.shape[:2], np.uint8)
+    k_mat = model.cam.intrinsic
+    drawn = False
+    for pts in ground.astype(np.float32):
+        hull = cv2.convexHull(pts)[:, 0, :].astype(float)
+        poly = np.c_[hull, np.zeros(len(hull))] @ rot.T + trans
+        poly = _clip_near(poly)
+        if len(poly) < 3:
+            continue
+        pp = poly @ k_mat.T
+        px = np.round(pp[:, :2] / pp[:, 2:3] * (1 << SHIFT)).astype(np.int32)
+        cv2.fillConvexPoly(mask, px, 255, cv2.LINE_AA, SHIFT)
+        drawn = True
+    if not drawn:
+        return
+    lit = light.ambient + light.diffuse * max(light.sun[2], 0.0)
+    factor = light.ambient / lit
+    alpha = mask.astype(np.float32) * (1.0 / 255.0)
+    img[:] = cv2.blendLinear(cv2.convertScaleAbs(img, alpha=factor), img, alpha, 1.0 - alpha)
 
 
 def _ground(model: CameraModel, texture: GroundTexture, rot: np.ndarray, trans: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ class SynthConfig:
     pedestrians_per_100m: float = 3.0
     # sensors
     jpeg_quality: int = 88
-    lidar_azimuth_steps: int = 1250
+    lidar_azimuth_steps: int = 1100
     lidar_max_range_m: float = 90.0
     annotation_range_m: float = 60.0
 

@@ -13,7 +13,7 @@ import numpy as np
 from tinybev_ros.synth.config import SynthConfig
 from tinybev_ros.synth.motion import GREEN_S, LIGHT_CYCLE_S, Mover, Path, Trajectories, lane_route, simulate
 from tinybev_ros.synth.shapes import Part, make_parts
-from tinybev_ros.synth.world import World
+from tinybev_ros.synth.world import World, carpark_stalls
 
 SIM_DT = 0.05  # the LiDAR period: LiDAR timestamps fall on the simulation grid
 SPAWN_RADIUS_M = 190.0
@@ -264,6 +264,19 @@ def _spawn_pedestrians(world: World, config: SynthConfig, rng: np.random.Generat
 
 def _spawn_static(world: World, config: SynthConfig, rng: np.random.Generator, near) -> list[Agent]:
     out: list[Agent] = []
+    for rect, side, _ in world.carparks:
+        if not near(rect.center):
+            continue
+        occupancy = float(rng.uniform(0.3, 0.9))
+        for centre, heading in carpark_stalls(rect, side):
+            if rng.random() > occupancy:
+                continue
+            agent = _new_agent("car" if rng.random() < 0.93 else "motorcycle", rng, with_rider=False)
+            jitter = rng.normal(0.0, 0.15, size=2)
+            agent.pose = (float(centre[0] + jitter[0]), float(centre[1] + jitter[1]),
+                          float(heading + rng.normal(0.0, 0.03) + (np.pi if rng.random() < 0.3 else 0.0)))
+            agent.parked = True
+            out.append(agent)
     side_sign = 1.0 if world.left_hand else -1.0
     for road in world.roads:
         cross = world.xs if road.axis == 0 else world.ys

@@ -37,8 +37,10 @@ def build_scenery(world: World, seed: int) -> list[Prop]:
         sides = block_road_sides(world, bx, by)
         setback = float(rng.uniform(1.0, 4.0))
         inner = (r.x0 + sw + setback, r.y0 + sw + setback, r.x1 - sw - setback, r.y1 - sw - setback)
+        lots = {side for rect, side, _ in world.carparks
+                if r.x0 <= rect.center[0] <= r.x1 and r.y0 <= rect.center[1] <= r.y1}
         for side, faces_road in sides.items():
-            if not faces_road or rng.random() < 0.08:
+            if not faces_road or side in lots or rng.random() < 0.08:
                 continue
             depth = float(rng.uniform(9.0, 18.0))
             if side in ("south", "north"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from tinybev_ros.synth.world import Rect, World, road_segment_rects, sidewalk_rects
+from tinybev_ros.synth.world import STALL_D, STALL_W, Rect, World, carpark_stalls, road_segment_rects, sidewalk_rects
 
 RESOLUTION_M = 0.1
 
@@ -98,6 +98,15 @@ def paint_ground(world: World, seed: int) -> GroundTexture:
     road = cv2.merge([cv2.add(tone, 2), tone, cv2.subtract(tone, 2)])
     cv2.copyTo(road, road_mask, img)
     white = (225, 228, 230)
+    # car parks: asphalt with stall lines
+    for rect, side, _ in world.carparks:
+        _fill_rect(img, rect, (int(asphalt) + 6,) * 3)
+        for centre, heading in carpark_stalls(rect, side):
+            d = np.array([np.cos(heading), np.sin(heading)])
+            n = np.array([-d[1], d[0]])
+            for sgn in (-1, 1):
+                p0 = centre + n * sgn * STALL_W / 2 - d * STALL_D / 2
+                _line(img, p0, p0 + d * STALL_D, 0.12, white)
     yellow = (40, 190, 230) if not world.left_hand else white
     # markings along every road piece between intersections
     for road_obj in world.roads:

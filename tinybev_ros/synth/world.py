@@ -326,6 +326,26 @@ def road_segment_rects(world: World) -> list[tuple[Rect, int, int | None]]:
     return out
 
 
+STALL_W, STALL_D = 2.6, 5.2
+
+
+def carpark_stalls(rect: Rect, side: str) -> list[tuple[np.ndarray, float]]:
+    """Stall centres and car headings: two rows along the lot's long side facing a central aisle."""
+    along_x = side in ("south", "north")
+    length = (rect.x1 - rect.x0) if along_x else (rect.y1 - rect.y0)
+    depth = (rect.y1 - rect.y0) if along_x else (rect.x1 - rect.x0)
+    out = []
+    n = int((length - 1.0) // STALL_W)
+    for row, off in ((0, STALL_D / 2 + 0.3), (1, depth - STALL_D / 2 - 0.3)):
+        for k in range(n):
+            u = 0.5 + (k + 0.5) * STALL_W
+            if along_x:
+                out.append((np.array([rect.x0 + u, rect.y0 + off]), np.pi / 2 if row == 0 else -np.pi / 2))
+            else:
+                out.append((np.array([rect.x0 + off, rect.y0 + u]), 0.0 if row == 0 else np.pi))
+    return out
+
+
 def _build_carparks(world: World, rng: np.random.Generator) -> None:
     """Parking lots behind the sidewalk on one side of some blocks (buildings leave that side free)."""
     sw = world.config.sidewalk_m

@@ -1,0 +1,325 @@
+"""`tinybev ablate`: does distillation work? Teacher once, then the student without and with S1 / S2 / S3.
+
+Steps (each one skipped when its result is already in the output folder, so an interrupted ablation resumes):
+1. train the teacher with the supervised trainer (`teacher_steps`);
+2. cache its features and outputs for the train and val splits (`CachedTeacher`), so the student runs do not
+   pay for the teacher or for LiDAR loading;
+3. train the student for every stage x seed with `DistillTrainer` (stage `none` = ground truth only, same loop);
+4. evaluate the teacher and every student with the evaluation suite (devkit detection/tracking, motion, map,
+   occupancy, planning) and time the students' forward pass;
+5. write one table (mean +- std over seeds) with the fraction of the teacher-student NDS gap that S3 recovers.
+
+Everything that sets the cost (steps, seeds, stages, models, data) is in the ablation YAML and the YAML files it
+names, so the same command runs at `tiny` scale on a CPU and at `base` scale on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from nuscenes.nuscenes import NuScenes
+from torch.utils.data import DataLoader
+
+from tinybev_ros.config import load_yaml
+from tinybev_ros.geometry import CAMERA_NAMES
+from tinybev_ros.inference import Predictor
+from tinybev_ros.model.decode import decode
+from training.checkpointing import MODEL_FILE
+from training.config import load_train_config
+from training.data import NuScenesBevDataset, collate, move_batch
+from training.distill_train import DistillTrainer
+from training.distillation.config import STAGES, load_distill_config
+from training.evaluate import devkit_split, evaluate, load_ground_truths, predict_split, sample_images, sample_rig
+from training.metrics.detection import split_sample_tokens
+from training.metrics.speed import measure_latency
+from training.model_adapter import build_model_spec
+from training.teachers import LiveTeacher, cache_teacher, load_teacher_checkpoint
+from training.train import Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AblationConfig:
+    distill_config: str = "distill_tiny.yaml"  # names the training YAML (student, teacher, data, optimiser)
+    teacher_steps: int = 400
+    student_steps: int = 150
+    seeds: tuple[int, ...] = (0, 1)
+    stages: tuple[str, ...] = ("none", "S1", "S2", "S3")
+    cache_teacher: bool = True  # False: the teacher runs live in every distillation step
+    eval_split: str = "val"
+    latency_repeats: int = 5
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown or not self.seeds:
+            raise ValueError(f"ablation: stages {unknown} unknown (known {STAGES}) or no seeds")
+
+    def path(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() or not self.source else Path(self.source).parent / path
+
+
+def load_ablation_config(path: str | Path) -> AblationConfig:
+    config = load_yaml(AblationConfig, path)
+    config.source = str(Path(path).resolve())
+    return config
+
+
+def final_model(run_dir: Path, steps: int) -> Path:
+    return run_dir / "checkpoints" / f"step_{steps:08d}" / MODEL_FILE
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, allow_nan=True)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------- steps
+class Ablation:
+    def __init__(self, config: AblationConfig, dataroot: str | Path, version: str, out: str | Path,
+                 device: str | None = None) -> None:
+        self.config = config
+        self.dataroot, self.version, self.out = str(dataroot), version, Path(out)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        distill_path = config.path(config.distill_config)
+        self.distill_run = load_distill_config(distill_path)
+        self.train_config = load_train_config(self.distill_run.train_config_path())
+        self.nusc = NuScenes(version=version, dataroot=self.dataroot, verbose=False)
+
+    def train_teacher(self) -> Path:
+        run_dir = self.out / "teacher"
+        model = final_model(run_dir, self.config.teacher_steps)
+        if model.is_file():
+            return model
+        config = dataclasses.replace(self.train_config, steps=self.config.teacher_steps)
+        trainer = Trainer(config, "teacher", self.dataroot, self.version, run_dir, device=self.device, nusc=self.nusc)
+        trainer.resume()
+        trainer.fit()
+        return model
+
+    def teacher_cache(self, teacher_model: Path) -> Path:
+        """Cache the teacher on both splits (un-augmented inputs: its BEV outputs do not depend on the student's
+        image augmentation, which only changes pixels and K, never the BEV frame)."""
+        root = self.out / "teacher_cache"
+        teacher = LiveTeacher.from_checkpoint(teacher_model, self.device)
+        spec = build_model_spec("student", self.train_config.model_config_path("student"))
+        for split in (self.train_config.train_split, self.train_config.val_split):
+            dataset = NuScenesBevDataset(self.nusc, split, grid=spec.grid, det_stride=spec.det_stride,
+                                         camera_config=spec.camera_config, data_config=self.train_config.data,
+                                         target_config=self.train_config.targets, train=False, with_lidar=True,
+                                         seed=self.train_config.seed)
+            loader = DataLoader(dataset, batch_size=self.train_config.data.batch_size, collate_fn=collate,
+                                num_workers=self.train_config.data.num_workers)
+            batches = (move_batch(b, torch.device(self.device)) for b in loader)
+            cache_teacher(teacher, batches, root, source=f"FusionTeacher {teacher_model}", total=len(loader))
+        size = sum(p.stat().st_size for p in root.glob("*.safetensors"))
+        count = len(list(root.glob("*.safetensors")))
+        log.info("teacher cache: %d samples, %.1f MB (%.2f MB per sample)", count, size / 1e6, size / 1e6 / count)
+        return root
+
+    def train_student(self, stage: str, seed: int, teacher: Path | None) -> Path:
+        run_dir = self.out / "runs" / f"{stage}_seed{seed}"
+        model = final_model(run_dir, self.config.student_steps)
+        if model.is_file():
+            return model
+        config = dataclasses.replace(self.train_config, steps=self.config.student_steps, seed=seed)
+        distill = dataclasses.replace(self.distill_run.distill, stage=stage)
+        trainer = DistillTrainer(config, distill, teacher if stage != "none" else None, self.dataroot, self.version,
+                                 run_dir, device=self.device, nusc=self.nusc)
+        trainer.resume()
+        trainer.fit()
+        return model
+
+    def evaluate_student(self, model: Path) -> dict[str, Any]:
+        cached = model.parent / "ablation_metrics.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        predictor = Predictor.from_checkpoint(model, device=self.device)
+        eval_set = devkit_split(self.version, self.config.eval_split)
+        tokens = split_sample_tokens(self.nusc, eval_set)
+        truths = load_ground_truths(self.nusc, tokens, predictor.config.grid, progress=False)
+        predictions = predict_split(predictor, self.nusc, tokens, truths, progress=False)
+        metrics = evaluate(predictions, self.nusc, eval_set, grid=predictor.config.grid, ground_truths=truths,
+                           progress=False, devkit_output_dir=model.parent / "devkit")
+        row = summary_row(metrics)
+        row["params_M"] = sum(p.numel() for p in predictor.model.parameters()) / 1e6
+        if self.config.latency_repeats > 0:
+            images, rig = sample_images(self.nusc, tokens[0]), sample_rig(self.nusc, tokens[0])
+            cams = [rig.cameras[name] for name in CAMERA_NAMES]
+            frame = ([images[n] for n in CAMERA_NAMES], [c.intrinsic for c in cams], [c.sensor_to_ego for c in cams],
+                     2, 0)
+            row["latency_ms"] = measure_latency(lambda: predictor.predict(*frame), predictor.device,
+                                                repeats=self.config.latency_repeats)["median_ms"]
+        write_json(cached, row)
+        return row
+
+    def evaluate_teacher(self, model: Path) -> dict[str, Any]:
+        """Teacher predictions through the same decoding and metrics (it needs LiDAR, so not the Predictor)."""
+        cached = model.parent / "ablation_metrics.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        net, config = load_teacher_checkpoint(model, self.device)
+        camera = config.camera
+        eval_set = devkit_split(self.version, self.config.eval_split)
+        tokens = split_sample_tokens(self.nusc, eval_set)
+        dataset = NuScenesBevDataset(self.nusc, self.config.eval_split, grid=camera.grid, det_stride=camera.det_stride,
+                                     camera_config=camera, data_config=self.train_config.data,
+                                     target_config=self.train_config.targets, train=False, with_lidar=True)
+        truths = load_ground_truths(self.nusc, tokens, camera.grid, progress=False)
+        predictions = {}
+        batch = None
+        with torch.no_grad():
+            for batch in DataLoader(dataset, batch_size=2, collate_fn=collate):
+                batch = move_batch(batch, torch.device(self.device))
+                metas = batch["meta"]
+                outputs = net(batch)
+                decoded = decode(outputs, camera, [int(m["timestamp_us"]) * 1000 for m in metas],
+                                 batch["command"].tolist())
+                predictions.update({m["sample_token"]: p for m, p in zip(metas, decoded, strict=True)})
+        missing = sorted(set(tokens) - set(predictions))
+        if missing:
+            raise ValueError(f"teacher evaluation: {len(missing)} samples of {eval_set} not predicted")
+        metrics = evaluate(predictions, self.nusc, eval_set, grid=camera.grid, ground_truths=truths, progress=False,
+                           devkit_output_dir=model.parent / "devkit")
+        row = summary_row(metrics)
+        row["params_M"] = sum(p.numel() for p in net.parameters()) / 1e6
+        if self.config.latency_repeats > 0 and batch is not None:
+            one = {k: (v[:1] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            with torch.no_grad():
+                row["latency_ms"] = measure_latency(lambda: net(one), self.device,
+                                                    repeats=self.config.latency_repeats)["median_ms"]
+        write_json(cached, row)
+        return row
+
+    def run(self) -> dict[str, Any]:
+        teacher_model = self.train_teacher()
+        teacher_source = self.teacher_cache(teacher_model) if self.config.cache_teacher else teacher_model
+        results: dict[str, Any] = {"teacher": self.evaluate_teacher(teacher_model), "students": {}}
+        for stage in self.config.stages:
+            for seed in self.config.seeds:
+                model = self.train_student(stage, seed, teacher_source)
+                results["students"][f"{stage}_seed{seed}"] = {"stage": stage, "seed": seed,
+                                                              **self.evaluate_student(model)}
+        write_json(self.out / "ablation.json", results)
+        return results
+
+
+# --------------------------------------------------------------------------------------------- table
+COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("mAP", "mAP", 3), ("NDS", "NDS", 3), ("AMOTA", "AMOTA", 3), ("minADE (m)", "minADE", 2),
+    ("map mIoU", "map_iou", 3), ("occ IoU", "occ_iou", 3), ("plan L2 (m)", "plan_l2", 2),
+    ("collision (%)", "collision", 2), ("params (M)", "params_M", 1), ("latency (ms)", "latency_ms", 0),
+)
+
+
+def _get(metrics: dict, *keys: str) -> float:
+    value: Any = metrics
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return float("nan")
+        value = value[key]
+    return float(value) if value is not None else float("nan")
+
+
+def summary_row(metrics: dict[str, Any]) -> dict[str, float]:
+    """The table's figures from `training.evaluate.evaluate` output (UniAD definitions for planning; vehicles
+    for minADE; occupancy IoU of the near region, current frame)."""
+    return {
+        "mAP": _get(metrics, "detection", "mAP"),
+        "NDS": _get(metrics, "detection", "NDS"),
+        "AMOTA": _get(metrics, "tracking", "AMOTA"),
+        "minADE": _get(metrics, "motion", "vehicle", "minADE"),
+        "map_iou": _get(metrics, "map", "mIoU"),
+        "occ_iou": _get(metrics, "occupancy", "near_current"),
+        "plan_l2": _get(metrics, "planning", "uniad", "l2_avg"),
+        "collision": _get(metrics, "planning", "uniad", "collision_avg"),
+    }
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+def _cell(mean: float, std: float | None, digits: int) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def render_table(results: dict[str, Any], stages: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """Markdown table (students: mean ± sample std over seeds) and the verdict figures of the issue's target."""
+    header = ["model", *(name for name, _, _ in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    teacher = results["teacher"]
+    lines.append("| teacher (LiDAR+camera) | " + " | ".join(_cell(_get(teacher, key), None, digits)
+                                                           for _, key, digits in COLUMNS) + " |")
+    stats: dict[str, dict[str, tuple[float, float]]] = {}
+    for stage in stages:
+        runs = [r for r in results["students"].values() if r["stage"] == stage]
+        stats[stage] = {key: _mean_std([_get(r, key) for r in runs]) for _, key, _ in COLUMNS}
+        label = "student, no distillation" if stage == "none" else f"student + {stage}"
+        lines.append(f"| {label} ({len(runs)} seeds) | " + " | ".join(
+            _cell(*stats[stage][key], digits) for _, key, digits in COLUMNS) + " |")
+    verdict: dict[str, Any] = {}
+    if "none" in stats and "S3" in stats:
+        (nds0, sd0), (nds3, sd3) = stats["none"]["NDS"], stats["S3"]["NDS"]
+        (l20, sl0), (l23, sl3) = stats["none"]["plan_l2"], stats["S3"]["plan_l2"]
+        gap = _get(teacher, "NDS") - nds0
+        verdict = {
+            "nds_gain": nds3 - nds0, "nds_seed_spread": max(sd0, sd3),
+            "plan_l2_gain": l20 - l23, "plan_l2_seed_spread": max(sl0, sl3),
+            "nds_gap_recovered": (nds3 - nds0) / gap if gap > 0 else float("nan"),
+        }
+        verdict["nds_target_met"] = bool(verdict["nds_gain"] > verdict["nds_seed_spread"])
+        verdict["plan_target_met"] = bool(verdict["plan_l2_gain"] > verdict["plan_l2_seed_spread"])
+        verdict["half_gap_met"] = bool(verdict["nds_gap_recovered"] >= 0.5)
+    return "\n".join(lines) + "\n", verdict
+
+
+# --------------------------------------------------------------------------------------------- command line
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="ablation YAML (config/ablation_tiny.yaml, _base)")
+    parser.add_argument("--dataroot", required=True, help="nuScenes-format dataroot (e.g. from `tinybev synth`)")
+    parser.add_argument("--version", default="v1.0-mini", help="dataset version folder")
+    parser.add_argument("--out", required=True, help="work folder: teacher/, teacher_cache/, runs/, ablation.json")
+    parser.add_argument("--table", default=None, help="also write the Markdown table here (e.g. docs/ablation.md)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = load_ablation_config(args.config)
+    results = Ablation(config, args.dataroot, args.version, args.out, args.device).run()
+    table, verdict = render_table(results, config.stages)
+    text = table + "\n" + "\n".join(f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}"
+                                    for k, v in verdict.items()) + "\n"
+    print(text)
+    write_json(Path(args.out) / "verdict.json", verdict)
+    if args.table:
+        path = Path(args.table)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    return 0

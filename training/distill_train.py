@@ -1,0 +1,168 @@
+"""`tinybev distill`: train the student with the ground-truth losses plus cross-modal distillation.
+
+Reuses DATA's supervised `Trainer` (mixed precision, exact resume, TensorBoard, torchrun, validation, atomic
+checkpoints) by subclassing it: the trainer has no loss hook, so `DistillTrainer` overrides the three places
+that differ (the loss of a batch, and saving / restoring the distillation state next to the optimiser's).
+Nothing is copied from the supervised loop.
+
+The teacher is either live (a teacher checkpoint: LiDAR + cameras, run under no_grad every step; the data
+loader then also reads the LiDAR sweep) or a `CachedTeacher` directory (run once by `tinybev teacher-cache`,
+read per sample; no LiDAR loading, no teacher compute). The adapters and the adaptive region state are saved in
+the training state of every checkpoint, never in the student's model file: the deployed student is unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from training.checkpointing import STATE_FILE, latest_checkpoint, load_train_state, rng_state, write_checkpoint_dir
+from training.config import TrainConfig, load_train_config
+from training.data import collate, move_batch
+from training.distill import DistillationLoss
+from training.distillation.config import STAGES, DistillConfig, load_distill_config
+from training.losses import supervised_losses
+from training.train import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def open_teacher(path: str | Path, device: torch.device) -> Any:
+    """A Teacher (training/teachers) from a teacher checkpoint file or a teacher-cache directory."""
+    from training.teachers import CachedTeacher, LiveTeacher
+
+    path = Path(path)
+    if path.is_dir():
+        return CachedTeacher(path, device=device)
+    if path.is_file():
+        return LiveTeacher.from_checkpoint(path, device=device)
+    raise FileNotFoundError(f"teacher {path} is neither a teacher checkpoint file nor a teacher-cache directory")
+
+
+class DistillTrainer(Trainer):
+    """The supervised Trainer with `DistillationLoss` added to every batch's loss (stage `none`: GT only)."""
+
+    def __init__(self, config: TrainConfig, distill: DistillConfig, teacher: Any, dataroot: str | Path, version: str,
+                 out_dir: str | Path, device: str | None = None, nusc=None) -> None:
+        """`teacher`: a Teacher object, or the path of a teacher checkpoint / cache (opened on this rank's device)."""
+        super().__init__(config, "student", dataroot, version, out_dir, device=device, nusc=nusc)
+        self.distill = distill
+        self.kd: DistillationLoss | None = None
+        self.teacher = None
+        if distill.stage == "none":
+            return
+        if teacher is None:
+            raise ValueError(f"distillation stage {distill.stage} needs a teacher")
+        self.teacher = open_teacher(teacher, self.device) if isinstance(teacher, str | Path) else teacher
+        if getattr(self.teacher, "needs_lidar", False):
+            self.train_set.with_lidar = self.val_set.with_lidar = True
+        self.kd = self._build_distillation().to(self.device)
+        extra = [p for p in self.kd.parameters() if p.requires_grad]
+        if extra:
+            self.optimizer.add_param_group({"params": extra})
+            if self.ddp.world_size > 1:  # the adapters live outside DDP: average their gradients by hand
+                for p in extra:
+                    p.register_hook(lambda grad: _average_across_ranks(grad))
+        log.info("distillation stage %s with terms %s; %d adapter parameters", distill.stage,
+                 sorted(self.kd.weights), sum(p.numel() for p in extra))
+
+    @torch.no_grad()
+    def _build_distillation(self) -> DistillationLoss:
+        """Adapters need both sides' channel counts: run student and teacher once on the first validation item."""
+        batch = move_batch(collate([self.val_set[0]]), self.device)
+        self.model.eval()
+        student = self.spec.forward(self.model, batch)
+        teacher = self.teacher(batch)
+        cell = self.grid.resolution * self.spec.det_stride
+        return DistillationLoss.from_example(self.distill, student["bev_features"], teacher.features, cell)
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            outputs = self.spec.forward(self.wrapped, batch)
+            terms = supervised_losses(outputs, batch["targets"], self.config.loss, self.grid)
+            if self.kd is None:
+                return terms
+            with torch.no_grad():
+                teacher = self.teacher(batch)
+            kd = self.kd(outputs, teacher.features, teacher.outputs, batch["targets"])
+        terms["supervised"] = terms["total"]
+        terms.update(kd)
+        terms["total"] = self.distill.supervised * terms["supervised"] + kd["kd_total"]
+        return terms
+
+    def save(self) -> Path | None:
+        if not self.ddp.is_main:
+            return None
+        state = {"step": self.step, "kind": self.kind, "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "distill_stage": self.distill.stage,
+                 "distill": dict(self.kd.state_dict()) if self.kd is not None else {}}
+        path = write_checkpoint_dir(self.out_dir / "checkpoints", self.step, self.spec.save, state,
+                                    keep=self.config.keep_checkpoints)
+        log.info("saved checkpoint %s", path)
+        return path
+
+    def resume(self) -> bool:
+        path = latest_checkpoint(self.out_dir / "checkpoints")
+        if path is not None:
+            state = load_train_state(path / STATE_FILE)
+            if state.get("distill_stage") != self.distill.stage:
+                raise ValueError(f"{path} is a distillation run of stage {state.get('distill_stage')!r}, not "
+                                 f"{self.distill.stage!r}; use another --out or --no-resume")
+        if not super().resume():
+            return False
+        if self.kd is not None:
+            self.kd.load_state_dict({k: v.to(self.device) for k, v in state["distill"].items()})
+        return True
+
+
+def _average_across_ranks(grad: torch.Tensor) -> torch.Tensor:
+    grad = grad.clone()
+    dist.all_reduce(grad)
+    return grad / dist.get_world_size()
+
+
+# ------------------------------------------------------------------------------------------ command line
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="distillation YAML (config/distill_tiny.yaml, _base)")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher checkpoint (.safetensors, run live) or teacher-cache directory")
+    parser.add_argument("--stage", choices=STAGES, default=None, help="override the config's stage")
+    parser.add_argument("--dataroot", required=True, help="nuScenes-format dataroot")
+    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes version folder (v1.0-mini, ...)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints/ and tensorboard/")
+    parser.add_argument("--steps", type=int, default=None, help="override the training config's total steps")
+    parser.add_argument("--seed", type=int, default=None, help="override the training config's seed")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    parser.add_argument("--no-resume", action="store_true", help="start fresh even if out has a checkpoint")
+
+
+def build_trainer(args: argparse.Namespace) -> DistillTrainer:
+    run_config = load_distill_config(args.config)
+    distill = run_config.distill
+    if args.stage is not None:
+        distill = dataclasses.replace(distill, stage=args.stage)
+    config = load_train_config(run_config.train_config_path())
+    if args.steps is not None:
+        config.steps = args.steps
+    if args.seed is not None:
+        config.seed = args.seed
+    if distill.stage != "none" and args.teacher is None:
+        raise SystemExit(f"tinybev distill: stage {distill.stage} needs --teacher")
+    return DistillTrainer(config, distill, args.teacher, args.dataroot, args.version, args.out, device=args.device)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    trainer = build_trainer(args)
+    if not args.no_resume:
+        trainer.resume()
+    trainer.fit()
+    if trainer.ddp.world_size > 1:
+        dist.destroy_process_group()
+    return 0

@@ -78,9 +78,17 @@ def test_map_masks_not_empty(synth_dataset, nusc):
         assert masks.shape == (4, 200, 200)
         for name, mask in zip(layers, masks, strict=True):
             assert mask.any(), name
-        # the ego drives on the drivable area, and the lane graph knows where it is
+        # the ego drives on the drivable area, and the lane graph knows where it is and where it leads
         assert masks[0][100, 100]
-        assert nmap.get_closest_lane(x, y, radius=3.0) != ""
+        lane = nmap.get_closest_lane(x, y, radius=3.0)
+        assert lane != ""
+        poses = nmap.discretize_lanes([lane], 0.5)[lane]
+        assert len(poses) > 10 and min(np.hypot(p[0] - x, p[1] - y) for p in poses) < 2.0
+        nxt = nmap.get_outgoing_lane_ids(lane)
+        assert nxt and all(nmap.get_arcline_path(t) for t in nxt)
+        # the semantic prior of the map table covers the ego's path
+        map_rec = next(m for m in nusc.map if log["token"] in m["log_tokens"])
+        assert map_rec["mask"].is_on_mask(x, y)[0]
 
 
 def test_predict_helper_gives_futures(nusc):

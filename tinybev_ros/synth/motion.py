@@ -21,6 +21,7 @@ LATERAL_ACCEL = 2.0  # m/s^2 in curves
 COMFORT_DECEL = 2.5  # m/s^2
 IDM_TIME_GAP = 1.3
 IDM_MIN_GAP = 2.5
+PED_ACCEL = 1.5  # m/s^2, starting and stopping to walk
 
 
 @dataclass
@@ -190,12 +191,12 @@ def simulate(movers: list[Mover], node_phase: dict[tuple[int, int], float], t0: 
             if m.follows >= 0:
                 continue
             if not m.is_vehicle:
-                if t < m.pause_until:
-                    m.v = 0.0
-                else:
+                target = 0.0
+                if t >= m.pause_until:
                     if rng.random() < dt / 25.0:  # now and then a pedestrian stops for a while
                         m.pause_until = t + rng.uniform(2.0, 8.0)
-                    m.v = m.v_max
+                    target = m.v_max
+                m.v += float(np.clip(target - m.v, -PED_ACCEL * dt, PED_ACCEL * dt))
                 m.s = min(m.s + m.v * dt, m.path.length)
                 if m.s >= m.path.length:
                     m.v = 0.0

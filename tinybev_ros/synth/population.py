@@ -243,7 +243,8 @@ def _spawn_pedestrians(world: World, config: SynthConfig, rng: np.random.Generat
             points = [_ped_ring(world, *cur_block, offset)[corner]]
             total = 0.0
             start_frac = float(rng.uniform(0.0, 0.9))
-            while total < speed * duration + 40.0:
+            start_s = None
+            while start_s is None or total - start_s < speed * duration + 40.0:
                 options = [(dbx, dby, c) for dbx, dby, c in _CROSS[corner]
                            if (cur_block[0] + dbx, cur_block[1] + dby) in interior]
                 if options and rng.random() < 0.35:
@@ -254,9 +255,10 @@ def _spawn_pedestrians(world: World, config: SynthConfig, rng: np.random.Generat
                 nxt = _ped_ring(world, *cur_block, offset)[corner]
                 total += float(np.linalg.norm(nxt - points[-1]))
                 points.append(nxt)
+                if start_s is None:
+                    start_s = start_frac * total
             path = Path(np.array(points, dtype=float))
-            first_leg = float(path.s[1]) if len(path.s) > 1 else 0.0
-            movers.append(Mover(path, start_frac * first_leg, speed, speed, 0.7, 0.66, False))
+            movers.append(Mover(path, start_s, speed, speed, 0.7, 0.66, False))
             agent = _new_agent("pedestrian", rng)
             agent.mover = len(movers) - 1
             agents.append(agent)

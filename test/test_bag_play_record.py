@@ -177,3 +177,24 @@ def test_play_and_record_refuse_bad_input_with_clear_errors(small_bag, tmp_path)
     exists = tinybev("bag", "record", small_bag, "--topics", "/odom")
     assert exists.wait(timeout=60) == 2
     assert "already exists" in exists.stdout.read()
+
+
+def test_loop_replays_the_bag_until_interrupted(small_bag):
+    bag_messages = read_bag(small_bag)
+    topics = {m[0]: m[1] for m in bag_messages}
+    odom_stamps = [t for topic, _, t, _ in bag_messages if topic == "/odom"]
+    with Listener(topics) as listener:
+        player = tinybev("bag", "play", small_bag, "--rate", "8", "--loop", "--wait-for-subscribers", "1",
+                         "--start-paused")
+        listener.wait_for_publishers(player)
+        player.send_signal(signal.SIGUSR1)
+        listener.spin_until(2 * len(bag_messages) + 5, player, timeout_s=60)
+        player.send_signal(signal.SIGINT)
+        assert player.wait(timeout=30) == 0
+    assert "stopped after" in player.stdout.read()
+    store = typestore()
+    received = [store.deserialize_cdr(raw, "nav_msgs/msg/Odometry").header.stamp for t, raw, _ in listener.received
+                if t == "/odom"]
+    stamps = [s.sec * 10**9 + s.nanosec for s in received]
+    assert len(stamps) > 2 * len(odom_stamps)
+    assert stamps[: 2 * len(odom_stamps)] == odom_stamps * 2  # the same bag again, from its start

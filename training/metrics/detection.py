@@ -55,12 +55,19 @@ def to_global_boxes(predictions: Predictions, ego_to_global: Transform) -> dict[
     """Centres (N, 3), (w, x, y, z) rotations (N, 4) and velocities (N, 2) of the boxes in the global frame."""
     n = len(predictions)
     centers = ego_to_global.apply(predictions.centers.reshape(n, 3))
-    rotations = np.zeros((n, 4))
-    for i, yaw in enumerate(predictions.yaws):
-        cos, sin = np.cos(yaw), np.sin(yaw)
-        rotations[i] = matrix_to_quat(ego_to_global.rotation @ np.array([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]]))
+    half = np.asarray(predictions.yaws, dtype=float).reshape(n) / 2.0
+    yaw_quats = np.stack([np.cos(half), np.zeros(n), np.zeros(n), np.sin(half)], axis=1)
+    rotations = _quat_multiply(matrix_to_quat(ego_to_global.rotation), yaw_quats)
     planar = np.concatenate([predictions.velocities.reshape(n, 2), np.zeros((n, 1))], axis=1)
     return {"centers": centers, "rotations": rotations, "velocities": (planar @ ego_to_global.rotation.T)[:, :2]}
+
+
+def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a * b of one (w, x, y, z) quaternion with (N, 4) quaternions (rotation b, then a)."""
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b.T
+    return np.stack([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2], axis=1)
 
 
 def detection_results(predictions: Predictions, sample_token: str, ego_to_global: Transform,

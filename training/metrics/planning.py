@@ -10,12 +10,14 @@ Published nuScenes planning tables mix two definitions that differ by a factor o
   waypoints up to and including t, then averaged over samples; collision@t likewise averages the per-waypoint
   collision indicators of all waypoints up to t. Vehicles *and pedestrians* count as obstacles.
 
-Shared choices (both papers): waypoints every 0.5 s, so 1/2/3 s are waypoints 2/4/6; the ego is a box of
-nuScenes' ego size (length 4.084 m, width 1.85 m) centred on the waypoint, heading along the planned path
-(the direction from the previous waypoint, the first from the origin); a waypoint where the *ground-truth*
-ego box itself collides is excluded from the collision statistics (annotation noise, as UniAD does), and a
-waypoint without ground truth (end of scene) is excluded from everything at and after it. Obstacles here are
-the ground-truth agent boxes at their future positions (exact box geometry rather than a 0.5 m raster).
+Choices applied to both definitions here: waypoints every 0.5 s, so 1/2/3 s are waypoints 2/4/6; the ego is a
+box of nuScenes' ego size (length 4.084 m, width 1.85 m, the value UniAD uses) centred on the waypoint, heading
+along the planned path (the direction from the previous waypoint, the first from the origin); a waypoint
+where the *ground-truth* ego box itself collides is excluded from the collision statistics (UniAD's evaluation
+masks these as annotation noise; we apply the same mask to ST-P3's definition so the two differ only in
+averaging and obstacle classes); a waypoint without ground truth (end of scene) is excluded from everything at
+and after it. Obstacles are the ground-truth agent boxes at their future positions, tested with exact box
+geometry, where both papers rasterise them into a 0.5 m BEV occupancy grid first.
 Rates are reported in percent, L2 in metres.
 """
 

@@ -82,7 +82,11 @@ def track_scenes(predictions_by_sample: Mapping[str, Predictions], nusc: NuScene
 
 
 def planning_obstacles(gt: GroundTruth, steps: int = PLAN_STEPS) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per plan waypoint, the footprints of GT vehicles and of GT pedestrians at that time."""
+    """Per plan waypoint, the footprints of GT vehicles and of GT pedestrians at that time.
+
+    Built from this sample's annotated agents and their futures, so an agent that first appears after the
+    keyframe is not an obstacle (a known under-count against the papers' future occupancy rasters).
+    """
     futures, mask = gt.futures[:, :steps], gt.future_mask[:, :steps]
     vehicles = obstacle_corners(futures, mask, gt.sizes_wlh, gt.yaws, np.isin(gt.labels, _VEHICLE_LABELS))
     pedestrians = obstacle_corners(futures, mask, gt.sizes_wlh, gt.yaws, gt.labels == _PEDESTRIAN_LABEL)

@@ -148,3 +148,18 @@ def test_terminated_mid_write_cleans_up_after_itself(nusc, synth_dataset, dataro
     assert process.wait(timeout=30) == 130
     assert "interrupted; no bag written" in process.stdout.read()
     assert _nothing_left(out)
+
+
+def test_a_dangling_table_reference_is_reported(nusc, synth_dataset, dataroot, tmp_path, capsys):
+    import json
+
+    record = _record(nusc, "LIDAR_TOP", 1)
+    table = dataroot / synth_dataset.version / "ego_pose.json"
+    rows = [row for row in json.loads(table.read_text()) if row["token"] != record["ego_pose_token"]]
+    table.unlink()
+    table.write_text(json.dumps(rows))
+    out = tmp_path / "bags" / "scene"
+    assert _convert(dataroot, synth_dataset.version, out, "--scene", nusc.scene[0]["name"]) == 2
+    err = capsys.readouterr().err
+    assert "refer to a record that does not exist" in err and record["ego_pose_token"] in err
+    assert _nothing_left(out)

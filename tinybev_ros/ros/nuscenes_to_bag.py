@@ -425,20 +425,22 @@ def convert_scene(nusc, scene_name: str, out: str | Path, options: ConvertOption
     out = Path(out)
     check_target(out, options.force)
     factory = MessageFactory(standard_typestore())
-    messages = SceneMessages(nusc, find_scene(nusc, scene_name), options, factory)
     counts: Counter[str] = Counter()
-    with AtomicBagWriter(out, options.storage, options.force) as writer:
-        connections = {}
-        for topic, msgtype in sorted(messages.types.items()):
-            qos = LATCHED_QOS if topic in ("/tf_static", "/map") else STREAM_QOS
-            connections[topic] = writer.add_connection(topic, msgtype, typestore=factory.store,
-                                                       offered_qos_profiles=[qos])
-        progress = _progress(len(messages), f"{scene_name}", options.progress)
-        for stamp_ns, topic, msg in messages:
-            writer.write(connections[topic], stamp_ns, factory.serialize(msg))
-            counts[topic] += 1
-            progress.update()
-        progress.close()
+    try:
+        messages = SceneMessages(nusc, find_scene(nusc, scene_name), options, factory)
+        with AtomicBagWriter(out, options.storage, options.force) as writer, \
+                _progress(len(messages), scene_name, options.progress) as progress:
+            connections = {}
+            for topic, msgtype in sorted(messages.types.items()):
+                qos = LATCHED_QOS if topic in ("/tf_static", "/map") else STREAM_QOS
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=factory.store,
+                                                           offered_qos_profiles=[qos])
+            for stamp_ns, topic, msg in messages:
+                writer.write(connections[topic], stamp_ns, factory.serialize(msg))
+                counts[topic] += 1
+                progress.update()
+    except KeyError as exc:  # the devkit's get() of a token that no table row has
+        raise ConversionError(f"scene {scene_name}: the tables refer to a record that does not exist: {exc}") from exc
     return ConversionSummary(scene=scene_name, path=out, counts=dict(counts), types=messages.types,
                              duration_s=(messages.end_ns - messages.start_ns) / 1e9, size_bytes=bag_size_bytes(out),
                              wall_s=time.perf_counter() - started)

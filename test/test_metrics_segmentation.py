@@ -54,3 +54,18 @@ def test_occupancy_near_far_current_future() -> None:
     assert out["near_current"] == pytest.approx(1.0) and out["near_future"] == pytest.approx(1.0)
     assert out["far_current"] == pytest.approx(1.0)
     assert out["far_future"] == pytest.approx(2 / 4)
+
+
+def test_occupancy_frames_missing_from_ground_truth_are_left_out() -> None:
+    grid = BevGrid()
+    gt = np.zeros((3, 200, 200), bool)
+    gt[:, 100, 100] = True
+    gt[2] = False  # the scene ended: frame 2 has no ground truth (all False)
+    pred = np.zeros((3, 200, 200))
+    pred[:, 100, 100] = 1.0
+    acc = OccupancyAccumulator(grid)
+    acc.add(pred, gt, frame_mask=np.array([True, True, False]))
+    assert acc.result()["near_future"] == pytest.approx(1.0)  # frame 2's prediction is not counted as false
+    unmasked = OccupancyAccumulator(grid)
+    unmasked.add(pred, gt)
+    assert unmasked.result()["near_future"] == pytest.approx(0.5)

@@ -206,6 +206,7 @@ class SceneMessages:
         self.msg = factory
         self.root = Path(nusc.dataroot)
         self.samples = self._samples()
+        self.sample_tokens = {sample["token"] for sample in self.samples}
         first = self.samples[0]
         self.channels = {ch: nusc.get("sample_data", token) for ch, token in first["data"].items()}
         self.cameras = sorted(ch for ch, sd in self.channels.items() if sd["sensor_modality"] == "camera")
@@ -234,11 +235,10 @@ class SceneMessages:
             keyframes.append(self.nusc.get("sample_data", sample["data"][channel]))
         if not self.options.sweeps:
             return keyframes
-        in_scene = {s["token"] for s in self.samples}
         records, record = [], keyframes[0]
-        while record["prev"] and self.nusc.get("sample_data", record["prev"])["sample_token"] in in_scene:
-            record = self.nusc.get("sample_data", record["prev"])
-        while record is not None and record["sample_token"] in in_scene:
+        while (earlier := self._neighbour(record, "prev")) is not record:
+            record = earlier
+        while record is not None and record["sample_token"] in self.sample_tokens:
             records.append(record)
             record = self.nusc.get("sample_data", record["next"]) if record["next"] else None
         return records
@@ -335,8 +335,7 @@ class SceneMessages:
 
     def _odometry(self, record: dict) -> object:
         """Twist by central differences of the ego poses of the neighbouring sweeps (one-sided at the ends)."""
-        before = self.nusc.get("sample_data", record["prev"]) if record["prev"] else record
-        after = self.nusc.get("sample_data", record["next"]) if record["next"] else record
+        before, after = self._neighbour(record, "prev"), self._neighbour(record, "next")
         pose = self._ego_to_map(record)
         linear, angular = np.zeros(3), np.zeros(3)
         dt = (after["timestamp"] - before["timestamp"]) * 1e-6
@@ -349,6 +348,13 @@ class SceneMessages:
                 angle = 2.0 * np.arctan2(sin_half, q[0])
                 angular = (a.rotation.T @ pose.rotation).T @ (q[1:] / sin_half * angle / dt)
         return self.msg.odometry(record["timestamp"] * 1000, pose, linear, angular)
+
+    def _neighbour(self, record: dict, direction: str) -> dict:
+        """The adjacent record of the same sensor, or `record` itself at the end of the chain or of the scene."""
+        if not record[direction]:
+            return record
+        other = self.nusc.get("sample_data", record[direction])
+        return other if other["sample_token"] in self.sample_tokens else record
 
     def _annotations(self, sample: dict) -> object:
         stamp = sample["timestamp"] * 1000

@@ -291,3 +291,18 @@ def test_raw_images_carry_the_decoded_jpeg_pixels(synth_sweeps_dataset, tmp_path
         bgr = cv2.imread(str(synth_sweeps_dataset.dataroot / record["filename"]))
         assert image.encoding == "rgb8" and image.step == image.width * 3 and image.header.frame_id == "CAM_BACK"
         assert np.array_equal(image.data.reshape(image.height, image.width, 3), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def test_all_scenes_become_one_bag_each_through_the_tinybev_command(nusc, synth_dataset, tmp_path, capsys):
+    from tinybev_ros.cli import main
+
+    out = tmp_path / "bags"
+    assert main(["bag", "convert", "--dataroot", str(synth_dataset.dataroot), "--version", synth_dataset.version,
+                 "--all", "--out", str(out), "--no-map", "--no-progress"]) == 0
+    names = sorted(scene["name"] for scene in nusc.scene)
+    assert sorted(p.name for p in out.iterdir()) == names
+    printed = capsys.readouterr().out
+    for name in names:
+        assert (out / name / f"{name}.db3").is_file() and f"scene {name}" in printed
+        assert {topic for topic, *_ in read_bag(out / name)} == set(EXPECTED_TYPES) - {"/map"}
+    assert "x real time" in printed and "messages" in printed

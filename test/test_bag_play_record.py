@@ -198,3 +198,15 @@ def test_loop_replays_the_bag_until_interrupted(small_bag):
     stamps = [s.sec * 10**9 + s.nanosec for s in received]
     assert len(stamps) > 2 * len(odom_stamps)
     assert stamps[: 2 * len(odom_stamps)] == odom_stamps * 2  # the same bag again, from its start
+
+
+def test_the_storage_file_stands_for_its_bag(small_bag):
+    from tinybev_ros.ros.bag_play import open_reader
+
+    (db3,) = small_bag.glob("*.db3")
+    reader = open_reader(db3)
+    reader.open()
+    try:
+        assert {c.topic for c in reader.connections} == {m[0] for m in read_bag(small_bag)}
+    finally:
+        reader.close()

@@ -1,0 +1,107 @@
+"""`tinybev distill` end to end on the synthetic dataset: real teacher checkpoint, real cache, CLI, resume.
+
+Small models (the CPU-ablation configs: 64x192 images, 2 m grid), two samples per split, one or two steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from nuscenes.nuscenes import NuScenes
+from safetensors.torch import load_file
+
+from tinybev_ros.checkpoint import load_checkpoint, save_checkpoint
+from tinybev_ros.cli import main
+from tinybev_ros.model import build_student
+from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint, load_train_state
+from training.config import load_train_config
+from training.data import NuScenesBevDataset, collate
+from training.distill_train import DistillTrainer, open_teacher
+from training.distillation.config import DistillConfig, load_distill_config
+from training.model_adapter import build_model_spec
+from training.teachers import CachedTeacher, LiveTeacher, build_teacher, cache_teacher, load_teacher_config
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+def small_run_configs(tmp: Path) -> Path:
+    """distill_ablation.yaml on 2 samples per split, no worker processes; returns the distill YAML path."""
+    train = yaml.safe_load((CONFIG / "distill_ablation_train.yaml").read_text())
+    train["student_config"] = str(CONFIG / train["student_config"])
+    train["teacher_config"] = str(CONFIG / train["teacher_config"])
+    train["data"].update(max_samples=2, num_workers=0)
+    train["checkpoint_every"] = 1
+    (tmp / "train.yaml").write_text(yaml.safe_dump(train))
+    distill = yaml.safe_load((CONFIG / "distill_ablation.yaml").read_text())
+    distill["train_config"] = "train.yaml"
+    (tmp / "distill.yaml").write_text(yaml.safe_dump(distill))
+    return tmp / "distill.yaml"
+
+
+def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_path):
+    torch.manual_seed(0)
+    distill_yaml = small_run_configs(tmp_path)
+    run_config = load_distill_config(distill_yaml)
+    train = load_train_config(run_config.train_config_path())
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+
+    # A real (untrained) LiDAR+camera teacher: checkpoint on disk, then cached over both splits.
+    teacher_config = load_teacher_config(train.model_config_path("teacher"))
+    teacher_file = save_checkpoint(tmp_path / "teacher.safetensors", build_teacher(teacher_config), teacher_config,
+                                   kind="teacher")
+    live = open_teacher(teacher_file, torch.device("cpu"))
+    assert isinstance(live, LiveTeacher) and live.needs_lidar
+    spec = build_model_spec("student", train.model_config_path("student"))
+    cache = tmp_path / "cache"
+    for split in ("train", "val"):
+        data = NuScenesBevDataset(nusc, split, grid=spec.grid, det_stride=spec.det_stride,
+                                  camera_config=spec.camera_config, data_config=train.data,
+                                  target_config=train.targets, train=False, with_lidar=True)
+        cache_teacher(live, [collate([data[0], data[1]])], cache, source="test")
+    assert isinstance(open_teacher(cache, torch.device("cpu")), CachedTeacher)
+    with pytest.raises(FileNotFoundError, match="neither"):
+        open_teacher(tmp_path / "missing", torch.device("cpu"))
+
+    # One S3 step through the command line.
+    out = tmp_path / "run"
+    code = main(["distill", "--config", str(distill_yaml), "--teacher", str(cache), "--stage", "S3",
+                 "--dataroot", str(synth_dataset.dataroot), "--version", synth_dataset.version, "--out", str(out),
+                 "--steps", "1"])
+    assert code == 0
+    checkpoint = latest_checkpoint(out / "checkpoints")
+    assert checkpoint is not None and checkpoint.name == "step_00000001"
+    state = load_train_state(checkpoint / STATE_FILE)
+    assert state["distill_stage"] == "S3"
+    adapters = [k for k in state["distill"] if k.startswith("adapters.")]
+    assert adapters and int(state["distill"]["adaptive.updates"]) == 1
+    # The student file holds the student only (no adapter, no teacher): it loads into a plain TinyBEV.
+    student_keys = set(build_student(spec.config).state_dict())
+    assert set(load_file(str(checkpoint / MODEL_FILE))) == student_keys
+    model, _ = load_checkpoint(checkpoint / MODEL_FILE)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in spec.model.parameters())
+
+    # Resume continues with the distillation state, and a step later every KD term is finite.
+    config = dataclasses.replace(train, steps=2)
+    trainer = DistillTrainer(config, run_config.distill, cache, synth_dataset.dataroot, synth_dataset.version, out,
+                             nusc=nusc)
+    assert trainer.resume() and trainer.step == 1
+    restored = trainer.kd.state_dict()
+    for key in adapters:
+        assert torch.equal(restored[key].cpu(), state["distill"][key])
+    trainer.fit()
+    record = trainer.history[-1]
+    kd_terms = {k: v for k, v in record.items() if k.startswith("kd_")}
+    assert {"kd_feature", "kd_attention", "kd_map", "kd_occupancy", "kd_plan", "kd_total"} <= set(kd_terms)
+    assert all(torch.isfinite(torch.tensor(v)) for v in kd_terms.values())
+    assert record["total"] == pytest.approx(record["supervised"] + record["kd_total"], rel=1e-5)
+    assert int(trainer.kd.adaptive.updates) == 2  # one update per training step, none in validation
+
+    # A run folder of one stage is not silently continued as another.
+    other = DistillTrainer(config, DistillConfig(stage="S1"), cache, synth_dataset.dataroot, synth_dataset.version,
+                           out, nusc=nusc)
+    with pytest.raises(ValueError, match="stage 'S3'"):
+        other.resume()

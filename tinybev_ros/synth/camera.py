@@ -41,22 +41,26 @@ class Lighting:
 
     @staticmethod
     def random(rng: np.random.Generator) -> Lighting:
-        kind = str(rng.choice(["sunny", "overcast", "evening", "hazy"], p=[0.4, 0.3, 0.15, 0.15]))
+        kind = str(rng.choice(list(LIGHTING_PRESETS), p=[0.4, 0.3, 0.15, 0.15]))
+        ambient, diffuse, (el0, el1), sky_top, sky_horizon, haze, (hz0, hz1), tint = LIGHTING_PRESETS[kind]
         azimuth = rng.uniform(-np.pi, np.pi)
-        elevation = {"sunny": rng.uniform(0.6, 1.2), "overcast": rng.uniform(0.8, 1.3),
-                     "evening": rng.uniform(0.12, 0.35), "hazy": rng.uniform(0.5, 1.0)}[kind]
+        elevation = rng.uniform(el0, el1)
         sun = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])
-        if kind == "sunny":
-            return Lighting(sun, 0.55, 0.6, np.array([200, 140, 90.0]), np.array([235, 215, 190.0]),
-                            np.array([220, 210, 200.0]), rng.uniform(500, 900), np.array([1.0, 1.0, 1.02]), kind)
-        if kind == "overcast":
-            return Lighting(sun, 0.8, 0.25, np.array([185, 180, 175.0]), np.array([215, 212, 210.0]),
-                            np.array([200, 200, 200.0]), rng.uniform(250, 450), np.array([1.0, 0.98, 0.95]), kind)
-        if kind == "evening":
-            return Lighting(sun, 0.45, 0.55, np.array([150, 100, 80.0]), np.array([140, 170, 230.0]),
-                            np.array([150, 160, 190.0]), rng.uniform(300, 600), np.array([0.85, 0.92, 1.1]), kind)
-        return Lighting(sun, 0.7, 0.35, np.array([190, 185, 170.0]), np.array([205, 210, 210.0]),
-                        np.array([195, 200, 205.0]), rng.uniform(120, 220), np.array([0.98, 1.0, 1.0]), kind)
+        exposure = rng.uniform(0.9, 1.1)
+        return Lighting(sun, ambient, diffuse, np.array(sky_top, float), np.array(sky_horizon, float),
+                        np.array(haze, float), rng.uniform(hz0, hz1), np.array(tint) * exposure, kind)
+
+
+# kind -> ambient, diffuse, sun elevation range (rad), sky top, sky at the horizon, haze colour (BGR),
+# haze distance range (m), white balance
+LIGHTING_PRESETS = {
+    "sunny": (0.55, 0.6, (0.6, 1.2), (200, 140, 90), (235, 215, 190), (220, 210, 200), (500, 900), (1.0, 1.0, 1.02)),
+    "overcast": (0.8, 0.25, (0.8, 1.3), (185, 180, 175), (215, 212, 210), (200, 200, 200), (250, 450),
+                 (1.0, 0.98, 0.95)),
+    "evening": (0.45, 0.55, (0.12, 0.35), (150, 100, 80), (140, 170, 230), (150, 160, 190), (300, 600),
+                (0.85, 0.92, 1.1)),
+    "hazy": (0.7, 0.35, (0.5, 1.0), (190, 185, 170), (205, 210, 210), (195, 200, 205), (120, 220), (0.98, 1.0, 1.0)),
+}
 
 
 class CameraModel:
@@ -158,8 +162,11 @@ FACES = _face_tables()
 
 
 def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy: np.ndarray,
-           ego_yaw: float, id_range_m: float = 80.0) -> RenderResult:
-    """One camera image; scenery farther than `id_range_m` is left out of the id buffer (nothing to hide)."""
+           ego_yaw: float, frame: int = 0, id_range_m: float = 80.0) -> RenderResult:
+    """One camera image; scenery farther than `id_range_m` is left out of the id buffer (nothing to hide).
+
+    `frame` picks the sensor-noise pattern, so consecutive frames do not share the same grain.
+    """
     cam = model.cam
     w, h = cam.width, cam.height
     rot, trans = world_to_camera(cam, ego_xy, ego_yaw)
@@ -254,7 +261,25 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
         for poly in polys:
             cv2.fillConvexPoly(mask, poly, 1, cv2.LINE_8, SHIFT)
         silhouettes[o] = int(np.count_nonzero(mask))
-    return RenderResult(img, ids, silhouettes)
+    return RenderResult(_sensor(img, frame), ids, silhouettes)
+
+
+NOISE_SIGMA = 2.5  # grey levels of sensor grain
+NOISE_MARGIN = 64
+_NOISE: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _sensor(img: np.ndarray, frame: int) -> np.ndarray:
+    """A lens is never perfectly sharp and a sensor never noise-free: slight blur, then grain."""
+    h, w = img.shape[:2]
+    if (h, w) not in _NOISE:
+        rng = np.random.default_rng(h * 10007 + w)
+        grain = rng.normal(128.0, NOISE_SIGMA, size=(h + NOISE_MARGIN, w + NOISE_MARGIN, 3))
+        _NOISE[(h, w)] = np.clip(grain, 0, 255).astype(np.uint8)
+    oy = (frame * 7919) % NOISE_MARGIN
+    ox = (frame * 104729) % NOISE_MARGIN
+    img = cv2.GaussianBlur(img, (3, 3), 0.6)
+    return cv2.addWeighted(img, 1.0, _NOISE[(h, w)][oy:oy + h, ox:ox + w], 1.0, -128.0)
 
 
 SHADOW_RANGE_M = 70.0

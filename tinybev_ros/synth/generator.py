@@ -101,7 +101,8 @@ class SceneSensors:
 
     def camera(self, channel: str, t: float, include_agents: bool = True) -> RenderResult:
         ego_xy, ego_yaw = self.scene.ego_pose(t)
-        return render(self.cameras[channel], self.assets.texture, self.solids.at(t, include_agents), ego_xy, ego_yaw)
+        return render(self.cameras[channel], self.assets.texture, self.solids.at(t, include_agents), ego_xy, ego_yaw,
+                      frame=int(round(t * 1000)))
 
     def scan(self, t: float, rng: np.random.Generator, include_agents: bool = True) -> np.ndarray:
         ego_xy, ego_yaw = self.scene.ego_pose(t)

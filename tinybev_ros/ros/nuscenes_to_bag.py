@@ -191,7 +191,6 @@ class _Event:
     stamp_ns: int
     order: int
     seq: int
-    kind: str = field(compare=False)
     topic: str = field(compare=False)
     build: Callable[[], object] = field(compare=False)
 
@@ -245,7 +244,7 @@ class SceneMessages:
 
     def _add(self, stamp_ns: int, kind: str, topic: str, msgtype: str, build: Callable[[], object]) -> None:
         self.types[topic] = msgtype
-        self._events.append(_Event(stamp_ns, _ORDER[kind], len(self._events), kind, topic, build))
+        self._events.append(_Event(stamp_ns, _ORDER[kind], len(self._events), topic, build))
 
     def _plan(self) -> None:
         raw = self.options.raw_images

@@ -43,7 +43,7 @@ def test_projected_boxes_cover_rendered_objects(synth_dataset, nusc):
     while token:
         samples.append(nusc.get("sample", token))
         token = samples[-1]["next"]
-    checked = 0
+    shares = []
     for sample in (samples[1], samples[8]):
         for channel in CAMERA_NAMES:
             sd_token = sample["data"][channel]
@@ -68,9 +68,10 @@ def test_projected_boxes_cover_rendered_objects(synth_dataset, nusc):
                 if mask.sum() < 150:
                     continue
                 share = changed[mask > 0].mean()
-                assert share > 0.3, (channel, nusc.get("sample_annotation", box.token)["category_name"], share)
-                checked += 1
-    assert checked >= 5
+                # thin objects (people, bikes) fill only part of their box's outline
+                assert share > 0.15, (channel, nusc.get("sample_annotation", box.token)["category_name"], share)
+                shares.append(share)
+    assert len(shares) >= 5 and np.median(shares) > 0.5
 
 
 def test_same_seed_same_world_different_seed_different(synth_dataset):

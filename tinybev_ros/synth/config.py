@@ -36,8 +36,8 @@ class SynthConfig:
     sidewalk_m: float = 4.0
     crossing_m: float = 4.0
     # population per 100 m of road (both sides together)
-    moving_vehicles_per_100m: float = 2.0
-    parked_per_100m: float = 2.5
+    moving_vehicles_per_100m: float = 4.5
+    parked_per_100m: float = 2.0
     pedestrians_per_100m: float = 3.0
     # sensors
     jpeg_quality: int = 88

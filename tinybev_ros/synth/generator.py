@@ -12,7 +12,6 @@ within range), like nuScenes' annotators who keep a track through short occlusio
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -35,8 +34,6 @@ from tinybev_ros.synth.tables import Tables, link_chain, visibility_token
 from tinybev_ros.synth.texture import GroundTexture, paint_ground
 from tinybev_ros.synth.tokens import TokenFactory
 from tinybev_ros.synth.world import World, build_world
-
-log = logging.getLogger(__name__)
 
 KEYFRAME_S = 0.5
 LIDAR_PERIOD_S = 0.05

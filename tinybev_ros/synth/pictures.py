@@ -126,6 +126,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not (Path(args.dataroot) / args.version).is_dir():
+        log.error("synth-render: no table folder %s in dataroot %s", args.version, args.dataroot)
+        return 2
     nusc = NuScenes(args.version, args.dataroot, verbose=False)
     token = args.sample
     if token is None:

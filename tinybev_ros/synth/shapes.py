@@ -181,11 +181,14 @@ def make_parts(cls: str, size_wlh: tuple[float, float, float], rng: np.random.Ge
         leg_h = 0.47 * h
         torso_h = 0.34 * h
         head = min(0.22, h - leg_h - torso_h)
-        tw = min(w, 0.45)
+        tw = min(w - 0.2, 0.42)
+        arm_y = tw / 2 + 0.045
         return [
             Part((0.0, -tw / 4, leg_h / 2), (0.2, tw / 2 - 0.02, leg_h), cloth_leg, reflectivity=0.25),
             Part((0.0, tw / 4, leg_h / 2), (0.2, tw / 2 - 0.02, leg_h), cloth_leg, reflectivity=0.25),
             Part((0.0, 0.0, leg_h + torso_h / 2), (0.26, tw, torso_h), cloth_top, reflectivity=0.25),
+            Part((0.0, -arm_y, leg_h + torso_h * 0.45), (0.1, 0.08, torso_h * 0.95), cloth_top, reflectivity=0.25),
+            Part((0.0, arm_y, leg_h + torso_h * 0.45), (0.1, 0.08, torso_h * 0.95), cloth_top, reflectivity=0.25),
             Part((0.0, 0.0, leg_h + torso_h + head / 2), (0.2, 0.18, head), skin, "cyl", reflectivity=0.2),
         ]
     if cls == "traffic_cone":

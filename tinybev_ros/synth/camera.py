@@ -218,7 +218,8 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
         pix = proj[..., :2] / np.where(front, zv, 1.0)[..., None]
         pts = np.round(pix * (1 << SHIFT)).astype(np.int32)
         owner = g.owner[sel]
-        prepared.append((vc, front, pts, colours, owner, face_idx, dist[sel]))
+        front_face = np.stack([front[:, idx].all(axis=1) for idx in face_idx], axis=1).tolist()
+        prepared.append((vc, front_face, pts, colours.tolist(), owner.tolist(), face_idx))
         if kind in BOTTOM_FACE:
             facing[:, BOTTOM_FACE[kind]] &= owner < 0
         mi, fi = np.nonzero(facing)
@@ -237,9 +238,9 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
         k_list = k_mat.T
         for kind_index, m, f, d in zip(kinds_all.tolist(), parts_all.tolist(), faces_all.tolist(),
                                        dist_sorted.tolist(), strict=True):
-            vc, front, pts, colours, owner, face_idx, _ = prepared[kind_index]
+            vc, front_face, pts, colours, owner, face_idx = prepared[kind_index]
             fidx = face_idx[f]
-            if front[m, fidx].all():
+            if front_face[m][f]:
                 poly = pts[m, fidx]
             else:
                 clipped = _clip_near(vc[m, fidx])
@@ -247,9 +248,8 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
                     continue
                 pp = clipped @ k_list
                 poly = np.round(pp[:, :2] / pp[:, 2:3] * (1 << SHIFT)).astype(np.int32)
-            c = colours[m, f]
-            cv2.fillConvexPoly(img, poly, (float(c[0]), float(c[1]), float(c[2])), cv2.LINE_AA, SHIFT)
-            o = int(owner[m])
+            cv2.fillConvexPoly(img, poly, colours[m][f], cv2.LINE_AA, SHIFT)
+            o = owner[m]
             if o >= 0 or d < id_range_m:
                 small = poly >> 2  # ID_SCALE == 4
                 cv2.fillConvexPoly(ids, small, o + 1, cv2.LINE_8, SHIFT)
@@ -310,25 +310,34 @@ def _cast_shadows(img: np.ndarray, model: CameraModel, batch: PartBatch, rot: np
     corners = np.stack([local[..., 0] * c - local[..., 1] * s, local[..., 0] * s + local[..., 1] * c,
                         local[..., 2]], axis=-1) + centers[near][:, None, :]
     ground = corners[..., :2] - sun[:2] * (np.clip(corners[..., 2:3], 0.0, SHADOW_HEIGHT_CAP_M) / sun[2])
-    mask = np.zeros(img.shape[:2], np.uint8)
+    ground3 = np.concatenate([ground, np.zeros(ground.shape[:2] + (1,))], axis=-1) @ rot.T + trans  # camera frame
+    z = ground3[..., 2]
     k_mat = model.cam.intrinsic
+    h, w = img.shape[:2]
+    front = (z >= NEAR_M).all(axis=1)
+    proj = ground3 @ k_mat.T
+    pix = proj[..., :2] / np.where(z >= NEAR_M, z, 1.0)[..., None]
+    in_view = (pix[..., 0].max(axis=1) >= 0) & (pix[..., 0].min(axis=1) < w) & (pix[..., 1].max(axis=1) >= 0)
+    mask = np.zeros((h, w), np.uint8)
+    pts_all = np.round(pix * (1 << SHIFT)).astype(np.int32)
     drawn = False
-    for pts in ground.astype(np.float32):
-        hull = cv2.convexHull(pts)[:, 0, :].astype(float)
-        poly = np.c_[hull, np.zeros(len(hull))] @ rot.T + trans
-        poly = _clip_near(poly)
+    for i in np.where(front & in_view)[0]:
+        # all corners in front of the camera: the image of the ground hull is the hull of the images
+        cv2.fillConvexPoly(mask, cv2.convexHull(pts_all[i]), 255, cv2.LINE_8, SHIFT)
+        drawn = True
+    for i in np.where(~front & (z >= NEAR_M).any(axis=1))[0]:
+        hull = cv2.convexHull(ground[i].astype(np.float32))[:, 0, :].astype(float)
+        poly = _clip_near(np.concatenate([hull, np.zeros((len(hull), 1))], axis=1) @ rot.T + trans)
         if len(poly) < 3:
             continue
         pp = poly @ k_mat.T
-        px = np.round(pp[:, :2] / pp[:, 2:3] * (1 << SHIFT)).astype(np.int32)
-        cv2.fillConvexPoly(mask, px, 255, cv2.LINE_AA, SHIFT)
+        cv2.fillConvexPoly(mask, np.round(pp[:, :2] / pp[:, 2:3] * (1 << SHIFT)).astype(np.int32), 255,
+                           cv2.LINE_8, SHIFT)
         drawn = True
     if not drawn:
         return
     lit = light.ambient + light.diffuse * max(light.sun[2], 0.0)
-    factor = light.ambient / lit
-    alpha = mask.astype(np.float32) * (1.0 / 255.0)
-    img[:] = cv2.blendLinear(cv2.convertScaleAbs(img, alpha=factor), img, alpha, 1.0 - alpha)
+    cv2.copyTo(cv2.convertScaleAbs(img, alpha=light.ambient / lit), mask, img)
 
 
 def _ground(model: CameraModel, texture: GroundTexture, rot: np.ndarray, trans: np.ndarray) -> np.ndarray:

@@ -23,7 +23,9 @@ from training.distillation.outputs import (
     heatmap_distill_loss,
     motion_distill_losses,
     plan_distill_loss,
+    teacher_correct_cells,
     teacher_detection_weight,
+    teacher_plans_better,
 )
 from training.distillation.regions import FN, FP, TN, TP, RegionMaps, decompose_regions
 
@@ -219,6 +221,17 @@ def test_confidence_scales_false_positive_cells() -> None:
     assert torch.allclose(w[:, 0], 0.5 * conf)
 
 
+def full_targets(boxes: list[tuple[float, float, float, float, float]]) -> dict:
+    """Box targets of `boxes` for a batch of two, plus map, occupancy and ego-future targets."""
+    targets = {k: v.expand(2, *v.shape[1:]) for k, v in box_targets(boxes).items()}
+    g = torch.Generator().manual_seed(5)
+    targets.update(map=(torch.rand(2, 4, H, W, generator=g) > 0.7).float(),
+                   occupancy=(torch.rand(2, 5, H, W, generator=g) > 0.9).float(),
+                   occupancy_mask=torch.ones(2, 5, dtype=torch.bool),
+                   ego_future=torch.randn(2, 6, 2, generator=g), ego_future_mask=torch.ones(2, 6, dtype=torch.bool))
+    return targets
+
+
 def make_outputs(seed: int, channels: tuple[int, ...]) -> tuple[dict, list[torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     sizes = [H, H // 2, H // 4, H]
@@ -242,8 +255,7 @@ def test_distillation_loss_stages_and_gradients(stage: str) -> None:
     teacher, t_feats = make_outputs(1, (8, 8, 16, 10))
     for value in [*s_feats, *(v for k, v in student.items() if k != "bev_features")]:
         value.requires_grad_(True)
-    targets = box_targets([(4.5, 4.5, 2.0, 4.0, 0.3)])
-    targets = {k: v.expand(2, *v.shape[1:]) for k, v in targets.items()}
+    targets = full_targets([(4.5, 4.5, 2.0, 4.0, 0.3)])
     loss = DistillationLoss.from_example(DistillConfig(stage=stage), s_feats, t_feats, cell_size=1.0)
     terms = loss(student, t_feats, teacher, targets)
     feature_terms = {"kd_feature", "kd_attention"}
@@ -273,8 +285,7 @@ def test_missing_teacher_head_and_bad_levels_are_clear_errors() -> None:
     student, s_feats = make_outputs(0, (4, 8, 12, 6))
     teacher, t_feats = make_outputs(1, (4, 8, 12, 6))
     del teacher["motion"]
-    targets = box_targets([])
-    targets = {k: v.expand(2, *v.shape[1:]) for k, v in targets.items()}
+    targets = full_targets([])
     loss = DistillationLoss.from_example(DistillConfig(stage="S2"), s_feats, t_feats, 1.0)
     with pytest.raises(ValueError, match="motion"):
         loss(student, t_feats, teacher, targets)
@@ -288,8 +299,29 @@ def test_missing_teacher_head_and_bad_levels_are_clear_errors() -> None:
 def test_uniform_regions_when_decomposition_off() -> None:
     student, s_feats = make_outputs(0, (4, 8, 12, 6))
     teacher, t_feats = make_outputs(1, (4, 8, 12, 6))
-    targets = {k: v.expand(2, *v.shape[1:]) for k, v in box_targets([]).items()}
+    targets = full_targets([])
     config = DistillConfig(stage="S1", attention=0.0, regions=RegionConfig(enabled=False))
     loss = DistillationLoss.from_example(config, s_feats, t_feats, 1.0)
     terms = loss(student, t_feats, teacher, targets)
     assert terms["kd_feature"].item() > 0.1  # no objects, decomposition off: every cell counts
+
+
+def test_trust_gating_imitates_the_teacher_only_where_it_is_right() -> None:
+    target = torch.zeros(1, 1, 2, 2)
+    target[0, 0, 0, 0] = 1.0
+    teacher = torch.tensor([[[[5.0, 5.0], [-5.0, -5.0]]]])  # right at (0,0), (1,0), (1,1); wrong at (0,1)
+    correct = teacher_correct_cells(teacher, target, teacher)
+    assert correct.tolist() == [[[[1.0, 0.0], [1.0, 1.0]]]]
+    student = teacher.clone()
+    student[0, 0, 0, 1] = -5.0  # disagrees with the teacher only where the teacher is wrong: no loss
+    assert dense_distill_loss(student, teacher, 2.0, correct).item() == pytest.approx(0.0, abs=1e-7)
+    assert dense_distill_loss(student, teacher, 2.0).item() > 0.1
+    frames = teacher_correct_cells(teacher, target, teacher, frame_mask=torch.tensor([[False]]))
+    assert frames.sum() == 0
+    # Plans: the teacher is better than the student in sample 0 only.
+    driven = torch.zeros(2, 6, 2)
+    teacher_plan = torch.full((2, 6, 2), 1.0)
+    student_plan = torch.tensor([3.0, 0.5]).view(2, 1, 1).expand(2, 6, 2)
+    better = teacher_plans_better(student_plan, teacher_plan, driven, torch.ones(2, 6, dtype=torch.bool))
+    assert better.tolist() == [1.0, 0.0]
+    assert plan_distill_loss(student_plan, teacher_plan, better).item() == pytest.approx(2.0 * math.sqrt(2.0))

@@ -6,7 +6,9 @@
   region-weighted MSE after a learned 1x1 adapter (training/distillation/features.py), the weight of a cell being
   region weight x adaptive scale x spatial attention; plus an attention-imitation loss;
 - output level (stage S2, S3), for every head: heatmap (region-weighted, softened), box and motion at the
-  teacher's detections, map and occupancy (softened), plan (training/distillation/outputs.py);
+  teacher's detections, map and occupancy (softened), plan (training/distillation/outputs.py); with
+  `trust_gating`, map/occupancy cells and plan samples count only where the teacher is right (or better than the
+  student) against the ground truth;
 - region decomposition TP/FN/FP/TN with 1/sqrt(area) scaling (training/distillation/regions.py) and the
   adaptive per-region multipliers (training/distillation/adaptive.py, whose docstring states the rule and why).
 
@@ -38,7 +40,9 @@ from training.distillation.outputs import (
     heatmap_distill_loss,
     motion_distill_losses,
     plan_distill_loss,
+    teacher_correct_cells,
     teacher_detection_weight,
+    teacher_plans_better,
 )
 from training.distillation.regions import RegionMaps, decompose_regions, uniform_regions
 
@@ -111,7 +115,7 @@ class DistillationLoss(nn.Module):
         if self.use_features:
             weight = self.adaptive.cell_weights(regions, self.config.regions.feature_weights, scale)
             terms.update(self.feature_terms(student_outputs["bev_features"], teacher_features, weight))
-        terms.update(self.output_terms(student_outputs, teacher_outputs, regions, scale))
+        terms.update(self.output_terms(student_outputs, teacher_outputs, targets, regions, scale))
         if torch.is_grad_enabled():
             self.adaptive.update(regions, torch.sigmoid(student_heatmap.detach().float()).amax(1))
         total = sum(self.weights[name] * value for name, value in terms.items())
@@ -148,7 +152,8 @@ class DistillationLoss(nn.Module):
             out["attention"] = torch.stack(attention).mean()
         return out
 
-    def output_terms(self, student: dict, teacher: dict, regions: RegionMaps, scale: bool) -> dict[str, torch.Tensor]:
+    def output_terms(self, student: dict, teacher: dict, targets: dict, regions: RegionMaps,
+                     scale: bool) -> dict[str, torch.Tensor]:
         cfg = self.config
         wanted = [name for name in OUTPUT_KEYS if name in self.weights]
         for name in wanted:
@@ -173,7 +178,11 @@ class DistillationLoss(nn.Module):
                     out["motion_mode"] = mode
         for name in ("map", "occupancy"):
             if name in wanted:
-                out[name] = dense_distill_loss(student[name], teacher[name], cfg.temperature)
+                weight = teacher_correct_cells(teacher[name], targets[name], student[name],
+                                               targets.get(f"{name}_mask")) if cfg.trust_gating else None
+                out[name] = dense_distill_loss(student[name], teacher[name], cfg.temperature, weight)
         if "plan" in wanted:
-            out["plan"] = plan_distill_loss(student["plan"], teacher["plan"])
+            weight = teacher_plans_better(student["plan"], teacher["plan"], targets["ego_future"],
+                                          targets["ego_future_mask"]) if cfg.trust_gating else None
+            out["plan"] = plan_distill_loss(student["plan"], teacher["plan"], weight)
         return out

@@ -50,6 +50,7 @@ class DistillConfig:
     occupancy: float = 1.0
     plan: float = 0.5
     temperature: float = 2.0  # softening of heatmap / map / occupancy / mode logits
+    trust_gating: bool = True  # map/occupancy/plan imitation only where the teacher beats the GT check (outputs.py)
     regions: RegionConfig = field(default_factory=RegionConfig)
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 

@@ -10,6 +10,10 @@ All terms are divergences that are exactly zero when the student's output equals
   weighted by the teacher's probability of that mode. Modes are matched by index, so the student adopts the
   teacher's mixture as a whole (its mode ordering included).
 - plan: mean Euclidean distance between the student's and the teacher's waypoints.
+Teacher-trust gating (`trust_gating`): map and occupancy cells count only where the teacher's binarised output
+matches the ground truth, and the plan only in samples where the teacher's plan is closer to the driven path
+than the student's. A teacher that is still weak on a task then cannot pull the student below what the ground
+truth alone would teach; the heatmap has the same protection through the region weights (FN cells off).
 Teacher maps on another raster are resized to the student's (dense terms only; box and motion codes are in
 detection-cell units and need the same detection grid).
 """
@@ -47,9 +51,27 @@ def heatmap_distill_loss(student: torch.Tensor, teacher: torch.Tensor, weight: t
     return (weight * kl).sum() / weight.sum().clamp(min=EPS)
 
 
-def dense_distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean Bernoulli KL over all cells and channels (map layers, occupancy frames)."""
-    return bernoulli_kl(student, _match_raster(teacher, student), temperature).mean()
+def dense_distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Bernoulli KL over all cells and channels (map layers, occupancy frames), averaged with `weight` (same
+    shape as the logits, e.g. `teacher_correct_cells`) or uniformly."""
+    kl = bernoulli_kl(student, _match_raster(teacher, student), temperature)
+    if weight is None:
+        return kl.mean()
+    weight = weight.detach().float()
+    return (weight * kl).sum() / weight.sum().clamp(min=EPS)
+
+
+def teacher_correct_cells(teacher: torch.Tensor, target: torch.Tensor, like: torch.Tensor,
+                          frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """1 where the teacher's binarised probability agrees with the ground truth (B, C, H, W), else 0; frames with
+    frame_mask False (B, C) are 0. Imitating the teacher only where it is right keeps a weak teacher's errors
+    out of the student while still passing on its soft confidence there."""
+    prob = _match_raster(torch.sigmoid(teacher.detach().float()), like)
+    correct = ((prob > 0.5) == (target > 0.5)).float()
+    if frame_mask is not None:
+        correct = correct * frame_mask.float()[..., None, None]
+    return correct
 
 
 def teacher_detection_weight(teacher_heatmap: torch.Tensor, gamma: float, kernel: int = 3) -> torch.Tensor:
@@ -93,6 +115,24 @@ def motion_distill_losses(student_motion: torch.Tensor, student_logits: torch.Te
     return (detection_weight * traj_l1).sum() / norm, (detection_weight * mode_kl).sum() / norm
 
 
-def plan_distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean Euclidean distance (m) between student and teacher waypoints, (B, T, 2) each."""
-    return torch.linalg.norm(student.float() - teacher.detach().float(), dim=-1).mean()
+def plan_distill_loss(student: torch.Tensor, teacher: torch.Tensor,
+                      sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean Euclidean distance (m) between student and teacher waypoints, (B, T, 2) each; `sample_weight` (B,)
+    (e.g. `teacher_plans_better`) averages over samples with weights instead of uniformly."""
+    distance = torch.linalg.norm(student.float() - teacher.detach().float(), dim=-1).mean(-1)
+    if sample_weight is None:
+        return distance.mean()
+    sample_weight = sample_weight.detach().float()
+    return (sample_weight * distance).sum() / sample_weight.sum().clamp(min=EPS)
+
+
+def teacher_plans_better(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """(B,) 1 where the teacher's plan is closer to the driven path than the student's (valid steps), else 0."""
+    weight = mask.float()
+
+    def error(plan: torch.Tensor) -> torch.Tensor:
+        distance = torch.linalg.norm(plan.detach().float() - target, dim=-1)
+        return (distance * weight).sum(-1) / weight.sum(-1).clamp(min=1.0)
+
+    return (error(teacher) < error(student)).float()

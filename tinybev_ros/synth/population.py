@@ -36,6 +36,11 @@ CLASS_SPECS: dict[str, tuple[tuple[float, float, float], float, dict[str, float]
 }
 
 
+# car body styles: (length scale, height scale) and how common they are
+CAR_STYLES = ((1.0, 0.88), (0.86, 0.92), (1.0, 1.05), (1.05, 1.18))
+CAR_STYLE_WEIGHTS = (0.4, 0.2, 0.3, 0.1)
+
+
 @dataclass
 class Agent:
     """One annotated object. `mover` indexes the simulation (-1: static at `pose`)."""
@@ -97,6 +102,9 @@ def _new_agent(cls: str, rng: np.random.Generator, **kw) -> Agent:
     category = _category(cls, rng)
     if category == "human.pedestrian.child":
         size = (size[0] * 0.75, size[1] * 0.75, size[2] * 0.7)
+    if cls == "car":  # sedan / hatchback / SUV / van
+        scale_l, scale_h = CAR_STYLES[rng.choice(len(CAR_STYLES), p=CAR_STYLE_WEIGHTS)]
+        size = (size[0], size[1] * scale_l, size[2] * scale_h)
     with_rider = kw.pop("with_rider", cls in ("bicycle", "motorcycle"))
     parts = make_parts(cls, size, rng, with_rider=with_rider)
     if category == "human.pedestrian.construction_worker":

@@ -95,20 +95,27 @@ def make_parts(cls: str, size_wlh: tuple[float, float, float], rng: np.random.Ge
     e = 0.02  # keep parts strictly inside the annotation box
     w, ln, h = w - 2 * e, ln - 2 * e, h - e
     if cls == "car":
+        # body style from the proportions: low sedans, hatchbacks, tall SUVs and vans (cabin over the bonnet)
         paint = CAR_COLOURS[rng.integers(len(CAR_COLOURS))]
-        body_top = 0.58 * h
-        r = 0.33
+        tall = h > 1.7
+        body_top = (0.5 if tall else 0.58) * h
+        cabin_len = (0.75 if tall else float(rng.uniform(0.45, 0.58))) * ln
+        cabin_x = (0.08 if tall else float(rng.uniform(-0.12, 0.0))) * ln
+        taper = 0.92 if tall else 0.82
+        r = 0.33 if not tall else 0.36
         parts = _wheels(ln, w, r, [ln / 2 - 0.85, -ln / 2 + 0.85])
         parts += [
-            Part((0.0, 0.0, (r + body_top) / 2 + 0.05), (ln, w, body_top - r - 0.1 + 0.2), paint, reflectivity=0.5),
-            Part((-0.05 * ln, 0.0, (body_top + h) / 2), (0.55 * ln, 0.92 * w, h - body_top), GLASS, taper=0.82,
+            Part((0.0, 0.0, (r + body_top) / 2 + 0.05), (ln, w, body_top - r + 0.1), paint, reflectivity=0.5),
+            Part((cabin_x, 0.0, (body_top + h) / 2), (cabin_len, 0.92 * w, h - body_top), GLASS, taper=taper,
                  reflectivity=0.15),
-            Part((-0.05 * ln, 0.0, h - 0.03), (0.4 * ln, 0.72 * w, 0.06), paint, reflectivity=0.5),
+            Part((cabin_x, 0.0, h - 0.03), (cabin_len * (taper - 0.12), 0.72 * w, 0.06), paint, reflectivity=0.5),
             Part((ln / 2 - 0.03, 0.6 * w / 2, 0.75 * body_top), (0.06, 0.3, 0.12), (210, 240, 250)),
             Part((ln / 2 - 0.03, -0.6 * w / 2, 0.75 * body_top), (0.06, 0.3, 0.12), (210, 240, 250)),
             Part((-ln / 2 + 0.03, 0.65 * w / 2, 0.8 * body_top), (0.06, 0.3, 0.12), (30, 30, 200)),
             Part((-ln / 2 + 0.03, -0.65 * w / 2, 0.8 * body_top), (0.06, 0.3, 0.12), (30, 30, 200)),
         ]
+        if tall:  # side windows band below the roof line on SUVs and vans
+            parts.append(Part((cabin_x, 0.0, body_top - 0.02), (cabin_len * 0.9, w, 0.04), paint, reflectivity=0.5))
         return parts
     if cls == "truck":
         cab_l = min(2.2, 0.3 * ln)

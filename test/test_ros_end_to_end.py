@@ -2,27 +2,34 @@
 
 Each stage is its own process (player, node, recorder), as on a robot. The metrics of what the node published
 must equal the offline evaluation of the same checkpoint on the same samples: that proves stamps, frames,
-calibration (CameraInfo + /tf_static) and synchronization are right end to end.
+calibration (CameraInfo + /tf_static) and synchronization are right end to end. The checkpoint is a randomly
+initialised tiny student whose decoder keeps its top 30 peaks at any score, so every frame has boxes in many
+places and classes: a wrong stamp, frame, extrinsic or intrinsic moves or changes them, and the box-by-box
+comparison below fails (accuracy is not what is tested here; `tinybev eval` measures that).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 from nuscenes.nuscenes import NuScenes
 from rosbags.rosbag2 import Reader
 
+from tinybev_ros.checkpoint import save_checkpoint
 from tinybev_ros.inference import Predictor
-from tinybev_ros.paths import default_checkpoint, share_file
+from tinybev_ros.model import build_student
+from tinybev_ros.model.config import load_model_config
+from tinybev_ros.paths import share_file
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
 from tinybev_ros.ros.output_bag import predictions_from_bag
 from tinybev_ros.ros.run import run_pipeline
 from training.evaluate import evaluate, load_ground_truths, predict_split
 
-SCORE_THRESHOLD = 0.2
+SCORE_THRESHOLD = 0.0
 OUTPUT_TYPES = {
     "/tinybev/detections": "vision_msgs/msg/Detection3DArray",
     "/tinybev/ego_trajectory": "nav_msgs/msg/Path",
@@ -39,15 +46,25 @@ def empty_like(pred: Predictions, stamp_ns: int) -> Predictions:
 
 
 @pytest.fixture(scope="module")
-def ros_run(synth_dataset, tmp_path_factory):
-    """Convert the val scene, replay it through the node at half speed, record the outputs."""
+def checkpoint(tmp_path_factory) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    config = load_model_config(share_file("config/model_tiny.yaml"))
+    config = replace(config, decode=replace(config.decode, score_threshold=0.0, max_detections=30))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_random.safetensors", build_student(config), config)
+
+
+@pytest.fixture(scope="module")
+def ros_run(synth_dataset, checkpoint, tmp_path_factory):
+    """Convert the val scene, replay it through the node at a quarter speed, record the outputs."""
     work = tmp_path_factory.mktemp("e2e")
     nusc = NuScenes(synth_dataset.version, str(synth_dataset.dataroot), verbose=False)
     scene = next(s for s in nusc.scene if s["name"] == "scene-0103")
     bag = work / "scene-0103"
     convert_scene(nusc, scene["name"], bag, ConvertOptions(progress=False))
     out = work / "outputs"
-    frames = run_pipeline(bag, share_file("config/tinybev.yaml"), str(default_checkpoint()), device="cpu", rate=0.5,
+    frames = run_pipeline(bag, share_file("config/tinybev.yaml"), str(checkpoint), device="cpu", rate=0.25,
                           record=out, overrides=[f"score_threshold:={SCORE_THRESHOLD}", "command:=straight"])
     return nusc, scene, bag, out, frames
 
@@ -65,7 +82,7 @@ def test_every_output_topic_has_its_type_frame_and_stamp(ros_run):
     assert set(predictions) <= camera_stamps and len(predictions) == frames
 
 
-def test_metrics_through_ros_equal_offline_evaluation(ros_run):
+def test_metrics_through_ros_equal_offline_evaluation(ros_run, checkpoint):
     nusc, scene, bag, out, _ = ros_run
     by_cam_front_stamp = {}
     for sample in nusc.sample:
@@ -75,7 +92,7 @@ def test_metrics_through_ros_equal_offline_evaluation(ros_run):
     through_ros = {by_cam_front_stamp[stamp]: pred for stamp, pred in predictions_from_bag(out).items()}
     tokens = sorted(through_ros)
 
-    predictor = Predictor.from_checkpoint(default_checkpoint(), device="cpu")
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     grid = predictor.config.grid
     ground_truths = load_ground_truths(nusc, tokens, grid, progress=False)
     offline = predict_split(predictor, nusc, tokens, ground_truths, progress=False)
@@ -92,13 +109,12 @@ def test_metrics_through_ros_equal_offline_evaluation(ros_run):
     ros_metrics = evaluate(padded(through_ros), nusc, "mini_val", tasks=("detection", "map"), progress=False)
     offline_metrics = evaluate(padded(offline), nusc, "mini_val", tasks=("detection", "map"), progress=False)
     assert ros_metrics["detection"]["mAP"] == pytest.approx(offline_metrics["detection"]["mAP"], abs=0.01)
-    assert offline_metrics["detection"]["mAP"] > 0.05  # a trained student: the comparison means something
     for layer, iou in offline_metrics["map"].items():
         assert ros_metrics["map"][layer] == pytest.approx(iou, abs=0.01, nan_ok=True), layer
     # boxes agree one by one, not just in aggregate
     for token in tokens:
         a, b = through_ros[token], offline[token]
-        assert len(a) == len(b), token
+        assert len(a) == len(b) == 30, token
         order_a, order_b = np.argsort(-a.scores), np.argsort(-b.scores)
         np.testing.assert_allclose(a.centers[order_a], b.centers[order_b], atol=0.05)
         assert a.labels[order_a].tolist() == b.labels[order_b].tolist()

@@ -131,14 +131,21 @@ def make_parts(cls: str, size_wlh: tuple[float, float, float], rng: np.random.Ge
         ]
         return parts
     if cls == "bus":
-        paint = [(40, 40, 180), (60, 140, 60), (230, 230, 230), (30, 120, 220), (150, 90, 40)][rng.integers(5)]
+        # a bus reads as a bus by its row of separate side windows, big windscreen and livery stripe
+        paint = [(40, 40, 180), (60, 140, 60), (30, 120, 220), (150, 90, 40), (40, 160, 200)][rng.integers(5)]
+        stripe = (235, 235, 235)
         r = 0.5
         parts = _wheels(ln, w, r, [ln / 2 - 2.4, -ln / 2 + 2.8])
         parts += [
             Part((0.0, 0.0, (0.35 + h) / 2), (ln, w - 0.04, h - 0.35), paint, reflectivity=0.5),
-            Part((0.0, 0.0, 0.62 * h), (ln - 0.6, w, 0.32 * h), GLASS, reflectivity=0.15),
-            Part((ln / 2 - 0.02, 0.0, 0.55 * h), (0.04, 0.9 * w, 0.45 * h), GLASS, reflectivity=0.15),
+            Part((0.0, 0.0, 0.36 * h), (ln - 0.2, w, 0.08 * h), stripe, reflectivity=0.6),
+            Part((ln / 2 - 0.02, 0.0, 0.6 * h), (0.04, 0.9 * w, 0.5 * h), GLASS, reflectivity=0.15),
         ]
+        pane = 1.25
+        n = int((ln - 3.0) // (pane + 0.3))
+        for k in range(n):
+            x = -ln / 2 + 0.8 + (k + 0.5) * (pane + 0.3)
+            parts.append(Part((x, 0.0, 0.66 * h), (pane, w, 0.3 * h), GLASS, reflectivity=0.15))
         return parts
     if cls == "trailer":
         cargo = CONTAINER_COLOURS[rng.integers(len(CONTAINER_COLOURS))]

@@ -66,6 +66,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # Filling every new tensor with NaN is a debugging aid of deterministic mode, not needed for
+        # reproducibility, and costs ~20 % of a CPU step.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
 
 

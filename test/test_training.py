@@ -1,0 +1,245 @@
+"""Data pipeline, losses and the training loop on the synthetic dataset (tiny models, a few steps, CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from nuscenes.nuscenes import NuScenes
+
+from tinybev_ros.checkpoint import load_checkpoint
+from tinybev_ros.geometry import BevGrid
+from tinybev_ros.model.config import load_model_config
+from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint
+from training.config import TrainConfig, load_train_config
+from training.data import DataConfig, NuScenesBevDataset, collate
+from training.ground_truth import ego_pose_of_sample
+from training.losses import LossWeights, collision_penalty, focal_heatmap_loss, motion_losses
+from training.targets import TargetConfig, decode_box_targets
+from training.train import Trainer, lr_at
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "config" / "model_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def nusc(synth_dataset) -> NuScenes:
+    return NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = load_train_config(REPO / "config" / "train_tiny.yaml")
+    data = dataclasses.replace(base.data, num_workers=0, **changes.pop("data", {}))
+    optim = dataclasses.replace(base.optim, **changes.pop("optim", {}))
+    return dataclasses.replace(base, data=data, optim=optim, **changes)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def test_batch_follows_the_contract_and_augmentation_moves_k(nusc):
+    model = load_model_config(TINY)
+    kwargs = {"grid": model.grid, "det_stride": model.det_stride, "camera_config": model,
+              "data_config": DataConfig(max_samples=2), "target_config": TargetConfig(), "with_lidar": True}
+    plain = NuScenesBevDataset(nusc, "train", train=False, **kwargs)
+    augmented = NuScenesBevDataset(nusc, "train", train=True, **kwargs)
+    batch = collate([plain[0], plain[1]])
+    h, w = model.image_height, model.image_width
+    hd, wd = model.grid.shape[0] // model.det_stride, model.grid.shape[1] // model.det_stride
+    assert batch["images"].shape == (2, 6, 3, h, w) and batch["images"].dtype == torch.float32
+    assert batch["intrinsics"].shape == (2, 6, 3, 3) and batch["cam_to_ego"].shape == (2, 6, 4, 4)
+    assert batch["lidar"].shape[0] == 2 and batch["lidar"].shape[2] == 5 and batch["lidar_mask"].any(1).all()
+    assert batch["command"].dtype == torch.int64 and batch["command"].shape == (2,)
+    t = batch["targets"]
+    assert t["heatmap"].shape == (2, 10, hd, wd) and t["box"].shape[-1] == 10
+    assert t["map"].shape == (2, 4, *model.grid.shape) and t["occupancy"].shape == (2, 5, *model.grid.shape)
+    assert t["ego_future"].shape == (2, 6, 2) and t["motion"].shape[2:] == (12, 2)
+    assert [m["sample_token"] for m in batch["meta"]] == plain.tokens[:2]
+    # LiDAR points are in base_link: the ground (z ~ 0) dominates, not the sensor height (~1.8 m below it).
+    points = batch["lidar"][0][batch["lidar_mask"][0]].numpy()
+    assert abs(np.median(points[:, 2])) < 1.0
+    # Augmentation changes K but is reproducible for a given (seed, epoch, index), and varies with the epoch.
+    a = augmented[0]
+    assert not np.allclose(a["intrinsics"], plain[0]["intrinsics"])
+    np.testing.assert_array_equal(a["images"], augmented[0]["images"])
+    augmented.set_epoch(1)
+    assert not np.allclose(augmented[0]["intrinsics"], a["intrinsics"])
+    # The augmented K still describes the augmented image: a landmark projects onto the same content.
+    _assert_same_content_at_projections(plain[0], a, nusc)
+
+
+def _project(item: dict, cam: int, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and depths of base_link points in camera `cam` of a dataset item (its own K and extrinsic)."""
+    cam_to_ego = item["cam_to_ego"][cam].astype(float)
+    cam_pts = (points - cam_to_ego[:3, 3]) @ cam_to_ego[:3, :3]
+    uvw = cam_pts @ item["intrinsics"][cam].astype(float).T
+    return uvw[:, :2] / uvw[:, 2:3], cam_pts[:, 2]
+
+
+def _assert_same_content_at_projections(plain: dict, augmented: dict, nusc: NuScenes) -> None:
+    """Project GT box centres with each item's own K; image patches around them must match across items."""
+    sample = nusc.get("sample", plain["meta"]["sample_token"])
+    ego, _ = ego_pose_of_sample(nusc, sample)
+    points = ego.inverse().apply(np.asarray([nusc.get_box(token).center for token in sample["anns"]]))
+    h, w = plain["images"].shape[-2:]
+    matched, compared = 0, 0
+    for cam in range(6):
+        (uv0, depth), (uv1, _) = _project(plain, cam, points), _project(augmented, cam, points)
+        visible = (depth > 2) & np.all((uv0 > 8) & (uv0 < [w - 9, h - 9]) & (uv1 > 8) & (uv1 < [w - 9, h - 9]), 1)
+        for i in np.flatnonzero(visible):
+            (u0, v0), (u1, v1) = np.round(uv0[i]).astype(int), np.round(uv1[i]).astype(int)
+            p0 = plain["images"][cam][:, v0 - 3: v0 + 4, u0 - 3: u0 + 4].mean((1, 2))
+            p1 = augmented["images"][cam][:, v1 - 3: v1 + 4, u1 - 3: u1 + 4].mean((1, 2))
+            compared += 1
+            matched += float(np.abs(p0 - p1).max()) < 0.35
+    assert compared >= 2 and matched / compared >= 0.8
+
+
+# -------------------------------------------------------------------------------------------- losses
+def test_losses_reward_the_right_answers():
+    target = torch.zeros(1, 1, 9, 9)
+    target[0, 0, 4, 4] = 1.0
+    right = torch.full_like(target, -8.0)
+    right[0, 0, 4, 4] = 8.0
+    assert focal_heatmap_loss(right, target) < 1e-3 < focal_heatmap_loss(torch.zeros_like(target), target)
+    # Winner-takes-all: only the closest mode is regressed, and it becomes the likeliest.
+    modes, steps = 3, 12
+    truth = torch.linspace(0, 5, steps)[:, None].repeat(1, 2)
+    motion = torch.zeros(1, modes * steps * 2, 1, 1)
+    motion[0, (1 * steps) * 2:(2 * steps) * 2, 0, 0] = truth.reshape(-1)  # mode 1 is exact
+    targets = {"box_index": torch.zeros(1, 1, dtype=torch.long), "box_mask": torch.ones(1, 1, dtype=torch.bool),
+               "motion": truth[None, None], "motion_mask": torch.ones(1, 1, steps, dtype=torch.bool)}
+    logits = torch.zeros(1, modes, 1, 1, requires_grad=True)
+    reg, cls = motion_losses(motion, logits, targets)
+    assert reg.item() == pytest.approx(0.0, abs=1e-6)
+    cls.backward()
+    assert logits.grad[0, 1, 0, 0] < 0 < logits.grad[0, 0, 0, 0]
+    # Collision: a plan through an occupied area is penalised and its gradient points out of it.
+    grid = BevGrid(-10.0, 10.0, -10.0, 10.0, 0.5)
+    occupancy = torch.zeros(1, 5, 40, 40)
+    occupancy[0, 1:, 24:30, 18:24] = 1.0  # x in [2, 5), y in [-1, 2)
+    occupancy_mask = torch.ones(1, 5, dtype=torch.bool)
+    plan = torch.tensor([[[3.5, 1.2]] * 6], requires_grad=True)
+    penalty = collision_penalty(plan, occupancy, occupancy_mask, grid)
+    penalty.backward()
+    assert penalty > 0.3 and plan.grad[0, :4, 1].sum() < 0  # descent moves it left, out of the box
+    clear = collision_penalty(torch.tensor([[[-5.0, -5.0]] * 6]), occupancy, occupancy_mask, grid)
+    assert clear == 0.0
+    assert LossWeights().heatmap > 0
+
+
+def test_lr_schedule_warms_up_then_decays():
+    config = tiny_config(steps=100, optim={"warmup_steps": 10, "lr": 1e-3, "min_lr_ratio": 0.1})
+    lrs = [lr_at(s, config) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False)) and lrs[-1] >= 1e-4 - 1e-12
+
+
+# ---------------------------------------------------------------------------------------- training
+TEACHER_STEPS = 50
+STUDENT_STEPS = 12
+TASKS = ("heatmap", "box", "motion_reg", "motion_cls", "map", "occupancy", "plan")
+
+
+def test_tiny_student_training_lowers_every_task_loss(synth_dataset, nusc, tmp_path):
+    config = tiny_config(steps=STUDENT_STEPS, val_every=10**6, checkpoint_every=10**6, val_batches=1,
+                         data={"max_samples": 1, "batch_size": 1, "augment": False, "cache_in_memory": True},
+                         optim={"lr": 2e-3, "warmup_steps": 2})
+    trainer = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path, nusc=nusc)
+    trainer.fit()
+    history = trainer.history
+    assert len(history) == STUDENT_STEPS
+    first = {k: np.mean([h[k] for h in history[:2]]) for k in TASKS}
+    last = {k: np.mean([h[k] for h in history[-2:]]) for k in TASKS}
+    for task in TASKS:
+        assert last[task] < first[task], f"{task}: {first[task]:.4f} -> {last[task]:.4f}"
+    assert (tmp_path / "checkpoints" / f"step_{STUDENT_STEPS:08d}" / MODEL_FILE).is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_continues_with_the_identical_next_loss(synth_dataset, nusc, tmp_path):
+    """3 uninterrupted steps vs 2 steps + checkpoint + a fresh process-like resume: step 3's loss is equal."""
+    config = tiny_config(steps=6, val_every=1000, checkpoint_every=1000, val_batches=1,
+                         data={"max_samples": 3, "batch_size": 1, "cache_in_memory": True}, optim={"warmup_steps": 2})
+    straight = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "a", nusc=nusc)
+    straight.fit(stop_at=3)
+    first = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "b", nusc=nusc)
+    first.fit(stop_at=2)
+    torch.manual_seed(1234)  # disturb global RNG state: resume must restore it
+    np.random.seed(99)
+    resumed = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "b", nusc=nusc)
+    assert resumed.resume() and resumed.step == 2
+    resumed.fit(stop_at=3)
+    assert [h["step"] for h in resumed.history] == [3]
+    assert resumed.history[0]["total"] == straight.history[2]["total"]
+    for task in TASKS:
+        assert resumed.history[0][task] == straight.history[2][task]
+    assert straight.history[2]["total"] != straight.history[1]["total"]
+    path = latest_checkpoint(tmp_path / "b" / "checkpoints")
+    assert path.name == "step_00000003" and (path / STATE_FILE).is_file()
+    model, model_config = load_checkpoint(path / MODEL_FILE)
+    assert model_config == load_model_config(TINY)
+
+
+def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path):
+    from tinybev_ros.cli import main
+
+    raw = yaml.safe_load((REPO / "config" / "train_tiny.yaml").read_text())
+    raw.update(student_config=str(TINY), val_batches=1, checkpoint_every=1)
+    raw["data"].update(batch_size=1, num_workers=1, max_samples=2)
+    config_path = tmp_path / "train.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    args = ["train", "--config", str(config_path), "--model", "student", "--dataroot", str(synth_dataset.dataroot),
+            "--version", synth_dataset.version, "--out", str(tmp_path / "run"), "--steps", "1"]
+    assert main(args) == 0
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_00000001"
+    args[-1] = "2"
+    assert main(args) == 0  # resumes at step 1 and runs one more step
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_00000002"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        main([*args[:2], str(bad), *args[3:]])
+
+
+def reduced_teacher_yaml(tmp_path: Path) -> Path:
+    """teacher_tiny.yaml shrunk for a CPU overfit: 64x160 images, 64 m x 64 m grid at 1 m, fewer depth bins."""
+    raw = yaml.safe_load((REPO / "config" / "teacher_tiny.yaml").read_text())
+    raw["camera"].update(image_height=64, image_width=160, depth_step=4.0, depth_max=49.0,
+                         grid={"x_min": -32.0, "x_max": 32.0, "y_min": -32.0, "y_max": 32.0, "resolution": 1.0})
+    path = tmp_path / "teacher_reduced.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_teacher_overfits_a_few_samples(synth_dataset, nusc, tmp_path):
+    """The LiDAR+camera teacher memorises two keyframes: heatmap loss falls > 90 %, decoded boxes hit the GT."""
+    from tinybev_ros.model.decode import decode
+
+    config = tiny_config(teacher_config=str(reduced_teacher_yaml(tmp_path)), steps=TEACHER_STEPS, val_every=10**6,
+                         checkpoint_every=10**6, val_batches=1,
+                         data={"max_samples": 2, "batch_size": 2, "augment": False, "cache_in_memory": True},
+                         optim={"lr": 4e-3, "warmup_steps": 4, "min_lr_ratio": 0.5})
+    trainer = Trainer(config, "teacher", synth_dataset.dataroot, synth_dataset.version, tmp_path, nusc=nusc)
+    trainer.fit()
+    heat = [h["heatmap"] for h in trainer.history]
+    assert np.mean(heat[-3:]) < 0.1 * np.mean(heat[:3]), f"heatmap loss {heat[:3]} -> {heat[-3:]}"
+    trainer.model.eval()
+    batch = collate([trainer.train_set[0], trainer.train_set[1]])
+    with torch.no_grad():
+        outputs = trainer.spec.forward(trainer.model, batch)
+    camera = trainer.spec.config.camera
+    predictions = decode(outputs, camera, [m["timestamp_us"] * 1000 for m in batch["meta"]], batch["command"].tolist())
+    matched, total = 0, 0
+    for b, pred in enumerate(predictions):
+        targets = {k: v[b].numpy() for k, v in batch["targets"].items()}
+        gt = decode_box_targets(targets, camera.grid, camera.det_stride)
+        for centre, label in zip(gt["centers"], gt["labels"], strict=True):
+            total += 1
+            same = pred.labels == label
+            distances = np.linalg.norm(pred.centers[same, :2] - centre[:2], axis=1)
+            matched += bool(same.any() and distances.min() < 1.0)
+        assert len(pred) <= 2 * len(gt["centers"]) + 2  # no flood of false positives
+    assert total >= 4 and matched / total >= 0.8, f"{matched}/{total} GT boxes found"

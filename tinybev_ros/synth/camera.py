@@ -2,8 +2,9 @@
 
 The ground is the plane z = 0, so one perspective warp of the BEV ground texture per camera paints it
 (fine texture near, a blurred coarse one far away to avoid aliasing). Solids are drawn face by face
-with back-face culling, clipping at the near plane and painter's order by part distance; an object-id
-buffer at quarter resolution, drawn in the same order, gives each annotation's visible fraction.
+with back-face culling, clipping at the near plane and painter's order (objects far to near; within an
+object its solid parts far to near, then surface details such as windows and lights); an object-id buffer
+at quarter resolution, drawn in the same order, gives each annotation's visible fraction.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
     half_h = max(k_mat[1, 2], h - k_mat[1, 2]) / ky
     # per kind: visible parts, their camera-frame vertices, pixels, facing faces and shaded colours
     prepared = []
-    draw_dist, draw_kind, draw_part, draw_face = [], [], [], []
+    draw_dist, draw_kind, draw_part, draw_face, draw_anchor, draw_overlay = [], [], [], [], [], []
     for kind_index, (kind, g) in enumerate(batch.groups.items()):
         if not len(g):
             prepared.append(None)
@@ -223,6 +224,9 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
         if kind in BOTTOM_FACE:
             facing[:, BOTTOM_FACE[kind]] &= owner < 0
         mi, fi = np.nonzero(facing)
+        anchor_dist = np.linalg.norm(g.anchor[sel] @ rot.T + trans, axis=1)
+        draw_anchor.append(anchor_dist[mi])
+        draw_overlay.append(g.overlay[sel][mi])
         draw_dist.append(dist[sel][mi])
         draw_kind.append(np.full(len(mi), kind_index))
         draw_part.append(mi)
@@ -230,7 +234,8 @@ def render(model: CameraModel, texture: GroundTexture, batch: PartBatch, ego_xy:
     polys_by_owner: dict[int, list[np.ndarray]] = {}
     if draw_dist:
         dist_all = np.concatenate(draw_dist)
-        order = np.argsort(-dist_all, kind="stable")
+        # far objects first; within an object its solids far to near, then what lies on their surfaces
+        order = np.lexsort((-dist_all, np.concatenate(draw_overlay), -np.concatenate(draw_anchor)))
         kinds_all = np.concatenate(draw_kind)[order]
         parts_all = np.concatenate(draw_part)[order]
         faces_all = np.concatenate(draw_face)[order]

@@ -79,7 +79,7 @@ def _row(rng: np.random.Generator, u0: float, u1: float, place, yaw: float, dept
             for f in range(floors):
                 z = 1.6 + f * (height - 1.0) / max(floors, 1)
                 parts.append(Part((0.0, 0.0, z), (piece - 0.4, depth + 0.1, 1.1), WINDOW, reflectivity=0.1,
-                                  detail_m=90.0))
+                                  detail_m=90.0, overlay=True))
             out.append(Prop(parts, (x, y, yaw)))
         u += length
     return out

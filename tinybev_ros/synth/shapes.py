@@ -34,6 +34,7 @@ class Part:
     taper: float = 1.0  # top face scaled by this (cones, cabins, barriers)
     reflectivity: float = 0.3  # LiDAR intensity factor
     detail_m: float = float("inf")  # small detail: cameras skip it beyond this distance
+    overlay: bool = False  # lies on another part's surface (windows, stripes, lights): drawn after the solids
 
 
 def _octagon(n: int = 8) -> np.ndarray:
@@ -108,14 +109,13 @@ def make_parts(cls: str, size_wlh: tuple[float, float, float], rng: np.random.Ge
             Part((0.0, 0.0, (r + body_top) / 2 + 0.05), (ln, w, body_top - r + 0.1), paint, reflectivity=0.5),
             Part((cabin_x, 0.0, (body_top + h) / 2), (cabin_len, 0.92 * w, h - body_top), GLASS, taper=taper,
                  reflectivity=0.15),
-            Part((cabin_x, 0.0, h - 0.03), (cabin_len * (taper - 0.12), 0.72 * w, 0.06), paint, reflectivity=0.5),
-            Part((ln / 2 - 0.03, 0.6 * w / 2, 0.75 * body_top), (0.06, 0.3, 0.12), (210, 240, 250)),
-            Part((ln / 2 - 0.03, -0.6 * w / 2, 0.75 * body_top), (0.06, 0.3, 0.12), (210, 240, 250)),
-            Part((-ln / 2 + 0.03, 0.65 * w / 2, 0.8 * body_top), (0.06, 0.3, 0.12), (30, 30, 200)),
-            Part((-ln / 2 + 0.03, -0.65 * w / 2, 0.8 * body_top), (0.06, 0.3, 0.12), (30, 30, 200)),
+            Part((cabin_x, 0.0, h - 0.03), (cabin_len * (taper - 0.12), 0.72 * w, 0.06), paint, reflectivity=0.5,
+                 overlay=True),
+            Part((ln / 2 - 0.03, 0.6 * w / 2, 0.75 * body_top), (0.06, 0.3, 0.12), (210, 240, 250), overlay=True),
+            Part((ln / 2 - 0.03, -0.6 * w / 2, 0.75 * body_top), (0.06, 0.3, 0.12), (210, 240, 250), overlay=True),
+            Part((-ln / 2 + 0.03, 0.65 * w / 2, 0.8 * body_top), (0.06, 0.3, 0.12), (30, 30, 200), overlay=True),
+            Part((-ln / 2 + 0.03, -0.65 * w / 2, 0.8 * body_top), (0.06, 0.3, 0.12), (30, 30, 200), overlay=True),
         ]
-        if tall:  # side windows band below the roof line on SUVs and vans
-            parts.append(Part((cabin_x, 0.0, body_top - 0.02), (cabin_len * 0.9, w, 0.04), paint, reflectivity=0.5))
         return parts
     if cls == "truck":
         cab_l = min(2.2, 0.3 * ln)
@@ -125,7 +125,7 @@ def make_parts(cls: str, size_wlh: tuple[float, float, float], rng: np.random.Ge
         parts = _wheels(ln, w, r, [ln / 2 - 1.1, -ln / 2 + 1.4, -ln / 2 + 2.5])
         parts += [
             Part((ln / 2 - cab_l / 2, 0.0, (0.6 + 0.8 * h) / 2), (cab_l, w, 0.8 * h - 0.6), cab, reflectivity=0.5),
-            Part((ln / 2 - 0.05, 0.0, 0.62 * h), (0.1, 0.85 * w, 0.3 * h), GLASS, reflectivity=0.15),
+            Part((ln / 2 - 0.05, 0.0, 0.62 * h), (0.1, 0.85 * w, 0.3 * h), GLASS, reflectivity=0.15, overlay=True),
             Part((-cab_l / 2 - 0.1, 0.0, (0.9 + h) / 2), (ln - cab_l - 0.2, w, h - 0.9), cargo, reflectivity=0.6),
             Part((0.0, 0.0, 0.75), (ln - 0.2, 0.6 * w, 0.3), TYRE, reflectivity=0.1),
         ]
@@ -138,14 +138,16 @@ def make_parts(cls: str, size_wlh: tuple[float, float, float], rng: np.random.Ge
         parts = _wheels(ln, w, r, [ln / 2 - 2.4, -ln / 2 + 2.8])
         parts += [
             Part((0.0, 0.0, (0.35 + h) / 2), (ln, w - 0.04, h - 0.35), paint, reflectivity=0.5),
-            Part((0.0, 0.0, 0.36 * h), (ln - 0.2, w, 0.08 * h), stripe, reflectivity=0.6),
-            Part((ln / 2 - 0.02, 0.0, 0.6 * h), (0.04, 0.9 * w, 0.5 * h), GLASS, reflectivity=0.15),
+            Part((ln / 2 - 0.02, 0.0, 0.6 * h), (0.04, 0.9 * w, 0.5 * h), GLASS, reflectivity=0.15, overlay=True),
         ]
         pane = 1.25
         n = int((ln - 3.0) // (pane + 0.3))
-        for k in range(n):
-            x = -ln / 2 + 0.8 + (k + 0.5) * (pane + 0.3)
-            parts.append(Part((x, 0.0, 0.66 * h), (pane, w, 0.3 * h), GLASS, reflectivity=0.15))
+        for side in (-1.0, 1.0):  # thin slabs on both flanks: livery stripe and separate side windows
+            y = side * (w / 2 - 0.02)
+            parts.append(Part((0.0, y, 0.36 * h), (ln - 0.2, 0.04, 0.08 * h), stripe, reflectivity=0.6, overlay=True))
+            for k in range(n):
+                x = -ln / 2 + 0.8 + (k + 0.5) * (pane + 0.3)
+                parts.append(Part((x, y, 0.66 * h), (pane, 0.04, 0.3 * h), GLASS, reflectivity=0.15, overlay=True))
         return parts
     if cls == "trailer":
         cargo = CONTAINER_COLOURS[rng.integers(len(CONTAINER_COLOURS))]

@@ -29,6 +29,8 @@ class PartGroup:
     yaw: np.ndarray  # (n,)
     reflectivity: np.ndarray  # (n,)
     detail_m: np.ndarray  # (n,) cameras skip the part beyond this distance
+    overlay: np.ndarray  # (n,) bool: lies on another part's surface
+    anchor: np.ndarray  # (n, 3) reference point of the part's object (draw order is by object first)
 
     def __len__(self) -> int:
         return len(self.owner)
@@ -37,7 +39,7 @@ class PartGroup:
 def _empty(kind: str) -> PartGroup:
     v = len(TEMPLATES[kind][0])
     return PartGroup(np.zeros((0, v, 3)), np.zeros((0, 3), np.float32), np.zeros(0, np.int64), np.zeros((0, 3)),
-                     np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros(0))
+                     np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool), np.zeros((0, 3)))
 
 
 def _group(parts: list[Part], owners: list[int], poses: list[tuple[float, float, float]] | None, kind: str
@@ -48,14 +50,17 @@ def _group(parts: list[Part], owners: list[int], poses: list[tuple[float, float,
     verts = np.stack([part_vertices(p) for p in parts])
     centers = np.array([p.center for p in parts], dtype=float)
     yaw = np.zeros(len(parts))
+    anchor = np.zeros((len(parts), 3))
     if poses is not None:
         pose = np.array(poses, dtype=float)
         verts, centers = _place(verts, centers, pose[:, 0], pose[:, 1], pose[:, 2])
         yaw = pose[:, 2].copy()
+        anchor = np.column_stack([pose[:, :2], np.ones(len(parts))])
     return PartGroup(verts, np.array([p.color for p in parts], dtype=np.float32), np.array(owners, dtype=np.int64),
                      centers, np.array([p.size for p in parts], dtype=float) / 2, yaw,
                      np.array([p.reflectivity for p in parts], dtype=float),
-                     np.array([p.detail_m for p in parts], dtype=float))
+                     np.array([p.detail_m for p in parts], dtype=float), np.array([p.overlay for p in parts], bool),
+                     anchor)
 
 
 def _place(verts: np.ndarray, centers: np.ndarray, x: np.ndarray, y: np.ndarray, yaw: np.ndarray
@@ -120,6 +125,7 @@ class SolidWorld:
                 np.concatenate([sta.owner, o]), np.concatenate([sta.centers, centers]),
                 np.concatenate([sta.half, loc.half]), np.concatenate([sta.yaw, yaw[o]]),
                 np.concatenate([sta.reflectivity, loc.reflectivity]),
-                np.concatenate([sta.detail_m, loc.detail_m]),
+                np.concatenate([sta.detail_m, loc.detail_m]), np.concatenate([sta.overlay, loc.overlay]),
+                np.concatenate([sta.anchor, np.column_stack([xy[o], np.ones(len(o))])]),
             )
         return PartBatch(groups)

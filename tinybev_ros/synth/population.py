@@ -354,7 +354,8 @@ def _spawn_static(world: World, config: SynthConfig, rng: np.random.Generator, n
 def _showcase(world: World, config: SynthConfig, rng: np.random.Generator, route_lanes: list[int], s_ego: float,
               statics: list[Agent]) -> list[Agent]:
     """Make every detection class appear near the ego: a construction zone on the curb after the first
-    intersection, a parked bus and trailer across the road. Random statics in their way are dropped."""
+    intersection, a parked bus and trailer across the road, a bicycle on the sidewalk. Random statics in
+    their way are dropped."""
     side = 1.0 if world.left_hand else -1.0
     lw, sh = config.lane_width_m, config.shoulder_m
     forced: list[Agent] = []
@@ -379,6 +380,8 @@ def _showcase(world: World, config: SynthConfig, rng: np.random.Generator, route
     place("bus", across, heading + np.pi, with_rider=False)
     centre, d, n, heading = frame(first.index, max(s_ego - 16.0, 8.0))
     place("trailer", centre - n * (lanes_first * lw + sh / 2), heading + np.pi, with_rider=False)
+    centre, d, n, heading = frame(first.index, min(s_ego + 6.0, first.length - 2.0))
+    place("bicycle", centre + n * (lanes_first * lw + sh + 0.8), heading + np.pi / 2, with_rider=False)
     zone_lane = world.lanes[route_lanes[1] if len(route_lanes) > 1 else route_lanes[0]]
     lanes_zone = world.roads[zone_lane.road].lanes_per_dir
     u0 = 12.0 if len(route_lanes) > 1 else max(4.0, s_ego - 40.0)

@@ -62,3 +62,13 @@ def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
     if section is not None:
         raw = raw.get(section, {})
     return from_dict(cls, raw, where=f"{path}" + (f":{section}" if section else ""))
+
+
+def resolve_relative(name: str | Path, source: str, what: str) -> Path:
+    """A file named in a YAML config: relative paths are taken from that YAML's folder; it must exist."""
+    path = Path(name)
+    if not path.is_absolute() and source:
+        path = Path(source).parent / path
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} (from {source or 'defaults'}) not found")
+    return path

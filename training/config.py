@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinybev_ros.config import load_yaml
+from tinybev_ros.config import load_yaml, resolve_relative
 from training.data import DataConfig
 from training.losses import LossWeights
 from training.targets import TargetConfig
@@ -52,12 +52,8 @@ class TrainConfig:
         """Path of the student or teacher model YAML, relative paths taken from the training YAML's folder."""
         if kind not in ("student", "teacher"):
             raise ValueError(f"model kind must be 'student' or 'teacher', not {kind!r}")
-        path = Path(self.student_config if kind == "student" else self.teacher_config)
-        if not path.is_absolute() and self.source:
-            path = Path(self.source).parent / path
-        if not path.is_file():
-            raise FileNotFoundError(f"{kind} model config {path} (from {self.source or 'TrainConfig'}) not found")
-        return path
+        return resolve_relative(self.student_config if kind == "student" else self.teacher_config, self.source,
+                                f"{kind} model config")
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

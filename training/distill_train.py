@@ -1,8 +1,8 @@
 """`tinybev distill`: train the student with the ground-truth losses plus cross-modal distillation.
 
 Reuses DATA's supervised `Trainer` (mixed precision, exact resume, TensorBoard, torchrun, validation, atomic
-checkpoints) by subclassing it: the trainer has no loss hook, so `DistillTrainer` overrides the three places
-that differ (the loss of a batch, and saving / restoring the distillation state next to the optimiser's).
+checkpoints) by subclassing it: `DistillTrainer` overrides the three places that differ (the loss of a batch,
+the distillation state added to every checkpoint, and restoring it).
 Nothing is copied from the supervised loop.
 
 The teacher is either live (a teacher checkpoint: LiDAR + cameras, run under no_grad every step; the data
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from training.checkpointing import STATE_FILE, latest_checkpoint, load_train_state, rng_state, write_checkpoint_dir
+from training.checkpointing import STATE_FILE, latest_checkpoint, load_train_state
 from training.config import TrainConfig, load_train_config
 from training.data import collate, move_batch
 from training.distill import DistillationLoss
@@ -96,16 +96,9 @@ class DistillTrainer(Trainer):
         terms["total"] = self.distill.supervised * terms["supervised"] + kd["kd_total"]
         return terms
 
-    def save(self) -> Path | None:
-        if not self.ddp.is_main:
-            return None
-        state = {"step": self.step, "kind": self.kind, "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "distill_stage": self.distill.stage,
-                 "distill": dict(self.kd.state_dict()) if self.kd is not None else {}}
-        path = write_checkpoint_dir(self.out_dir / "checkpoints", self.step, self.spec.save, state,
-                                    keep=self.config.keep_checkpoints)
-        log.info("saved checkpoint %s", path)
-        return path
+    def extra_state(self) -> dict[str, Any]:
+        return {"distill_stage": self.distill.stage,
+                "distill": dict(self.kd.state_dict()) if self.kd is not None else {}}
 
     def resume(self) -> bool:
         path = latest_checkpoint(self.out_dir / "checkpoints")

@@ -213,11 +213,15 @@ class Trainer:
         return {name: float(totals[i] / max(float(totals[-1]), 1.0)) for i, name in enumerate(names)}
 
     # -------------------------------------------------------- checkpoints
+    def extra_state(self) -> dict[str, Any]:
+        """Training state a subclass adds to every checkpoint (restored by its own `resume`)."""
+        return {}
+
     def save(self) -> Path | None:
         if not self.ddp.is_main:
             return None
         state = {"step": self.step, "kind": self.kind, "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "rng": rng_state()}
+                 "scaler": self.scaler.state_dict(), "rng": rng_state(), **self.extra_state()}
         path = write_checkpoint_dir(self.out_dir / "checkpoints", self.step, self.spec.save, state,
                                     keep=self.config.keep_checkpoints)
         log.info("saved checkpoint %s", path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinybev_ros.config import load_yaml
+from tinybev_ros.config import load_yaml, resolve_relative
 from training.distillation.adaptive import AdaptiveConfig
 
 STAGES = ("none", "S1", "S2", "S3")
@@ -75,12 +75,7 @@ class DistillRunConfig:
     source: str = ""
 
     def train_config_path(self) -> Path:
-        path = Path(self.train_config)
-        if not path.is_absolute() and self.source:
-            path = Path(self.source).parent / path
-        if not path.is_file():
-            raise FileNotFoundError(f"training config {path} (from {self.source or 'DistillRunConfig'}) not found")
-        return path
+        return resolve_relative(self.train_config, self.source, "training config")
 
 
 def load_distill_config(path: str | Path) -> DistillRunConfig:

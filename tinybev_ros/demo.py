@@ -110,7 +110,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.checkpoint or str(default_checkpoint())
+    try:
+        checkpoint = args.checkpoint or str(default_checkpoint())
+    except FileNotFoundError as exc:
+        log.error("demo: %s", exc)
+        return 2
     dataroot = version = scene = None
     bag = args.bag
     if bag is None or args.dataroot is not None:

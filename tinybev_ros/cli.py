@@ -13,8 +13,8 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "doctor": ("tinybev_ros.doctor", "check that every component of the environment imports and works"),
-    "demo": ("tinybev_ros.demo", "the main job: synthetic scene -> bag -> node -> outputs, pictures, metrics"),
+    "doctor": ("tinybev_ros.ros.doctor", "check that every component of the environment imports and works"),
+    "demo": ("training.demo", "the main job: synthetic scene -> bag -> node -> outputs, pictures, metrics"),
     "synth": ("tinybev_ros.synth.cli", "write a synthetic driving dataset in the exact nuScenes format"),
     "synth-render": ("tinybev_ros.synth.pictures", "picture of one sample: six cameras with projected boxes + BEV map"),
     "eval": ("training.evaluate", "evaluate a checkpoint on a nuScenes-format split: all metrics, figures, GIF"),

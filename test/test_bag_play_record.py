@@ -112,9 +112,16 @@ def _play_to_listener(bag, messages, rate: str, *extra: str, clocks: list | None
 
 
 def _check_timing(bag_messages, received, rate: float, topics: tuple[str, ...]) -> None:
-    """Per-topic intervals within 10% of the bag's (rate-scaled), and the whole span likewise."""
+    """Per-topic intervals within 10% of the bag's (rate-scaled), and the whole span likewise.
+
+    The first interval of each topic is left out of the per-topic check: the first message on a freshly
+    matched reliable connection can wait for the writer's first heartbeat/acknowledgement round (seen as
+    ~0.2 s for a 0.6 MB point cloud on a busy CI machine); the span check still covers it.
+    """
     for topic in topics:
         bag_dt, recv_dt = _intervals(bag_messages, received, topic)
+        bag_dt, recv_dt = bag_dt[1:], recv_dt[1:]
+        assert len(recv_dt) >= 3, topic
         assert np.all(np.abs(recv_dt - bag_dt / rate) <= 0.1 * bag_dt / rate), (topic, recv_dt)
     span = (bag_messages[-1][2] - bag_messages[0][2]) / 1e9 / rate
     times = [t for _, _, t in received]

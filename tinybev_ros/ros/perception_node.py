@@ -327,6 +327,8 @@ class PerceptionNode(Node):
             if self._stamp_latency_ms else "n/a",
             "frames_published": str(self.published),
             "images_received": " ".join(f"{c}:{self.images_received[c]}" for c in self.cfg.cameras),
+            "calibrated_cameras": f"{sum(c in self.intrinsics and c in self.extrinsics for c in self.cfg.cameras)}"
+                                  f"/{len(self.cfg.cameras)}",
             "sync_emitted": str(stats.emitted), "sync_dropped": str(stats.dropped), "sync_late": str(stats.late),
             "sync_resets": str(stats.resets), "missing_cameras": ",".join(silent),
         }

@@ -28,7 +28,7 @@ from training.data import collate, move_batch
 from training.distill import DistillationLoss
 from training.distillation.config import STAGES, DistillConfig, load_distill_config
 from training.losses import supervised_losses
-from training.train import Trainer
+from training.train import Trainer, fit_to_end
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +152,4 @@ def build_trainer(args: argparse.Namespace) -> DistillTrainer:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    trainer = build_trainer(args)
-    if not args.no_resume:
-        trainer.resume()
-    trainer.fit()
-    if trainer.ddp.world_size > 1:
-        dist.destroy_process_group()
-    return 0
+    return fit_to_end(build_trainer(args), resume=not args.no_resume)

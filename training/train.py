@@ -308,7 +308,12 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         config.steps = args.steps
     trainer = Trainer(config, args.model, args.dataroot, args.version, args.out, device=args.device)
-    if not args.no_resume:
+    return fit_to_end(trainer, resume=not args.no_resume)
+
+
+def fit_to_end(trainer: Trainer, resume: bool) -> int:
+    """The tail of every training command: resume if asked, train, leave the process group."""
+    if resume:
         trainer.resume()
     trainer.fit()
     if trainer.ddp.world_size > 1:

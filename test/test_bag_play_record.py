@@ -114,15 +114,18 @@ def _play_to_listener(bag, messages, rate: str, *extra: str, clocks: list | None
 def _check_timing(bag_messages, received, rate: float, topics: tuple[str, ...]) -> None:
     """Per-topic intervals within 10% of the bag's (rate-scaled), and the whole span likewise.
 
-    The first interval of each topic is left out of the per-topic check: the first message on a freshly
-    matched reliable connection can wait for the writer's first heartbeat/acknowledgement round (seen as
-    ~0.2 s for a 0.6 MB point cloud on a busy CI machine); the span check still covers it.
+    The check is on the receiving side, so it also sees transport jitter that is not the player's: the first
+    message on a freshly matched reliable connection can wait for the writer's first heartbeat round (~0.2 s
+    for a 0.6 MB point cloud on a busy CI machine), and a single 0.6 MB delivery can be ~70 ms late. Hence: the
+    first interval of a topic is left out, at least 90 % of the others must be within 10 %, every one within
+    30 %, and the whole span within 10 %.
     """
     for topic in topics:
         bag_dt, recv_dt = _intervals(bag_messages, received, topic)
         bag_dt, recv_dt = bag_dt[1:], recv_dt[1:]
         assert len(recv_dt) >= 3, topic
-        assert np.all(np.abs(recv_dt - bag_dt / rate) <= 0.1 * bag_dt / rate), (topic, recv_dt)
+        error = np.abs(recv_dt - bag_dt / rate) / (bag_dt / rate)
+        assert np.mean(error <= 0.1) >= 0.9 and np.all(error <= 0.3), (topic, recv_dt)
     span = (bag_messages[-1][2] - bag_messages[0][2]) / 1e9 / rate
     times = [t for _, _, t in received]
     assert max(times) - min(times) == pytest.approx(span, rel=0.1)

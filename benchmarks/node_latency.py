@@ -12,7 +12,6 @@ frames dropped by the latest-wins policy.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
@@ -47,7 +46,6 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--work", type=Path, help="keep the dataset and bags here (default: a temp dir)")
     args = parser.parse_args()
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_file("config/fastdds.xml")))
     work = args.work or Path(tempfile.mkdtemp(prefix="tinybev-latency-"))
     dataroot = work / "dataset"
     config = SynthConfig(scenes=1, seed=11, duration_s=args.duration)

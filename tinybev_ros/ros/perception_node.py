@@ -353,6 +353,9 @@ class PerceptionNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
+    from tinybev_ros.ros.dds import use_large_message_profile
+
+    use_large_message_profile()  # before this process's first DDS participant: camera bursts need the big segment
     rclpy.init(args=args)
     node = None
     try:

@@ -8,7 +8,6 @@ records the outputs (`--record`), and ends when the bag is done and the node has
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -16,10 +15,11 @@ import time
 from pathlib import Path
 
 from tinybev_ros.paths import share_file
+from tinybev_ros.ros.dds import use_large_message_profile
+from tinybev_ros.taxonomy import MAP_CLASSES
 
 OUTPUT_TOPICS = ("/tinybev/detections", "/tinybev/ego_trajectory", "/tinybev/occupancy", "/tinybev/markers",
-                 "/tinybev/predicted_paths", "/tinybev/map/drivable_area", "/tinybev/map/lane_divider",
-                 "/tinybev/map/ped_crossing", "/tinybev/map/walkway", "/diagnostics")
+                 "/tinybev/predicted_paths", *(f"/tinybev/map/{layer}" for layer in MAP_CLASSES), "/diagnostics")
 
 
 def output_topics(checkpoint: str) -> list[str]:
@@ -105,6 +105,7 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
 
     cameras = PerceptionNodeConfig().cameras
     node = recorder = player = None
+    use_large_message_profile()  # for our watcher and, inherited, every child: node, player, recorder
     watcher = GraphWatcher()
     try:
         node = subprocess.Popen(node_command(params, checkpoint, device, bag is not None, overrides or []))
@@ -145,8 +146,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # every process of the pipeline (node, player, recorder) inherits the camera-stream DDS profile
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_file("config/fastdds.xml")))
     params = args.params_file or share_file("config/tinybev.yaml")
     frames = run_pipeline(args.bag, params, args.checkpoint, args.device, args.rate, args.record, args.param)
     if args.bag is not None:

@@ -67,7 +67,6 @@ class PerceptionNode(Node):
         self._stamp_latency_ms: deque[float] = deque(maxlen=200)
         self._arrivals: deque[float] = deque(maxlen=120)
         self._outputs: deque[float] = deque(maxlen=120)
-        self._last_stamp_ns: int | None = None
         self.published = 0
         self.images_received: Counter[str] = Counter()
 
@@ -147,8 +146,7 @@ class PerceptionNode(Node):
         with self._lock:
             before = self.sync.stats.resets
             frameset = self.sync.add(camera, M.to_ns(msg.header.stamp), (msg, time.monotonic()))
-            if self.sync.stats.resets != before:
-                self.tracker.reset()
+            if self.sync.stats.resets != before:  # the tracker resets itself when its frames go back in time
                 self.fault("time_jump", f"{camera} stamp jumped backwards (bag loop?): synchronizer and tracker reset")
             if frameset is not None:
                 if self._mailbox is not None:
@@ -256,9 +254,6 @@ class PerceptionNode(Node):
         if inputs is None:
             return
         images, intrinsics, cam_to_ego = inputs
-        if self._last_stamp_ns is not None and frameset.stamp_ns < self._last_stamp_ns:
-            self.tracker.reset()
-        self._last_stamp_ns = frameset.stamp_ns
         pred = self.predictor.predict(images, intrinsics, cam_to_ego, command=self.command(),
                                       stamp_ns=frameset.stamp_ns)
         pred = pred.select(pred.scores >= self.cfg.score_threshold)

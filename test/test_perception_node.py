@@ -189,9 +189,12 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
         t += 2 * 500_000_000
         # 2. corrupt JPEG, 3. wrong image size, 4. NaN CameraInfo: dropped frames, counted, node alive
         truncated = rosie.image("CAM_FRONT", 0, data=rosie.jpeg[: len(rosie.jpeg) // 3])
+        # one bad frame at a time: a newer set arriving before the worker takes the bad one would replace it
         rosie.send_frame(t, override={"CAM_FRONT": truncated})
+        rosie.spin_until(lambda: "fault_corrupt_image" in rosie.diagnostics(), 60, node)
         small = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", rosie.pixels[::2, ::2])[1].tobytes())
         rosie.send_frame(t + 500_000_000, override={"CAM_BACK": small})
+        rosie.spin_until(lambda: "fault_wrong_image_size" in rosie.diagnostics(), 60, node)
         rosie.send_camera_infos(nan_camera="CAM_BACK")
         rosie.spin_until(lambda: {"fault_corrupt_image", "fault_wrong_image_size", "fault_bad_camera_info"}
                          <= set(rosie.diagnostics()), 60, node)

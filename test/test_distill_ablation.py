@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from training.ablation import load_ablation_config, recalibrate_batchnorm, render_table, summary_row
+from training.ablation import load_ablation_config, recalibrate_batchnorm, render_table
+from training.evaluate import summary_row
 
 
 def test_recalibrate_batchnorm_replaces_stale_statistics_by_the_batch_average() -> None:

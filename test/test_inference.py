@@ -176,6 +176,36 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny):
         load_checkpoint(tmp_path / "partial.safetensors")
 
 
+def test_release_halves_the_file_and_keeps_the_predictions(tmp_path, tiny, rig_inputs):
+    torch.manual_seed(4)
+    model = build_student(tiny).eval()
+    trained = save_checkpoint(tmp_path / "model.safetensors", model, tiny, {"step": 9})
+    assert tinybev(["release", str(trained), "--out", str(tmp_path / "ship.safetensors")]) == 0
+    shipped = tmp_path / "ship.safetensors"
+    assert shipped.stat().st_size < 0.55 * trained.stat().st_size
+    tensors, metadata = read_checkpoint(shipped)
+    assert metadata["precision"] == "float16" and metadata["step"] == "9" and metadata["config"]["name"] == "tiny"
+    assert metadata["released_from"].startswith("model.safetensors sha256:")
+    assert tensors["heads.box.1.bias"].dtype == torch.float16
+    assert tensors["camera.backbone.bn1.num_batches_tracked"].dtype == torch.int64
+    images, ks, poses = rig_inputs
+    full = Predictor.from_checkpoint(trained, device="cpu").predict(images, ks, poses, command=2, stamp_ns=0)
+    half = Predictor.from_checkpoint(shipped, device="cpu").predict(images, ks, poses, command=2, stamp_ns=0)
+    np.testing.assert_allclose(half.map_probs, full.map_probs, atol=0.01)
+    np.testing.assert_allclose(half.ego_plan, full.ego_plan, atol=0.05)
+
+    save_checkpoint(tmp_path / "teacher.safetensors", model, tiny, kind="teacher")
+    with pytest.raises(ValueError, match="only students are shipped"):
+        tinybev(["release", str(tmp_path / "teacher.safetensors"), "--out", str(tmp_path / "t.safetensors")])
+    big = build_student(tiny)
+    with torch.no_grad():
+        big.heads.box[1].bias[0] = 1e6
+    save_checkpoint(tmp_path / "big.safetensors", big, tiny)
+    with pytest.raises(ValueError, match="heads.box.1.bias has values float16 cannot represent"):
+        tinybev(["release", str(tmp_path / "big.safetensors"), "--out", str(tmp_path / "b.safetensors")])
+    assert not (tmp_path / "b.safetensors").exists()
+
+
 def _yaml_rest(config) -> str:
     text = (CONFIG_DIR / "model_tiny.yaml").read_text()
     return "".join(line + "\n" for line in text.splitlines() if line and not line.startswith(("#", "name:")))

@@ -37,12 +37,17 @@ def save_checkpoint(
         raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"config must be a dataclass, got {type(config).__name__}")
-    path = Path(path)
     metadata = {
         key: value if isinstance(value, str) else json.dumps(value) for key, value in (extra_metadata or {}).items()
     }
     metadata.update(format=FORMAT, kind=kind, config=yaml.safe_dump(to_dict(config), sort_keys=False))
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}
+    return write_tensors(path, tensors, metadata)
+
+
+def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Atomic safetensors write: a temp file beside `path`, renamed into place (never a half-written file)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth-render": ("tinybev_ros.synth.pictures", "picture of one sample: six cameras with projected boxes + BEV map"),
     "eval": ("training.evaluate", "evaluate a checkpoint on a nuScenes-format split: all metrics, figures, GIF"),
     "params": ("tinybev_ros.model.summary", "print the student's parameter count per part for a model config"),
+    "release": ("tinybev_ros.release", "write a trained student as the file to ship: float16 weights + source hash"),
     "export-onnx": ("tinybev_ros.model.export", "export a student checkpoint to ONNX (+ the rig's splat index)"),
     "train": ("training.train", "supervised training of the student or the teacher (torchrun for several GPUs)"),
     "distill": ("training.distill_train", "train the student with cross-modal distillation from a teacher (S1/S2/S3)"),

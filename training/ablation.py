@@ -43,7 +43,16 @@ from training.config import load_train_config
 from training.data import NuScenesBevDataset, collate, move_batch
 from training.distill_train import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
-from training.evaluate import devkit_split, evaluate, load_ground_truths, predict_split, sample_images, sample_rig
+from training.evaluate import (
+    devkit_split,
+    evaluate,
+    load_ground_truths,
+    metric_at,
+    predict_split,
+    sample_images,
+    sample_rig,
+    summary_row,
+)
 from training.metrics.detection import split_sample_tokens
 from training.metrics.speed import measure_latency
 from training.model_adapter import build_model_spec
@@ -275,30 +284,6 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def _get(metrics: dict, *keys: str) -> float:
-    value: Any = metrics
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
-            return float("nan")
-        value = value[key]
-    return float(value) if value is not None else float("nan")
-
-
-def summary_row(metrics: dict[str, Any]) -> dict[str, float]:
-    """The table's figures from `training.evaluate.evaluate` output (UniAD definitions for planning; vehicles
-    for minADE; occupancy IoU of the near region, current frame)."""
-    return {
-        "mAP": _get(metrics, "detection", "mAP"),
-        "NDS": _get(metrics, "detection", "NDS"),
-        "AMOTA": _get(metrics, "tracking", "AMOTA"),
-        "minADE": _get(metrics, "motion", "vehicle", "minADE"),
-        "map_iou": _get(metrics, "map", "mIoU"),
-        "occ_iou": _get(metrics, "occupancy", "near_current"),
-        "plan_l2": _get(metrics, "planning", "uniad", "l2_avg"),
-        "collision": _get(metrics, "planning", "uniad", "collision_avg"),
-    }
-
-
 def _mean_std(values: list[float]) -> tuple[float, float]:
     finite = [v for v in values if not math.isnan(v)]
     if not finite:
@@ -317,12 +302,12 @@ def render_table(results: dict[str, Any], stages: tuple[str, ...]) -> tuple[str,
     header = ["model", *(name for name, _, _ in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     teacher = results["teacher"]
-    lines.append("| teacher (LiDAR+camera) | " + " | ".join(_cell(_get(teacher, key), None, digits)
+    lines.append("| teacher (LiDAR+camera) | " + " | ".join(_cell(metric_at(teacher, key), None, digits)
                                                            for _, key, digits in COLUMNS) + " |")
     stats: dict[str, dict[str, tuple[float, float]]] = {}
     for stage in stages:
         runs = [r for r in results["students"].values() if r["stage"] == stage]
-        stats[stage] = {key: _mean_std([_get(r, key) for r in runs]) for _, key, _ in COLUMNS}
+        stats[stage] = {key: _mean_std([metric_at(r, key) for r in runs]) for _, key, _ in COLUMNS}
         label = "student, no distillation" if stage == "none" else f"student + {stage}"
         lines.append(f"| {label} ({len(runs)} seeds) | " + " | ".join(
             _cell(*stats[stage][key], digits) for _, key, digits in COLUMNS) + " |")
@@ -330,7 +315,7 @@ def render_table(results: dict[str, Any], stages: tuple[str, ...]) -> tuple[str,
     if "none" in stats and "S3" in stats:
         (nds0, sd0), (nds3, sd3) = stats["none"]["NDS"], stats["S3"]["NDS"]
         (l20, sl0), (l23, sl3) = stats["none"]["plan_l2"], stats["S3"]["plan_l2"]
-        gap = _get(teacher, "NDS") - nds0
+        gap = metric_at(teacher, "NDS") - nds0
         verdict = {
             "nds_gain": nds3 - nds0, "nds_seed_spread": max(sd0, sd3),
             "plan_l2_gain": l20 - l23, "plan_l2_seed_spread": max(sl0, sl3),

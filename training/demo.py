@@ -21,6 +21,7 @@ log = logging.getLogger("tinybev.demo")
 DEFAULT_SEED = 7
 DEFAULT_DURATION_S = 8.0
 DEFAULT_RATE = 0.25  # slow enough that a 2-core CPU runs the tiny student on every keyframe
+SUMMARY_FILE = "summary.json"
 TASKS = ("detection", "tracking", "motion", "map", "occupancy", "planning")
 
 
@@ -102,6 +103,18 @@ def evaluate_outputs(dataroot: Path, version: str, scene_name: str, outputs_bag:
     return metrics
 
 
+def write_summary(path: Path, metrics: dict, checkpoint: Path, args: argparse.Namespace, scene: str) -> None:
+    """The headline figures with what produced them: README's demo table is this file (a test compares them)."""
+    from tinybev_ros.release import sha256
+    from training.evaluate import summary_row
+
+    source = ({"dataroot": str(args.dataroot), "version": args.version, "scene": scene} if args.dataroot is not None
+              else {"synthetic_seed": args.seed, "duration_s": args.duration, "scene": scene})
+    summary = {"checkpoint_sha256": sha256(checkpoint), "source": source, "rate": args.rate,
+               "frames": metrics["frames"], "metrics": summary_row(metrics)}
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
     from tinybev_ros.paths import default_checkpoint, share_file
     from tinybev_ros.ros.run import run_pipeline
@@ -136,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"\ndemo: {frames} frames published by tinybev_node, outputs recorded in {outputs_bag}")
     if dataroot is not None:
-        evaluate_outputs(dataroot, version, scene, outputs_bag, out)
+        metrics = evaluate_outputs(dataroot, version, scene, outputs_bag, out)
+        write_summary(out / SUMMARY_FILE, metrics, Path(checkpoint), args, scene)
         print((out / "metrics.md").read_text())
         gif = next((out / "figures").glob("*.gif"))
         print(f"demo: metrics in {out / 'metrics.md'} and {out / 'metrics.json'}; pictures in {out / 'figures'}; "

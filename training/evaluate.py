@@ -270,6 +270,31 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | Path) -> tuple[Path,
     return json_path, md_path
 
 
+def metric_at(metrics: dict, *keys: str) -> float:
+    """A nested figure of `evaluate` output, NaN where the task or value is absent."""
+    value: Any = metrics
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return float("nan")
+        value = value[key]
+    return float(value) if value is not None else float("nan")
+
+
+def summary_row(metrics: dict[str, Any]) -> dict[str, float]:
+    """The table's figures from `training.evaluate.evaluate` output (UniAD definitions for planning; vehicles
+    for minADE; occupancy IoU of the near region, current frame)."""
+    return {
+        "mAP": metric_at(metrics, "detection", "mAP"),
+        "NDS": metric_at(metrics, "detection", "NDS"),
+        "AMOTA": metric_at(metrics, "tracking", "AMOTA"),
+        "minADE": metric_at(metrics, "motion", "vehicle", "minADE"),
+        "map_iou": metric_at(metrics, "map", "mIoU"),
+        "occ_iou": metric_at(metrics, "occupancy", "near_current"),
+        "plan_l2": metric_at(metrics, "planning", "uniad", "l2_avg"),
+        "collision": metric_at(metrics, "planning", "uniad", "collision_avg"),
+    }
+
+
 # ------------------------------------------------------------------ pictures
 
 def sample_rig(nusc: NuScenes, sample_token: str) -> Rig:

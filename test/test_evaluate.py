@@ -225,6 +225,8 @@ def test_no_boxes_at_all_scores_zero(world) -> None:
     assert metrics["detection"]["NDS"] == 0.0 and metrics["detection"]["mATE"] == 1.0
     assert metrics["tracking"]["AMOTA"] == 0.0 and metrics["tracking"]["recall"] == 0.0
     assert metrics["motion"]["all"]["matched"] == 0 and metrics["motion"]["all"]["EPA"] == 0.0
+    markdown = to_markdown(metrics)
+    assert "No boxes predicted in the whole split" in markdown and "No ground truth" not in markdown
 
 
 def test_scenes_are_ordered_in_time(world) -> None:

@@ -12,12 +12,14 @@ import yaml
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.checkpoint import load_checkpoint
-from tinybev_ros.geometry import BevGrid
+from tinybev_ros.geometry import CAMERA_NAMES, BevGrid
 from tinybev_ros.model.config import load_model_config
+from tinybev_ros.model.preprocess import preprocess_cameras
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint
 from training.config import TrainConfig, load_train_config
 from training.data import DataConfig, NuScenesBevDataset, collate
+from training.evaluate import sample_images, sample_rig
 from training.ground_truth import ego_pose_of_sample
 from training.losses import LossWeights, collision_penalty, focal_heatmap_loss, motion_losses
 from training.targets import TargetConfig, decode_box_targets
@@ -40,6 +42,26 @@ def tiny_config(**changes) -> TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------- data
+@pytest.mark.parametrize("train_yaml", ["train_tiny.yaml", "train_base.yaml", "distill_ablation_train.yaml"])
+def test_student_training_feeds_the_model_what_the_node_does(nusc, train_yaml):
+    """Same images, K and extrinsics as the runtime Predictor gets from /tf_static and CameraInfo: a student
+    trained on anything else learns from a signal the node never provides (see training/data.py)."""
+    config = load_train_config(REPO / "config" / train_yaml)
+    model = load_model_config(config.model_config_path("student"))
+    dataset = NuScenesBevDataset(nusc, "train", model.grid, model.det_stride, model,
+                                 dataclasses.replace(config.data, max_samples=1), config.targets, train=False,
+                                 with_lidar=False)
+    item = dataset[0]
+    rig = sample_rig(nusc, item["meta"]["sample_token"])
+    images = sample_images(nusc, item["meta"]["sample_token"])
+    inputs, ks = preprocess_cameras([images[n] for n in CAMERA_NAMES],
+                                    [rig.cameras[n].intrinsic for n in CAMERA_NAMES], model, CAMERA_NAMES)
+    np.testing.assert_array_equal(item["images"], inputs)
+    np.testing.assert_allclose(item["intrinsics"], np.asarray(ks), atol=1e-4)
+    np.testing.assert_allclose(item["cam_to_ego"], [rig.cameras[n].sensor_to_ego.matrix for n in CAMERA_NAMES],
+                               atol=1e-6)
+
+
 def test_batch_follows_the_contract_and_augmentation_moves_k(nusc):
     model = load_model_config(TINY)
     kwargs = {"grid": model.grid, "det_stride": model.det_stride, "camera_config": model,

@@ -8,6 +8,10 @@ Geometry: base_link is the ego pose at the keyframe's LIDAR_TOP timestamp (the g
 fires up to ~40 ms before or after that instant, so with `ego_motion_compensation` its extrinsic is composed
 through the ego poses at the two timestamps (camera -> ego@camera time -> global -> ego@LiDAR time), which is
 the exact pose of the camera in the target frame; without it, the static calibrated_sensor extrinsic is used.
+Students train without it: the node feeds the static extrinsics of /tf_static, and with it a student learns a
+side channel: the per-camera offsets grow with the ego's speed, and a student trained with them read its speed
+there (on the same images it planned 22 m ahead with compensated extrinsics, 0.4 m with the static ones).
+Teachers, which fuse the LiDAR sweep and never run in the node, train with it.
 
 Augmentation (training only) is a random zoom and crop-window shift of each image, applied through the
 runtime's own ResizeCrop, so it is folded into K by the same code that computes K at run time: image content and

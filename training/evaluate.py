@@ -207,7 +207,9 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
         lines += ["", *_table(["class", *DETECTION_CLASSES], [["AP", *(_fmt(d["per_class_AP"].get(c))
                                                                       for c in DETECTION_CLASSES)]])]
         absent = [c for c in DETECTION_CLASSES if c not in d.get("classes_with_ground_truth", DETECTION_CLASSES)]
-        if absent:
+        if "note" in d:
+            lines += ["", f"{d['note'][0].upper()}{d['note'][1:]}: the devkit's rules score that mAP 0 and NDS 0."]
+        elif absent:
             lines += ["", f"No ground truth in this split for: {', '.join(absent)} (the devkit scores them AP 0 and "
                           "error 1, which caps mAP and NDS)."]
     if "tracking" in metrics:

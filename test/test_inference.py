@@ -134,6 +134,14 @@ def test_predictor_runs_tiny_on_cpu_and_caches_the_splat_index(tiny, rig_inputs)
     assert predictor.splat_computations == 2
 
 
+def test_warm_up_prepares_the_default_rig(tiny, rig_inputs):
+    predictor = Predictor.untrained(tiny)
+    assert predictor.warm_up() > 0 and predictor.splat_computations == 1
+    images, ks, poses = rig_inputs
+    predictor.predict(images, ks, poses, command=2, stamp_ns=0)
+    assert predictor.splat_computations == 1  # the real frames on this rig reuse the warm-up's splat index
+
+
 def test_predictor_rejects_bad_input_clearly(tiny, rig_inputs):
     images, ks, poses = rig_inputs
     predictor = Predictor.untrained(tiny)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tinybev_ros.checkpoint import load_checkpoint
-from tinybev_ros.geometry import CAMERA_NAMES, Transform
+from tinybev_ros.geometry import CAMERA_NAMES, Rig, Transform
 from tinybev_ros.model import ModelConfig, SplatIndex, TinyBEV, build_student
 from tinybev_ros.model.decode import decode
 from tinybev_ros.model.preprocess import preprocess_cameras
@@ -63,6 +63,17 @@ class Predictor:
         torch.manual_seed(seed)
         log.warning("using an UNTRAINED %s student (random weights): outputs are meaningless", config.name)
         return Predictor(build_student(config), config, device)
+
+    def warm_up(self, rig: Rig | None = None) -> float:
+        """One frame of black images through the whole path, so the first real frame does not pay for lazy
+        initialisation (thread pools, allocator, CUDA kernels) and, on this rig, for its splat index: a node
+        fed at its frame rate would otherwise drop the frames that arrive meanwhile. Returns milliseconds."""
+        rig = rig or Rig.load()
+        cameras = [rig.cameras[name] for name in CAMERA_NAMES]
+        start = time.perf_counter()
+        self.predict([np.zeros((c.height, c.width, 3), np.uint8) for c in cameras], [c.intrinsic for c in cameras],
+                     [c.sensor_to_ego for c in cameras], command=2, stamp_ns=0)
+        return 1e3 * (time.perf_counter() - start)
 
     def _splat(self, intrinsics: np.ndarray, cam_to_ego: np.ndarray) -> SplatIndex:
         key = hashlib.sha1(intrinsics.tobytes() + cam_to_ego.tobytes()).hexdigest()

@@ -71,6 +71,7 @@ class PerceptionNode(Node):
         self.images_received: Counter[str] = Counter()
 
         self.predictor = self._load_predictor()
+        self.get_logger().info(f"warm-up frame (default rig) took {self.predictor.warm_up():.0f} ms")
         self.tracker = self._make_tracker()
         self.sync = CameraSynchronizer(cfg.cameras, SyncConfig(
             tolerance_ns=int(cfg.sync_tolerance_ms * 1e6), queue_size=cfg.sync_queue_size,

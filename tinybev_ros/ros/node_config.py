@@ -31,6 +31,8 @@ class PerceptionNodeConfig:
     base_frame: str = _p("base_link", "frame of all outputs (REP 105)")
     sync_tolerance_ms: float = _p(60.0, "max spread of the six camera stamps grouped into one frame")
     sync_queue_size: int = _p(4, "frames buffered per camera before the oldest is dropped")
+    frame_queue_size: int = _p(1, "synchronized frames waiting for inference: 1 = latest wins (live); more = "
+                                  "every frame in order while the backlog fits (bag replay for evaluation)")
     allow_missing_cameras: bool = _p(False, "when a camera is silent: false = wait, true = infer with it masked")
     missing_camera_timeout_ms: float = _p(300.0, "a camera is silent after this long without a frame")
     command: str = _p("goal", "planning command: left, right, straight, or goal (from goal_topic, else straight)")

@@ -1,9 +1,10 @@
 """`tinybev_node`: six synchronized cameras in; boxes, map, occupancy, forecasts and the ego plan out.
 
 Threading: subscription callbacks only file messages (the synchronizer is cheap), so input is never
-blocked. A complete camera set goes to a one-slot mailbox; a worker thread decodes, runs the `Predictor`,
-tracks and publishes. If the worker is busy when a newer set completes, the older waiting set is replaced
-(latest wins) and counted as dropped, which bounds memory and latency under bursts.
+blocked. A complete camera set joins a queue of `frame_queue_size` sets; a worker thread decodes, runs the
+`Predictor`, tracks and publishes. When the queue is full the oldest waiting set is dropped and counted, which
+bounds memory and latency under bursts: size 1 (default) is latest wins, for a live robot; a bag replayed for
+evaluation (`tinybev demo`) uses a longer queue so that every frame is processed, in order, despite hiccups.
 
 Faults never stop the node: each kind is logged once with a clear message and counted in /diagnostics.
 """
@@ -60,7 +61,9 @@ class PerceptionNode(Node):
         self.faults: Counter[str] = Counter()
         self._logged: set[str] = set()
         self._lock = threading.Lock()
-        self._mailbox: FrameSet | None = None
+        if cfg.frame_queue_size < 1:
+            raise ValueError(f"frame_queue_size must be at least 1, not {cfg.frame_queue_size}")
+        self._pending: deque[FrameSet] = deque()  # at most frame_queue_size; the oldest is dropped
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._latency_ms: deque[float] = deque(maxlen=200)
@@ -150,9 +153,10 @@ class PerceptionNode(Node):
             if self.sync.stats.resets != before:  # the tracker resets itself when its frames go back in time
                 self.fault("time_jump", f"{camera} stamp jumped backwards (bag loop?): synchronizer and tracker reset")
             if frameset is not None:
-                if self._mailbox is not None:
-                    self.faults["dropped_busy"] += 1  # the worker had not taken the previous set: latest wins
-                self._mailbox = frameset
+                if len(self._pending) == self.cfg.frame_queue_size:
+                    self._pending.popleft()
+                    self.faults["dropped_busy"] += 1  # inference is behind: the oldest waiting set goes
+                self._pending.append(frameset)
                 self._wakeup.set()
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
@@ -185,8 +189,9 @@ class PerceptionNode(Node):
             if not self._wakeup.wait(timeout=0.1):
                 continue
             with self._lock:
-                frameset, self._mailbox = self._mailbox, None
-                self._wakeup.clear()
+                frameset = self._pending.popleft() if self._pending else None
+                if not self._pending:
+                    self._wakeup.clear()
             if frameset is None:
                 continue
             try:

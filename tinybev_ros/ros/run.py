@@ -48,6 +48,8 @@ def tinybev_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tinybev_ros.cli", *args]
 
 
+PLAYER_SETTLE_S = 1.0
+
 class GraphWatcher:
     """A small rclpy node of our own to wait on the ROS graph and to see outputs arrive."""
 
@@ -119,7 +121,18 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
                                                         "--topics", *output_topics(checkpoint)))
             watcher.spin_until(lambda: watcher.node.count_subscribers("/tinybev/detections") > 1, 60,
                                "waiting for the recorder to subscribe", [node, recorder])
-        player = subprocess.Popen(tinybev_command("bag", "play", str(bag), "--clock", "--rate", str(rate)))
+        player = subprocess.Popen(tinybev_command("bag", "play", str(bag), "--clock", "--rate", str(rate),
+                                                  "--start-paused"))
+        # Images are best-effort: one sent before the node's reader has matched the player's new writer is lost,
+        # and the node's side of that match cannot be observed from here. Our watcher seeing the writers means
+        # discovery has reached this host's participants; the settle covers the node's (milliseconds on
+        # localhost). Without it the first frames of every replay were lost.
+        watcher.spin_until(lambda: all(watcher.node.count_publishers(t) > 0 for t in camera_topics), 60,
+                           "waiting for the player's publishers", [node, player])
+        settle = time.monotonic() + PLAYER_SETTLE_S
+        watcher.spin_until(lambda: time.monotonic() > settle, PLAYER_SETTLE_S + 5, "letting discovery settle",
+                           [node, player])
+        player.send_signal(signal.SIGUSR1)
         watcher.spin_until(lambda: player.poll() is not None, 24 * 3600, "playing the bag", [node])
         if player.returncode != 0:
             raise RuntimeError(f"bag play failed with exit code {player.returncode}")

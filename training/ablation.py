@@ -52,6 +52,7 @@ from training.evaluate import (
     sample_images,
     sample_rig,
     summary_row,
+    write_json,
 )
 from training.metrics.detection import split_sample_tokens
 from training.metrics.speed import measure_latency
@@ -95,14 +96,6 @@ def load_ablation_config(path: str | Path) -> AblationConfig:
 
 def final_model(run_dir: Path, steps: int) -> Path:
     return run_dir / "checkpoints" / f"step_{steps:08d}" / MODEL_FILE
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, allow_nan=True)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()

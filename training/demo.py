@@ -110,13 +110,13 @@ def evaluate_outputs(dataroot: Path, version: str, scene_name: str, outputs_bag:
 def write_summary(path: Path, metrics: dict, checkpoint: Path, args: argparse.Namespace, scene: str) -> None:
     """The headline figures with what produced them: README's demo table is this file (a test compares them)."""
     from tinybev_ros.release import sha256
-    from training.evaluate import summary_row
+    from training.evaluate import summary_row, write_json
 
     source = ({"dataroot": str(args.dataroot), "version": args.version, "scene": scene} if args.dataroot is not None
               else {"synthetic_seed": args.seed, "duration_s": args.duration, "scene": scene})
     summary = {"checkpoint_sha256": sha256(checkpoint), "source": source, "rate": args.rate,
                "frames": metrics["frames"], "metrics": summary_row(metrics)}
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(path, summary)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -254,7 +254,9 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """A temp file beside `path`, renamed into place: a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
@@ -262,13 +264,18 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Atomic JSON with NaN/inf as null (strict JSON: undefined metrics read back as None)."""
+    write_text_atomic(path, json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
+
+
 def write_report(metrics: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """metrics.json (NaN -> null) and metrics.md in `out_dir`, each written atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
-    _write_text(json_path, json.dumps(_plain(dict(metrics)), indent=2, allow_nan=False))
-    _write_text(md_path, to_markdown(metrics))
+    write_json(json_path, metrics)
+    write_text_atomic(md_path, to_markdown(metrics))
     return json_path, md_path
 
 

@@ -20,6 +20,7 @@ from tinybev_ros.taxonomy import MAP_CLASSES
 
 OUTPUT_TOPICS = ("/tinybev/detections", "/tinybev/ego_trajectory", "/tinybev/occupancy", "/tinybev/markers",
                  "/tinybev/predicted_paths", *(f"/tinybev/map/{layer}" for layer in MAP_CLASSES), "/diagnostics")
+PLAYER_SETTLE_S = 1.0  # after the player's writers are visible, before it is resumed (see run_pipeline)
 
 
 def output_topics(checkpoint: str) -> list[str]:
@@ -47,8 +48,6 @@ def node_command(params: Path, checkpoint: str, device: str, sim_time: bool, ove
 def tinybev_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tinybev_ros.cli", *args]
 
-
-PLAYER_SETTLE_S = 1.0
 
 class GraphWatcher:
     """A small rclpy node of our own to wait on the ROS graph and to see outputs arrive."""

@@ -23,6 +23,7 @@ from tinybev_ros.model import ModelConfig, SplatIndex, TinyBEV, build_student
 from tinybev_ros.model.decode import decode
 from tinybev_ros.model.preprocess import preprocess_cameras
 from tinybev_ros.predictions import Predictions
+from tinybev_ros.taxonomy import Command
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Predictor:
         cameras = [rig.cameras[name] for name in CAMERA_NAMES]
         start = time.perf_counter()
         self.predict([np.zeros((c.height, c.width, 3), np.uint8) for c in cameras], [c.intrinsic for c in cameras],
-                     [c.sensor_to_ego for c in cameras], command=2, stamp_ns=0)
+                     [c.sensor_to_ego for c in cameras], command=int(Command.STRAIGHT), stamp_ns=0)
         return 1e3 * (time.perf_counter() - start)
 
     def _splat(self, intrinsics: np.ndarray, cam_to_ego: np.ndarray) -> SplatIndex:

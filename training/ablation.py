@@ -21,8 +21,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +51,7 @@ from training.evaluate import (
     sample_rig,
     summary_row,
     write_json,
+    write_text_atomic,
 )
 from training.metrics.detection import split_sample_tokens
 from training.metrics.speed import measure_latency
@@ -340,11 +339,5 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     write_json(Path(args.out) / "verdict.json", verdict)
     if args.table:
-        path = Path(args.table)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_text_atomic(Path(args.table), text)
     return 0

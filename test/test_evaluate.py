@@ -18,8 +18,11 @@ from nuscenes.nuscenes import NuScenes
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 from training.evaluate import (
+    EVAL_SCORE_THRESHOLD,
     devkit_split,
     evaluate,
+    evaluation_predictor,
+    for_evaluation,
     load_ground_truths,
     planning_obstacles,
     samples_by_scene,
@@ -247,6 +250,28 @@ def test_missing_samples_and_mismatched_grids_are_clear_errors(world) -> None:
         evaluate(coarse, nusc, eval_set, tasks=("map",), ground_truths=gts, progress=False)
 
 
+# ------------------------------------------------------------------ decoding for the protocol
+
+def test_evaluation_decodes_the_boxes_a_deploy_threshold_would_cut(tmp_path) -> None:
+    """The devkit ranks every box; a checkpoint's deploy threshold (0.2) must not decide what it gets to rank."""
+    from test_inference import handmade_outputs
+
+    from tinybev_ros.checkpoint import save_checkpoint
+    from tinybev_ros.model import build_student
+    from tinybev_ros.model.config import load_model_config
+    from tinybev_ros.model.decode import decode
+
+    config = load_model_config(Path(__file__).resolve().parents[1] / "config" / "model_tiny.yaml")
+    assert config.decode.score_threshold > 0.1 > EVAL_SCORE_THRESHOLD
+    (deployed,) = decode(handmade_outputs(config), config, [0], [2])
+    (evaluated,) = decode(handmade_outputs(config), for_evaluation(config), [0], [2])
+    assert len(deployed) == 1 and len(evaluated) == 2 and evaluated.scores.min() < 0.05
+    lower = replace(config, decode=replace(config.decode, score_threshold=0.001))
+    assert for_evaluation(lower).decode.score_threshold == 0.001  # a lower threshold is never raised
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", build_student(config), config)
+    assert evaluation_predictor(checkpoint, "cpu").config.decode.score_threshold == EVAL_SCORE_THRESHOLD
+
+
 # ------------------------------------------------------------------ the command
 
 def test_tinybev_eval_on_a_tiny_checkpoint(synth_dataset, tmp_path) -> None:
@@ -260,7 +285,6 @@ def test_tinybev_eval_on_a_tiny_checkpoint(synth_dataset, tmp_path) -> None:
     from tinybev_ros.model.config import load_model_config
 
     config = load_model_config(Path(__file__).resolve().parents[1] / "config" / "model_tiny.yaml")
-    config = replace(config, decode=replace(config.decode, score_threshold=0.05))  # random weights: boxes appear
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", build_student(config), config)
     out = tmp_path / "eval"

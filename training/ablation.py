@@ -34,7 +34,6 @@ from torch.utils.data import DataLoader
 
 from tinybev_ros.config import load_yaml
 from tinybev_ros.geometry import CAMERA_NAMES
-from tinybev_ros.inference import Predictor
 from tinybev_ros.model.decode import decode
 from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
@@ -44,6 +43,8 @@ from training.distillation.config import STAGES, load_distill_config
 from training.evaluate import (
     devkit_split,
     evaluate,
+    evaluation_predictor,
+    for_evaluation,
     load_ground_truths,
     metric_at,
     predict_split,
@@ -193,7 +194,7 @@ class Ablation:
         cached = model.parent / "ablation_metrics.json"
         if cached.is_file():
             return json.loads(cached.read_text())
-        predictor = Predictor.from_checkpoint(model, device=self.device)
+        predictor = evaluation_predictor(model, self.device)
         if self.config.bn_recalibration_batches > 0:
             recalibrate_batchnorm(predictor.model, self.calibration_batches(predictor.config, with_lidar=False),
                                   lambda net, b: net(b["images"], b["intrinsics"], b["cam_to_ego"], b["command"]))
@@ -237,7 +238,7 @@ class Ablation:
                 batch = move_batch(batch, torch.device(self.device))
                 metas = batch["meta"]
                 outputs = net(batch)
-                decoded = decode(outputs, camera, [int(m["timestamp_us"]) * 1000 for m in metas],
+                decoded = decode(outputs, for_evaluation(camera), [int(m["timestamp_us"]) * 1000 for m in metas],
                                  batch["command"].tolist())
                 predictions.update({m["sample_token"]: p for m, p in zip(metas, decoded, strict=True)})
         missing = sorted(set(tokens) - set(predictions))

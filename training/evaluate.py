@@ -32,7 +32,10 @@ from nuscenes.map_expansion.map_api import NuScenesMap
 from nuscenes.nuscenes import NuScenes
 from tqdm import tqdm
 
+from tinybev_ros.checkpoint import load_checkpoint
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, CameraCalibration, Rig, Transform
+from tinybev_ros.inference import Predictor
+from tinybev_ros.model.config import ModelConfig
 from tinybev_ros.predictions import PLAN_STEPS, Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 from tinybev_ros.tracking import Tracker, TrackerConfig
@@ -44,6 +47,10 @@ from training.metrics.planning import PlanningAccumulator, obstacle_corners
 from training.metrics.segmentation import MapAccumulator, OccupancyAccumulator
 
 ALL_TASKS: tuple[str, ...] = ("detection", "tracking", "motion", "map", "occupancy", "planning")
+# The nuScenes protocol ranks every submitted box (up to 500 per sample) and integrates precision over recall, so
+# boxes are decoded down to this score for evaluation. A deploy threshold (the checkpoint's decode 0.2, the node's
+# 0.3) would cut the curve where a weak detector still has precision and score it mAP 0.
+EVAL_SCORE_THRESHOLD = 0.01
 DEVKIT_TASKS = ("detection", "tracking")
 _VEHICLE_LABELS = np.array([DETECTION_CLASSES.index(name) for name in VEHICLE_CLASSES])
 _PEDESTRIAN_LABEL = DETECTION_CLASSES.index("pedestrian")
@@ -163,6 +170,18 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
     if "planning" in tasks:
         metrics["planning"] = planning.result()
     return metrics
+
+
+def for_evaluation(config: ModelConfig) -> ModelConfig:
+    """`config` decoding boxes down to `EVAL_SCORE_THRESHOLD` (the peak count `max_detections` still bounds them)."""
+    threshold = min(config.decode.score_threshold, EVAL_SCORE_THRESHOLD)
+    return replace(config, decode=replace(config.decode, score_threshold=threshold))
+
+
+def evaluation_predictor(checkpoint: str | Path, device: str | None = None) -> Predictor:
+    """A `Predictor` for a student checkpoint that decodes as the evaluation protocol needs (`for_evaluation`)."""
+    model, config = load_checkpoint(checkpoint)
+    return Predictor(model, for_evaluation(config), device)
 
 
 def _sub(directory: str | Path | None, name: str) -> Path | None:
@@ -418,7 +437,6 @@ def predictor_speed(predictor: Any, nusc: NuScenes, sample_token: str, times_ms:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinybev_ros.inference import Predictor
     from training.metrics.detection import split_sample_tokens
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
     unknown = sorted(set(tasks) - set(ALL_TASKS))
@@ -432,7 +450,7 @@ def run(args: argparse.Namespace) -> int:
     tokens = split_sample_tokens(nusc, eval_set)
     if not tokens:
         raise SystemExit(f"tinybev eval: split {eval_set!r} has no scenes in {args.dataroot} ({args.version})")
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = evaluation_predictor(args.checkpoint, args.device)
     print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
     ground_truths = load_ground_truths(nusc, tokens, predictor.config.grid)
     times_ms: list[float] = []

@@ -14,14 +14,13 @@ pastel fills, ground-truth map layers as darker outlines.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from tinybev_ros.atomic_file import atomic_path
 from tinybev_ros.geometry import CAMERA_NAMES, CameraCalibration, Rig
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
@@ -369,32 +368,14 @@ def render_sample(predictions: Predictions, rig: Rig, images: Mapping[str, np.nd
 
 # ------------------------------------------------------------------ files
 
-def _atomic_write(path: str | Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_png(image: np.ndarray, path: str | Path) -> Path:
     """Write an RGB uint8 image as PNG, atomically (zlib level 6: 5x faster than 9 for 3 % more bytes)."""
     bgr = cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_RGB2BGR)
 
-    def write(tmp: str) -> None:
-        if not cv2.imwrite(tmp, bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6]):
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6]):
             raise OSError(f"could not write PNG {path}")
-
-    return _atomic_write(path, write)
+    return Path(path)
 
 
 def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 2.0, max_width: int | None = 960) -> Path:
@@ -411,8 +392,7 @@ def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 2.0, 
                                interpolation=cv2.INTER_AREA)
         pictures.append(Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
 
-    def write(tmp: str) -> None:
+    with atomic_path(path) as tmp:
         pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:],
                          duration=int(round(1000.0 / fps)), loop=0, optimize=False)
-
-    return _atomic_write(path, write)
+    return Path(path)

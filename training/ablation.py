@@ -32,6 +32,7 @@ from nuscenes.nuscenes import NuScenes
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tinybev_ros.atomic_file import write_text
 from tinybev_ros.config import load_yaml
 from tinybev_ros.geometry import CAMERA_NAMES
 from tinybev_ros.model.decode import decode
@@ -52,7 +53,6 @@ from training.evaluate import (
     sample_rig,
     summary_row,
     write_json,
-    write_text_atomic,
 )
 from training.metrics.detection import split_sample_tokens
 from training.metrics.speed import measure_latency
@@ -340,5 +340,5 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     write_json(Path(args.out) / "verdict.json", verdict)
     if args.table:
-        write_text_atomic(Path(args.table), text)
+        write_text(args.table, text)
     return 0

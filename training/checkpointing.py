@@ -23,6 +23,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from tinybev_ros.atomic_file import write_text
+
 STATE_FILE = "train_state.safetensors"
 MODEL_FILE = "model.safetensors"
 LATEST = "latest"
@@ -122,9 +124,7 @@ def write_checkpoint_dir(out_dir: str | Path, step: int, write_model, state: dic
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    latest_tmp = out_dir / f".{LATEST}.tmp"
-    latest_tmp.write_text(target.name + "\n")
-    os.replace(latest_tmp, out_dir / LATEST)
+    write_text(out_dir / LATEST, target.name + "\n")
     for old in sorted(out_dir.glob("step_*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return target

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -32,6 +30,7 @@ from nuscenes.map_expansion.map_api import NuScenesMap
 from nuscenes.nuscenes import NuScenes
 from tqdm import tqdm
 
+from tinybev_ros.atomic_file import write_text
 from tinybev_ros.checkpoint import load_checkpoint
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, CameraCalibration, Rig, Transform
 from tinybev_ros.inference import Predictor
@@ -273,19 +272,9 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """A temp file beside `path`, renamed into place: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON with NaN/inf as null (strict JSON: undefined metrics read back as None)."""
-    write_text_atomic(path, json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
 
 
 def write_report(metrics: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
@@ -294,7 +283,7 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | Path) -> tuple[Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
     write_json(json_path, metrics)
-    write_text_atomic(md_path, to_markdown(metrics))
+    write_text(md_path, to_markdown(metrics))
     return json_path, md_path
 
 

@@ -14,14 +14,13 @@ the BEV pooling becomes ScatterElements(reduction="add"), hence opset >= 16.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from tinybev_ros.atomic_file import atomic_path
 from tinybev_ros.geometry import CAMERA_NAMES, Rig
 from tinybev_ros.model.preprocess import ResizeCrop
 from tinybev_ros.model.student import TinyBEV
@@ -54,25 +53,16 @@ def export_onnx(model: TinyBEV, example: tuple, path: str | Path, opset: int = O
     The wrapper is put in eval mode itself: the exporter restores the wrapper's previous mode recursively
     afterwards, which would otherwise leave the student's BatchNorm layers in training mode.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     points = {0: "points"}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks: static per config, as intended
-            torch.onnx.export(
-                _ExportGraph(model).eval(), example, tmp, dynamo=False, opset_version=opset,
-                input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                dynamic_axes={"depth_index": points, "pixel_index": points, "cell_index": points},
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks: static per config, as intended
+        torch.onnx.export(
+            _ExportGraph(model).eval(), example, str(tmp), dynamo=False, opset_version=opset,
+            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+            dynamic_axes={"depth_index": points, "pixel_index": points, "cell_index": points},
+        )
+    return Path(path)
 
 
 def rig_splat_index(model: TinyBEV, rig: Rig) -> SplatIndex:
@@ -103,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
     images = torch.zeros(1, len(CAMERA_NAMES), 3, config.image_height, config.image_width)
     out = export_onnx(model, export_inputs(images, splat, torch.tensor([2])), args.out)
     index_path = out.with_suffix(".splat.safetensors")
-    tmp = index_path.with_name(f".{index_path.name}.tmp")
-    save_file({"depth_index": splat.depth_index, "pixel_index": splat.pixel_index, "cell_index": splat.cell_index},
-              str(tmp), metadata={"rig": str(args.rig or "shipped nuScenes rig"), "model": config.name})
-    os.replace(tmp, index_path)
+    with atomic_path(index_path) as tmp:
+        save_file({"depth_index": splat.depth_index, "pixel_index": splat.pixel_index,
+                   "cell_index": splat.cell_index},
+                  str(tmp), metadata={"rig": str(args.rig or "shipped nuScenes rig"), "model": config.name})
     print(f"wrote {out} (opset {OPSET}, inputs {', '.join(INPUT_NAMES)}) and {index_path} "
           f"({splat.cell_index.numel()} splat points)")
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from nuscenes.eval.common.config import config_factory
 from nuscenes.eval.detection.evaluate import DetectionEval
 from nuscenes.nuscenes import NuScenes
 
+from tinybev_ros.atomic_file import write_text
 from tinybev_ros.geometry import Transform, matrix_to_quat
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES
@@ -94,13 +94,7 @@ def detection_results(predictions: Predictions, sample_token: str, ego_to_global
 
 def write_results_json(results: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
     """A nuScenes results file {"meta", "results"}, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"meta": RESULTS_META, "results": results}, handle)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps({"meta": RESULTS_META, "results": results}))
 
 
 def split_sample_tokens(nusc: NuScenes, eval_set: str) -> list[str]:

@@ -18,8 +18,6 @@ leaves only complete files and can resume by skipping the samples already presen
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from tinybev_ros.atomic_file import atomic_path
 from training.teachers.base import OUTPUT_KEYS, Teacher, TeacherOutput
 
 log = logging.getLogger(__name__)
@@ -53,16 +52,9 @@ def write_teacher_sample(root: str | Path, sample_token: str, features: list[tor
     tensors = {f"features.{i}": f.detach().to("cpu", dtype).contiguous() for i, f in enumerate(features)}
     tensors.update({f"outputs.{k}": v.detach().to("cpu", dtype).contiguous() for k, v in outputs.items()})
     path = cache_path(root, sample_token)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": CACHE_FORMAT, "sample_token": sample_token,
-                                          "num_features": str(len(features)), "source": source})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT, "sample_token": sample_token,
+                                               "num_features": str(len(features)), "source": source})
     return path
 
 

@@ -59,8 +59,10 @@ def test_ablation_configs_load() -> None:
     from pathlib import Path
 
     config_dir = Path(__file__).resolve().parent.parent / "config"
+    for name in ("ablation_tiny.yaml", "ablation_tiny_long.yaml", "ablation_base.yaml"):
+        config = load_ablation_config(config_dir / name)
+        assert config.stages == ("none", "S1", "S2", "S3") and len(config.seeds) >= 2, name
+        assert config.path(config.distill_config).is_file(), name
     tiny = load_ablation_config(config_dir / "ablation_tiny.yaml")
-    assert tiny.stages == ("none", "S1", "S2", "S3") and len(tiny.seeds) >= 2
-    assert tiny.path(tiny.distill_config).is_file()
     with pytest.raises(ValueError, match="stages"):
         type(tiny)(stages=("S9",))

@@ -19,11 +19,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
 
 
-def test_the_temp_keeps_the_suffix_and_the_result_gets_a_new_files_permissions(tmp_path) -> None:
-    target = tmp_path / "deep" / "figure.png"
+def test_a_write_in_progress_never_matches_the_targets_glob_and_the_result_gets_a_new_files_permissions(
+        tmp_path) -> None:
+    target = tmp_path / "deep" / "sample.safetensors"
     with atomic_path(target) as tmp:
-        assert tmp.parent == target.parent and tmp.suffix == ".png" and not target.exists()
-        tmp.write_bytes(b"png")
+        tmp.write_bytes(b"tensors")
+        assert tmp.parent == target.parent and not target.exists()
+        assert list(target.parent.glob("*.safetensors")) == []
     mask = os.umask(0)
     os.umask(mask)
-    assert target.read_bytes() == b"png" and (target.stat().st_mode & 0o777) == 0o666 & ~mask
+    assert target.read_bytes() == b"tensors" and (target.stat().st_mode & 0o777) == 0o666 & ~mask

@@ -25,14 +25,15 @@ _UMASK = _process_umask()
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temp path beside `path` (same suffix, so writers that pick a format by extension work) to write to.
+    """A temp path beside `path` to write to, named `.NAME.*.partial` so that no glob for the real files (such as
+    `*.safetensors` in a cache) ever picks up a write in progress or one a killed process left behind.
 
     On a clean exit it replaces `path` with the permissions a new file gets (mkstemp's are 0600); on any error it
     is removed and `path` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:

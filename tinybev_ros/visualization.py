@@ -371,10 +371,11 @@ def render_sample(predictions: Predictions, rig: Rig, images: Mapping[str, np.nd
 def write_png(image: np.ndarray, path: str | Path) -> Path:
     """Write an RGB uint8 image as PNG, atomically (zlib level 6: 5x faster than 9 for 3 % more bytes)."""
     bgr = cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_RGB2BGR)
-
+    ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise ValueError(f"could not encode a PNG for {path} from an image of shape {bgr.shape}")
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6]):
-            raise OSError(f"could not write PNG {path}")
+        tmp.write_bytes(png.tobytes())
     return Path(path)
 
 

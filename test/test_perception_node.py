@@ -168,6 +168,8 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
     rosie = Rosie()
     try:
         wait_subscribed(rosie, node)
+        # the node reports its image readers' matches with our writers (what `tinybev run` waits for)
+        rosie.spin_until(lambda: rosie.diagnostics().get("cameras_with_writers") == "6/6", 30, node)
         rosie.send_calibration()
         rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
         t = 1_532_402_927_000_000_000

@@ -22,6 +22,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import OccupancyGrid, Path
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -90,10 +92,16 @@ class PerceptionNode(Node):
         raw = cfg.image_transport == "raw"
         if cfg.image_transport not in ("raw", "compressed"):
             raise ValueError(f"image_transport must be 'raw' or 'compressed', not {cfg.image_transport!r}")
+        # Image writers matched per camera (DDS match events): best-effort images sent before the match are lost,
+        # so a replay tool can wait for "cameras_with_writers" in /diagnostics before it starts publishing.
+        self.camera_writers: Counter[str] = Counter()
         for camera in cfg.cameras:
             topic = (cfg.raw_topic if raw else cfg.compressed_topic).format(camera=camera)
+            matched = SubscriptionEventCallbacks(
+                matched=lambda info, c=camera: self.camera_writers.__setitem__(c, info.current_count))
             self.create_subscription(Image if raw else CompressedImage, topic,
-                                     lambda msg, c=camera: self._on_image(c, msg), qos_profile_sensor_data)
+                                     lambda msg, c=camera: self._on_image(c, msg), qos_profile_sensor_data,
+                                     event_callbacks=matched)
             self.create_subscription(CameraInfo, cfg.camera_info_topic.format(camera=camera),
                                      lambda msg, c=camera: self._on_camera_info(c, msg), RELIABLE)
         self.create_subscription(TFMessage, "/tf_static", self._on_tf, LATCHED)
@@ -113,7 +121,9 @@ class PerceptionNode(Node):
         if cfg.publish_images:
             self.pub_images = (self.create_publisher(Image, "bev_image", RELIABLE),
                                self.create_publisher(Image, "camera_overlay", RELIABLE))
-        self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        # Wall-clock period: with use_sim_time a paused or not yet started replay must still get diagnostics.
+        self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._work, name="tinybev-inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -330,6 +340,8 @@ class PerceptionNode(Node):
             "images_received": " ".join(f"{c}:{self.images_received[c]}" for c in self.cfg.cameras),
             "calibrated_cameras": f"{sum(c in self.intrinsics and c in self.extrinsics for c in self.cfg.cameras)}"
                                   f"/{len(self.cfg.cameras)}",
+            "cameras_with_writers": f"{sum(self.camera_writers[c] > 0 for c in self.cfg.cameras)}"
+                                    f"/{len(self.cfg.cameras)}",
             "sync_emitted": str(stats.emitted), "sync_dropped": str(stats.dropped), "sync_late": str(stats.late),
             "sync_resets": str(stats.resets), "missing_cameras": ",".join(silent),
         }

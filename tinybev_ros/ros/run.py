@@ -54,6 +54,7 @@ class GraphWatcher:
 
     def __init__(self) -> None:
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from vision_msgs.msg import Detection3DArray
 
@@ -64,10 +65,18 @@ class GraphWatcher:
         self.outputs = 0
         self.node.create_subscription(Detection3DArray, "/tinybev/detections", self._on_output,
                                       QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.node_diagnostics: dict[str, str] = {}  # the latest values tinybev_node published on /diagnostics
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
+                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
 
     def _on_output(self, msg) -> None:
         self.outputs += 1
         self.last_output = time.monotonic()
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith("tinybev_node"):
+                self.node_diagnostics = {kv.key: kv.value for kv in status.values}
 
     def spin_until(self, condition, timeout_s: float, what: str, processes: list[subprocess.Popen]) -> None:
         deadline = time.monotonic() + timeout_s
@@ -122,12 +131,14 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
                                "waiting for the recorder to subscribe", [node, recorder])
         player = subprocess.Popen(tinybev_command("bag", "play", str(bag), "--clock", "--rate", str(rate),
                                                   "--start-paused"))
-        # Images are best-effort: one sent before the node's reader has matched the player's new writer is lost,
-        # and the node's side of that match cannot be observed from here. Our watcher seeing the writers means
-        # discovery has reached this host's participants; the settle covers the node's (milliseconds on
-        # localhost). Without it the first frames of every replay were lost.
+        # Images are best-effort: one sent before the node's reader has matched the player's new writer is lost.
+        # The node reports its readers' matches in /diagnostics (cameras_with_writers); the settle then covers
+        # the player's side of the match. Without this the first frames of a replay were lost.
         watcher.spin_until(lambda: all(watcher.node.count_publishers(t) > 0 for t in camera_topics), 60,
                            "waiting for the player's publishers", [node, player])
+        all_matched = f"{len(cameras)}/{len(cameras)}"
+        watcher.spin_until(lambda: watcher.node_diagnostics.get("cameras_with_writers") == all_matched, 60,
+                           "waiting for tinybev_node to match the player's camera writers", [node, player])
         settle = time.monotonic() + PLAYER_SETTLE_S
         watcher.spin_until(lambda: time.monotonic() > settle, PLAYER_SETTLE_S + 5, "letting discovery settle",
                            [node, player])

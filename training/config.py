@@ -42,6 +42,10 @@ class TrainConfig:
     log_every: int = 10  # steps between TensorBoard scalar writes
     amp: bool = True  # float16 autocast + GradScaler, used on CUDA only
     deterministic: bool = True  # deterministic kernels (slower on GPU), for reproducible runs
+    # A local torchvision ResNet-18 ImageNet state dict (.pth or .safetensors) that initialises the camera
+    # backbone of a fresh run; "" = random init. Published camera-BEV recipes all start from pretrained image
+    # weights. A resumed run keeps its checkpoint's weights.
+    backbone_weights: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossWeights = field(default_factory=LossWeights)
@@ -54,6 +58,12 @@ class TrainConfig:
             raise ValueError(f"model kind must be 'student' or 'teacher', not {kind!r}")
         return resolve_relative(self.student_config if kind == "student" else self.teacher_config, self.source,
                                 f"{kind} model config")
+
+    def backbone_weights_path(self) -> Path | None:
+        """The ImageNet weights file, a relative path taken from the training YAML's folder; None = random init."""
+        if not self.backbone_weights:
+            return None
+        return resolve_relative(self.backbone_weights, self.source, "backbone_weights")
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

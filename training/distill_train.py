@@ -28,7 +28,7 @@ from training.data import collate, move_batch
 from training.distill import DistillationLoss
 from training.distillation.config import STAGES, DistillConfig, load_distill_config
 from training.losses import supervised_losses
-from training.train import Trainer, fit_to_end
+from training.train import Trainer, add_backbone_weights_argument, apply_backbone_weights_argument, fit_to_end
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="override the training config's seed")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--no-resume", action="store_true", help="start fresh even if out has a checkpoint")
+    add_backbone_weights_argument(parser)
 
 
 def build_trainer(args: argparse.Namespace) -> DistillTrainer:
@@ -145,6 +146,7 @@ def build_trainer(args: argparse.Namespace) -> DistillTrainer:
         config.steps = args.steps
     if args.seed is not None:
         config.seed = args.seed
+    apply_backbone_weights_argument(config, args)
     if distill.stage != "none" and args.teacher is None:
         raise SystemExit(f"tinybev distill: stage {distill.stage} needs --teacher")
     return DistillTrainer(config, distill, args.teacher, args.dataroot, args.version, args.out, device=args.device)

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from tinybev_ros.geometry import BevGrid
+from tinybev_ros.model.backbone import load_imagenet_weights
 from training.checkpointing import (
     MODEL_FILE,
     STATE_FILE,
@@ -131,6 +132,9 @@ class Trainer:
         self.device = pick_device(device, self.ddp)
         seed_everything(config.seed, config.deterministic)
         self.spec: ModelSpec = build_model_spec(kind, config.model_config_path(kind))
+        weights = config.backbone_weights_path()
+        if weights is not None:
+            load_imagenet_weights(self.spec.model.camera.backbone, weights)
         self.model: nn.Module = self.spec.model.to(self.device)
         self.grid: BevGrid = self.spec.grid
         if nusc is None:
@@ -300,6 +304,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the config's total steps")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--no-resume", action="store_true", help="start fresh even if out has a checkpoint")
+    add_backbone_weights_argument(parser)
+
+
+def add_backbone_weights_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone-weights", default=None,
+                        help="torchvision ResNet-18 ImageNet weights (.pth/.safetensors) for the camera backbone of "
+                             "a fresh run (overrides the config's backbone_weights)")
+
+
+def apply_backbone_weights_argument(config: TrainConfig, args: argparse.Namespace) -> None:
+    if args.backbone_weights is not None:
+        config.backbone_weights = str(Path(args.backbone_weights).resolve())  # relative to the shell, not the YAML
 
 
 def run(args: argparse.Namespace) -> int:
@@ -307,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_train_config(args.config)
     if args.steps is not None:
         config.steps = args.steps
+    apply_backbone_weights_argument(config, args)
     trainer = Trainer(config, args.model, args.dataroot, args.version, args.out, device=args.device)
     return fit_to_end(trainer, resume=not args.no_resume)
 

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, Transform
 from tinybev_ros.model.config import ModelConfig
 from tinybev_ros.model.preprocess import ResizeCrop, normalize, preprocess_image
+from training.depth_targets import depth_bin_targets
 from training.ground_truth import ego_pose_of_sample, load_ground_truth
 from training.targets import TargetConfig, build_targets
 
@@ -53,7 +54,7 @@ class DataConfig:
     augment: bool = True
     zoom_range: tuple[float, float] = (0.94, 1.11)  # random factor on the runtime resize scale
     shift_fraction: float = 0.03  # random crop-window shift, as a fraction of the model's image size
-    max_lidar_points: int = 40000  # points kept per sweep (random subset when more; teacher only)
+    max_lidar_points: int = 40000  # points kept per sweep (random subset when more; teacher, depth targets)
     ego_motion_compensation: bool = True
     max_samples: int = 0  # use only the first N keyframes of each split (0 = all): smoke runs, overfitting checks
     # Keep prepared items in memory when they cannot change (no augmentation): small overfitting or validation
@@ -138,7 +139,7 @@ class NuScenesBevDataset(Dataset):
 
     def __init__(self, nusc: NuScenes, split: str, grid: BevGrid, det_stride: int, camera_config: ModelConfig,
                  data_config: DataConfig, target_config: TargetConfig, train: bool, with_lidar: bool,
-                 seed: int = 0) -> None:
+                 seed: int = 0, depth_targets: bool = False) -> None:
         self.nusc = nusc
         self.tokens = split_sample_tokens(nusc, split)
         if data_config.max_samples > 0:
@@ -150,6 +151,7 @@ class NuScenesBevDataset(Dataset):
         self.target_config = target_config
         self.augment = train and data_config.augment
         self.with_lidar = with_lidar
+        self.depth_targets = depth_targets  # LiDAR depth per camera feature cell, in targets["depth"]
         self.seed = seed
         self.epoch = 0
         self.map_cache: dict = {}
@@ -214,8 +216,12 @@ class NuScenesBevDataset(Dataset):
             "targets": build_targets(gt, self.grid, self.det_stride, self.target_config),
             "meta": {"sample_token": token, "scene_token": gt.scene_token, "timestamp_us": gt.timestamp_us},
         }
-        if self.with_lidar:
-            item["lidar"] = read_lidar_ego(self.nusc, sample, self.config.max_lidar_points, rng)
+        if self.with_lidar or self.depth_targets:
+            lidar = read_lidar_ego(self.nusc, sample, self.config.max_lidar_points, rng)
+            if self.with_lidar:
+                item["lidar"] = lidar
+            if self.depth_targets:
+                item["targets"]["depth"] = depth_bin_targets(lidar, intrinsics, cam_to_ego, self.camera_config)
         return item
 
 

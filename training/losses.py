@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.predictions import FORECAST_STEPS
+from training.depth_targets import depth_loss
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class LossWeights:
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
     map_dice: float = 0.0  # extra dice term on map logits (0 = BCE only)
+    # LiDAR depth supervision of the camera depth bins (training/depth_targets.py); > 0 also makes the dataset
+    # read each keyframe's LiDAR sweep for the targets. 0 = depth learnt only through the BEV losses.
+    depth: float = 0.0
 
 
 def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
@@ -151,6 +155,8 @@ def supervised_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch
         terms["plan"] = plan_l2_loss(outputs["plan"], targets["ego_future"], targets["ego_future_mask"])
         terms["collision"] = collision_penalty(outputs["plan"], targets["occupancy"], targets["occupancy_mask"],
                                                grid)
+    if "depth" in outputs and "depth" in targets:
+        terms["depth"] = depth_loss(outputs["depth"], targets["depth"])
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     terms["total"] = total if isinstance(total, torch.Tensor) else torch.zeros(())
     return terms

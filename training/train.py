@@ -142,7 +142,7 @@ class Trainer:
         with_lidar = kind == "teacher"
         common = {"grid": self.grid, "det_stride": self.spec.det_stride, "camera_config": self.spec.camera_config,
                   "data_config": config.data, "target_config": config.targets, "with_lidar": with_lidar,
-                  "seed": config.seed}
+                  "seed": config.seed, "depth_targets": config.loss.depth > 0}
         self.train_set = NuScenesBevDataset(nusc, config.train_split, train=True, **common)
         self.val_set = NuScenesBevDataset(nusc, config.val_split, train=False, **common)
         batch = config.data.batch_size

@@ -44,6 +44,11 @@ def test_table_and_verdict_follow_the_issue_target() -> None:
     results["students"]["S3_seed1"].update(NDS=0.20)  # now the seeds disagree more than S3 gains
     _, verdict = render_table(results, ("none", "S3"))
     assert not verdict["nds_target_met"] and not verdict["half_gap_met"]
+    del results["students"]["S3_seed1"]  # one seed: no spread to beat, so the target cannot be judged
+    table, verdict = render_table(results, ("none", "S3"))
+    assert "| student + S3 (1 seeds) | 0.200 | 0.400 |" in table
+    assert verdict["nds_target_met"] is None and verdict["plan_target_met"] is None
+    assert math.isnan(verdict["nds_seed_spread"])
 
 
 def test_summary_row_reads_the_evaluation_suite_keys() -> None:

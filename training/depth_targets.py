@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tinybev_ros.geometry import CameraCalibration, Transform
 from tinybev_ros.model.config import ModelConfig
 
 NO_DEPTH = -1  # a feature cell no LiDAR point projects into: left out of the loss
@@ -30,14 +31,12 @@ def depth_bin_targets(points_ego: np.ndarray, intrinsics: np.ndarray, cam_to_ego
     targets = np.full((len(intrinsics), h, w), NO_DEPTH, dtype=np.int64)
     xyz = np.asarray(points_ego, dtype=np.float64)[:, :3]
     for cam, (k, extrinsic) in enumerate(zip(intrinsics, cam_to_ego, strict=True)):
-        ego_to_cam = np.linalg.inv(extrinsic.astype(np.float64))
-        in_cam = xyz @ ego_to_cam[:3, :3].T + ego_to_cam[:3, 3]
-        depth = in_cam[:, 2]
+        camera = CameraCalibration(f"camera {cam}", np.asarray(k, dtype=np.float64), Transform.from_matrix(extrinsic))
+        pixels, depth = camera.project(xyz)
         keep = (depth >= config.depth_min) & (depth < config.depth_min + bins * config.depth_step)
-        in_cam, depth = in_cam[keep], depth[keep]
-        pixels = in_cam @ k.astype(np.float64).T
-        col = np.floor((pixels[:, 0] / depth + 0.5) / stride).astype(np.int64)
-        row = np.floor((pixels[:, 1] / depth + 0.5) / stride).astype(np.int64)
+        pixels, depth = pixels[keep], depth[keep]
+        col = np.floor((pixels[:, 0] + 0.5) / stride).astype(np.int64)
+        row = np.floor((pixels[:, 1] + 0.5) / stride).astype(np.int64)
         inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
         nearest = np.full(h * w, np.inf)
         np.minimum.at(nearest, row[inside] * w + col[inside], depth[inside])

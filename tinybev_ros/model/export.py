@@ -25,6 +25,7 @@ from tinybev_ros.geometry import CAMERA_NAMES, Rig
 from tinybev_ros.model.preprocess import ResizeCrop
 from tinybev_ros.model.student import TinyBEV
 from tinybev_ros.model.view_transform import SplatIndex
+from tinybev_ros.taxonomy import Command
 
 OUTPUT_NAMES = ("heatmap", "box", "motion", "motion_logits", "map", "occupancy", "plan")
 INPUT_NAMES = ("images", "depth_index", "pixel_index", "cell_index", "command")
@@ -84,19 +85,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
-
-    from tinybev_ros.checkpoint import load_checkpoint
+    from tinybev_ros.checkpoint import load_checkpoint, write_tensors
 
     model, config = load_checkpoint(args.checkpoint)
     splat = rig_splat_index(model, Rig.load(args.rig))
     images = torch.zeros(1, len(CAMERA_NAMES), 3, config.image_height, config.image_width)
-    out = export_onnx(model, export_inputs(images, splat, torch.tensor([2])), args.out)
+    out = export_onnx(model, export_inputs(images, splat, torch.tensor([int(Command.STRAIGHT)])), args.out)
     index_path = out.with_suffix(".splat.safetensors")
-    with atomic_path(index_path) as tmp:
-        save_file({"depth_index": splat.depth_index, "pixel_index": splat.pixel_index,
-                   "cell_index": splat.cell_index},
-                  str(tmp), metadata={"rig": str(args.rig or "shipped nuScenes rig"), "model": config.name})
+    write_tensors(index_path, {"depth_index": splat.depth_index, "pixel_index": splat.pixel_index,
+                               "cell_index": splat.cell_index},
+                  {"rig": str(args.rig or "shipped nuScenes rig"), "model": config.name})
     print(f"wrote {out} (opset {OPSET}, inputs {', '.join(INPUT_NAMES)}) and {index_path} "
           f"({splat.cell_index.numel()} splat points)")
     return 0

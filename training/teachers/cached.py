@@ -24,10 +24,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
-from tinybev_ros.atomic_file import atomic_path
+from tinybev_ros.checkpoint import write_tensors
 from training.teachers.base import OUTPUT_KEYS, Teacher, TeacherOutput
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,8 @@ def write_teacher_sample(root: str | Path, sample_token: str, features: list[tor
     tensors = {f"features.{i}": f.detach().to("cpu", dtype).contiguous() for i, f in enumerate(features)}
     tensors.update({f"outputs.{k}": v.detach().to("cpu", dtype).contiguous() for k, v in outputs.items()})
     path = cache_path(root, sample_token)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT, "sample_token": sample_token,
-                                               "num_features": str(len(features)), "source": source})
-    return path
+    return write_tensors(path, tensors, {"format": CACHE_FORMAT, "sample_token": sample_token,
+                                         "num_features": str(len(features)), "source": source})
 
 
 def cache_teacher(teacher: Teacher, batches: Iterable[dict[str, Any]], root: str | Path, source: str,

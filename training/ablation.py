@@ -6,8 +6,8 @@ Steps (each one skipped when its result is already in the output folder, so an i
    pay for the teacher or for LiDAR loading;
 3. train the student for every stage x seed with `DistillTrainer` (stage `none` = ground truth only, same loop);
 4. evaluate the teacher and every student with the evaluation suite (devkit detection/tracking, motion, map,
-   occupancy, planning), after re-estimating BatchNorm statistics on train batches (`recalibrate_batchnorm`),
-   and time the forward pass;
+   occupancy, planning) as saved (the trainer re-estimates BatchNorm statistics before every checkpoint), and
+   time the forward pass;
 5. write one table (mean +- std over seeds) with the fraction of the teacher-student NDS gap that S3 recovers.
 
 Everything that sets the cost (steps, seeds, stages, models, data) is in the ablation YAML and the YAML files it
@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 from nuscenes.nuscenes import NuScenes
-from torch import nn
 from torch.utils.data import DataLoader
 
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.config import load_yaml
 from tinybev_ros.geometry import CAMERA_NAMES
-from tinybev_ros.model.decode import decode
 from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
-from training.data import NuScenesBevDataset, collate, move_batch
+from training.data import NuScenesBevDataset, cache_root, collate, move_batch, resolve_workers
 from training.distill_train import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
 from training.evaluate import (
@@ -58,6 +55,7 @@ from training.metrics.detection import split_sample_tokens
 from training.metrics.speed import measure_latency
 from training.model_adapter import build_model_spec
 from training.teachers import LiveTeacher, cache_teacher, load_teacher_checkpoint
+from training.teachers.predict import predict_split_teacher, teacher_dataset
 from training.train import Trainer
 
 log = logging.getLogger(__name__)
@@ -73,9 +71,6 @@ class AblationConfig:
     cache_teacher: bool = True  # False: the teacher runs live in every distillation step
     eval_split: str = "val"
     latency_repeats: int = 5
-    # Train-split batches over which every BatchNorm's running statistics are re-estimated before evaluation
-    # (0 = off); see `recalibrate_batchnorm`.
-    bn_recalibration_batches: int = 8
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -96,30 +91,6 @@ def load_ablation_config(path: str | Path) -> AblationConfig:
 
 def final_model(run_dir: Path, steps: int) -> Path:
     return run_dir / "checkpoints" / f"step_{steps:08d}" / MODEL_FILE
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[dict[str, Any]],
-                          forward: Callable[[nn.Module, dict[str, Any]], Any]) -> None:
-    """Re-estimate every BatchNorm's running mean/variance as the plain average over `batches`, then eval mode.
-
-    Why: BatchNorm's running statistics are an EMA (momentum 0.1) that lags the weights; after a short run, and
-    more so when distillation moves the features fast, eval-mode activations differ from train-mode ones.
-    Measured on the CPU ablation (20 steps): the S1 student's pre-head features had RMS 5.1 in eval mode vs 0.72
-    in train mode and its plan L2 was 51 m in eval mode vs 4.4 m in train mode. Every model of the table is
-    recalibrated the same way (no gradient, no weight change), so the comparison measures the weights.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches
-    model.train()
-    for batch in batches:
-        forward(model, batch)
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    model.eval()
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -155,9 +126,9 @@ class Ablation:
             dataset = NuScenesBevDataset(self.nusc, split, grid=spec.grid, det_stride=spec.det_stride,
                                          camera_config=spec.camera_config, data_config=self.train_config.data,
                                          target_config=self.train_config.targets, train=False, with_lidar=True,
-                                         seed=self.train_config.seed)
+                                         seed=self.train_config.seed, lidar_sweeps=teacher.lidar_sweeps)
             loader = DataLoader(dataset, batch_size=self.train_config.data.batch_size, collate_fn=collate,
-                                num_workers=self.train_config.data.num_workers)
+                                num_workers=resolve_workers(self.train_config.data.num_workers))
             batches = (move_batch(b, torch.device(self.device)) for b in loader)
             cache_teacher(teacher, batches, root, source=f"FusionTeacher {teacher_model}", total=len(loader))
         size = sum(p.stat().st_size for p in root.glob("*.safetensors"))
@@ -178,26 +149,11 @@ class Ablation:
         trainer.fit()
         return model
 
-    def calibration_batches(self, camera_config: Any, with_lidar: bool) -> Iterator[dict[str, Any]]:
-        """The first `bn_recalibration_batches` un-augmented train-split batches, on the device."""
-        dataset = NuScenesBevDataset(self.nusc, self.train_config.train_split, grid=camera_config.grid,
-                                     det_stride=camera_config.det_stride, camera_config=camera_config,
-                                     data_config=self.train_config.data, target_config=self.train_config.targets,
-                                     train=False, with_lidar=with_lidar)
-        loader = DataLoader(dataset, batch_size=self.train_config.data.batch_size, collate_fn=collate)
-        for i, batch in enumerate(loader):
-            if i >= self.config.bn_recalibration_batches:
-                return
-            yield move_batch(batch, torch.device(self.device))
-
     def evaluate_student(self, model: Path) -> dict[str, Any]:
         cached = model.parent / "ablation_metrics.json"
         if cached.is_file():
             return json.loads(cached.read_text())
         predictor = evaluation_predictor(model, self.device)
-        if self.config.bn_recalibration_batches > 0:
-            recalibrate_batchnorm(predictor.model, self.calibration_batches(predictor.config, with_lidar=False),
-                                  lambda net, b: net(b["images"], b["intrinsics"], b["cam_to_ego"], b["command"]))
         eval_set = devkit_split(self.version, self.config.eval_split)
         tokens = split_sample_tokens(self.nusc, eval_set)
         truths = load_ground_truths(self.nusc, tokens, predictor.config.grid, progress=False)
@@ -223,24 +179,12 @@ class Ablation:
             return json.loads(cached.read_text())
         net, config = load_teacher_checkpoint(model, self.device)
         camera = config.camera
-        if self.config.bn_recalibration_batches > 0:
-            recalibrate_batchnorm(net, self.calibration_batches(camera, with_lidar=True), lambda m, b: m(b))
         eval_set = devkit_split(self.version, self.config.eval_split)
         tokens = split_sample_tokens(self.nusc, eval_set)
-        dataset = NuScenesBevDataset(self.nusc, self.config.eval_split, grid=camera.grid, det_stride=camera.det_stride,
-                                     camera_config=camera, data_config=self.train_config.data,
-                                     target_config=self.train_config.targets, train=False, with_lidar=True)
+        dataset = teacher_dataset(self.nusc, self.config.eval_split, config, cache_root(self.train_config.data,
+                                                                                         self.dataroot))
         truths = load_ground_truths(self.nusc, tokens, camera.grid, progress=False)
-        predictions = {}
-        batch = None
-        with torch.no_grad():
-            for batch in DataLoader(dataset, batch_size=2, collate_fn=collate):
-                batch = move_batch(batch, torch.device(self.device))
-                metas = batch["meta"]
-                outputs = net(batch)
-                decoded = decode(outputs, for_evaluation(camera), [int(m["timestamp_us"]) * 1000 for m in metas],
-                                 batch["command"].tolist())
-                predictions.update({m["sample_token"]: p for m, p in zip(metas, decoded, strict=True)})
+        predictions = predict_split_teacher(net, for_evaluation(camera), dataset, self.device, progress=False)
         missing = sorted(set(tokens) - set(predictions))
         if missing:
             raise ValueError(f"teacher evaluation: {len(missing)} samples of {eval_set} not predicted")
@@ -248,8 +192,8 @@ class Ablation:
                            devkit_output_dir=model.parent / "devkit")
         row = summary_row(metrics)
         row["params_M"] = sum(p.numel() for p in net.parameters()) / 1e6
-        if self.config.latency_repeats > 0 and batch is not None:
-            one = {k: (v[:1] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        if self.config.latency_repeats > 0:
+            one = move_batch(collate([dataset[0]]), torch.device(self.device))
             with torch.no_grad():
                 row["latency_ms"] = measure_latency(lambda: net(one), self.device,
                                                     repeats=self.config.latency_repeats)["median_ms"]

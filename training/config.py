@@ -40,8 +40,14 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 10  # steps between TensorBoard scalar writes
-    amp: bool = True  # float16 autocast + GradScaler, used on CUDA only
+    # Compute type of the training step (training/precision.py): auto = float16 + GradScaler on CUDA, bfloat16
+    # on CPUs with native bf16, else float32; or fp32 / bf16 / fp16.
+    precision: str = "auto"
+    channels_last: bool = True  # NHWC convolutions (faster with oneDNN on CPU and tensor cores on GPU)
     deterministic: bool = True  # deterministic kernels (slower on GPU), for reproducible runs
+    # BatchNorm statistics re-estimated over this many un-augmented training batches before every validation
+    # and checkpoint (training/batchnorm.py), so a checkpoint evaluates as saved; 0 = keep the running EMA.
+    bn_recalibration_batches: int = 16
     # A local torchvision ResNet-18 ImageNet state dict (.pth or .safetensors) that initialises the camera
     # backbone of a fresh run; "" = random init. Published camera-BEV recipes all start from pretrained image
     # weights. A resumed run keeps its checkpoint's weights.
@@ -51,6 +57,12 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     targets: TargetConfig = field(default_factory=TargetConfig)
     source: str = ""  # the YAML this was loaded from (set by load_train_config; resolves model paths)
+
+    def __post_init__(self) -> None:
+        from training.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def model_config_path(self, kind: str) -> Path:
         """Path of the student or teacher model YAML, relative paths taken from the training YAML's folder."""

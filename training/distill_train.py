@@ -28,7 +28,13 @@ from training.data import collate, move_batch
 from training.distill import DistillationLoss
 from training.distillation.config import STAGES, DistillConfig, load_distill_config
 from training.losses import supervised_losses
-from training.train import Trainer, add_backbone_weights_argument, apply_backbone_weights_argument, fit_to_end
+from training.train import (
+    Trainer,
+    add_backbone_weights_argument,
+    apply_backbone_weights_argument,
+    fit_to_end,
+    parameter_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +67,17 @@ class DistillTrainer(Trainer):
             raise ValueError(f"distillation stage {distill.stage} needs a teacher")
         self.teacher = open_teacher(teacher, self.device) if isinstance(teacher, str | Path) else teacher
         if getattr(self.teacher, "needs_lidar", False):
-            self.train_set.with_lidar = self.val_set.with_lidar = True
+            for dataset in (self.train_set, self.val_set):
+                dataset.with_lidar, dataset.lidar_sweeps = True, self.teacher.lidar_sweeps
+        elif config.data.augment and config.data.bev.enabled:
+            raise ValueError("a teacher cache holds the BEV maps of un-moved samples, but data.bev moves the "
+                             "student's BEV frame: distil from the teacher checkpoint (run live), or set "
+                             "data.bev.enabled: false")
         self.kd = self._build_distillation().to(self.device)
         extra = [p for p in self.kd.parameters() if p.requires_grad]
         if extra:
-            self.optimizer.add_param_group({"params": extra})
+            for group in parameter_groups(extra, config.optim.weight_decay):
+                self.optimizer.add_param_group(group)
             if self.ddp.world_size > 1:  # the adapters live outside DDP: average their gradients by hand
                 for p in extra:
                     p.register_hook(lambda grad: _average_across_ranks(grad))
@@ -83,7 +95,7 @@ class DistillTrainer(Trainer):
         return DistillationLoss.from_example(self.distill, student["bev_features"], teacher.features, cell)
 
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        with self.autocast():
             outputs = self.spec.forward(self.wrapped, batch)
             terms = supervised_losses(outputs, batch["targets"], self.config.loss, self.grid)
             if self.kd is None:

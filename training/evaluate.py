@@ -26,12 +26,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from nuscenes.map_expansion.map_api import NuScenesMap
 from nuscenes.nuscenes import NuScenes
 from tqdm import tqdm
 
 from tinybev_ros.atomic_file import write_text
-from tinybev_ros.checkpoint import load_checkpoint
+from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, CameraCalibration, Rig, Transform
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model.config import ModelConfig
@@ -153,7 +154,7 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
     for token in tqdm(tokens, desc="metrics", disable=not progress, leave=False):
         pred, gt = predictions_by_sample[token], ground_truths[token]
         if "motion" in tasks:
-            motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask, gt_ignore=gt.num_lidar_pts == 0)
+            motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask, gt_ignore=~gt.evaluable)
         if "map" in tasks:
             map_acc.add(pred.map_probs, gt.map_masks)
         if "occupancy" in tasks:
@@ -371,7 +372,7 @@ def devkit_split(version: str, split: str) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="student checkpoint (.safetensors)")
+    parser.add_argument("--checkpoint", required=True, help="student or teacher checkpoint (.safetensors)")
     parser.add_argument("--dataroot", required=True, help="nuScenes-format dataroot (real or `tinybev synth`)")
     parser.add_argument("--version", default="v1.0-mini", help="dataset version, e.g. v1.0-trainval")
     parser.add_argument("--split", default="val", help="split: val, train, mini_val, ... (val on a mini version = "
@@ -425,6 +426,24 @@ def predictor_speed(predictor: Any, nusc: NuScenes, sample_token: str, times_ms:
     }
 
 
+def _teacher_predictions(args: argparse.Namespace, nusc: NuScenes, eval_set: str,
+                         tokens: list[str]) -> tuple[dict[str, Predictions], dict[str, GroundTruth], BevGrid]:
+    """A teacher checkpoint needs LiDAR: its predictions come from the sample cache (training/teachers/predict.py)."""
+    from training.teachers import load_teacher_checkpoint
+    from training.teachers.predict import predict_split_teacher, teacher_dataset
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    net, config = load_teacher_checkpoint(args.checkpoint, device)
+    print(f"tinybev eval: teacher {config.name}, {len(tokens)} samples of {eval_set} on {device}")
+    dataset = teacher_dataset(nusc, eval_set, config)
+    missing = sorted(set(tokens) - set(dataset.tokens))
+    if missing:
+        raise SystemExit(f"tinybev eval: {len(missing)} samples of {eval_set} are not in the teacher's data")
+    predictions = predict_split_teacher(net, for_evaluation(config.camera), dataset, device)
+    grid = config.camera.grid
+    return predictions, load_ground_truths(nusc, tokens, grid), grid
+
+
 def run(args: argparse.Namespace) -> int:
     from training.metrics.detection import split_sample_tokens
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
@@ -439,13 +458,17 @@ def run(args: argparse.Namespace) -> int:
     tokens = split_sample_tokens(nusc, eval_set)
     if not tokens:
         raise SystemExit(f"tinybev eval: split {eval_set!r} has no scenes in {args.dataroot} ({args.version})")
-    predictor = evaluation_predictor(args.checkpoint, args.device)
-    print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
-    ground_truths = load_ground_truths(nusc, tokens, predictor.config.grid)
-    times_ms: list[float] = []
-    predictions = predict_split(predictor, nusc, tokens, ground_truths, times_ms=times_ms)
-    metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, predictor.config.grid)
-    if args.speed:
+    if read_checkpoint(args.checkpoint)[1]["kind"] == "teacher":
+        predictions, ground_truths, grid = _teacher_predictions(args, nusc, eval_set, tokens)
+    else:
+        predictor = evaluation_predictor(args.checkpoint, args.device)
+        print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
+        grid = predictor.config.grid
+        ground_truths = load_ground_truths(nusc, tokens, grid)
+        times_ms: list[float] = []
+        predictions = predict_split(predictor, nusc, tokens, ground_truths, times_ms=times_ms)
+    metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, grid)
+    if args.speed and read_checkpoint(args.checkpoint)[1]["kind"] == "student":
         metrics["speed"] = predictor_speed(predictor, nusc, tokens[0], times_ms)
     json_path, md_path = write_report(metrics, args.out)
     scenes = samples_by_scene(nusc, tokens)

@@ -53,6 +53,7 @@ class GroundTruth:
     labels: np.ndarray  # (N,) int64 index into DETECTION_CLASSES
     instance_tokens: list[str]  # (N,) track identity
     num_lidar_pts: np.ndarray  # (N,)
+    num_radar_pts: np.ndarray  # (N,)
     futures: np.ndarray  # (N, FORECAST_STEPS, 2) future centre xy in THIS ego frame
     future_mask: np.ndarray  # (N, FORECAST_STEPS) bool
     map_masks: np.ndarray  # (len(MAP_CLASSES), H, W) bool on the BevGrid
@@ -65,6 +66,11 @@ class GroundTruth:
 
     def __len__(self) -> int:
         return int(self.centers.shape[0])
+
+    @property
+    def evaluable(self) -> np.ndarray:
+        """(N,) bool: boxes the devkit's detection evaluation keeps (at least one LiDAR or radar point)."""
+        return (self.num_lidar_pts + self.num_radar_pts) > 0
 
 
 def ego_pose_of_sample(nusc: NuScenes, sample: dict) -> tuple[Transform, int]:
@@ -143,7 +149,8 @@ def rasterize_footprints(centers_xy: np.ndarray, sizes_wl: np.ndarray, yaws: np.
 
 def _boxes_in_ego(nusc: NuScenes, sample: dict, global_to_ego: Transform) -> dict:
     """Detection-class annotations of `sample` in the frame `global_to_ego` maps into."""
-    centers, sizes, yaws, velocities, labels, instances, num_pts, ann_tokens = [], [], [], [], [], [], [], []
+    centers, sizes, yaws, velocities, labels, instances, ann_tokens = [], [], [], [], [], [], []
+    lidar_pts, radar_pts = [], []
     for ann_token in sample["anns"]:
         ann = nusc.get("sample_annotation", ann_token)
         cls = CATEGORY_TO_DETECTION.get(ann["category_name"])
@@ -158,7 +165,8 @@ def _boxes_in_ego(nusc: NuScenes, sample: dict, global_to_ego: Transform) -> dic
         velocities.append((global_to_ego.rotation @ velocity)[:2])
         labels.append(DETECTION_CLASSES.index(cls))
         instances.append(ann["instance_token"])
-        num_pts.append(int(ann["num_lidar_pts"]))
+        lidar_pts.append(int(ann["num_lidar_pts"]))
+        radar_pts.append(int(ann["num_radar_pts"]))
         ann_tokens.append(ann_token)
     n = len(centers)
     return {
@@ -168,7 +176,8 @@ def _boxes_in_ego(nusc: NuScenes, sample: dict, global_to_ego: Transform) -> dic
         "velocities": np.asarray(velocities, dtype=float).reshape(n, 2),
         "labels": np.asarray(labels, dtype=np.int64).reshape(n),
         "instance_tokens": instances,
-        "num_lidar_pts": np.asarray(num_pts, dtype=np.int64).reshape(n),
+        "num_lidar_pts": np.asarray(lidar_pts, dtype=np.int64).reshape(n),
+        "num_radar_pts": np.asarray(radar_pts, dtype=np.int64).reshape(n),
         "ann_tokens": ann_tokens,
     }
 
@@ -188,19 +197,52 @@ def _agent_futures(nusc: NuScenes, ann_tokens: list[str], global_to_ego: Transfo
     return futures, mask
 
 
-def _occupancy(nusc: NuScenes, sample: dict, future: list[dict | None], global_to_ego: Transform,
-               grid: BevGrid) -> tuple[np.ndarray, np.ndarray]:
-    frames = np.zeros((OCCUPANCY_STEPS, *grid.shape), dtype=bool)
+@dataclass
+class OccupancyFootprints:
+    """Dynamic-class box footprints of the occupancy frames (now, +0.5 .. +2.0 s) in one ego frame, as boxes:
+    the form BEV augmentation can move before `rasterize` (training/sample_cache.py stores this)."""
+
+    centers_xy: np.ndarray  # (M, 2)
+    sizes_wl: np.ndarray  # (M, 2)
+    yaws: np.ndarray  # (M,)
+    frame: np.ndarray  # (M,) int64 occupancy step of each footprint
+    valid: np.ndarray  # (OCCUPANCY_STEPS,) bool: which frames exist (the scene may end before +2 s)
+
+    def rasterize(self, grid: BevGrid) -> np.ndarray:
+        frames = np.zeros((OCCUPANCY_STEPS, *grid.shape), dtype=bool)
+        for step in np.flatnonzero(self.valid):
+            pick = self.frame == step
+            frames[step] = rasterize_footprints(self.centers_xy[pick], self.sizes_wl[pick], self.yaws[pick], grid)
+        return frames
+
+
+def occupancy_footprints(nusc: NuScenes, sample: dict, future: list[dict | None],
+                         global_to_ego: Transform) -> OccupancyFootprints:
+    centers, sizes, yaws, frames = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0)], [np.zeros(0, np.int64)]
     valid = np.zeros(OCCUPANCY_STEPS, dtype=bool)
     for step, record in enumerate([sample, *future[: OCCUPANCY_STEPS - 1]]):
         if record is None:
             continue
         boxes = _boxes_in_ego(nusc, record, global_to_ego)
-        dynamic = np.array([label in _DYNAMIC_LABELS for label in boxes["labels"]], dtype=bool)
-        frames[step] = rasterize_footprints(boxes["centers"][dynamic, :2], boxes["sizes_wlh"][dynamic, :2],
-                                            boxes["yaws"][dynamic], grid)
+        dynamic = np.array([label in _DYNAMIC_LABELS for label in boxes["labels"]], dtype=bool).reshape(-1)
+        centers.append(boxes["centers"][dynamic, :2])
+        sizes.append(boxes["sizes_wlh"][dynamic, :2])
+        yaws.append(boxes["yaws"][dynamic])
+        frames.append(np.full(int(dynamic.sum()), step, dtype=np.int64))
         valid[step] = True
-    return frames, valid
+    return OccupancyFootprints(np.concatenate(centers), np.concatenate(sizes), np.concatenate(yaws),
+                               np.concatenate(frames), valid)
+
+
+def ego_future_of(nusc: NuScenes, future: list[dict | None], global_to_ego: Transform) -> tuple[np.ndarray, np.ndarray]:
+    """Ego xy at +0.5 .. +3.0 s (the next PLAN_STEPS keyframes) in this ego frame, and which steps exist."""
+    ego_future = np.zeros((PLAN_STEPS, 2))
+    mask = np.zeros(PLAN_STEPS, dtype=bool)
+    for step, record in enumerate(future[:PLAN_STEPS]):
+        if record is not None:
+            ego_future[step] = global_to_ego.apply(ego_pose_of_sample(nusc, record)[0].translation)[:2]
+            mask[step] = True
+    return ego_future, mask
 
 
 def command_from_ego_future(ego_future: np.ndarray, mask: np.ndarray,
@@ -217,30 +259,51 @@ def command_from_ego_future(ego_future: np.ndarray, mask: np.ndarray,
     return int(Command.STRAIGHT)
 
 
-def load_ground_truth(nusc: NuScenes, nusc_map_cache: MutableMapping[str, NuScenesMap], sample_token: str,
-                      grid: BevGrid) -> GroundTruth:
-    """All task ground truth of one keyframe. `nusc_map_cache` may start as `{}`; maps are added by name."""
+@dataclass
+class SampleLabels:
+    """Everything `load_ground_truth` reads from the tables for one keyframe, before any rasterising on a grid."""
+
+    sample: dict
+    ego_to_global: Transform
+    timestamp_us: int
+    boxes: dict
+    futures: np.ndarray
+    future_mask: np.ndarray
+    occupancy: OccupancyFootprints
+    ego_future: np.ndarray
+    ego_future_mask: np.ndarray
+    map_name: str
+
+
+def read_sample_labels(nusc: NuScenes, sample_token: str) -> SampleLabels:
     sample = nusc.get("sample", sample_token)
     ego_to_global, timestamp = ego_pose_of_sample(nusc, sample)
     global_to_ego = ego_to_global.inverse()
     boxes = _boxes_in_ego(nusc, sample, global_to_ego)
     futures, future_mask = _agent_futures(nusc, boxes["ann_tokens"], global_to_ego)
-
     future_samples = following_samples(nusc, sample, max(PLAN_STEPS, OCCUPANCY_STEPS - 1))
-    ego_future = np.zeros((PLAN_STEPS, 2))
-    ego_future_mask = np.zeros(PLAN_STEPS, dtype=bool)
-    for step, record in enumerate(future_samples[:PLAN_STEPS]):
-        if record is not None:
-            ego_future[step] = global_to_ego.apply(ego_pose_of_sample(nusc, record)[0].translation)[:2]
-            ego_future_mask[step] = True
+    ego_future, ego_future_mask = ego_future_of(nusc, future_samples, global_to_ego)
+    return SampleLabels(sample, ego_to_global, timestamp, boxes, futures, future_mask,
+                        occupancy_footprints(nusc, sample, future_samples, global_to_ego), ego_future,
+                        ego_future_mask, map_name_of_sample(nusc, sample))
 
-    nusc_map = get_map(nusc, nusc_map_cache, map_name_of_sample(nusc, sample))
-    occupancy, occupancy_mask = _occupancy(nusc, sample, future_samples, global_to_ego, grid)
+
+def load_ground_truth(nusc: NuScenes, nusc_map_cache: MutableMapping[str, NuScenesMap], sample_token: str,
+                      grid: BevGrid) -> GroundTruth:
+    """All task ground truth of one keyframe. `nusc_map_cache` may start as `{}`; maps are added by name."""
+    labels = read_sample_labels(nusc, sample_token)
+    nusc_map = get_map(nusc, nusc_map_cache, labels.map_name)
+    return ground_truth_from_labels(labels, map_masks_for_pose(nusc_map, labels.ego_to_global, grid),
+                                    labels.occupancy.rasterize(grid))
+
+
+def ground_truth_from_labels(labels: SampleLabels, map_masks: np.ndarray, occupancy: np.ndarray) -> GroundTruth:
+    boxes = labels.boxes
     return GroundTruth(
-        sample_token=sample_token,
-        scene_token=sample["scene_token"],
-        timestamp_us=timestamp,
-        ego_to_global=ego_to_global,
+        sample_token=labels.sample["token"],
+        scene_token=labels.sample["scene_token"],
+        timestamp_us=labels.timestamp_us,
+        ego_to_global=labels.ego_to_global,
         centers=boxes["centers"],
         sizes_wlh=boxes["sizes_wlh"],
         yaws=boxes["yaws"],
@@ -248,12 +311,13 @@ def load_ground_truth(nusc: NuScenes, nusc_map_cache: MutableMapping[str, NuScen
         labels=boxes["labels"],
         instance_tokens=boxes["instance_tokens"],
         num_lidar_pts=boxes["num_lidar_pts"],
-        futures=futures,
-        future_mask=future_mask,
-        map_masks=map_masks_for_pose(nusc_map, ego_to_global, grid),
+        num_radar_pts=boxes["num_radar_pts"],
+        futures=labels.futures,
+        future_mask=labels.future_mask,
+        map_masks=map_masks,
         occupancy=occupancy,
-        ego_future=ego_future,
-        ego_future_mask=ego_future_mask,
-        command=command_from_ego_future(ego_future, ego_future_mask),
-        occupancy_mask=occupancy_mask,
+        ego_future=labels.ego_future,
+        ego_future_mask=labels.ego_future_mask,
+        command=command_from_ego_future(labels.ego_future, labels.ego_future_mask),
+        occupancy_mask=labels.occupancy.valid.copy(),
     )

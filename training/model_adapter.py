@@ -28,6 +28,7 @@ class ModelSpec:
     det_stride: int
     camera_config: ModelConfig  # image size and preprocessing of the camera input
     forward: Callable[[nn.Module, dict[str, Any]], dict[str, Any]]
+    lidar_sweeps: int = 1  # LiDAR sweeps per item the model reads (teachers; data.NuScenesBevDataset)
 
     def save(self, path: Path) -> None:
         from tinybev_ros.checkpoint import save_checkpoint
@@ -66,5 +67,5 @@ def build_model_spec(kind: str, config_path: str | Path) -> ModelSpec:
         config = load_teacher_config(config_path)
         camera = config.camera
         return ModelSpec(kind, build_teacher(config), config, camera.grid, camera.det_stride, camera,
-                         _teacher_forward)
+                         _teacher_forward, config.lidar.sweeps)
     raise ValueError(f"model kind must be 'student' or 'teacher', not {kind!r}")

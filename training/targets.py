@@ -30,6 +30,10 @@ class TargetConfig:
     max_objects: int = 500
     min_overlap: float = 0.1
     min_radius: int = 2
+    # Boxes with fewer LiDAR + radar points are not positives (no peak, no box/motion regression): the devkit's
+    # evaluation drops boxes without points from the ground truth, so a detection there counts as a false
+    # positive. 0 = every annotated box is a positive.
+    min_points: int = 1
 
 
 def gaussian_radius(length_cells: float, width_cells: float, min_overlap: float) -> float:
@@ -68,7 +72,8 @@ def detection_grid_shape(grid: BevGrid, det_stride: int) -> tuple[int, int]:
 
 
 def build_targets(gt: GroundTruth, grid: BevGrid, det_stride: int, config: TargetConfig) -> dict[str, np.ndarray]:
-    """Target arrays of one sample (no batch axis). Boxes whose centre is outside the grid are dropped."""
+    """Target arrays of one sample (no batch axis). Boxes whose centre is outside the grid, and boxes with fewer
+    than `config.min_points` points, are not detection positives."""
     hd, wd = detection_grid_shape(grid, det_stride)
     cell = grid.resolution * det_stride
     m = config.max_objects
@@ -83,6 +88,7 @@ def build_targets(gt: GroundTruth, grid: BevGrid, det_stride: int, config: Targe
     u = (gt.centers[:, 0] - grid.x_min) / cell  # continuous detection-grid row
     v = (gt.centers[:, 1] - grid.y_min) / cell  # continuous detection-grid column
     inside = (u >= 0) & (u < hd) & (v >= 0) & (v < wd)
+    inside &= (gt.num_lidar_pts + gt.num_radar_pts) >= config.min_points
     kept = np.flatnonzero(inside)
     if len(kept) > m:  # keep the nearest objects when a scene has more than the budget
         kept = kept[np.argsort(np.hypot(gt.centers[kept, 0], gt.centers[kept, 1]), kind="stable")[:m]]

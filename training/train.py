@@ -1,7 +1,9 @@
 """`tinybev train`: supervised multi-task training of the student or the teacher (plain PyTorch).
 
-AdamW with linear warm-up and cosine decay, float16 autocast + GradScaler on CUDA only, gradient clipping,
-tqdm progress, TensorBoard scalars, periodic validation, atomic checkpoints and exact resume. Launched by
+AdamW with linear warm-up and cosine decay (no weight decay on biases and norm parameters), mixed precision
+(training/precision.py: float16 + GradScaler on CUDA, bfloat16 on CPUs that have it), channels_last, gradient
+clipping, tqdm progress, TensorBoard scalars, periodic validation, BatchNorm statistics re-estimated before every
+validation and checkpoint (training/batchnorm.py), atomic checkpoints and exact resume. Launched by
 `torchrun` (WORLD_SIZE > 1) it runs DistributedDataParallel with a DistributedSampler per rank.
 
 Exact resume: the model weights, optimiser moments, AMP scaler, step and every RNG state are restored, the LR is
@@ -18,7 +20,8 @@ import logging
 import math
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.model.backbone import load_imagenet_weights
+from training.batchnorm import recalibrate_batchnorm
 from training.checkpointing import (
     MODEL_FILE,
     STATE_FILE,
@@ -42,9 +46,10 @@ from training.checkpointing import (
     write_checkpoint_dir,
 )
 from training.config import TrainConfig, load_train_config
-from training.data import NuScenesBevDataset, collate, move_batch
+from training.data import NuScenesBevDataset, collate, move_batch, resolve_workers
 from training.losses import supervised_losses
 from training.model_adapter import ModelSpec, build_model_spec
+from training.precision import autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         # reproducibility, and costs ~20 % of a CPU step.
         torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
+
+
+def parameter_groups(parameters: Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on convolution / linear weights only; biases and norm scales (1-d) are free
+    (decaying a BatchNorm scale or a bias towards 0 only fights the normalisation)."""
+    params = [p for p in parameters if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 class ResumableSampler(DistributedSampler):
@@ -134,17 +147,27 @@ class Trainer:
         self.spec: ModelSpec = build_model_spec(kind, config.model_config_path(kind))
         weights = config.backbone_weights_path()
         if weights is not None:
+            if getattr(self.spec.model, "camera", None) is None:
+                raise ValueError(f"backbone_weights {weights}: this {kind} has no camera branch to initialise")
             load_imagenet_weights(self.spec.model.camera.backbone, weights)
         self.model: nn.Module = self.spec.model.to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.grid: BevGrid = self.spec.grid
         if nusc is None:
             nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
         with_lidar = kind == "teacher"
         common = {"grid": self.grid, "det_stride": self.spec.det_stride, "camera_config": self.spec.camera_config,
                   "data_config": config.data, "target_config": config.targets, "with_lidar": with_lidar,
-                  "seed": config.seed, "depth_targets": config.loss.depth > 0}
+                  "seed": config.seed, "depth_targets": config.loss.depth > 0,
+                  "lidar_sweeps": self.spec.lidar_sweeps}
         self.train_set = NuScenesBevDataset(nusc, config.train_split, train=True, **common)
-        self.val_set = NuScenesBevDataset(nusc, config.val_split, train=False, **common)
+        self.val_set = NuScenesBevDataset(nusc, config.val_split, train=False, cache=self.train_set.cache, **common)
+        # Fixed un-augmented training samples, spread over the split, for the BatchNorm statistics.
+        plain = NuScenesBevDataset(nusc, config.train_split, train=False, cache=self.train_set.cache, **common)
+        count = min(len(plain), config.bn_recalibration_batches * config.data.batch_size)
+        self.bn_set = Subset(plain, np.linspace(0, len(plain) - 1, count).round().astype(int).tolist())
+        self.bn_step = -1  # the step whose weights the BatchNorm statistics were last estimated for
         batch = config.data.batch_size
         if len(self.train_set) < batch * self.ddp.world_size:
             raise ValueError(f"split {config.train_split!r} has {len(self.train_set)} samples, fewer than one "
@@ -154,10 +177,12 @@ class Trainer:
         if self.ddp.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr_at(0, config),
-                                           betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay)
-        self.use_amp = config.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model.parameters(), config.optim.weight_decay),
+                                           lr=lr_at(0, config), betas=tuple(config.optim.betas))
+        self.compute_dtype = autocast_dtype(config.precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.compute_dtype == torch.float16)
+        log.info("training %s on %s in %s%s", kind, self.device, self.compute_dtype or torch.float32,
+                 ", channels_last" if config.channels_last else "")
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.writer = None
@@ -165,7 +190,8 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def loader(self, dataset, sampler=None, shuffle_seed: int = 0) -> DataLoader:
         return DataLoader(dataset, batch_size=self.config.data.batch_size, sampler=sampler, shuffle=False,
-                          num_workers=self.config.data.num_workers, collate_fn=collate, drop_last=sampler is not None,
+                          num_workers=resolve_workers(self.config.data.num_workers), collate_fn=collate,
+                          drop_last=sampler is not None,
                           pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.config.seed + shuffle_seed))
 
@@ -174,10 +200,28 @@ class Trainer:
         return len(self.train_set) // (self.config.data.batch_size * self.ddp.world_size)
 
     # ------------------------------------------------------------ one step
+    def autocast(self) -> AbstractContextManager:
+        """The mixed-precision context of every forward pass (a no-op in float32)."""
+        return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype or torch.float32,
+                              enabled=self.compute_dtype is not None)
+
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        with self.autocast():
             outputs = self.spec.forward(self.wrapped, batch)
         return supervised_losses(outputs, batch["targets"], self.config.loss, self.grid)
+
+    def refresh_batchnorm(self) -> None:
+        """Re-estimate the BatchNorm statistics for the current weights (once per step)."""
+        if self.config.bn_recalibration_batches <= 0 or self.bn_step == self.step:
+            return
+        batches = (move_batch(b, self.device) for b in self.loader(self.bn_set, shuffle_seed=2))
+
+        def forward(model: nn.Module, batch: dict[str, Any]) -> None:
+            with self.autocast():
+                self.spec.forward(model, batch)
+
+        recalibrate_batchnorm(self.model, batches, forward)
+        self.bn_step = self.step
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         self.wrapped.train()
@@ -199,6 +243,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean of every loss term over the validation split (or its first `val_batches` batches)."""
+        self.refresh_batchnorm()
         self.wrapped.eval()
         sampler = DistributedSampler(self.val_set, self.ddp.world_size, self.ddp.rank, shuffle=False) \
             if self.ddp.world_size > 1 else None
@@ -224,6 +269,7 @@ class Trainer:
     def save(self) -> Path | None:
         if not self.ddp.is_main:
             return None
+        self.refresh_batchnorm()
         state = {"step": self.step, "kind": self.kind, "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict(), "rng": rng_state(), **self.extra_state()}
         path = write_checkpoint_dir(self.out_dir / "checkpoints", self.step, self.spec.save, state,

@@ -126,17 +126,23 @@ class LiftSplat(nn.Module):
         return SplatIndex(point, pixel, cell)
 
     def forward(self, depth: torch.Tensor, context: torch.Tensor, splat: SplatIndex) -> torch.Tensor:
-        """Pool depth (B, N, D, h, w) x context (B, N, C, h, w) into BEV features (B, C, X, Y)."""
+        """Pool depth (B, N, D, h, w) x context (B, N, C, h, w) into BEV features (B, C, X, Y), channels_last.
+
+        Always in float32, also under mixed precision: a cell sums hundreds of frustum points, and bf16's 8-bit
+        mantissa would round the small ones away.
+        """
         batch, channels = context.shape[0], context.shape[2]
         size_x, size_y = self.config.grid.shape
-        rows = context.permute(0, 1, 3, 4, 2).reshape(-1, channels)
-        feats = depth.reshape(-1)[splat.depth_index].unsqueeze(1) * rows[splat.pixel_index]
-        out = feats.new_zeros(batch * size_x * size_y, channels)
-        if torch.onnx.is_in_onnx_export():
-            out = out.scatter_add(0, splat.cell_index.unsqueeze(1).expand(-1, channels), feats)
-        else:
-            out = out.index_add(0, splat.cell_index, feats)
-        return out.view(batch, size_x, size_y, channels).permute(0, 3, 1, 2).contiguous()
+        with torch.autocast(device_type=depth.device.type, enabled=False):
+            rows = context.float().permute(0, 1, 3, 4, 2).reshape(-1, channels)
+            feats = depth.float().reshape(-1)[splat.depth_index].unsqueeze(1) * rows[splat.pixel_index]
+            out = feats.new_zeros(batch * size_x * size_y, channels)
+            if torch.onnx.is_in_onnx_export():
+                out = out.scatter_add(0, splat.cell_index.unsqueeze(1).expand(-1, channels), feats)
+            else:
+                out = out.index_add(0, splat.cell_index, feats)
+        # (B, X, Y, C) memory seen as (B, C, X, Y) is already the channels_last layout: no copy.
+        return out.view(batch, size_x, size_y, channels).permute(0, 3, 1, 2)
 
 
 class CameraBev(nn.Module):
@@ -152,7 +158,10 @@ class CameraBev(nn.Module):
     def forward(self, images: torch.Tensor, splat: SplatIndex) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, N, 3, H, W) -> BEV (B, C, X, Y) and depth probabilities (B, N, D, h, w)."""
         batch, cams = images.shape[:2]
-        c3, c4 = self.backbone(images.flatten(0, 1))
+        flat = images.flatten(0, 1)
+        if self.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+            flat = flat.contiguous(memory_format=torch.channels_last)  # the model was put in channels_last
+        c3, c4 = self.backbone(flat)
         depth, context = self.depth_net(self.neck(c3, c4))
         depth = depth.view(batch, cams, *depth.shape[1:])
         context = context.view(batch, cams, *context.shape[1:])

@@ -44,10 +44,10 @@ def ground_truth_as_predictions(gt: GroundTruth, track_ids: TrackIds | None = No
                                 visible_only: bool = True) -> Predictions:
     """Perfect predictions: GT boxes with score 1, one forecast mode = the true future, true map/occupancy/plan.
 
-    `visible_only` keeps the boxes the nuScenes detection evaluation keeps (those with LiDAR points): a box it
+    `visible_only` keeps the boxes the nuScenes detection evaluation keeps (those with LiDAR or radar points): a box it
     drops from the ground truth would otherwise be scored as a false positive. Pictures use all boxes.
     """
-    keep = gt.num_lidar_pts > 0 if visible_only else np.ones(len(gt), dtype=bool)
+    keep = gt.evaluable if visible_only else np.ones(len(gt), dtype=bool)
     n = int(keep.sum())
     futures = _fill_forward(gt.futures, gt.future_mask)[keep]
     return Predictions(
@@ -82,5 +82,5 @@ def ground_truth_attributes(nusc: NuScenes, gt: GroundTruth, visible_only: bool 
             names.append((ann["instance_token"], nusc.get("attribute", tokens[0])["name"] if tokens else ""))
     if [instance for instance, _ in names] != list(gt.instance_tokens):
         raise ValueError(f"sample {gt.sample_token}: annotation order differs from the ground truth's boxes")
-    keep = gt.num_lidar_pts > 0 if visible_only else np.ones(len(gt), dtype=bool)
+    keep = gt.evaluable if visible_only else np.ones(len(gt), dtype=bool)
     return [name for (_, name), k in zip(names, keep, strict=True) if k]

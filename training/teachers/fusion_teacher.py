@@ -1,5 +1,9 @@
 """The built-in teacher: LiDAR pillars fused with a camera LSS branch, a wider BEV encoder, the student's heads.
 
+`camera_branch: false` makes it LiDAR-only (pillars -> encoder -> heads): measured on the 2-core CPU setting, the
+camera branch cost 1.24 vs 0.47 s per step and added no accuracy, while the teacher's 3D view is what the
+camera-only student needs to learn from.
+
 Same output names and shapes as the student and the same `bev_features` layout (encoder levels finest first,
 then the pre-head map), so every distillation term can pair teacher and student by name and index. The camera
 branch, grid, encoder widths and heads are a `ModelConfig` (`camera`): its image size, grid, det_stride and
@@ -40,6 +44,7 @@ class FusionTeacherConfig:
     camera: ModelConfig = field(default_factory=_wide_camera)
     lidar: PillarConfig = field(default_factory=PillarConfig)
     fused_channels: int = 128  # after concat(camera BEV, LiDAR BEV) + conv
+    camera_branch: bool = True  # False: a LiDAR-only teacher (no images read, no camera compute)
 
 
 def load_teacher_config(path: str | Path) -> FusionTeacherConfig:
@@ -53,34 +58,40 @@ class FusionTeacher(nn.Module):
         super().__init__()
         self.config = config
         cam = config.camera
-        self.camera = CameraBev(cam)
+        self.camera = CameraBev(cam) if config.camera_branch else None
         self.lidar = PillarEncoder(config.lidar, cam.grid)
-        self.fuse = conv_bn_relu(cam.context_channels + config.lidar.bev_channels, config.fused_channels)
+        camera_channels = cam.context_channels if config.camera_branch else 0
+        self.fuse = conv_bn_relu(camera_channels + config.lidar.bev_channels, config.fused_channels)
         self.encoder = BevEncoder(config.fused_channels, cam.bev_channels, cam.bev_blocks, cam.fpn_channels,
                                   cam.det_stride)
         self.heads = TaskHeads(cam, cam.fpn_channels)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         cam = self.config.camera
-        images = batch["images"]
-        if tuple(images.shape[-2:]) != (cam.image_height, cam.image_width):
-            raise ValueError(f"teacher {self.config.name} expects {cam.image_height}x{cam.image_width} images, "
-                             f"the batch has {tuple(images.shape[-2:])}: use a teacher config matching the student")
         if "lidar" not in batch:
             raise ValueError(f"teacher {self.config.name} needs batch['lidar'] (build the data with LiDAR)")
-        splat = self.camera.lift_splat.splat_index(batch["intrinsics"], batch["cam_to_ego"])
-        camera_bev, depth = self.camera(images, splat)
         lidar_bev = self.lidar(batch["lidar"], batch["lidar_mask"])
-        fused = self.fuse(torch.cat([camera_bev, lidar_bev.to(camera_bev.dtype)], dim=1))
+        outputs: dict[str, Any] = {}
+        if self.camera is not None:
+            images = batch["images"]
+            if tuple(images.shape[-2:]) != (cam.image_height, cam.image_width):
+                raise ValueError(f"teacher {self.config.name} expects {cam.image_height}x{cam.image_width} images, "
+                                 f"the batch has {tuple(images.shape[-2:])}: use a teacher config matching the "
+                                 "student")
+            splat = self.camera.lift_splat.splat_index(batch["intrinsics"], batch["cam_to_ego"])
+            camera_bev, outputs["depth"] = self.camera(images, splat)
+            fused = self.fuse(torch.cat([camera_bev, lidar_bev.to(camera_bev.dtype)], dim=1))
+        else:
+            fused = self.fuse(lidar_bev)
         levels, pre_head, dense = self.encoder(fused)
-        outputs: dict[str, Any] = dict(self.heads(pre_head, dense, batch["command"]))
-        outputs["depth"] = depth
+        outputs.update(self.heads(pre_head, dense, batch["command"]))
         outputs["bev_features"] = [*levels, pre_head]
         return outputs
 
     def parameter_counts(self) -> dict[str, int]:
-        parts = {"camera branch (ResNet-18 + LSS)": self.camera, "LiDAR pillars": self.lidar, "fusion": self.fuse,
-                 "BEV encoder": self.encoder, "heads": self.heads}
+        parts = {"LiDAR pillars": self.lidar, "fusion": self.fuse, "BEV encoder": self.encoder, "heads": self.heads}
+        if self.camera is not None:
+            parts["camera branch (ResNet-18 + LSS)"] = self.camera
         counts = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
         counts["total"] = sum(p.numel() for p in self.parameters())
         return counts
@@ -112,6 +123,7 @@ class LiveTeacher:
 
     def __init__(self, model: FusionTeacher) -> None:
         self.model = model.eval()
+        self.lidar_sweeps = model.config.lidar.sweeps
         for p in self.model.parameters():
             p.requires_grad_(False)
 

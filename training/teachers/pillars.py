@@ -2,7 +2,9 @@
 
 Each point gets [x, y, z, intensity / 255, ring / 32, x - cell centre x, y - cell centre y] (the offsets tell
 the network where inside its pillar the point is; the scales bring nuScenes intensity 0-255 and ring 0-31 near
-unit range). A shared per-point MLP lifts them to C channels; each pillar keeps the channel-wise max over its
+unit range), and with `sweeps: 2` its time lag (0 for the keyframe sweep, ~0.5 s for the earlier one): a moving
+object leaves two displaced point sets, from which the network reads its velocity (CenterPoint's multi-sweep
+input). A shared per-point MLP lifts them to C channels; each pillar keeps the channel-wise max over its
 points (one `scatter_reduce`, no Python loop) plus log(1 + point count); two convolutions follow.
 """
 
@@ -26,6 +28,11 @@ class PillarConfig:
     bev_channels: int = 64  # LiDAR BEV channels handed to the fusion
     z_min: float = -5.0  # points outside [z_min, z_max) in base_link are ignored
     z_max: float = 3.0
+    sweeps: int = 1  # 1: the keyframe sweep; 2: also the sweep ~0.5 s earlier, its time lag a point feature
+
+    def __post_init__(self) -> None:
+        if self.sweeps not in (1, 2):
+            raise ValueError(f"lidar.sweeps must be 1 or 2, got {self.sweeps}")
 
 
 class PillarEncoder(nn.Module):
@@ -34,13 +41,15 @@ class PillarEncoder(nn.Module):
         self.config = config
         self.grid = grid
         c = config.point_channels
-        self.point_net = nn.Sequential(nn.Linear(7, c, bias=False), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
+        self.point_net = nn.Sequential(nn.Linear(7 + (config.sweeps > 1), c, bias=False), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
                                        nn.Linear(c, c, bias=False), nn.BatchNorm1d(c), nn.ReLU(inplace=True))
         self.bev = nn.Sequential(conv_bn_relu(c + 1, config.bev_channels), conv_bn_relu(config.bev_channels,
                                                                                          config.bev_channels))
 
     def forward(self, points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """points (B, P, 5) x, y, z, intensity, ring in base_link; mask (B, P) -> (B, bev_channels, X, Y)."""
+        """points (B, P, 6) x, y, z, intensity, ring, time lag in base_link; mask (B, P) -> (B, bev_channels, X, Y).
+
+        Single-sweep models ignore the time lag (and accept (B, P, 5) points)."""
         g = self.grid
         size_x, size_y = g.shape
         batch = points.shape[0]
@@ -55,7 +64,8 @@ class PillarEncoder(nn.Module):
         centre_x = g.x_min + (r.float() + 0.5) * g.resolution
         centre_y = g.y_min + (c.float() + 0.5) * g.resolution
         feats = torch.stack([pts[:, 0], pts[:, 1], pts[:, 2], pts[:, 3] / INTENSITY_SCALE, pts[:, 4] / RING_SCALE,
-                             pts[:, 0] - centre_x, pts[:, 1] - centre_y], dim=1)
+                             pts[:, 0] - centre_x, pts[:, 1] - centre_y]
+                            + ([pts[:, 5]] if self.config.sweeps > 1 else []), dim=1)
         channels = self.config.point_channels
         cells = batch * size_x * size_y
         cell = b_idx * (size_x * size_y) + r * size_y + c

@@ -92,8 +92,7 @@ def test_training_with_a_depth_weight_learns_lidar_depth(synth_dataset, tmp_path
     config = dataclasses.replace(
         base, steps=10, val_every=10**6, checkpoint_every=10**6, val_batches=1,
         loss=dataclasses.replace(base.loss, depth=3.0),
-        data=dataclasses.replace(base.data, num_workers=0, max_samples=1, batch_size=1, augment=False,
-                                 cache_in_memory=True),
+        data=dataclasses.replace(base.data, num_workers=0, max_samples=1, batch_size=1, augment=False),
         optim=dataclasses.replace(base.optim, lr=2e-3, warmup_steps=2))
     trainer = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path, nusc=nusc)
     trainer.fit()

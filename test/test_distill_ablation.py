@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from training.ablation import load_ablation_config, recalibrate_batchnorm, render_table
+from training.ablation import load_ablation_config, render_table
+from training.batchnorm import recalibrate_batchnorm
 from training.evaluate import summary_row
 
 
@@ -16,10 +17,11 @@ def test_recalibrate_batchnorm_replaces_stale_statistics_by_the_batch_average() 
     model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.BatchNorm2d(2))
     nn.init.ones_(model[0].weight)
     model[1].running_mean.fill_(100.0)  # stale, as after a short run
+    model.eval()
     batches = [torch.full((2, 1, 3, 3), 1.0), torch.full((2, 1, 3, 3), 3.0)]
     recalibrate_batchnorm(model, batches, lambda net, batch: net(batch))
     assert torch.allclose(model[1].running_mean, torch.full((2,), 2.0))
-    assert not model.training and model[1].momentum == 0.1
+    assert not model.training and model[1].momentum == 0.1  # mode and momentum as they were
     assert model[1].num_batches_tracked.item() == 2
 
 

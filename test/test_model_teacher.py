@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,13 @@ def batch(configs):
     ks, poses = calibration(student)
     gen = torch.Generator().manual_seed(0)
     b, points = 2, 600
-    lidar = torch.zeros(b, points, 5)
+    lidar = torch.zeros(b, points, 6)
     lidar[..., 0] = torch.rand(b, points, generator=gen) * 120 - 60  # some beyond the +-50 m grid
     lidar[..., 1] = torch.rand(b, points, generator=gen) * 120 - 60
     lidar[..., 2] = torch.rand(b, points, generator=gen) * 4 - 2
     lidar[..., 3] = torch.rand(b, points, generator=gen) * 255
     lidar[..., 4] = torch.randint(0, 32, (b, points), generator=gen).float()
+    lidar[:, points // 2:, 5] = 0.5  # half the points from the earlier sweep (teacher_tiny reads two)
     mask = torch.ones(b, points, dtype=torch.bool)
     mask[1, 400:] = False  # the second sweep is shorter: zero padded
     lidar[1, 400:] = 0.0
@@ -100,10 +102,26 @@ def test_lidar_matters_and_padding_does_not(batch, teacher, live):
     assert not torch.allclose(changed[0], base[0]) and torch.equal(changed[1], base[1])
 
 
-def test_teacher_rejects_images_of_another_size(batch, teacher):
+def test_camera_branch_rejects_images_of_another_size_and_the_lidar_only_teacher_reads_none(configs, batch,
+                                                                                              teacher, live):
     small = dict(batch, images=batch["images"][..., :64, :])
+    camera_teacher = LiveTeacher(build_teacher(dataclasses.replace(configs[1], camera_branch=True)))
+    assert "depth" in camera_teacher.model(batch) and camera_teacher.model.camera is not None
     with pytest.raises(ValueError, match="expects 128x352 images"):
-        teacher(small)
+        camera_teacher(small)
+    assert teacher.model.camera is None  # teacher_tiny.yaml: LiDAR only
+    assert torch.equal(teacher(small).outputs["heatmap"], live.outputs["heatmap"])
+
+
+def test_the_earlier_sweeps_time_lag_is_an_input_of_a_two_sweep_teacher_only(configs, batch, teacher, live):
+    assert configs[1].lidar.sweeps == 2
+    shifted = dict(batch, lidar=batch["lidar"].clone())
+    shifted["lidar"][..., 5] *= 2.0
+    assert not torch.allclose(teacher(shifted).outputs["heatmap"], live.outputs["heatmap"])
+    torch.manual_seed(0)
+    one = LiveTeacher(build_teacher(dataclasses.replace(configs[1], lidar=dataclasses.replace(configs[1].lidar,
+                                                                                              sweeps=1))))
+    assert torch.equal(one(shifted).outputs["heatmap"], one(batch).outputs["heatmap"])
 
 
 def test_teacher_checkpoint_and_cache_reproduce_the_live_teacher(tmp_path, configs, batch, teacher, live):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -60,7 +62,7 @@ def test_boxes_land_on_heatmap_peaks(synth_gt, key):
     hd, wd = grid.shape[0] // stride, grid.shape[1] // stride
     u = (gt.centers[:, 0] - grid.x_min) / cell
     v = (gt.centers[:, 1] - grid.y_min) / cell
-    inside = (u >= 0) & (u < hd) & (v >= 0) & (v < wd)
+    inside = (u >= 0) & (u < hd) & (v >= 0) & (v < wd) & gt.evaluable
     assert inside.sum() >= 3 and targets["box_mask"].sum() == inside.sum()
     heat = targets["heatmap"]
     assert heat.shape == (len(DETECTION_CLASSES), hd, wd) and heat.max() == 1.0
@@ -79,6 +81,33 @@ def test_boxes_land_on_heatmap_peaks(synth_gt, key):
     np.testing.assert_array_equal(decoded["labels"], gt.labels[order])
     slots = np.flatnonzero(targets["box_mask"])
     np.testing.assert_array_equal(targets["box_index"][slots], u[order].astype(int) * wd + v[order].astype(int))
+
+
+def test_boxes_without_points_are_no_positives_as_the_devkit_drops_them(synth_gt):
+    """nuScenes' evaluation filters boxes without LiDAR or radar points out of the ground truth, so a peak there
+    would be trained to become a false positive."""
+    (stride, grid), gt = list(synth_gt.items())[1]
+    config = TargetConfig()
+    base = build_targets(gt, grid, stride, config)
+    lit = np.flatnonzero(gt.evaluable & (np.abs(gt.centers[:, :2]) < 45).all(1))
+    dark = lit[0]
+    lidar = gt.num_lidar_pts.copy()
+    lidar[dark] = 0
+    unseen = dataclasses.replace(gt, num_lidar_pts=lidar)
+    targets = build_targets(unseen, grid, stride, config)
+    row, col = (int((gt.centers[dark, 0] - grid.x_min) / grid.resolution),
+                int((gt.centers[dark, 1] - grid.y_min) / grid.resolution))
+    label = int(gt.labels[dark])
+    assert base["heatmap"][label, row, col] == 1.0 and targets["heatmap"][label, row, col] < 1.0
+    assert targets["box_mask"].sum() == base["box_mask"].sum() - 1
+    # A radar return keeps it, as in the devkit (num_lidar_pts + num_radar_pts > 0) ...
+    radar = gt.num_radar_pts.copy()
+    radar[dark] = 1
+    assert build_targets(dataclasses.replace(unseen, num_radar_pts=radar), grid, stride, config)["heatmap"][
+        label, row, col] == 1.0
+    # ... and min_points 0 trains every annotated box.
+    every = build_targets(unseen, grid, stride, dataclasses.replace(config, min_points=0))
+    assert every["heatmap"][label, row, col] == 1.0
 
 
 def test_motion_map_occupancy_and_plan_targets(synth_gt):

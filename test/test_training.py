@@ -74,7 +74,8 @@ def test_batch_follows_the_contract_and_augmentation_moves_k(nusc):
     hd, wd = model.grid.shape[0] // model.det_stride, model.grid.shape[1] // model.det_stride
     assert batch["images"].shape == (2, 6, 3, h, w) and batch["images"].dtype == torch.float32
     assert batch["intrinsics"].shape == (2, 6, 3, 3) and batch["cam_to_ego"].shape == (2, 6, 4, 4)
-    assert batch["lidar"].shape[0] == 2 and batch["lidar"].shape[2] == 5 and batch["lidar_mask"].any(1).all()
+    assert batch["lidar"].shape[0] == 2 and batch["lidar"].shape[2] == 6 and batch["lidar_mask"].any(1).all()
+    assert not batch["lidar"][..., 5].any()  # one sweep: every point's time lag is 0
     assert batch["command"].dtype == torch.int64 and batch["command"].shape == (2,)
     t = batch["targets"]
     assert t["heatmap"].shape == (2, 10, hd, wd) and t["box"].shape[-1] == 10
@@ -95,9 +96,10 @@ def test_batch_follows_the_contract_and_augmentation_moves_k(nusc):
 
 
 def _project(item: dict, cam: int, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels and depths of base_link points in camera `cam` of a dataset item (its own K and extrinsic)."""
-    cam_to_ego = item["cam_to_ego"][cam].astype(float)
-    cam_pts = (points - cam_to_ego[:3, 3]) @ cam_to_ego[:3, :3]
+    """Pixels and depths of base_link points in camera `cam` of a dataset item (its own K and extrinsic, which a
+    BEV augmentation makes a similarity transform: inverted as a matrix, not as a rotation)."""
+    ego_to_cam = np.linalg.inv(item["cam_to_ego"][cam].astype(float))
+    cam_pts = points @ ego_to_cam[:3, :3].T + ego_to_cam[:3, 3]
     uvw = cam_pts @ item["intrinsics"][cam].astype(float).T
     return uvw[:, :2] / uvw[:, 2:3], cam_pts[:, 2]
 
@@ -107,10 +109,11 @@ def _assert_same_content_at_projections(plain: dict, augmented: dict, nusc: NuSc
     sample = nusc.get("sample", plain["meta"]["sample_token"])
     ego, _ = ego_pose_of_sample(nusc, sample)
     points = ego.inverse().apply(np.asarray([nusc.get_box(token).center for token in sample["anns"]]))
+    moved = points @ augmented["bev_transform"].astype(float).T  # the augmented item's BEV frame
     h, w = plain["images"].shape[-2:]
     matched, compared = 0, 0
     for cam in range(6):
-        (uv0, depth), (uv1, _) = _project(plain, cam, points), _project(augmented, cam, points)
+        (uv0, depth), (uv1, _) = _project(plain, cam, points), _project(augmented, cam, moved)
         visible = (depth > 2) & np.all((uv0 > 8) & (uv0 < [w - 9, h - 9]) & (uv1 > 8) & (uv1 < [w - 9, h - 9]), 1)
         for i in np.flatnonzero(visible):
             (u0, v0), (u1, v1) = np.round(uv0[i]).astype(int), np.round(uv1[i]).astype(int)
@@ -170,7 +173,7 @@ TASKS = ("heatmap", "box", "motion_reg", "motion_cls", "map", "occupancy", "plan
 
 def test_tiny_student_training_lowers_every_task_loss(synth_dataset, nusc, tmp_path):
     config = tiny_config(steps=STUDENT_STEPS, val_every=10**6, checkpoint_every=10**6, val_batches=1,
-                         data={"max_samples": 1, "batch_size": 1, "augment": False, "cache_in_memory": True},
+                         data={"max_samples": 1, "batch_size": 1, "augment": False},
                          optim={"lr": 2e-3, "warmup_steps": 2})
     trainer = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path, nusc=nusc)
     trainer.fit()
@@ -187,7 +190,7 @@ def test_tiny_student_training_lowers_every_task_loss(synth_dataset, nusc, tmp_p
 def test_resume_continues_with_the_identical_next_loss(synth_dataset, nusc, tmp_path):
     """3 uninterrupted steps vs 2 steps + checkpoint + a fresh process-like resume: step 3's loss is equal."""
     config = tiny_config(steps=6, val_every=1000, checkpoint_every=1000, val_batches=1,
-                         data={"max_samples": 3, "batch_size": 1, "cache_in_memory": True}, optim={"warmup_steps": 2})
+                         data={"max_samples": 3, "batch_size": 1}, optim={"warmup_steps": 2})
     straight = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "a", nusc=nusc)
     straight.fit(stop_at=3)
     first = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "b", nusc=nusc)
@@ -235,9 +238,9 @@ def test_backbone_weights_start_a_fresh_run_and_a_resume_keeps_its_checkpoint(sy
     (tmp_path / "cfg").mkdir()
     torch.save(weights, tmp_path / "cfg" / "resnet18.pth")
     raw = yaml.safe_load((REPO / "config" / "train_tiny.yaml").read_text())
-    raw.update(student_config=str(TINY), teacher_config=str(reduced_teacher_yaml(tmp_path)), steps=1,
-               val_batches=1, backbone_weights="resnet18.pth")  # relative: next to the YAML
-    raw["data"].update(batch_size=1, num_workers=0, max_samples=1, cache_in_memory=True)
+    raw.update(student_config=str(TINY), teacher_config=str(reduced_teacher_yaml(tmp_path, camera_branch=True)),
+               steps=1, val_batches=1, backbone_weights="resnet18.pth")  # relative: next to the YAML
+    raw["data"].update(batch_size=1, num_workers=0, max_samples=1)
     (tmp_path / "cfg" / "train.yaml").write_text(yaml.safe_dump(raw))
     config = load_train_config(tmp_path / "cfg" / "train.yaml")
     key = "layer3.1.conv2.weight"
@@ -254,6 +257,11 @@ def test_backbone_weights_start_a_fresh_run_and_a_resume_keeps_its_checkpoint(sy
     config.backbone_weights = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="backbone_weights .*missing.pth"):
         Trainer(config, kind, synth_dataset.dataroot, synth_dataset.version, tmp_path / "other", nusc=nusc)
+    if kind == "teacher":  # a LiDAR-only teacher has no camera backbone to initialise: said, not ignored
+        lidar_only = dataclasses.replace(config, backbone_weights=str(tmp_path / "cfg" / "resnet18.pth"),
+                                         teacher_config=str(reduced_teacher_yaml(tmp_path)))
+        with pytest.raises(ValueError, match="no camera branch"):
+            Trainer(lidar_only, kind, synth_dataset.dataroot, synth_dataset.version, tmp_path / "x", nusc=nusc)
 
 
 @pytest.mark.parametrize("command", ["train", "distill"])
@@ -276,10 +284,11 @@ REDUCED_CAMERA = {"image_height": 64, "image_width": 160, "depth_step": 4.0, "de
                   "grid": {"x_min": -32.0, "x_max": 32.0, "y_min": -32.0, "y_max": 32.0, "resolution": 1.0}}
 
 
-def reduced_teacher_yaml(tmp_path: Path) -> Path:
+def reduced_teacher_yaml(tmp_path: Path, camera_branch: bool = False) -> Path:
     """teacher_tiny.yaml shrunk for a CPU overfit: 64x160 images, 64 m x 64 m grid at 1 m, fewer depth bins."""
     raw = yaml.safe_load((REPO / "config" / "teacher_tiny.yaml").read_text())
     raw["camera"].update(REDUCED_CAMERA)
+    raw["camera_branch"] = camera_branch
     path = tmp_path / "teacher_reduced.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -309,7 +318,7 @@ def test_model_overfits_a_few_samples(synth_dataset, nusc, tmp_path, kind):
     config = tiny_config(teacher_config=str(reduced_teacher_yaml(tmp_path)),
                          student_config=str(reduced_student_yaml(tmp_path)), steps=OVERFIT_STEPS[kind],
                          val_every=10**6, checkpoint_every=10**6, val_batches=1, loss=weights,
-                         data={"max_samples": 2, "batch_size": 2, "augment": False, "cache_in_memory": True},
+                         data={"max_samples": 2, "batch_size": 2, "augment": False},
                          optim={"lr": 4e-3, "warmup_steps": 4, "min_lr_ratio": 0.5})
     trainer = Trainer(config, kind, synth_dataset.dataroot, synth_dataset.version, tmp_path, nusc=nusc)
     trainer.fit()

@@ -71,27 +71,29 @@ def main() -> int:
     pose = torch.from_numpy(model_poses)[None].to(device)
     x = torch.randn(1, 6, 3, *hw, device=device)
     command = torch.tensor([2], device=device)
+    status = torch.tensor([[5.0, 0.0, 1.0]], device=device)  # ego status: 5 m/s ahead (planner input)
     print(f"device {device}, threads {torch.get_num_threads()}, student {student_config.name}, "
           f"teacher {teacher_config.name}, batch 1, {args.repeats} repeats")
 
     torch.manual_seed(0)
     student = build_student(student_config).to(device).eval()
     splat = student.splat_index(k, pose)
-    lat = measure_latency(lambda: student(x, None, None, command, splat), device, repeats=args.repeats)
+    lat = measure_latency(lambda: student(x, None, None, command, splat, status), device, repeats=args.repeats)
     print(line("student forward (fp32)", count_parameters(student), lat))
     lat = measure_latency(lambda: student.splat_index(k, pose), device, repeats=args.repeats)
     print(line("student splat index (per calib.)", None, lat))
 
     teacher = build_teacher(teacher_config).to(device).eval()
     gen = np.random.default_rng(1)
-    lidar = np.zeros((1, args.lidar_points, 5), dtype=np.float32)
+    lidar = np.zeros((1, args.lidar_points, 6), dtype=np.float32)
     lidar[0, :, :2] = gen.uniform(-60, 60, (args.lidar_points, 2))
     lidar[0, :, 2] = gen.uniform(-2, 2, args.lidar_points)
-    batch = {"images": x, "intrinsics": k, "cam_to_ego": pose, "command": command,
+    batch = {"images": x, "intrinsics": k, "cam_to_ego": pose, "command": command, "ego_status": status,
              "lidar": torch.from_numpy(lidar).to(device),
              "lidar_mask": torch.ones(1, args.lidar_points, dtype=torch.bool, device=device)}
     lat = measure_latency(lambda: teacher(batch), device, repeats=args.repeats)
-    print(line("teacher forward (fp32, LiDAR+cam)", count_parameters(teacher), lat))
+    kind = "LiDAR+cam" if teacher_config.camera_branch else "LiDAR"
+    print(line(f"teacher forward (fp32, {kind})", count_parameters(teacher), lat))
 
     predictor = Predictor(student, student_config, device)
     lat = measure_latency(lambda: predictor.predict(images, ks, poses, 2, 0), device, repeats=args.repeats)
@@ -101,18 +103,18 @@ def main() -> int:
     if args.onnx:
         import onnxruntime as ort
 
-        from tinybev_ros.model.export import INPUT_NAMES, export_inputs, export_onnx
+        from tinybev_ros.model.export import export_inputs, export_onnx, input_names
 
         cpu_model = build_student(student_config).eval()
         cpu_splat = cpu_model.splat_index(k.cpu(), pose.cpu())
-        example = export_inputs(x.cpu(), cpu_splat, command.cpu())
+        example = export_inputs(cpu_model, x.cpu(), cpu_splat, command.cpu(), status.cpu())
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(cpu_model, example, Path(tmp) / "student.onnx")
             options = ort.SessionOptions()
             if args.threads:
                 options.intra_op_num_threads = args.threads
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            feed = {name: t.numpy() for name, t in zip(INPUT_NAMES, example, strict=True)}
+            feed = {name: t.numpy() for name, t in zip(input_names(cpu_model), example, strict=True)}
             lat = measure_latency(lambda: session.run(None, feed), "cpu", repeats=args.repeats)
         print(line("student onnxruntime (CPU, fp32)", None, lat))
     return 0

@@ -112,9 +112,13 @@ def test_moved_boxes_project_onto_the_same_pixels(nusc, monkeypatch):
 
 
 def test_a_mirrored_sample_has_the_mirrored_targets(nusc, monkeypatch):
-    plain = dataset(nusc, train=False)[4]["targets"]
+    plain_item = dataset(nusc, train=False)[4]
+    plain = plain_item["targets"]
     mirror = BevTransform.compose(flip_x=False, flip_y=True, rotation_rad=0.0, scale=1.0)
-    flipped = item_with(nusc, monkeypatch, mirror)["targets"]
+    flipped_item = item_with(nusc, monkeypatch, mirror)
+    flipped = flipped_item["targets"]
+    assert plain_item["ego_status"][2] == 1.0 and plain_item["ego_status"][0] > 1.0
+    np.testing.assert_allclose(flipped_item["ego_status"], plain_item["ego_status"] * [1.0, -1.0, 1.0], atol=1e-6)
     for key in ("heatmap", "map", "occupancy"):  # rows = x, columns = y (the grid is symmetric in y)
         np.testing.assert_array_equal(flipped[key], plain[key][..., ::-1], err_msg=key)
     assert plain["heatmap"].max() == 1.0 and plain["map"].any() and plain["occupancy"].any()

@@ -15,7 +15,7 @@ from tinybev_ros.checkpoint import save_checkpoint
 from tinybev_ros.cli import main as tinybev
 from tinybev_ros.geometry import Rig, Transform
 from tinybev_ros.model import SplatIndex, build_student, load_model_config
-from tinybev_ros.model.export import INPUT_NAMES, OUTPUT_NAMES, export_inputs, rig_splat_index
+from tinybev_ros.model.export import OUTPUT_NAMES, export_inputs, input_names, rig_splat_index
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -57,12 +57,14 @@ def test_onnx_export_matches_pytorch(tmp_path):
     assert splat_yawed.cell_index.numel() != splat.cell_index.numel()
     images = torch.randn(1, 6, 3, config.image_height, config.image_width)
     command = torch.tensor([1])
+    assert config.ego_status and input_names(model)[-1] == "ego_status"
     from_file = SplatIndex(saved["depth_index"], saved["pixel_index"], saved["cell_index"])
-    for case in (from_file, splat_yawed):
-        feed = dict(zip(INPUT_NAMES, (t.numpy() for t in export_inputs(images, case, command)), strict=True))
+    for case, status in ((from_file, torch.tensor([[6.0, 0.3, 1.0]])), (splat_yawed, torch.zeros(1, 3))):
+        inputs = export_inputs(model, images, case, command, status)
+        feed = dict(zip(input_names(model), (t.numpy() for t in inputs), strict=True))
         got = session.run(list(OUTPUT_NAMES), feed)
         with torch.no_grad():
-            want = model(images, None, None, command, case)
+            want = model(images, None, None, command, case, status)
         for name, value in zip(OUTPUT_NAMES, got, strict=True):
             assert value.shape == tuple(want[name].shape), name
             assert relative_error(value, want[name].numpy()) < 1e-3, name

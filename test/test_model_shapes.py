@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,8 @@ def tiny() -> ModelConfig:
 
 def test_base_student_has_26_to_30_million_parameters_and_yaml_equals_defaults():
     config = load_model_config(CONFIG_DIR / "model_base.yaml")
-    assert config == ModelConfig()
+    # The defaults, with the planner's ego-status input on (off by default only for checkpoints made without it).
+    assert config == dataclasses.replace(ModelConfig(), ego_status=True)
     counts = build_student(config).parameter_counts()
     assert 26e6 <= counts["total"] <= 30e6, counts
     assert counts["image backbone (ResNet-18)"] == 11_176_512  # torchvision resnet18 without fc
@@ -70,7 +73,7 @@ def test_tiny_forward_on_cpu_has_contract_shapes_and_plans_follow_the_command(ti
     images = torch.cat([image_a, image_b, image_a])  # samples 0 and 2 see the same images
     with torch.no_grad():
         out = model(images, intrinsics.expand(batch, -1, -1, -1), cam_to_ego.expand(batch, -1, -1, -1),
-                    torch.tensor([0, 2, 1]))
+                    torch.tensor([0, 2, 1]), ego_status=torch.tensor([[5.0, 0.0, 1.0]]).expand(batch, -1))
     h, w = tiny.grid.shape
     hd, wd = h // tiny.det_stride, w // tiny.det_stride
     k = tiny.motion_modes
@@ -131,7 +134,8 @@ def test_every_parameter_gets_a_gradient(tiny):
     torch.manual_seed(2)
     model = build_student(tiny).train()
     intrinsics, cam_to_ego = rig_calibration(tiny)
-    out = model(torch.randn(1, 6, 3, tiny.image_height, tiny.image_width), intrinsics, cam_to_ego, torch.tensor([1]))
+    out = model(torch.randn(1, 6, 3, tiny.image_height, tiny.image_width), intrinsics, cam_to_ego, torch.tensor([1]),
+                ego_status=torch.tensor([[3.0, 0.5, 1.0]]))
     loss = sum(out[k].float().square().mean() for k in ("heatmap", "box", "motion", "motion_logits", "map",
                                                          "occupancy", "plan"))
     loss.backward()

@@ -57,6 +57,7 @@ def batch(configs):
         "lidar": lidar,
         "lidar_mask": mask,
         "command": torch.tensor([2, 0]),
+        "ego_status": torch.tensor([[6.0, 0.0, 1.0], [0.0, 0.0, 0.0]]),
         "meta": [{"sample_token": "a" * 32}, {"sample_token": "b" * 32}],
     }
 
@@ -80,7 +81,7 @@ def test_teacher_outputs_have_the_students_names_shapes_and_feature_layout(confi
     torch.manual_seed(0)
     with torch.no_grad():
         student = build_student(student_config).eval()(batch["images"], batch["intrinsics"], batch["cam_to_ego"],
-                                                         batch["command"])
+                                                         batch["command"], ego_status=batch["ego_status"])
     assert set(result.outputs) == set(OUTPUT_KEYS)
     for key in OUTPUT_KEYS:
         assert result.outputs[key].shape == student[key].shape, key

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tinybev_ros.checkpoint import load_checkpoint
+from tinybev_ros.ego_motion import EGO_STATUS_SIZE, unknown_ego_status
 from tinybev_ros.geometry import CAMERA_NAMES, Rig, Transform
 from tinybev_ros.model import ModelConfig, SplatIndex, TinyBEV, build_student
 from tinybev_ros.model.decode import decode
@@ -93,9 +94,10 @@ class Predictor:
     @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray], intrinsics: Sequence[np.ndarray] | np.ndarray,
                 cam_to_ego: Sequence[np.ndarray | Transform] | np.ndarray, command: int,
-                stamp_ns: int) -> Predictions:
+                stamp_ns: int, ego_status: np.ndarray | None = None) -> Predictions:
         """images: six HxWx3 uint8 RGB arrays in CAMERA_NAMES order; intrinsics: their 3x3 K; cam_to_ego: 4x4
-        matrices (or `Transform`s) optical camera -> base_link; command: taxonomy.Command value."""
+        matrices (or `Transform`s) optical camera -> base_link; command: taxonomy.Command value; ego_status:
+        (vx, vy, known) from tinybev_ros.ego_motion (None = unknown, e.g. before the second ego pose)."""
         start = time.perf_counter()
         poses = np.stack([p.matrix if isinstance(p, Transform) else np.asarray(p, dtype=np.float64)
                           for p in cam_to_ego]).astype(np.float32)
@@ -103,12 +105,16 @@ class Predictor:
             raise ValueError(f"cam_to_ego must be {len(CAMERA_NAMES)} 4x4 matrices, got shape {poses.shape}")
         if int(command) not in (0, 1, 2):
             raise ValueError(f"command must be a taxonomy.Command value (0, 1, 2), got {command}")
+        status = unknown_ego_status() if ego_status is None else np.asarray(ego_status, dtype=np.float32)
+        if status.shape != (EGO_STATUS_SIZE,) or not np.isfinite(status).all():
+            raise ValueError(f"ego_status must be {EGO_STATUS_SIZE} finite numbers (vx, vy, known), got {status}")
         inputs, ks = preprocess_cameras(images, list(intrinsics), self.config, CAMERA_NAMES)
         splat = self._splat(ks, poses)
         dtype = torch.float16 if self.half else torch.float32
         tensor = torch.from_numpy(inputs).to(self.device, dtype)[None]
         prepared = time.perf_counter()
-        outputs = self.model(tensor, None, None, torch.tensor([int(command)], device=self.device), splat)
+        outputs = self.model(tensor, None, None, torch.tensor([int(command)], device=self.device), splat,
+                             torch.from_numpy(status).to(self.device, dtype)[None])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         ran = time.perf_counter()

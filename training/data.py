@@ -3,7 +3,8 @@
 One item = one keyframe: six camera images (geometry.CAMERA_NAMES order) preprocessed exactly as the runtime
 Predictor does (tinybev_ros.model.preprocess), their intrinsics and camera->base_link extrinsics, the LIDAR_TOP
 points in base_link for the teacher ((P, 6): x, y, z, intensity, ring, time lag in s; with `lidar_sweeps` 2 also
-the sweep ~0.5 s earlier), the navigation command and the targets of `targets.build_targets`.
+the sweep ~0.5 s earlier), the navigation command, the ego status (velocity from the ego poses, the planner's
+input: tinybev_ros/ego_motion.py) and the targets of `targets.build_targets`.
 Everything is read from the training-resolution cache (training/sample_cache.py), which the dataset fills on
 first use; a training step does no JPEG decoding and no table walking.
 
@@ -150,7 +151,8 @@ class NuScenesBevDataset(Dataset):
                  seed: int = 0, depth_targets: bool = False, cache: SampleCache | None = None,
                  lidar_sweeps: int = 1) -> None:
         if lidar_sweeps not in (1, 2):
-            raise ValueError(f"lidar_sweeps must be 1 (the keyframe) or 2 (+ the sweep 0.5 s earlier), not {lidar_sweeps}")
+            raise ValueError(f"lidar_sweeps must be 1 (the keyframe) or 2 (+ the sweep 0.5 s earlier), "
+                             f"not {lidar_sweeps}")
         self.tokens = split_sample_tokens(nusc, split)
         if data_config.max_samples > 0:
             self.tokens = self.tokens[: data_config.max_samples]
@@ -205,6 +207,8 @@ class NuScenesBevDataset(Dataset):
             "cam_to_ego": bev.extrinsics(cam_to_ego).astype(np.float32),
             "bev_transform": bev.matrix.astype(np.float32),
             "command": gt.command,
+            "ego_status": np.concatenate([bev.vectors_xy(record.ego_status[:2]), record.ego_status[2:]]
+                                         ).astype(np.float32),
             "targets": build_targets(gt, self.grid, self.det_stride, self.target_config),
             "meta": {"sample_token": token, "scene_token": record.scene_token, "timestamp_us": record.timestamp_us},
         }
@@ -230,6 +234,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "cam_to_ego": torch.from_numpy(np.stack([it["cam_to_ego"] for it in items])),
         "bev_transform": torch.from_numpy(np.stack([it["bev_transform"] for it in items])),
         "command": torch.tensor([it["command"] for it in items], dtype=torch.int64),
+        "ego_status": torch.from_numpy(np.stack([it["ego_status"] for it in items])),
         "targets": {key: torch.from_numpy(np.stack([it["targets"][key] for it in items]))
                     for key in items[0]["targets"]},
         "meta": [it["meta"] for it in items],

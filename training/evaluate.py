@@ -40,7 +40,7 @@ from tinybev_ros.predictions import PLAN_STEPS, Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 from tinybev_ros.tracking import Tracker, TrackerConfig
 from tinybev_ros.visualization import render_sample, write_gif, write_png
-from training.ground_truth import GroundTruth, load_ground_truth
+from training.ground_truth import GroundTruth, load_ground_truth, sample_ego_status
 from training.metrics.motion import VEHICLE_CLASSES, MotionAccumulator
 from training.metrics.oracle import ground_truth_as_predictions
 from training.metrics.planning import PlanningAccumulator, obstacle_corners
@@ -387,7 +387,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def predict_split(predictor: Any, nusc: NuScenes, sample_tokens: list[str],
                   ground_truths: Mapping[str, GroundTruth], progress: bool = True,
                   times_ms: list[float] | None = None) -> dict[str, Predictions]:
-    """Run a `tinybev_ros.inference.Predictor` on every sample, planning with the ground-truth command.
+    """Run a `tinybev_ros.inference.Predictor` on every sample, planning with the ground-truth command and the
+    ego status from the dataset's ego poses.
 
     When `times_ms` is given, the wall-clock milliseconds of each `predict` call (preprocess, network, decode;
     image loading excluded) are appended to it: the latency reported is that of real frames.
@@ -399,10 +400,11 @@ def predict_split(predictor: Any, nusc: NuScenes, sample_tokens: list[str],
         if missing:
             raise FileNotFoundError(f"sample {token}: camera image(s) {missing} missing under {nusc.dataroot}")
         cameras = [rig.cameras[name] for name in CAMERA_NAMES]
+        status = sample_ego_status(nusc, nusc.get("sample", token))  # what the node derives from /tf
         start = time.perf_counter()
         out[token] = predictor.predict([images[name] for name in CAMERA_NAMES], [c.intrinsic for c in cameras],
                                        [c.sensor_to_ego for c in cameras], ground_truths[token].command,
-                                       int(ground_truths[token].timestamp_us) * 1000)
+                                       int(ground_truths[token].timestamp_us) * 1000, status)
         if times_ms is not None:
             times_ms.append((time.perf_counter() - start) * 1000.0)
     return out

@@ -28,6 +28,7 @@ import numpy as np
 from nuscenes.map_expansion.map_api import NuScenesMap
 from nuscenes.nuscenes import NuScenes
 
+from tinybev_ros.ego_motion import EGO_VELOCITY_LAG_S, ego_status, unknown_ego_status
 from tinybev_ros.geometry import LIDAR_NAME, BevGrid, Transform, quat_to_yaw
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES, DYNAMIC_CLASSES, MAP_CLASSES, Command
@@ -78,6 +79,32 @@ def ego_pose_of_sample(nusc: NuScenes, sample: dict) -> tuple[Transform, int]:
     lidar = nusc.get("sample_data", sample["data"][LIDAR_NAME])
     pose = nusc.get("ego_pose", lidar["ego_pose_token"])
     return Transform.from_nuscenes(pose["translation"], pose["rotation"]), int(lidar["timestamp"])
+
+
+def earlier_lidar_record(nusc: NuScenes, record: dict, lag_s: float) -> dict | None:
+    """The LIDAR_TOP sample_data about `lag_s` before `record`: the newest one at least 0.9 lag_s earlier (a 20 Hz
+    sweep on real nuScenes, the previous keyframe on a keyframes-only dataset); None at a scene's start."""
+    token = record["prev"]
+    while token:
+        earlier = nusc.get("sample_data", token)
+        if record["timestamp"] - earlier["timestamp"] >= 0.9 * lag_s * 1e6:
+            return earlier
+        token = earlier["prev"]
+    return None
+
+
+def sample_ego_status(nusc: NuScenes, sample: dict) -> np.ndarray:
+    """The planner's ego status input of a keyframe, from the ego poses as the node gets them from /tf."""
+    record = nusc.get("sample_data", sample["data"][LIDAR_NAME])
+    earlier = earlier_lidar_record(nusc, record, EGO_VELOCITY_LAG_S)
+    if earlier is None:
+        return unknown_ego_status()
+
+    def pose(r: dict) -> Transform:
+        p = nusc.get("ego_pose", r["ego_pose_token"])
+        return Transform.from_nuscenes(p["translation"], p["rotation"])
+
+    return ego_status(pose(record), pose(earlier), (record["timestamp"] - earlier["timestamp"]) / 1e6)
 
 
 def map_name_of_sample(nusc: NuScenes, sample: dict) -> str:

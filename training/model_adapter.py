@@ -46,7 +46,8 @@ class ModelSpec:
 
 
 def _student_forward(model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
-    return model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], batch["command"])
+    return model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], batch["command"],
+                 ego_status=batch["ego_status"])
 
 
 def _teacher_forward(model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:

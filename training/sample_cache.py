@@ -40,16 +40,18 @@ from training.ground_truth import (
     OccupancyFootprints,
     SampleLabels,
     command_from_ego_future,
+    earlier_lidar_record,
     get_map,
     map_masks_for_pose,
     read_sample_labels,
+    sample_ego_status,
 )
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "tinybev-sample-cache/2"
+CACHE_FORMAT = "tinybev-sample-cache/3"
 MAP_REACH = 1.5  # cached map extent / grid extent: covers +-22.5 deg rotations down to scale 0.95 (needs 1.38)
-PREVIOUS_SWEEP_S = 0.5  # the earlier sweep: the first LIDAR_TOP sample_data at least 0.45 s before the keyframe
+PREVIOUS_SWEEP_S = 0.5  # the earlier sweep: the newest LIDAR_TOP sample_data at least 0.45 s before the keyframe
 
 
 def map_grid_of(grid: BevGrid) -> BevGrid:
@@ -107,6 +109,7 @@ class CachedSample:
     lidar_previous: np.ndarray  # (P', 5) the earlier sweep in the same base_link; (0, 5) at a scene's start
     previous_lag_s: float  # how much earlier that sweep was (0 when there is none)
     ego_to_global: np.ndarray  # (4, 4)
+    ego_status: np.ndarray  # (3,) vx, vy, known: the planner's input (tinybev_ros/ego_motion.py)
     centers: np.ndarray  # (N, 3)
     sizes_wlh: np.ndarray  # (N, 3)
     yaws: np.ndarray  # (N,)
@@ -145,7 +148,7 @@ class CachedSample:
 
 
 _ARRAYS = ("images", "intrinsics", "cam_to_ego", "cam_to_ego_compensated", "lidar", "lidar_previous",
-           "ego_to_global", "centers",
+           "ego_to_global", "ego_status", "centers",
            "sizes_wlh", "yaws", "velocities", "labels", "num_lidar_pts", "num_radar_pts", "futures", "future_mask",
            "map_masks", "ego_future", "ego_future_mask")
 
@@ -208,17 +211,6 @@ def read_lidar_points(nusc: NuScenes, record: dict, ego_to_global: Transform) ->
     return points
 
 
-def previous_sweep(nusc: NuScenes, record: dict, lag_s: float = PREVIOUS_SWEEP_S) -> dict | None:
-    """The LIDAR_TOP sample_data about `lag_s` before `record` (the first one at least 0.9 lag_s earlier)."""
-    token = record["prev"]
-    while token:
-        earlier = nusc.get("sample_data", token)
-        if record["timestamp"] - earlier["timestamp"] >= 0.9 * lag_s * 1e6:
-            return earlier
-        token = earlier["prev"]
-    return None
-
-
 def read_sample(nusc: NuScenes, sample_token: str, image_width: int, map_grid: BevGrid,
                 map_cache: dict) -> CachedSample:
     """One keyframe from the tables and files (what every training step did before the cache)."""
@@ -228,7 +220,7 @@ def read_sample(nusc: NuScenes, sample_token: str, image_width: int, map_grid: B
     nusc_map = get_map(nusc, map_cache, labels.map_name)
     boxes = labels.boxes
     lidar_record = nusc.get("sample_data", sample["data"][LIDAR_NAME])
-    earlier = previous_sweep(nusc, lidar_record)
+    earlier = earlier_lidar_record(nusc, lidar_record, PREVIOUS_SWEEP_S)
     previous = (read_lidar_points(nusc, earlier, labels.ego_to_global) if earlier is not None
                 else np.zeros((0, 5), np.float32))
     lag = (lidar_record["timestamp"] - earlier["timestamp"]) / 1e6 if earlier is not None else 0.0
@@ -237,6 +229,7 @@ def read_sample(nusc: NuScenes, sample_token: str, image_width: int, map_grid: B
         images=images, intrinsics=intrinsics, cam_to_ego=static, cam_to_ego_compensated=compensated,
         lidar=read_lidar_points(nusc, lidar_record, labels.ego_to_global), lidar_previous=previous,
         previous_lag_s=float(lag), ego_to_global=labels.ego_to_global.matrix,
+        ego_status=sample_ego_status(nusc, sample),
         centers=boxes["centers"], sizes_wlh=boxes["sizes_wlh"], yaws=boxes["yaws"],
         velocities=boxes["velocities"], labels=boxes["labels"], num_lidar_pts=boxes["num_lidar_pts"],
         num_radar_pts=boxes["num_radar_pts"], futures=labels.futures, future_mask=labels.future_mask,

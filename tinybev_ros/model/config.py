@@ -56,6 +56,9 @@ class ModelConfig:
     plan_hidden: int = 256
     plan_refine_iters: int = 2  # collision-aware refinement steps against predicted occupancy
     plan_refine_step: float = 2.0  # initial step (m^2 per unit occupancy gradient); learned during training
+    # The planner also reads the ego status (velocity from the ego poses, tinybev_ros/ego_motion.py). False for
+    # checkpoints made before it existed and for teachers, whose LiDAR sweeps show the ego motion themselves.
+    ego_status: bool = False
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:

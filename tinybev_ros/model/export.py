@@ -5,7 +5,8 @@
 feed the graph directly.
 
 The graph takes images (1, 6, 3, H, W), the three flat index vectors of a `SplatIndex` (length Q is dynamic:
-it depends on the calibration) and the command, and returns the head outputs in OUTPUT_NAMES order. The
+it depends on the calibration), the command and, for a planner that reads it, the ego status (1, 3)
+(tinybev_ros/ego_motion.py), and returns the head outputs in OUTPUT_NAMES order. The
 runtime computes the index once per calibration (as the `Predictor` does) and feeds it every frame.
 Uses torch's TorchScript-based exporter (the torch.export-based one needs onnxscript, which we do not ship);
 the BEV pooling becomes ScatterElements(reduction="add"), hence opset >= 16.
@@ -28,8 +29,13 @@ from tinybev_ros.model.view_transform import SplatIndex
 from tinybev_ros.taxonomy import Command
 
 OUTPUT_NAMES = ("heatmap", "box", "motion", "motion_logits", "map", "occupancy", "plan")
-INPUT_NAMES = ("images", "depth_index", "pixel_index", "cell_index", "command")
 OPSET = 17
+
+
+def input_names(model: TinyBEV) -> tuple[str, ...]:
+    """The exported graph's inputs, in order."""
+    names = ("images", "depth_index", "pixel_index", "cell_index", "command")
+    return (*names, "ego_status") if model.config.ego_status else names
 
 
 class _ExportGraph(nn.Module):
@@ -37,15 +43,20 @@ class _ExportGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images, depth_index, pixel_index, cell_index, command):  # noqa: ANN001, ANN201
+    def forward(self, images, depth_index, pixel_index, cell_index, command, ego_status=None):  # noqa: ANN001, ANN201
         splat = SplatIndex(depth_index, pixel_index, cell_index)
-        outputs = self.model(images, None, None, command, splat)
+        outputs = self.model(images, None, None, command, splat, ego_status)
         return tuple(outputs[name] for name in OUTPUT_NAMES)
 
 
-def export_inputs(images: torch.Tensor, splat: SplatIndex, command: torch.Tensor) -> tuple:
-    """The positional inputs of the exported graph, in INPUT_NAMES order."""
-    return images, splat.depth_index, splat.pixel_index, splat.cell_index, command
+def export_inputs(model: TinyBEV, images: torch.Tensor, splat: SplatIndex, command: torch.Tensor,
+                  ego_status: torch.Tensor | None = None) -> tuple:
+    """The positional inputs of the exported graph, in `input_names(model)` order (ego status: unknown if
+    not given)."""
+    inputs = (images, splat.depth_index, splat.pixel_index, splat.cell_index, command)
+    if not model.config.ego_status:
+        return inputs
+    return (*inputs, torch.zeros(len(images), 3) if ego_status is None else ego_status)
 
 
 def export_onnx(model: TinyBEV, example: tuple, path: str | Path, opset: int = OPSET) -> Path:
@@ -60,7 +71,7 @@ def export_onnx(model: TinyBEV, example: tuple, path: str | Path, opset: int = O
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks: static per config, as intended
         torch.onnx.export(
             _ExportGraph(model).eval(), example, str(tmp), dynamo=False, opset_version=opset,
-            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+            input_names=list(input_names(model)), output_names=list(OUTPUT_NAMES),
             dynamic_axes={"depth_index": points, "pixel_index": points, "cell_index": points},
         )
     return Path(path)
@@ -90,11 +101,11 @@ def run(args: argparse.Namespace) -> int:
     model, config = load_checkpoint(args.checkpoint)
     splat = rig_splat_index(model, Rig.load(args.rig))
     images = torch.zeros(1, len(CAMERA_NAMES), 3, config.image_height, config.image_width)
-    out = export_onnx(model, export_inputs(images, splat, torch.tensor([int(Command.STRAIGHT)])), args.out)
+    out = export_onnx(model, export_inputs(model, images, splat, torch.tensor([int(Command.STRAIGHT)])), args.out)
     index_path = out.with_suffix(".splat.safetensors")
     write_tensors(index_path, {"depth_index": splat.depth_index, "pixel_index": splat.pixel_index,
                                "cell_index": splat.cell_index},
                   {"rig": str(args.rig or "shipped nuScenes rig"), "model": config.name})
-    print(f"wrote {out} (opset {OPSET}, inputs {', '.join(INPUT_NAMES)}) and {index_path} "
+    print(f"wrote {out} (opset {OPSET}, inputs {', '.join(input_names(model))}) and {index_path} "
           f"({splat.cell_index.numel()} splat points)")
     return 0

@@ -44,7 +44,8 @@ class TaskHeads(nn.Module):
         self.occupancy = ConvHead(in_channels, hidden, config.occupancy_frames, bias=prior)
         self.planner = Planner(config, in_channels)
 
-    def forward(self, fused: torch.Tensor, dense: torch.Tensor, command: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, fused: torch.Tensor, dense: torch.Tensor, command: torch.Tensor,
+                ego_status: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         occupancy = self.occupancy(dense)
         return {
             "heatmap": self.heatmap(fused),
@@ -53,5 +54,5 @@ class TaskHeads(nn.Module):
             "motion_logits": self.motion_logits(fused),
             "map": self.map(dense),
             "occupancy": occupancy,
-            "plan": self.planner(fused, occupancy, command),
+            "plan": self.planner(fused, occupancy, command, ego_status),
         }

@@ -1,8 +1,9 @@
 """Planning head: command-conditioned ego waypoints, refined against the predicted occupancy.
 
 1. An ego-centred square of the fused BEV features (`plan_window_m` wide) is average-pooled to 4x4, flattened
-   and concatenated with a learned embedding of the navigation command; an MLP predicts per-step displacements
-   whose cumulative sum gives PLAN_STEPS waypoints (cumsum keeps early steps small and the path smooth).
+   and concatenated with a learned embedding of the navigation command (and, with `ego_status`, of the ego's
+   velocity: tinybev_ros/ego_motion.py); an MLP predicts per-step displacements whose cumulative sum gives
+   PLAN_STEPS waypoints (cumsum keeps early steps small and the path smooth).
 2. Collision-aware refinement: each waypoint at time t looks at the predicted occupancy of the frame nearest
    t (frames beyond the last predicted one reuse the last), smoothed with a 5-cell box filter so the gradient
    reaches a car-width away, and steps down its finite-difference gradient: p <- p - step * grad(occ)(p).
@@ -17,9 +18,11 @@ import math
 import torch
 from torch import nn
 
+from tinybev_ros.ego_motion import EGO_STATUS_SIZE
 from tinybev_ros.model.config import ModelConfig
 
 SMOOTH_KERNEL = 5
+EGO_SPEED_SCALE = 0.1  # m/s -> network input (urban speeds ~ 0-15 m/s)
 
 
 class Planner(nn.Module):
@@ -40,8 +43,10 @@ class Planner(nn.Module):
         self.grid = config.grid
         self.reduce = nn.Sequential(nn.Conv2d(in_channels, 64, 1), nn.ReLU(inplace=True))
         self.command_embedding = nn.Embedding(3, 32)
+        self.ego_embedding = (nn.Sequential(nn.Linear(EGO_STATUS_SIZE, 32), nn.ReLU(inplace=True))
+                              if config.ego_status else None)
         self.mlp = nn.Sequential(
-            nn.Linear(64 * 16 + 32, config.plan_hidden),
+            nn.Linear(64 * 16 + 32 + (32 if config.ego_status else 0), config.plan_hidden),
             nn.ReLU(inplace=True),
             nn.Linear(config.plan_hidden, config.plan_hidden),
             nn.ReLU(inplace=True),
@@ -59,11 +64,17 @@ class Planner(nn.Module):
         self.register_buffer("grid_scale", torch.tensor([2.0 / (g.x_max - g.x_min), 2.0 / (g.y_max - g.y_min)]),
                              persistent=False)
 
-    def initial_plan(self, fused: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
+    def initial_plan(self, fused: torch.Tensor, command: torch.Tensor,
+                     ego_status: torch.Tensor | None = None) -> torch.Tensor:
         crop = fused[:, :, self.rows[0] : self.rows[1], self.cols[0] : self.cols[1]]
         pooled = nn.functional.avg_pool2d(self.reduce(crop), self.pool_kernel)
-        x = torch.cat([pooled.flatten(1), self.command_embedding(command)], dim=1)
-        return self.mlp(x).view(-1, self.steps, 2).cumsum(dim=1)
+        parts = [pooled.flatten(1), self.command_embedding(command).to(pooled.dtype)]
+        if self.ego_embedding is not None:
+            if ego_status is None:
+                raise ValueError("this planner reads the ego status (vx, vy, known): pass ego_status (B, 3)")
+            scale = torch.tensor([EGO_SPEED_SCALE, EGO_SPEED_SCALE, 1.0], dtype=pooled.dtype, device=pooled.device)
+            parts.append(self.ego_embedding(ego_status.to(pooled.dtype) * scale))
+        return self.mlp(torch.cat(parts, dim=1)).view(-1, self.steps, 2).cumsum(dim=1)
 
     def refine(self, plan: torch.Tensor, occupancy_logits: torch.Tensor) -> torch.Tensor:
         batch = plan.shape[0]
@@ -83,6 +94,8 @@ class Planner(nn.Module):
             plan = plan - step * grad / (2.0 * delta)
         return plan
 
-    def forward(self, fused: torch.Tensor, occupancy_logits: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
-        """(B, C, Hd, Wd) features, (B, T, H, W) occupancy logits, (B,) command -> (B, PLAN_STEPS, 2) metres."""
-        return self.refine(self.initial_plan(fused, command), occupancy_logits)
+    def forward(self, fused: torch.Tensor, occupancy_logits: torch.Tensor, command: torch.Tensor,
+                ego_status: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, Hd, Wd) features, (B, T, H, W) occupancy logits, (B,) command, (B, 3) ego status ->
+        (B, PLAN_STEPS, 2) metres."""
+        return self.refine(self.initial_plan(fused, command, ego_status), occupancy_logits)

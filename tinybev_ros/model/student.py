@@ -12,12 +12,13 @@ from tinybev_ros.model.view_transform import CameraBev, SplatIndex
 
 
 class TinyBEV(nn.Module):
-    """forward(images, intrinsics, cam_to_ego, command[, splat]) -> outputs dict (see `heads` for the keys).
+    """forward(images, intrinsics, cam_to_ego, command[, splat, ego_status]) -> outputs (`heads` has the keys).
 
     Inputs follow the model-batch contract: images (B, 6, 3, H, W) normalised by `preprocess`, intrinsics
     (B, 6, 3, 3) after resize/crop, cam_to_ego (B, 6, 4, 4) optical camera -> base_link, command (B,) int64,
     cameras in CAMERA_NAMES order. `splat` is the precomputed `SplatIndex` for these calibrations; without it
-    the index is computed here (training, where augmentation changes K per sample).
+    the index is computed here (training, where augmentation changes K per sample). `ego_status` (B, 3) is the
+    ego's (vx, vy, known) (tinybev_ros/ego_motion.py), required when the config's planner reads it.
     Extra outputs: "depth" (B, 6, D, h, w) depth-bin probabilities and "bev_features": the BEV encoder levels
     (finest first, strides 1, 2, 4, ...) followed by the fused pre-head map at det_stride.
     """
@@ -41,6 +42,7 @@ class TinyBEV(nn.Module):
         cam_to_ego: torch.Tensor | None,
         command: torch.Tensor,
         splat: SplatIndex | None = None,
+        ego_status: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         if splat is None:
             if intrinsics is None or cam_to_ego is None:
@@ -48,7 +50,7 @@ class TinyBEV(nn.Module):
             splat = self.splat_index(intrinsics, cam_to_ego)
         bev, depth = self.camera(images, splat)
         levels, fused, dense = self.encoder(bev)
-        outputs: dict[str, torch.Tensor | list[torch.Tensor]] = dict(self.heads(fused, dense, command))
+        outputs: dict[str, torch.Tensor | list[torch.Tensor]] = dict(self.heads(fused, dense, command, ego_status))
         outputs["depth"] = depth
         outputs["bev_features"] = [*levels, fused]
         return outputs

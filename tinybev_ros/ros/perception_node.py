@@ -32,6 +32,7 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
+from tinybev_ros.ego_motion import ego_status_from_history, pose_near
 from tinybev_ros.geometry import Transform
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
@@ -213,10 +214,7 @@ class PerceptionNode(Node):
 
     def pose_at(self, stamp_ns: int, tolerance_ns: int = 100_000_000) -> Transform | None:
         """map -> base_link closest to `stamp_ns` (within tolerance), for ego-motion-compensated tracking."""
-        if not self._poses:
-            return None
-        stamp, pose = min(self._poses, key=lambda item: abs(item[0] - stamp_ns))
-        return pose if abs(stamp - stamp_ns) <= tolerance_ns else None
+        return pose_near(tuple(self._poses), stamp_ns, tolerance_ns)  # a copy: /tf callbacks append meanwhile
 
     def command(self) -> int:
         choice = self.cfg.command.lower()
@@ -271,7 +269,8 @@ class PerceptionNode(Node):
             return
         images, intrinsics, cam_to_ego = inputs
         pred = self.predictor.predict(images, intrinsics, cam_to_ego, command=self.command(),
-                                      stamp_ns=frameset.stamp_ns)
+                                      stamp_ns=frameset.stamp_ns,
+                                      ego_status=ego_status_from_history(tuple(self._poses), frameset.stamp_ns))
         pred = pred.select(pred.scores >= self.cfg.score_threshold)
         pred = self.tracker.update(pred, ego_to_world=self.pose_at(frameset.stamp_ns))
         self._publish(pred)

@@ -84,7 +84,7 @@ class FusionTeacher(nn.Module):
         else:
             fused = self.fuse(lidar_bev)
         levels, pre_head, dense = self.encoder(fused)
-        outputs.update(self.heads(pre_head, dense, batch["command"]))
+        outputs.update(self.heads(pre_head, dense, batch["command"], batch.get("ego_status")))
         outputs["bev_features"] = [*levels, pre_head]
         return outputs
 

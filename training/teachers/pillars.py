@@ -41,7 +41,8 @@ class PillarEncoder(nn.Module):
         self.config = config
         self.grid = grid
         c = config.point_channels
-        self.point_net = nn.Sequential(nn.Linear(7 + (config.sweeps > 1), c, bias=False), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
+        features = 7 + (config.sweeps > 1)
+        self.point_net = nn.Sequential(nn.Linear(features, c, bias=False), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
                                        nn.Linear(c, c, bias=False), nn.BatchNorm1d(c), nn.ReLU(inplace=True))
         self.bev = nn.Sequential(conv_bn_relu(c + 1, config.bev_channels), conv_bn_relu(config.bev_channels,
                                                                                          config.bev_channels))

@@ -17,14 +17,12 @@ from safetensors.torch import load_file
 from tinybev_ros.checkpoint import load_checkpoint, save_checkpoint
 from tinybev_ros.cli import main
 from tinybev_ros.model import build_student
-from training.bev_augmentation import BevAugmentationConfig
 from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint, load_train_state
 from training.config import load_train_config
-from training.data import NuScenesBevDataset, collate
 from training.distill_train import DistillTrainer, open_teacher
 from training.distillation.config import DistillConfig, load_distill_config
 from training.model_adapter import build_model_spec
-from training.teachers import CachedTeacher, LiveTeacher, build_teacher, cache_teacher, load_teacher_config
+from training.teachers import CachedTeacher, LiveTeacher, build_teacher, load_teacher_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -35,7 +33,6 @@ def small_run_configs(tmp: Path) -> Path:
     train["student_config"] = str(CONFIG / train["student_config"])
     train["teacher_config"] = str(CONFIG / train["teacher_config"])
     train["data"].update(max_samples=2, num_workers=0)
-    train["data"]["bev"]["enabled"] = False  # a teacher cache holds un-moved BEV maps (see the guard test below)
     train["checkpoint_every"] = 1
     (tmp / "train.yaml").write_text(yaml.safe_dump(train))
     distill = yaml.safe_load((CONFIG / "distill_ablation.yaml").read_text())
@@ -59,11 +56,12 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     assert isinstance(live, LiveTeacher) and live.needs_lidar
     spec = build_model_spec("student", train.model_config_path("student"))
     cache = tmp_path / "cache"
-    for split in ("train", "val"):
-        data = NuScenesBevDataset(nusc, split, grid=spec.grid, det_stride=spec.det_stride,
-                                  camera_config=spec.camera_config, data_config=train.data,
-                                  target_config=train.targets, train=False, with_lidar=True)
-        cache_teacher(live, [collate([data[0], data[1]])], cache, source="test")
+    args = ["teacher-cache", "--teacher", str(teacher_file), "--dataroot", str(synth_dataset.dataroot), "--version",
+            synth_dataset.version, "--out", str(cache), "--batch-size", "8"]
+    assert main(args) == 0
+    assert len(list(cache.glob("*.safetensors"))) == 32  # every keyframe of both splits
+    stamp = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert main(args) == 0 and {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamp  # resumed: no rewrite
     assert isinstance(open_teacher(cache, torch.device("cpu")), CachedTeacher)
     with pytest.raises(FileNotFoundError, match="neither"):
         open_teacher(tmp_path / "missing", torch.device("cpu"))
@@ -101,12 +99,6 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     assert all(torch.isfinite(torch.tensor(v)) for v in kd_terms.values())
     assert record["total"] == pytest.approx(record["supervised"] + record["kd_total"], rel=1e-5)
     assert int(trainer.kd.adaptive.updates) == 2  # one update per training step, none in validation
-
-    # A teacher cache cannot follow a moved BEV frame: refused with the way out, never silently mismatched.
-    moving = dataclasses.replace(config, data=dataclasses.replace(config.data, bev=BevAugmentationConfig()))
-    with pytest.raises(ValueError, match="teacher cache holds the BEV maps of un-moved samples"):
-        DistillTrainer(moving, run_config.distill, cache, synth_dataset.dataroot, synth_dataset.version,
-                       tmp_path / "moving", nusc=nusc)
 
     # A run folder of one stage is not silently continued as another.
     other = DistillTrainer(config, DistillConfig(stage="S1"), cache, synth_dataset.dataroot, synth_dataset.version,

@@ -304,6 +304,28 @@ def test_tinybev_eval_on_a_tiny_checkpoint(synth_dataset, tmp_path) -> None:
         assert gif.n_frames == metrics["samples"]
 
 
+def test_tinybev_eval_on_a_teacher_checkpoint(synth_dataset, tmp_path) -> None:
+    """A teacher reads LiDAR: `tinybev eval` runs it on the sample cache's items, through the same metrics."""
+    import torch
+
+    from tinybev_ros.checkpoint import save_checkpoint
+    from tinybev_ros.cli import main
+    from training.teachers import build_teacher, load_teacher_config
+
+    config = load_teacher_config(Path(__file__).resolve().parents[1] / "config" / "teacher_tiny.yaml")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "teacher.safetensors", build_teacher(config).eval(), config,
+                                 kind="teacher")
+    out = tmp_path / "eval"
+    code = main(["eval", "--checkpoint", str(checkpoint), "--dataroot", str(synth_dataset.dataroot), "--version",
+                 synth_dataset.version, "--split", "val", "--out", str(out), "--tasks", "detection,map,planning",
+                 "--figure-scenes", "0"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"detection", "map", "planning"} <= set(metrics) and "speed" not in metrics
+    assert metrics["samples"] == 16 and 0.0 <= metrics["map"]["mIoU"] <= 1.0
+
+
 def test_tinybev_eval_rejects_bad_arguments_clearly(tmp_path) -> None:
     from tinybev_ros.cli import main
 

@@ -18,7 +18,7 @@ from tinybev_ros.model.config import load_model_config
 from tinybev_ros.model.preprocess import preprocess_cameras
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint
-from training.config import TrainConfig, load_train_config
+from training.config import LossRamp, TrainConfig, load_train_config
 from training.data import DataConfig, NuScenesBevDataset, collate
 from training.evaluate import sample_images, sample_rig
 from training.ground_truth import ego_pose_of_sample
@@ -36,7 +36,10 @@ def nusc(synth_dataset) -> NuScenes:
 
 
 def tiny_config(**changes) -> TrainConfig:
+    """train_tiny.yaml for a few-step test: no worker processes and no loss ramp (unless a test asks), so every
+    task trains from the first step."""
     base = load_train_config(REPO / "config" / "train_tiny.yaml")
+    changes.setdefault("loss_ramp", LossRamp())
     data = dataclasses.replace(base.data, num_workers=0, **changes.pop("data", {}))
     optim = dataclasses.replace(base.optim, **changes.pop("optim", {}))
     return dataclasses.replace(base, data=data, optim=optim, **changes)
@@ -155,6 +158,19 @@ def test_losses_reward_the_right_answers():
     clear = collision_penalty(torch.tensor([[[-5.0, -5.0]] * 6]), occupancy, occupancy_mask, grid)
     assert clear == 0.0
     assert LossWeights().heatmap > 0
+
+
+def test_loss_ramp_brings_the_late_tasks_in_linearly():
+    ramp = LossRamp(steps=100, tasks=("plan", "occupancy"))
+    weights = LossWeights(plan=2.0, occupancy=1.0, heatmap=1.5)
+    early, middle, late = (ramp.weights(weights, step) for step in (0, 49, 100))
+    assert early.plan == pytest.approx(0.02) and middle.occupancy == pytest.approx(0.5) and late == weights
+    assert early.heatmap == middle.heatmap == 1.5  # detection at full weight from the start
+    assert LossRamp().weights(weights, 0) == weights
+    with pytest.raises(ValueError, match="not loss terms"):
+        LossRamp(steps=10, tasks=("planning",))
+    config = load_train_config(REPO / "config" / "train_tiny.yaml")
+    assert config.loss_ramp.steps > 0 and config.loss.depth > 0  # the shipped recipe uses both
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "release": ("tinybev_ros.release", "write a trained student as the file to ship: float16 weights + source hash"),
     "export-onnx": ("tinybev_ros.model.export", "export a student checkpoint to ONNX (+ the rig's splat index)"),
     "train": ("training.train", "supervised training of the student or the teacher (torchrun for several GPUs)"),
+    "teacher-cache": ("training.teachers.caching", "run a teacher once over dataset splits into a teacher cache"),
     "distill": ("training.distill_train", "train the student with cross-modal distillation from a teacher (S1/S2/S3)"),
     "ablate": ("training.ablation", "teacher once, then the student without and with S1/S2/S3 distillation: one table"),
     "run": ("tinybev_ros.ros.run", "start tinybev_node with its params file (and replay a bag) without ros2 launch"),

@@ -28,14 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 from nuscenes.nuscenes import NuScenes
-from torch.utils.data import DataLoader
 
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.config import load_yaml
 from tinybev_ros.geometry import CAMERA_NAMES
 from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
-from training.data import NuScenesBevDataset, cache_root, collate, move_batch, resolve_workers
+from training.data import cache_root, collate, move_batch
 from training.distill_train import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
 from training.evaluate import (
@@ -53,8 +52,8 @@ from training.evaluate import (
 )
 from training.metrics.detection import split_sample_tokens
 from training.metrics.speed import measure_latency
-from training.model_adapter import build_model_spec
-from training.teachers import LiveTeacher, cache_teacher, load_teacher_checkpoint
+from training.teachers import load_teacher_checkpoint
+from training.teachers.caching import cache_splits
 from training.teachers.predict import predict_split_teacher, teacher_dataset
 from training.train import Trainer
 
@@ -117,23 +116,11 @@ class Ablation:
         return model
 
     def teacher_cache(self, teacher_model: Path) -> Path:
-        """Cache the teacher on both splits (un-augmented inputs: its BEV outputs do not depend on the student's
-        image augmentation, which only changes pixels and K, never the BEV frame)."""
+        """Cache the teacher on both splits (un-augmented inputs; augmented student batches read it moved)."""
         root = self.out / "teacher_cache"
-        teacher = LiveTeacher.from_checkpoint(teacher_model, self.device)
-        spec = build_model_spec("student", self.train_config.model_config_path("student"))
-        for split in (self.train_config.train_split, self.train_config.val_split):
-            dataset = NuScenesBevDataset(self.nusc, split, grid=spec.grid, det_stride=spec.det_stride,
-                                         camera_config=spec.camera_config, data_config=self.train_config.data,
-                                         target_config=self.train_config.targets, train=False, with_lidar=True,
-                                         seed=self.train_config.seed, lidar_sweeps=teacher.lidar_sweeps)
-            loader = DataLoader(dataset, batch_size=self.train_config.data.batch_size, collate_fn=collate,
-                                num_workers=resolve_workers(self.train_config.data.num_workers))
-            batches = (move_batch(b, torch.device(self.device)) for b in loader)
-            cache_teacher(teacher, batches, root, source=f"FusionTeacher {teacher_model}", total=len(loader))
-        size = sum(p.stat().st_size for p in root.glob("*.safetensors"))
-        count = len(list(root.glob("*.safetensors")))
-        log.info("teacher cache: %d samples, %.1f MB (%.2f MB per sample)", count, size / 1e6, size / 1e6 / count)
+        cache_splits(teacher_model, self.nusc, (self.train_config.train_split, self.train_config.val_split), root,
+                     self.device, self.train_config.data.batch_size, cache_root(self.train_config.data,
+                                                                                 self.dataroot))
         return root
 
     def train_student(self, stage: str, seed: int, teacher: Path | None) -> Path:

@@ -6,6 +6,7 @@ Network architectures are not repeated here: `student_config` / `teacher_config`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,29 @@ class OptimConfig:
     warmup_steps: int = 500
     min_lr_ratio: float = 0.01
     grad_clip_norm: float = 35.0
+
+
+@dataclass
+class LossRamp:
+    """Tasks whose loss weight grows linearly from 0 to its full value over the first `steps` steps, so that the
+    shared BEV features first learn geometry and detection (UniAD trains perception before planning in stages;
+    a ramp does the same in one run). steps 0 = every task at full weight from the start."""
+
+    steps: int = 0
+    tasks: tuple[str, ...] = ("motion_reg", "motion_cls", "occupancy", "plan", "collision")
+
+    def __post_init__(self) -> None:
+        known = {f.name for f in dataclasses.fields(LossWeights)}
+        unknown = sorted(set(self.tasks) - known)
+        if unknown or self.steps < 0:
+            raise ValueError(f"loss_ramp: tasks {unknown} are not loss terms ({sorted(known)}) or steps < 0")
+
+    def weights(self, loss: LossWeights, step: int) -> LossWeights:
+        """`loss` with the ramped tasks scaled for optimiser step `step` (0-based)."""
+        if self.steps <= 0 or step >= self.steps:
+            return loss
+        share = (step + 1) / self.steps
+        return dataclasses.replace(loss, **{name: getattr(loss, name) * share for name in self.tasks})
 
 
 @dataclass
@@ -55,6 +79,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossWeights = field(default_factory=LossWeights)
+    loss_ramp: LossRamp = field(default_factory=LossRamp)
     targets: TargetConfig = field(default_factory=TargetConfig)
     source: str = ""  # the YAML this was loaded from (set by load_train_config; resolves model paths)
 

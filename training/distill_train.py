@@ -5,9 +5,10 @@ checkpoints) by subclassing it: `DistillTrainer` overrides the three places that
 the distillation state added to every checkpoint, and restoring it).
 Nothing is copied from the supervised loop.
 
-The teacher is either live (a teacher checkpoint: LiDAR + cameras, run under no_grad every step; the data
-loader then also reads the LiDAR sweep) or a `CachedTeacher` directory (run once by `tinybev teacher-cache`,
-read per sample; no LiDAR loading, no teacher compute). The adapters and the adaptive region state are saved in
+The teacher is either live (a teacher checkpoint: LiDAR + cameras, run under no_grad every step on the batch as
+augmented; the data loader then also reads the LiDAR sweep) or a `CachedTeacher` directory (run once over
+un-augmented samples, read per sample; no LiDAR loading, no teacher compute; its maps are moved by each batch's
+BEV augmentation: training/teachers/bev_warp.py). The adapters and the adaptive region state are saved in
 the training state of every checkpoint, never in the student's model file: the deployed student is unchanged.
 """
 
@@ -28,6 +29,7 @@ from training.data import collate, move_batch
 from training.distill import DistillationLoss
 from training.distillation.config import STAGES, DistillConfig, load_distill_config
 from training.losses import supervised_losses
+from training.teachers.bev_warp import warp_teacher_output
 from training.train import (
     Trainer,
     add_backbone_weights_argument,
@@ -69,10 +71,7 @@ class DistillTrainer(Trainer):
         if getattr(self.teacher, "needs_lidar", False):
             for dataset in (self.train_set, self.val_set):
                 dataset.with_lidar, dataset.lidar_sweeps = True, self.teacher.lidar_sweeps
-        elif config.data.augment and config.data.bev.enabled:
-            raise ValueError("a teacher cache holds the BEV maps of un-moved samples, but data.bev moves the "
-                             "student's BEV frame: distil from the teacher checkpoint (run live), or set "
-                             "data.bev.enabled: false")
+
         self.kd = self._build_distillation().to(self.device)
         extra = [p for p in self.kd.parameters() if p.requires_grad]
         if extra:
@@ -97,11 +96,13 @@ class DistillTrainer(Trainer):
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         with self.autocast():
             outputs = self.spec.forward(self.wrapped, batch)
-            terms = supervised_losses(outputs, batch["targets"], self.config.loss, self.grid)
+            terms = supervised_losses(outputs, batch["targets"], self.loss_weights(), self.grid)
             if self.kd is None:
                 return terms
             with torch.no_grad():
                 teacher = self.teacher(batch)
+                if not getattr(self.teacher, "needs_lidar", False):  # a cache: un-moved maps, move them
+                    teacher = warp_teacher_output(teacher, batch["bev_transform"], self.grid)
             kd = self.kd(outputs, teacher.features, teacher.outputs, batch["targets"])
         terms["supervised"] = terms["total"]
         terms.update(kd)

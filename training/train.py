@@ -47,7 +47,7 @@ from training.checkpointing import (
 )
 from training.config import TrainConfig, load_train_config
 from training.data import NuScenesBevDataset, collate, move_batch, resolve_workers
-from training.losses import supervised_losses
+from training.losses import LossWeights, supervised_losses
 from training.model_adapter import ModelSpec, build_model_spec
 from training.precision import autocast_dtype
 
@@ -208,7 +208,11 @@ class Trainer:
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         with self.autocast():
             outputs = self.spec.forward(self.wrapped, batch)
-        return supervised_losses(outputs, batch["targets"], self.config.loss, self.grid)
+        return supervised_losses(outputs, batch["targets"], self.loss_weights(), self.grid)
+
+    def loss_weights(self) -> LossWeights:
+        """The task weights of the current step (config.loss, with config.loss_ramp applied)."""
+        return self.config.loss_ramp.weights(self.config.loss, self.step)
 
     def refresh_batchnorm(self) -> None:
         """Re-estimate the BatchNorm statistics for the current weights (once per step)."""

@@ -1,0 +1,90 @@
+"""A cached teacher's maps moved by a BEV augmentation say what the teacher says about the moved scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tinybev_ros.geometry import BevGrid
+from training.bev_augmentation import BevTransform
+from training.teachers.base import TeacherOutput
+from training.teachers.bev_warp import OUTSIDE_LOGIT, warp_teacher_output
+
+GRID = BevGrid(-50.0, 50.0, -50.0, 50.0, 1.0)
+BOXES = [  # x, y, z, w, l, h, yaw, vx, vy
+    (12.3, -7.6, 0.9, 1.9, 4.5, 1.6, 0.4, 6.0, 1.0),
+    (-20.4, 15.2, 1.1, 2.5, 9.0, 3.0, -2.0, 0.0, -3.0),
+    (3.7, 30.1, 0.8, 0.6, 0.7, 1.7, 1.2, 1.0, 0.5),
+]
+
+
+def code_map(boxes, grid: BevGrid = GRID) -> torch.Tensor:
+    """(1, 10, H, W) box codes as a teacher regresses them: every cell within one of a box's cell points at it."""
+    out = torch.zeros(1, 10, *grid.shape)
+    for x, y, z, w, length, h, yaw, vx, vy in boxes:
+        u, v = (x - grid.x_min) / grid.resolution, (y - grid.y_min) / grid.resolution
+        for row in range(int(u) - 1, int(u) + 2):
+            for col in range(int(v) - 1, int(v) + 2):
+                out[0, :, row, col] = torch.tensor([u - row, v - col, z, np.log(w), np.log(length), np.log(h),
+                                                    np.sin(yaw), np.cos(yaw), vx, vy])
+    return out
+
+
+def moved_boxes(transform: BevTransform):
+    out = []
+    for x, y, z, w, length, h, yaw, vx, vy in BOXES:
+        (px, py, pz), = transform.points(np.array([[x, y, z]]))
+        s = transform.scale
+        (mvx, mvy), = transform.vectors_xy(np.array([[vx, vy]]))
+        out.append((px, py, pz, w * s, length * s, h * s, float(transform.headings(np.array([yaw]))[0]), mvx, mvy))
+    return out
+
+
+def teacher_of(boxes, plan: torch.Tensor | None = None) -> TeacherOutput:
+    box = code_map(boxes)
+    heat = torch.full((1, 10, *GRID.shape), -5.0)
+    for x, y, *_ in boxes:
+        heat[0, 0, int(x - GRID.x_min), int(y - GRID.y_min)] = 5.0
+    motion = torch.zeros(1, 4, *GRID.shape)  # 2 waypoints: displacement = velocity * (0.5, 1.0) s
+    motion[0, 0:2], motion[0, 2:4] = box[0, 8:10] * 0.5, box[0, 8:10] * 1.0
+    return TeacherOutput(features=[box[:, :3].clone(), box[:, :3, ::2, ::2].clone()],
+                         outputs={"heatmap": heat, "box": box, "motion": motion,
+                                  "plan": plan if plan is not None else torch.tensor([[[5.0, 0.0], [10.0, 1.0]]])})
+
+
+def peak_cells(teacher: TeacherOutput) -> list[tuple[int, int]]:
+    heat = teacher.outputs["heatmap"][0, 0]
+    return [tuple(int(i) for i in cell) for cell in torch.nonzero(heat > 0)]
+
+
+def test_identity_changes_nothing_and_a_mirror_flips_the_maps():
+    teacher = teacher_of(BOXES)
+    assert warp_teacher_output(teacher, torch.eye(3)[None], GRID) is teacher
+    mirror = BevTransform.compose(flip_x=False, flip_y=True, rotation_rad=0.0, scale=1.0)
+    moved = warp_teacher_output(teacher, torch.tensor(mirror.matrix, dtype=torch.float32)[None], GRID)
+    for got, want in zip(moved.features, teacher.features, strict=True):
+        torch.testing.assert_close(got, want.flip(-1), atol=1e-4, rtol=1e-4)  # bilinear at cell centres
+    torch.testing.assert_close(moved.outputs["heatmap"], teacher.outputs["heatmap"].flip(-1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(moved.outputs["plan"], teacher.outputs["plan"] * torch.tensor([1.0, -1.0]))
+
+
+def test_moved_box_and_motion_codes_decode_to_the_moved_boxes():
+    transform = BevTransform.compose(flip_x=True, flip_y=False, rotation_rad=np.radians(20.0), scale=1.04)
+    bev = torch.tensor(transform.matrix, dtype=torch.float32)[None]
+    moved = warp_teacher_output(teacher_of(BOXES), bev, GRID)
+    expected = code_map(moved_boxes(transform))
+    checked = 0
+    for x, y, *_, vx, vy in moved_boxes(transform):
+        row, col = int(x - GRID.x_min), int(y - GRID.y_min)
+        got, want = moved.outputs["box"][0, :, row, col], expected[0, :, row, col]
+        torch.testing.assert_close(got[:6], want[:6], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got[6:8], want[6:8], atol=1e-4, rtol=1e-4)  # unit heading
+        torch.testing.assert_close(got[8:], want[8:], atol=1e-4, rtol=1e-4)
+        displacement = moved.outputs["motion"][0, 2:4, row, col]  # the 1 s waypoint: the moved velocity
+        torch.testing.assert_close(displacement, torch.tensor([vx, vy], dtype=torch.float32), atol=1e-4, rtol=1e-4)
+        assert moved.outputs["heatmap"][0, 0, row - 1: row + 2, col - 1: col + 2].max() > 0.0  # the peak moved too
+        checked += 1
+    assert checked == len(BOXES)
+    # Where the moved view has no source (corners), the teacher sees nothing, not probability 0.5.
+    assert moved.outputs["heatmap"][0, 0, 0, 0] == OUTSIDE_LOGIT
+    assert peak_cells(moved)

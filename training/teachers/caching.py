@@ -1,0 +1,64 @@
+"""`tinybev teacher-cache`: run a teacher checkpoint once over dataset splits and write the teacher cache.
+
+Students then distil from the cache (`tinybev distill --teacher DIR`) without LiDAR loading or teacher compute;
+BEV-augmented batches read it moved (training/teachers/bev_warp.py). The teacher sees un-augmented items with
+LiDAR, as in its own validation (training/teachers/predict.py). Samples already cached are skipped, so an
+interrupted run continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from nuscenes.nuscenes import NuScenes
+from torch.utils.data import DataLoader
+
+from training.data import collate, move_batch
+from training.teachers.cached import cache_teacher
+from training.teachers.fusion_teacher import LiveTeacher
+from training.teachers.predict import teacher_dataset
+
+log = logging.getLogger(__name__)
+
+
+def cache_splits(checkpoint: str | Path, nusc: NuScenes, splits: Iterable[str], root: str | Path,
+                 device: str | torch.device, batch_size: int = 4, sample_cache_dir: str | Path = "") -> int:
+    """Cache `checkpoint`'s features and outputs for every keyframe of `splits`; returns the files written."""
+    teacher = LiveTeacher.from_checkpoint(checkpoint, device)
+    written = 0
+    for split in splits:
+        dataset = teacher_dataset(nusc, split, teacher.model.config, sample_cache_dir)
+        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+        batches = (move_batch(b, torch.device(device)) for b in loader)
+        written += cache_teacher(teacher, batches, root, source=f"FusionTeacher {checkpoint}", total=len(loader))
+    files = list(Path(root).glob("*.safetensors"))
+    size = sum(p.stat().st_size for p in files)
+    log.info("teacher cache %s: %d samples, %.1f MB (%.2f MB per sample)", root, len(files), size / 1e6,
+             size / 1e6 / max(len(files), 1))
+    return written
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="teacher checkpoint (.safetensors)")
+    parser.add_argument("--dataroot", required=True, help="nuScenes-format dataroot")
+    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes version folder (v1.0-mini, ...)")
+    parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to cache")
+    parser.add_argument("--out", required=True, help="teacher-cache directory (created; resumed if it exists)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not Path(args.teacher).is_file():
+        raise SystemExit(f"tinybev teacher-cache: teacher checkpoint {args.teacher} does not exist")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    nusc = NuScenes(version=args.version, dataroot=str(args.dataroot), verbose=False)
+    with torch.no_grad():
+        written = cache_splits(args.teacher, nusc, args.splits, args.out, device, args.batch_size)
+    print(f"tinybev teacher-cache: wrote {written} sample files to {args.out}")
+    return 0

@@ -333,3 +333,26 @@ def test_tinybev_eval_rejects_bad_arguments_clearly(tmp_path) -> None:
         main(["eval", "--checkpoint", "x", "--dataroot", "y", "--tasks", "map,foo"])
     with pytest.raises(SystemExit, match="checkpoint .*missing.safetensors does not exist"):
         main(["eval", "--checkpoint", str(tmp_path / "missing.safetensors"), "--dataroot", str(tmp_path)])
+
+
+def test_eval_worlds_reports_each_fresh_seed_and_their_mean(tmp_path) -> None:
+    """Fresh worlds are generated per seed (kept for the next run) and scored; one row each plus the mean."""
+    import torch
+
+    from tinybev_ros.checkpoint import save_checkpoint
+    from tinybev_ros.cli import main
+    from tinybev_ros.model import build_student
+    from tinybev_ros.model.config import load_model_config
+
+    config = load_model_config(Path(__file__).resolve().parents[1] / "config" / "model_tiny.yaml")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", build_student(config), config)
+    args = ["eval-worlds", "--checkpoint", str(checkpoint), "--seeds", "5", "6", "--scenes", "2", "--duration", "2",
+            "--work", str(tmp_path / "worlds"), "--out", str(tmp_path / "out"), "--tasks", "map,planning"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "out" / "worlds.json").read_text())
+    assert list(report["rows"]) == ["seed 5", "seed 6"]
+    assert report["rows"]["seed 5"]["map_iou"] != report["rows"]["seed 6"]["map_iou"]  # two different worlds
+    table = (tmp_path / "out" / "worlds.md").read_text()
+    assert "| mean ± std (2 seeds) |" in table and "n/a" in table  # detection was not asked for
+    assert sorted(p.name for p in (tmp_path / "worlds").iterdir()) == ["synth_seed5_2x2s", "synth_seed6_2x2s"]

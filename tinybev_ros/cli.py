@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("tinybev_ros.synth.cli", "write a synthetic driving dataset in the exact nuScenes format"),
     "synth-render": ("tinybev_ros.synth.pictures", "picture of one sample: six cameras with projected boxes + BEV map"),
     "eval": ("training.evaluate", "evaluate a checkpoint on a nuScenes-format split: all metrics, figures, GIF"),
+    "eval-worlds": ("training.fresh_worlds", "evaluate a checkpoint on fresh synthetic worlds (unseen seeds)"),
     "params": ("tinybev_ros.model.summary", "print the student's parameter count per part for a model config"),
     "release": ("tinybev_ros.release", "write a trained student as the file to ship: float16 weights + source hash"),
     "export-onnx": ("tinybev_ros.model.export", "export a student checkpoint to ONNX (+ the rig's splat index)"),

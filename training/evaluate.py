@@ -428,14 +428,14 @@ def predictor_speed(predictor: Any, nusc: NuScenes, sample_token: str, times_ms:
     }
 
 
-def _teacher_predictions(args: argparse.Namespace, nusc: NuScenes, eval_set: str,
+def _teacher_predictions(checkpoint: str | Path, device: str | None, nusc: NuScenes, eval_set: str,
                          tokens: list[str]) -> tuple[dict[str, Predictions], dict[str, GroundTruth], BevGrid]:
     """A teacher checkpoint needs LiDAR: its predictions come from the sample cache (training/teachers/predict.py)."""
     from training.teachers import load_teacher_checkpoint
     from training.teachers.predict import predict_split_teacher, teacher_dataset
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    net, config = load_teacher_checkpoint(args.checkpoint, device)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    net, config = load_teacher_checkpoint(checkpoint, device)
     print(f"tinybev eval: teacher {config.name}, {len(tokens)} samples of {eval_set} on {device}")
     dataset = teacher_dataset(nusc, eval_set, config)
     missing = sorted(set(tokens) - set(dataset.tokens))
@@ -446,37 +446,52 @@ def _teacher_predictions(args: argparse.Namespace, nusc: NuScenes, eval_set: str
     return predictions, load_ground_truths(nusc, tokens, grid), grid
 
 
-def run(args: argparse.Namespace) -> int:
+def evaluate_checkpoint(checkpoint: str | Path, nusc: NuScenes, eval_set: str, out: str | Path,
+                        tasks: tuple[str, ...] = ALL_TASKS, device: str | None = None, figure_scenes: int = 1,
+                        speed: bool = True) -> dict[str, Any]:
+    """`tinybev eval` as a function: a student or teacher checkpoint over a split; report (+ figures) in `out`."""
     from training.metrics.detection import split_sample_tokens
-    tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
-    unknown = sorted(set(tasks) - set(ALL_TASKS))
-    if unknown or not tasks:
-        raise SystemExit(f"tinybev eval: --tasks {args.tasks!r}: unknown {unknown}; choose from {','.join(ALL_TASKS)}")
-    for path, what in ((args.checkpoint, "checkpoint"), (args.dataroot, "dataroot")):
-        if not Path(path).exists():
-            raise SystemExit(f"tinybev eval: {what} {path} does not exist")
-    nusc = NuScenes(version=args.version, dataroot=str(args.dataroot), verbose=False)
-    eval_set = devkit_split(args.version, args.split)
+
     tokens = split_sample_tokens(nusc, eval_set)
     if not tokens:
-        raise SystemExit(f"tinybev eval: split {eval_set!r} has no scenes in {args.dataroot} ({args.version})")
-    if read_checkpoint(args.checkpoint)[1]["kind"] == "teacher":
-        predictions, ground_truths, grid = _teacher_predictions(args, nusc, eval_set, tokens)
+        raise SystemExit(f"tinybev eval: split {eval_set!r} has no scenes in {nusc.dataroot} ({nusc.version})")
+    student = read_checkpoint(checkpoint)[1]["kind"] == "student"
+    if not student:
+        predictions, ground_truths, grid = _teacher_predictions(checkpoint, device, nusc, eval_set, tokens)
     else:
-        predictor = evaluation_predictor(args.checkpoint, args.device)
+        predictor = evaluation_predictor(checkpoint, device)
         print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
         grid = predictor.config.grid
         ground_truths = load_ground_truths(nusc, tokens, grid)
         times_ms: list[float] = []
         predictions = predict_split(predictor, nusc, tokens, ground_truths, times_ms=times_ms)
     metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, grid)
-    if args.speed and read_checkpoint(args.checkpoint)[1]["kind"] == "student":
+    if speed and student:
         metrics["speed"] = predictor_speed(predictor, nusc, tokens[0], times_ms)
-    json_path, md_path = write_report(metrics, args.out)
+    json_path, md_path = write_report(metrics, out)
     scenes = samples_by_scene(nusc, tokens)
-    for scene_tokens in list(scenes.values())[: max(args.figure_scenes, 0)]:
-        pngs, gif = render_scene(nusc, scene_tokens, predictions, ground_truths, Path(args.out) / "figures")
+    for scene_tokens in list(scenes.values())[: max(figure_scenes, 0)]:
+        pngs, gif = render_scene(nusc, scene_tokens, predictions, ground_truths, Path(out) / "figures")
         print(f"tinybev eval: {len(pngs)} figures and {gif}")
     print(md_path.read_text())
     print(f"tinybev eval: wrote {json_path} and {md_path}")
+    return metrics
+
+
+def parse_tasks(text: str) -> tuple[str, ...]:
+    tasks = tuple(task.strip() for task in text.split(",") if task.strip())
+    unknown = sorted(set(tasks) - set(ALL_TASKS))
+    if unknown or not tasks:
+        raise SystemExit(f"tinybev eval: --tasks {text!r}: unknown {unknown}; choose from {','.join(ALL_TASKS)}")
+    return tasks
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks = parse_tasks(args.tasks)
+    for path, what in ((args.checkpoint, "checkpoint"), (args.dataroot, "dataroot")):
+        if not Path(path).exists():
+            raise SystemExit(f"tinybev eval: {what} {path} does not exist")
+    nusc = NuScenes(version=args.version, dataroot=str(args.dataroot), verbose=False)
+    evaluate_checkpoint(args.checkpoint, nusc, devkit_split(args.version, args.split), args.out, tasks, args.device,
+                        args.figure_scenes, args.speed)
     return 0

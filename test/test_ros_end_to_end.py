@@ -19,6 +19,7 @@ from nuscenes.nuscenes import NuScenes
 from rosbags.rosbag2 import Reader
 
 from tinybev_ros.checkpoint import save_checkpoint
+from tinybev_ros.geometry import CAMERA_NAMES
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model import build_student
 from tinybev_ros.model.config import load_model_config
@@ -27,7 +28,9 @@ from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
 from tinybev_ros.ros.output_bag import predictions_from_bag
 from tinybev_ros.ros.run import run_pipeline
-from training.evaluate import evaluate, load_ground_truths, predict_split
+from tinybev_ros.taxonomy import Command
+from training.evaluate import evaluate, load_ground_truths, predict_split, sample_images, sample_rig
+from training.ground_truth import sample_ego_status
 
 SCORE_THRESHOLD = 0.0
 OUTPUT_TYPES = {
@@ -52,7 +55,10 @@ def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = load_model_config(share_file("config/model_tiny.yaml"))
     config = replace(config, decode=replace(config.decode, score_threshold=0.0, max_detections=30))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_random.safetensors", build_student(config), config)
+    model = build_student(config)
+    with torch.no_grad():  # a planner that reacts strongly to the ego status, so its path through ROS is checked
+        model.heads.planner.ego_embedding[0].weight.mul_(30.0)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_random.safetensors", model, config)
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +124,17 @@ def test_metrics_through_ros_equal_offline_evaluation(ros_run, checkpoint):
         order_a, order_b = np.argsort(-a.scores), np.argsort(-b.scores)
         np.testing.assert_allclose(a.centers[order_a], b.centers[order_b], atol=0.05)
         assert a.labels[order_a].tolist() == b.labels[order_b].tolist()
+    # the plan reads the ego status: the node's (from its /tf history) equals the dataset's (from the ego poses)
+    assert predictor.config.ego_status
+    moving = [t for t in tokens if nusc.get("sample", t)["prev"]]
+    assert moving
+    blind_gap = 0.0
+    for token in moving:
+        images, rig = sample_images(nusc, token), sample_rig(nusc, token)
+        cameras = [rig.cameras[name] for name in CAMERA_NAMES]
+        frame = ([images[n] for n in CAMERA_NAMES], [c.intrinsic for c in cameras], [c.sensor_to_ego for c in cameras],
+                 int(Command.STRAIGHT), 0)  # the node runs with command:=straight
+        known = predictor.predict(*frame, sample_ego_status(nusc, nusc.get("sample", token)))
+        np.testing.assert_allclose(through_ros[token].ego_plan, known.ego_plan, atol=0.05)
+        blind_gap = max(blind_gap, float(np.abs(predictor.predict(*frame).ego_plan - known.ego_plan).max()))
+    assert blind_gap > 0.2  # without the status the plan differs: the check above can fail

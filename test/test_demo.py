@@ -70,6 +70,16 @@ def test_demo_writes_every_artefact(demo_out, documented):
     assert len(list((demo_out / "figures").glob("*.png"))) >= 3
 
 
+def test_the_shipped_student_publishes_boxes_on_every_frame(demo_out):
+    """An empty road is not a perception demo: every frame the node published carries boxes above its threshold."""
+    from tinybev_ros.ros.output_bag import predictions_from_bag
+
+    published = predictions_from_bag(demo_out / "outputs")
+    assert published
+    empty = sorted(stamp for stamp, prediction in published.items() if len(prediction) == 0)
+    assert not empty, f"{len(empty)} of {len(published)} frames without a box"
+
+
 def test_demo_metrics_equal_the_documented_ones(demo_out, documented):
     measured = json.loads((demo_out / "summary.json").read_text())
     assert measured["source"] == documented["source"] and measured["rate"] == documented["rate"]

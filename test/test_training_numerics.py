@@ -87,3 +87,23 @@ def test_a_checkpoint_holds_the_batchnorm_statistics_of_its_weights(synth_datase
     ema.fit()
     stale, _ = read_checkpoint(latest_checkpoint(tmp_path / "ema" / "checkpoints") / MODEL_FILE)
     assert not torch.allclose(stale[key], saved[key], atol=1e-3)
+
+
+def test_a_diverging_run_stops_with_one_clear_error_and_no_nan_checkpoint(synth_dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    from training.train import TrainingDiverged, fit_to_end
+
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    config = tiny_config(steps=8, val_every=10**6, checkpoint_every=1, bn_recalibration_batches=0,
+                         data={"max_samples": 2, "batch_size": 2, "augment": False},
+                         optim={"lr": 1e9, "warmup_steps": 1, "grad_clip_norm": 1e12})
+    trainer = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path, nusc=nusc)
+    with pytest.raises(TrainingDiverged, match="the update was not applied"):
+        trainer.fit()
+    assert trainer.step < 8
+    for path in (tmp_path / "checkpoints").glob("step_*/model.safetensors"):
+        assert all(torch.isfinite(t).all() for t in load_file(str(path)).values()), path
+    again = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "cli", nusc=nusc)
+    with pytest.raises(SystemExit, match="^tinybev: training stopped at step"):
+        fit_to_end(again, resume=False)

@@ -78,6 +78,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient: training stops before the update, so no checkpoint holds NaN weights."""
+
+
 def parameter_groups(parameters: Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: weight decay on convolution / linear weights only; biases and norm scales (1-d) are free
     (decaying a BatchNorm scale or a bias towards 0 only fights the normalisation)."""
@@ -233,16 +237,26 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         terms = self.losses(move_batch(batch, self.device))
+        if not torch.isfinite(terms["total"]):
+            bad = sorted(name for name, value in terms.items() if not torch.isfinite(value))
+            self.diverged(f"the loss is {float(terms['total'])} (non-finite: {', '.join(bad)})")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip_norm)
+        if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():  # fp16's scaler skips such steps itself
+            self.diverged(f"the gradient norm is {float(grad_norm)}")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
         record = {name: float(value.detach()) for name, value in terms.items()}
         record.update(lr=lr, grad_norm=float(grad_norm), step=self.step)
         return record
+
+    def diverged(self, what: str) -> None:
+        raise TrainingDiverged(f"training stopped at step {self.step + 1}: {what}; the update was not applied and "
+                               f"the checkpoints in {self.out_dir / 'checkpoints'} are intact. Lower optim.lr "
+                               "(or raise optim.warmup_steps) and resume or restart")
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -273,6 +287,8 @@ class Trainer:
     def save(self) -> Path | None:
         if not self.ddp.is_main:
             return None
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            self.diverged("the weights are not finite")
         self.refresh_batchnorm()
         state = {"step": self.step, "kind": self.kind, "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict(), "rng": rng_state(), **self.extra_state()}
@@ -382,7 +398,10 @@ def fit_to_end(trainer: Trainer, resume: bool) -> int:
     """The tail of every training command: resume if asked, train, leave the process group."""
     if resume:
         trainer.resume()
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingDiverged as error:
+        raise SystemExit(f"tinybev: {error}") from None
     if trainer.ddp.world_size > 1:
         dist.destroy_process_group()
     return 0

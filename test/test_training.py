@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +228,7 @@ def test_resume_continues_with_the_identical_next_loss(synth_dataset, nusc, tmp_
     assert model_config == load_model_config(TINY)
 
 
-def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path):
+def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path, caplog):
     from tinybev_ros.cli import main
 
     raw = yaml.safe_load((REPO / "config" / "train_tiny.yaml").read_text())
@@ -241,7 +242,22 @@ def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path):
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_00000001"
     args[-1] = "2"
     assert main(args) == 0  # resumes at step 1 and runs one more step
-    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_00000002"
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert latest_checkpoint(checkpoints).name == "step_00000002"
+    # a training state cut short (disk full, copy interrupted): resume falls back to step 1, naming the bad file
+    damaged = checkpoints / "step_00000002" / STATE_FILE
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    args[-1] = "3"
+    with caplog.at_level(logging.WARNING, logger="training.checkpointing"):
+        assert main(args) == 0
+    assert f"cannot resume from {checkpoints / 'step_00000002'}" in caplog.text and STATE_FILE in caplog.text
+    assert latest_checkpoint(checkpoints).name == "step_00000003"
+    assert sorted(p.name for p in checkpoints.glob("step_*")) == ["step_00000001", "step_00000002", "step_00000003"]
+    for state in checkpoints.glob(f"step_*/{STATE_FILE}"):
+        state.write_bytes(b"")
+    args[-1] = "4"
+    with pytest.raises(SystemExit, match="no checkpoint in .* reads back"):
+        main(args)
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: 3\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match="learning_rate"):

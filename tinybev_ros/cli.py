@@ -44,12 +44,16 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, chosen = build_parser(argv)
-    args = parser.parse_args(argv)
-    if chosen is None or args.command is None:
-        parser.print_help()
-        return 2
-    result = importlib.import_module(COMMANDS[chosen][0]).run(args)
+    try:
+        parser, chosen = build_parser(argv)
+        args = parser.parse_args(argv)
+        if chosen is None or args.command is None:
+            parser.print_help()
+            return 2
+        result = importlib.import_module(COMMANDS[chosen][0]).run(args)
+    except KeyboardInterrupt:  # Ctrl-C (or a parent stopping us) is a request, not a crash: no traceback
+        print(f"tinybev {argv[0] if argv else ''}: interrupted".rstrip(), file=sys.stderr)
+        return 130
     return int(result or 0)
 
 

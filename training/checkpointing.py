@@ -11,6 +11,7 @@ checkpoint where resume would look.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from tinybev_ros.atomic_file import write_text
@@ -28,6 +29,7 @@ from tinybev_ros.atomic_file import write_text
 STATE_FILE = "train_state.safetensors"
 MODEL_FILE = "model.safetensors"
 LATEST = "latest"
+log = logging.getLogger(__name__)
 
 
 def _split_tensors(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -101,12 +103,15 @@ def load_train_state(path: str | Path, device: str | torch.device = "cpu") -> di
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training state {path} does not exist")
-    with safe_open(str(path), framework="pt", device=str(device)) as handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("format") != "tinybev-train-state-1":
-            raise ValueError(f"{path} is not a tinybev training state (format {metadata.get('format')!r})")
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no iter)
-    return _join_tensors(json.loads(metadata["state"]), tensors)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != "tinybev-train-state-1":
+                raise ValueError(f"{path} is not a tinybev training state (format {metadata.get('format')!r})")
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no iter)
+        return _join_tensors(json.loads(metadata["state"]), tensors)
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"training state {path} is damaged: {exc}") from exc
 
 
 def write_checkpoint_dir(out_dir: str | Path, step: int, write_model, state: dict[str, Any], keep: int = 3) -> Path:
@@ -139,3 +144,34 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
         raise FileNotFoundError(f"{marker} names {path.name}, which is missing {MODEL_FILE} or {STATE_FILE}")
     return path
+
+
+class NoIntactCheckpoint(RuntimeError):
+    """Checkpoints exist but none reads back."""
+
+
+def resume_point(out_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint whose files read back, with its training state; None when there is none.
+
+    The one `latest` names comes first, then the others newest first. One that does not read back (a disk that
+    filled up, a copy cut short) is skipped with a warning naming the bad file, so a run resumes from the newest
+    intact checkpoint instead of stopping on a SafetensorError.
+    """
+    from tinybev_ros.checkpoint import read_checkpoint
+
+    out_dir = Path(out_dir)
+    marker = out_dir / LATEST
+    named = [out_dir / marker.read_text().strip()] if marker.is_file() else []
+    candidates = list(dict.fromkeys([*named, *sorted(out_dir.glob("step_*"), reverse=True)]))
+    for path in candidates:
+        try:
+            state = load_train_state(path / STATE_FILE)
+            read_checkpoint(path / MODEL_FILE)
+        except (ValueError, FileNotFoundError) as exc:
+            log.warning("cannot resume from %s (%s); trying an older checkpoint", path, exc)
+            continue
+        return path, state
+    if candidates:
+        raise NoIntactCheckpoint(f"no checkpoint in {out_dir} reads back ({', '.join(p.name for p in candidates)}); "
+                                 "start over with --no-resume or another --out")
+    return None

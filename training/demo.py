@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 log = logging.getLogger("tinybev.demo")
@@ -63,12 +63,15 @@ def prepare_scene(args: argparse.Namespace) -> tuple[Path, str, str]:
         nusc = NuScenes(args.version, str(args.dataroot), verbose=False)
         return args.dataroot, args.version, args.scene or nusc.scene[0]["name"]
     from tinybev_ros.synth import SynthConfig, generate
+    from tinybev_ros.synth.generator import MARKER
 
     config = SynthConfig(scenes=1, seed=args.seed, duration_s=args.duration, version="v1.0-mini")
     dataroot = args.out / "dataset"
-    if not (dataroot / config.version / "scene.json").exists():
+    marker = dataroot / MARKER
+    made_for = json.loads(marker.read_text()) if marker.is_file() else None
+    if made_for != json.loads(json.dumps(asdict(config), default=str)):  # another seed or duration: regenerate
         log.info("demo: generating a %.0f s synthetic scene (seed %d) in %s", args.duration, args.seed, dataroot)
-        generate(dataroot, replace(config))
+        generate(dataroot, replace(config), overwrite=True)
     scene = json.loads((dataroot / config.version / "scene.json").read_text())[0]["name"]
     return dataroot, config.version, scene
 
@@ -148,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("demo: replaying %s through tinybev_node (rate %.2f) and recording the outputs", bag, args.rate)
     frames = run_pipeline(bag, share_file("config/tinybev.yaml"), checkpoint, args.device, args.rate,
                           record=outputs_bag, overrides=["command:=straight", f"frame_queue_size:={REPLAY_QUEUE}"],
-                          drain_s=DRAIN_S)
+                          drain_s=DRAIN_S, force=True)
     if frames == 0:
         log.error("demo: the node published nothing; see its log above")
         return 1

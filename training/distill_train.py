@@ -23,7 +23,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from training.checkpointing import STATE_FILE, latest_checkpoint, load_train_state
 from training.config import TrainConfig, load_train_config
 from training.data import collate, move_batch
 from training.distill import DistillationLoss
@@ -113,18 +112,15 @@ class DistillTrainer(Trainer):
         return {"distill_stage": self.distill.stage,
                 "distill": dict(self.kd.state_dict()) if self.kd is not None else {}}
 
-    def resume(self) -> bool:
-        path = latest_checkpoint(self.out_dir / "checkpoints")
-        if path is not None:
-            state = load_train_state(path / STATE_FILE)
-            if state.get("distill_stage") != self.distill.stage:
-                raise ValueError(f"{path} is a distillation run of stage {state.get('distill_stage')!r}, not "
-                                 f"{self.distill.stage!r}; use another --out or --no-resume")
-        if not super().resume():
-            return False
+    def check_resumable(self, path: Path, state: dict[str, Any]) -> None:
+        super().check_resumable(path, state)
+        if state.get("distill_stage") != self.distill.stage:
+            raise ValueError(f"{path} is a distillation run of stage {state.get('distill_stage')!r}, not "
+                             f"{self.distill.stage!r}; use another --out or --no-resume")
+
+    def restore_extra_state(self, state: dict[str, Any]) -> None:
         if self.kd is not None:
             self.kd.load_state_dict({k: v.to(self.device) for k, v in state["distill"].items()})
-        return True
 
 
 def _average_across_ranks(grad: torch.Tensor) -> torch.Tensor:

@@ -38,9 +38,8 @@ from tinybev_ros.model.backbone import load_imagenet_weights
 from training.batchnorm import recalibrate_batchnorm
 from training.checkpointing import (
     MODEL_FILE,
-    STATE_FILE,
-    latest_checkpoint,
-    load_train_state,
+    NoIntactCheckpoint,
+    resume_point,
     rng_state,
     set_rng_state,
     write_checkpoint_dir,
@@ -299,20 +298,28 @@ class Trainer:
 
     def resume(self) -> bool:
         """Continue from the newest checkpoint in out_dir, if there is one."""
-        path = latest_checkpoint(self.out_dir / "checkpoints")
-        if path is None:
+        found = resume_point(self.out_dir / "checkpoints")
+        if found is None:
             return False
-        state = load_train_state(path / STATE_FILE)
-        if state.get("kind") != self.kind:
-            raise ValueError(f"{path} holds a {state.get('kind')} run, not a {self.kind} run")
+        path, state = found
+        self.check_resumable(path, state)
         self.spec.load_weights(self.model, path / MODEL_FILE, self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         set_rng_state(state["rng"])
+        self.restore_extra_state(state)
         log.info("resumed from %s at step %d", path, self.step)
         return True
+
+    def check_resumable(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another kind of run (a subclass adds its own conditions)."""
+        if state.get("kind") != self.kind:
+            raise ValueError(f"{path} holds a {state.get('kind')} run, not a {self.kind} run")
+
+    def restore_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what `extra_state` added to the checkpoint."""
 
     # ---------------------------------------------------------------- loop
     def fit(self, stop_at: int | None = None, on_step: Callable[[dict[str, float]], None] | None = None) -> None:
@@ -396,11 +403,11 @@ def run(args: argparse.Namespace) -> int:
 
 def fit_to_end(trainer: Trainer, resume: bool) -> int:
     """The tail of every training command: resume if asked, train, leave the process group."""
-    if resume:
-        trainer.resume()
     try:
+        if resume:
+            trainer.resume()
         trainer.fit()
-    except TrainingDiverged as error:
+    except (TrainingDiverged, NoIntactCheckpoint) as error:
         raise SystemExit(f"tinybev: {error}") from None
     if trainer.ddp.world_size > 1:
         dist.destroy_process_group()

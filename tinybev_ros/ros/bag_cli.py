@@ -1,4 +1,4 @@
-"""`tinybev bag {convert,play,record}`: the nuScenes converter and rosbag2-compatible play/record in one place."""
+"""`tinybev bag {convert,play,record,recover}`: the nuScenes converter and rosbag2-style tools in one place."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("tinybev_ros.ros.nuscenes_to_bag", "nuScenes scene(s) -> rosbag2 bag(s) (same as nuscenes_to_bag)"),
     "play": ("tinybev_ros.ros.bag_play", "publish a bag's messages with their recorded timing (like ros2 bag play)"),
     "record": ("tinybev_ros.ros.bag_record", "write live topics to a bag (like ros2 bag record)"),
+    "recover": ("tinybev_ros.ros.bag_recovery", "make a bag of what a killed recorder left (like ros2 bag reindex)"),
 }
 
 

@@ -6,7 +6,9 @@ graph), with a QoS matching what its publishers offer (bag_ros.recording_qos); t
 metadata so `ros2 bag play` and `tinybev bag play` latch what was latched. Types come from the shared type store
 (typestore.py), and unknown interface packages are loaded from their installed .msg files.
 The bag is written beside the target and renamed into place when recording stops (SIGINT/SIGTERM, --duration
-or --max-messages), so an interrupted recorder never leaves a partial bag at the target path.
+or --max-messages), so an interrupted recorder never leaves a partial bag at the target path. What is written is
+flushed to disk every second, so a killed recorder (SIGKILL, power loss) loses at most the last second: the next
+recording of the same target recovers it (bag_recovery.py), or `tinybev bag recover` does it by hand.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 log = logging.getLogger("tinybev.bag.record")
+FLUSH_PERIOD_S = 1.0  # a killed recorder loses at most this much (rosbag2 flushes its cache periodically too)
 
 
 class BagRecorder:
@@ -79,7 +82,8 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from tinybev_ros.ros.bag_output import AtomicBagWriter
+    from tinybev_ros.ros.bag_output import AtomicBagWriter, flush
+    from tinybev_ros.ros.bag_recovery import recover_stale_recording
     from tinybev_ros.ros.dds import use_large_message_profile
 
     if not topics:
@@ -94,19 +98,28 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
     use_large_message_profile()  # before the first DDS participant of this process
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("tinybev_bag_recorder")
+    failure: Exception | None = None
     try:
-        with AtomicBagWriter(path, storage, force) as writer:
+        with AtomicBagWriter(path, storage, force, on_stale=recover_stale_recording) as writer:
             recorder = BagRecorder(node, writer, topics, max_messages)
             log.info("recording to %s: %s", path, " ".join(topics))
             deadline = time.monotonic() + duration_s if duration_s else None
-            last_discovery = 0.0
-            while not stop and not recorder.done and (deadline is None or time.monotonic() < deadline):
-                if time.monotonic() - last_discovery > 0.1:
-                    recorder.discover()
-                    last_discovery = time.monotonic()
-                rclpy.spin_once(node, timeout_sec=0.05)
+            last_discovery = last_flush = 0.0
+            try:
+                while not stop and not recorder.done and (deadline is None or time.monotonic() < deadline):
+                    if time.monotonic() - last_discovery > 0.1:
+                        recorder.discover()
+                        last_discovery = time.monotonic()
+                    if time.monotonic() - last_flush > FLUSH_PERIOD_S:
+                        flush(writer)
+                        last_flush = time.monotonic()
+                    rclpy.spin_once(node, timeout_sec=0.05)
+            except Exception as exc:  # what was recorded is closed and kept, then the error is reported
+                failure = exc
             for sub in recorder.subscriptions:  # nothing more arrives while the bag is closed
                 node.destroy_subscription(sub)
+        if failure is not None:
+            raise failure
         counts = dict(recorder.counts)
         log.info("wrote %s: %d messages (%s)", path, sum(counts.values()),
                  ", ".join(f"{t} {n}" for t, n in sorted(counts.items())) or "none")

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 from tinybev_ros.paths import share_file
+from tinybev_ros.ros.bag_output import BagExistsError, check_target, is_bag
+from tinybev_ros.ros.child_process import spawn
 from tinybev_ros.ros.dds import use_large_message_profile
 from tinybev_ros.taxonomy import MAP_CLASSES
 
@@ -107,30 +109,50 @@ def stop(process: subprocess.Popen | None, timeout_s: float = 20.0) -> None:
         process.wait()
 
 
+class RunInputError(ValueError):
+    """A bag or record target that cannot be used; found before any process starts."""
+
+
+def check_inputs(bag: Path | None, record: Path | None, force: bool) -> None:
+    """The bag must be a bag; the recording must not replace anything but a bag (with force), least of all the input."""
+    if bag is not None and not is_bag(bag):
+        raise RunInputError(f"{bag} is not a rosbag2 bag (no such directory or no metadata.yaml in it)")
+    if record is None:
+        return
+    if bag is not None:
+        played, recorded = bag.resolve(), record.resolve()
+        if recorded == played or played in recorded.parents or recorded in played.parents:
+            raise RunInputError(f"--record {record} would overwrite the bag being played ({bag}); record elsewhere")
+    check_target(record.absolute(), force)
+
+
 def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: str = "auto", rate: float = 1.0,
                  record: Path | None = None, overrides: list[str] | None = None, drain_s: float = 3.0,
-                 startup_timeout_s: float = 180.0) -> int:
-    """Node (+ bag replay + recorder); returns the number of detection frames the node published."""
+                 startup_timeout_s: float = 180.0, force: bool = False) -> int:
+    """Node (+ bag replay + recorder); returns the number of detection frames the node published.
+
+    Every child dies with this process (child_process.spawn); `force` lets the recording replace an older bag.
+    """
     from tinybev_ros.ros.node_config import PerceptionNodeConfig
 
+    check_inputs(bag, record, force)
     cameras = PerceptionNodeConfig().cameras
     node = recorder = player = None
     use_large_message_profile()  # for our watcher and, inherited, every child: node, player, recorder
     watcher = GraphWatcher()
     try:
-        node = subprocess.Popen(node_command(params, checkpoint, device, bag is not None, overrides or []))
+        node = spawn(node_command(params, checkpoint, device, bag is not None, overrides or []))
         if bag is None:
             return node.wait()
         camera_topics = [f"/{c}/image_rect_compressed" for c in cameras]
         watcher.spin_until(lambda: watcher.subscribed(camera_topics), startup_timeout_s,
                            "waiting for tinybev_node to subscribe to the cameras", [node])
         if record is not None:
-            recorder = subprocess.Popen(tinybev_command("bag", "record", str(record), "--force",
-                                                        "--topics", *output_topics(checkpoint)))
+            recorder = spawn(tinybev_command("bag", "record", str(record), *(["--force"] if force else []),
+                                             "--topics", *output_topics(checkpoint)))
             watcher.spin_until(lambda: watcher.node.count_subscribers("/tinybev/detections") > 1, 60,
                                "waiting for the recorder to subscribe", [node, recorder])
-        player = subprocess.Popen(tinybev_command("bag", "play", str(bag), "--clock", "--rate", str(rate),
-                                                  "--start-paused"))
+        player = spawn(tinybev_command("bag", "play", str(bag), "--clock", "--rate", str(rate), "--start-paused"))
         # Images are best-effort: one sent before the node's reader has matched the player's new writer is lost.
         # The node reports its readers' matches in /diagnostics (cameras_with_writers); the settle then covers
         # the player's side of the match. Without this the first frames of a replay were lost.
@@ -160,7 +182,8 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", type=Path, help="replay this bag into the node (sim time)")
     parser.add_argument("--rate", type=float, default=1.0, help="bag playback rate")
-    parser.add_argument("--record", type=Path, help="record the node's outputs into this bag")
+    parser.add_argument("--record", type=Path, help="record the node's outputs into this bag (a new path)")
+    parser.add_argument("--force", action="store_true", help="let --record replace an existing bag")
     parser.add_argument("--params-file", type=Path, help="node parameters (default: the package's tinybev.yaml)")
     parser.add_argument("--checkpoint", default="", help="student checkpoint (default: the shipped one)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -170,7 +193,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     params = args.params_file or share_file("config/tinybev.yaml")
-    frames = run_pipeline(args.bag, params, args.checkpoint, args.device, args.rate, args.record, args.param)
+    try:
+        frames = run_pipeline(args.bag, params, args.checkpoint, args.device, args.rate, args.record, args.param,
+                              force=args.force)
+    except (RunInputError, BagExistsError) as exc:
+        print(f"run: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # every child was stopped on the way out (run_pipeline's finally)
+        print("run: interrupted; the node, player and recorder were stopped", file=sys.stderr)
+        return 130
     if args.bag is not None:
         print(f"run: the node published {frames} frames" + (f"; outputs recorded in {args.record}" if args.record
                                                              else ""))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -42,6 +42,7 @@ SWEEPS_BEFORE_FIRST = 9  # LiDAR sweeps before the first keyframe, for multi-swe
 VEHICLE_CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle")
 LOG_VEHICLE = {"boston-seaport": "n008"}
 BASE_TIMESTAMP_US = 1_532_402_927_000_000
+MARKER = "tinybev_synth.json"  # the config a dataset was generated with; `--force` replaces only such a folder
 
 
 def scene_split_names(config: SynthConfig) -> list[tuple[str, str]]:
@@ -140,8 +141,12 @@ def scene_time(sample_timestamp_us: int, scene_first_timestamp_us: int) -> float
 def generate(out_dir: str | Path, config: SynthConfig, overwrite: bool = False) -> Path:
     """Write a complete nuScenes-format dataroot to `out_dir` (built beside it, then renamed into place)."""
     out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"synth: output directory {out_dir} exists and is not empty (use --force to replace)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"synth: output directory {out_dir} exists and is not empty (use --force to replace)")
+        if not (out_dir / MARKER).is_file():
+            raise FileExistsError(f"synth: {out_dir} was not written by tinybev synth (no {MARKER}); --force replaces "
+                                  "only a synthetic dataset: remove it yourself or choose another directory")
     names = scene_split_names(config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -189,6 +194,7 @@ def _write_dataset(root: Path, config: SynthConfig, names: list[tuple[str, str]]
     progress.close()
     tables.write(root / config.version)
     (root / config.version / "splits.json").write_text(json.dumps(splits, indent=1))
+    (root / MARKER).write_text(json.dumps(asdict(config), indent=1, default=str))
 
 
 @dataclass

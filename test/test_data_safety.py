@@ -1,0 +1,229 @@
+"""Nothing is lost: killed recorders, `--force`, stale staging folders and `tinybev run`, with real processes.
+
+Each test provokes the fault the way it happens on a robot (SIGKILL, a record target that is the input, an
+existing directory that is not a bag) and reads what is on disk afterwards with the `rosbags` library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from bag_helpers import REPO, tinybev
+from rosbags.rosbag2 import Reader
+
+from tinybev_ros.ros.bag_output import AtomicBagWriter, BagExistsError
+from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
+
+RATE_HZ = 20.0
+
+
+def _tree_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _messages(path: Path) -> list[str]:
+    from tinybev_ros.ros.typestore import typestore
+
+    store = typestore()
+    with Reader(path) as reader:
+        return [store.deserialize_cdr(raw, c.msgtype).data for c, _, raw in reader.messages()]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose command line contains `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.2)
+
+
+class Chatter:
+    """An rclpy publisher of numbered std_msgs/String messages in this process."""
+
+    def __enter__(self) -> Chatter:
+        import rclpy
+        from std_msgs.msg import String
+
+        rclpy.init()
+        self.rclpy, self.String = rclpy, String
+        self.node = rclpy.create_node(f"chatter_{time.monotonic_ns()}")
+        self.publisher = self.node.create_publisher(String, "/chatter", 100)
+        self.sent = 0
+        return self
+
+    def publish_for(self, seconds: float, process: subprocess.Popen | None = None) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.publisher.publish(self.String(data=f"message {self.sent}"))
+            self.sent += 1
+            self.rclpy.spin_once(self.node, timeout_sec=1 / RATE_HZ)
+            assert process is None or process.poll() is None, process.stdout.read()
+
+    def wait_for_subscriber(self, process: subprocess.Popen, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.publisher.get_subscription_count() < 1:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the recorder never subscribed"
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def __exit__(self, *exc) -> None:
+        self.node.destroy_node()
+        self.rclpy.try_shutdown()
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_killed_recorder_loses_at_most_the_last_second(tmp_path, storage):
+    target = tmp_path / "recording"
+    with Chatter() as chatter:
+        recorder = tinybev("bag", "record", target, "--topics", "/chatter", "--storage", storage)
+        chatter.wait_for_subscriber(recorder)
+        chatter.publish_for(3.0, recorder)
+        recorder.send_signal(signal.SIGKILL)
+        recorder.wait(timeout=30)
+        sent = chatter.sent
+    assert not target.exists()
+    (staging,) = tmp_path.glob(".recording.partial-*")
+    assert f".partial-{recorder.pid}-" in staging.name
+
+    # by hand: `tinybev bag recover`
+    recovered = tinybev("bag", "recover", staging, "--out", tmp_path / "by_hand")
+    assert recovered.wait(timeout=60) == 0, recovered.stdout.read()
+    texts = _messages(tmp_path / "by_hand")
+    assert len(texts) >= sent - 1.5 * RATE_HZ, (len(texts), sent)  # flushed every second, plus discovery slack
+    assert texts == [f"message {i}" for i in range(len(texts))]  # the first ones, in order, none twice
+    assert staging.exists()  # the manual tool never deletes its source
+
+    # automatically: the next recording of the same target finds the dead recorder's folder
+    again = tinybev("bag", "record", target, "--topics", "/chatter", "--storage", storage, "--duration", "1")
+    assert again.wait(timeout=60) == 0
+    log = again.stdout.read()
+    automatic = tmp_path / f"recording.recovered-{recorder.pid}"
+    assert f"recovered {len(texts)} messages of a killed recording into {automatic}" in log
+    assert _messages(automatic) == texts
+    assert not staging.exists() and (target / "metadata.yaml").is_file()
+
+
+def test_force_replaces_only_what_the_tools_write(tmp_path, synth_dataset):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    with pytest.raises(BagExistsError, match="not a rosbag2 bag"), AtomicBagWriter(precious, force=True):
+        pass
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+
+    convert = tinybev("bag", "convert", "--dataroot", synth_dataset.dataroot, "--version", synth_dataset.version,
+                      "--scene", "scene-0061", "--out", precious, "--no-map", "--force")
+    assert convert.wait(timeout=120) == 2
+    assert "not a rosbag2 bag" in convert.stdout.read()
+    synth = tinybev("synth", "--out", precious, "--scenes", "1", "--duration", "1", "--force")
+    assert synth.wait(timeout=120) != 0
+    assert "was not written by tinybev synth" in synth.stdout.read()
+    assert (precious / "chapter1.tex").read_text() == "years of work" and len(list(precious.iterdir())) == 1
+
+
+def test_staging_left_by_a_killed_writer_is_cleaned_by_the_next_one(tmp_path, caplog):
+    dead = tmp_path / f".out.partial-{_dead_pid()}-abc123"
+    alive = tmp_path / f".out.partial-{os.getpid()}-def456"
+    other = tmp_path / f".other.partial-{_dead_pid()}-ghi789"
+    for folder in (dead, alive, other):
+        (folder / "out").mkdir(parents=True)
+        (folder / "out" / "out.db3").write_bytes(b"x" * 1000)
+    with caplog.at_level(logging.WARNING, logger="tinybev.bag"), AtomicBagWriter(tmp_path / "out") as writer:
+        assert writer is not None
+    assert not dead.exists() and alive.exists() and other.exists()  # a live writer's and another target's stay
+    assert f"removed {dead}, left by a killed writer" in caplog.text
+    assert (tmp_path / "out" / "metadata.yaml").is_file()
+
+
+@pytest.fixture(scope="module")
+def scene_bag(synth_dataset, tmp_path_factory) -> Path:
+    from nuscenes.nuscenes import NuScenes
+
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    path = tmp_path_factory.mktemp("safety") / "scene_for_run"
+    convert_scene(nusc, nusc.scene[0]["name"], path, ConvertOptions(progress=False, sweeps=False))
+    return path
+
+
+def test_run_refuses_record_targets_that_would_destroy_data(scene_bag, tmp_path):
+    before = _tree_digest(scene_bag)
+    with AtomicBagWriter(tmp_path / "yesterday"):
+        pass
+    cases = {  # name: (arguments, the error)
+        "the bag itself": (("--bag", scene_bag, "--record", scene_bag), "would overwrite the bag being played"),
+        "inside the bag": (("--bag", scene_bag, "--record", scene_bag / "outputs"), "would overwrite the bag"),
+        "around the bag": (("--bag", scene_bag, "--record", scene_bag.parent), "would overwrite the bag"),
+        "an older recording": (("--bag", scene_bag, "--record", tmp_path / "yesterday"), "already exists"),
+        "a missing bag": (("--bag", tmp_path / "nope", "--record", tmp_path / "out"), "is not a rosbag2 bag"),
+    }
+    for name, (args, error) in cases.items():
+        started = time.monotonic()
+        run = tinybev("run", *args)
+        assert run.wait(timeout=120) == 2, name
+        output = run.stdout.read()
+        assert error in output and "Traceback" not in output, (name, output)
+        assert time.monotonic() - started < 30, f"{name}: refused only after starting the node"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("keep")
+    for flags, error in (((), "already exists"), (("--force",), "not a rosbag2 bag")):
+        run = tinybev("run", "--bag", scene_bag, "--record", tmp_path / "notes", *flags)
+        assert run.wait(timeout=120) == 2
+        assert error in run.stdout.read()
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "keep"
+    assert _tree_digest(scene_bag) == before
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_stopped_run_leaves_no_process_behind(scene_bag, tmp_path, how):
+    marker = f"score_threshold:=0.3{time.monotonic_ns() % 10**6:06d}"  # on the node's command line only
+    run = subprocess.Popen([sys.executable, "-m", "tinybev_ros.cli", "run", "--bag", str(scene_bag), "--rate", "0.2",
+                            "--device", "cpu", "-p", marker, "--record", str(tmp_path / "out")],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the node, the recorder and the player are all up (the player's command line names the bag)
+        _wait_until(lambda: _processes_with(marker) and _processes_with(f"bag play {scene_bag}"), 180,
+                    "tinybev run started the node and the player")
+        run.send_signal(how)
+        _, stderr = run.communicate(timeout=60)
+        if how == signal.SIGINT:
+            assert run.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+        _wait_until(lambda: not _processes_with(marker) and not _processes_with(str(scene_bag))
+                    and not _processes_with(f"bag record {tmp_path / 'out'}"), 30, "every child of tinybev run exited")
+    finally:
+        for pid in _processes_with(marker) + _processes_with(str(scene_bag)):
+            os.kill(pid, signal.SIGKILL)
+        if run.poll() is None:
+            run.kill()

@@ -1,0 +1,161 @@
+"""`tinybev bag recover`: turn what a killed writer left (a storage file without metadata.yaml) into a bag.
+
+A recorder that is killed (SIGKILL, power loss) never writes metadata.yaml, so neither rosbags nor `ros2 bag`
+can open what it left. The recorder flushes every second (bag_output.flush), so the storage file holds every
+message up to the last flush: the committed rows of a .db3 (sqlite rolls the unfinished transaction back on
+open), or the complete records of a .mcap up to where the file was cut (read with the `mcap` library, which
+stops at the first truncated record). Those messages are copied, in time order, into a new bag written through
+AtomicBagWriter; the types come from the shared type store, so the recovered bag carries the same type hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sqlite3
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("tinybev.bag.recover")
+
+
+class RecoveryError(RuntimeError):
+    """Nothing recoverable at the given path."""
+
+
+@dataclass
+class Salvage:
+    """What could be read back: connections (topic -> type, offered QoS) and messages in time order."""
+
+    topics: dict[str, tuple[str, list]] = field(default_factory=dict)
+    messages: list[tuple[int, str, bytes]] = field(default_factory=list)
+
+
+def storage_file(path: Path) -> Path:
+    """The .db3 / .mcap inside a bag folder, a staging folder (one level deeper), or the file itself."""
+    if path.is_file():
+        return path
+    found = sorted([*path.glob("*.db3"), *path.glob("*.mcap"), *path.glob("*/*.db3"), *path.glob("*/*.mcap")])
+    if not found:
+        raise RecoveryError(f"{path}: no .db3 or .mcap storage file to recover")
+    if len(found) > 1:
+        raise RecoveryError(f"{path}: several storage files ({', '.join(f.name for f in found)}); name one")
+    return found[0]
+
+
+def _read_sqlite(path: Path) -> Salvage:
+    from rosbags.rosbag2.metadata import parse_qos
+
+    salvage = Salvage()
+    try:
+        # Read-write on purpose: opening rolls back the transaction the killed writer left in its journal.
+        with sqlite3.connect(f"file:{path}", uri=True) as conn:
+            names = {}
+            for topic_id, topic, msgtype, qos in conn.execute(
+                    "SELECT id, name, type, offered_qos_profiles FROM topics"):
+                names[topic_id] = topic
+                salvage.topics[topic] = (msgtype, parse_qos(qos) if qos else [])
+            for topic_id, stamp, data in conn.execute(
+                    "SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, id"):
+                salvage.messages.append((stamp, names[topic_id], bytes(data)))
+    except sqlite3.DatabaseError as exc:
+        raise RecoveryError(f"{path}: not a readable rosbag2 sqlite3 file ({exc})") from exc
+    return salvage
+
+
+def _mcap_records(path: Path) -> Iterator[object]:
+    from mcap.exceptions import McapError
+    from mcap.stream_reader import StreamReader
+
+    with path.open("rb") as stream:
+        try:
+            yield from StreamReader(stream, skip_magic=False).records
+        except (McapError, EOFError, ValueError) as exc:  # the cut: every complete record before it was yielded
+            log.info("%s ends in an incomplete record (%s); keeping what came before it", path, exc)
+
+
+def _read_mcap(path: Path) -> Salvage:
+    from mcap.records import Channel, Message, Schema
+    from rosbags.rosbag2.metadata import parse_qos
+
+    salvage = Salvage()
+    schemas: dict[int, str] = {}
+    channels: dict[int, str] = {}
+    for record in _mcap_records(path):
+        if isinstance(record, Schema):
+            schemas[record.id] = record.name
+        elif isinstance(record, Channel):
+            qos = record.metadata.get("offered_qos_profiles", "")
+            salvage.topics[record.topic] = (schemas[record.schema_id], parse_qos(qos) if qos else [])
+            channels[record.id] = record.topic
+        elif isinstance(record, Message):
+            salvage.messages.append((record.log_time, channels[record.channel_id], bytes(record.data)))
+    salvage.messages.sort(key=lambda m: m[0])
+    return salvage
+
+
+def salvage(path: str | Path) -> Salvage:
+    """Every message a killed writer left readable in the storage file under `path`."""
+    storage = storage_file(Path(path))
+    return _read_sqlite(storage) if storage.suffix == ".db3" else _read_mcap(storage)
+
+
+def recover(source: str | Path, target: str | Path, force: bool = False) -> int:
+    """Write the readable messages of `source` as a complete bag at `target`; returns how many were recovered."""
+    from tinybev_ros.ros.bag_output import AtomicBagWriter
+    from tinybev_ros.ros.typestore import build_typestore, ensure_msgtype
+
+    storage = storage_file(Path(source))
+    found = salvage(storage)
+    if not found.topics:
+        raise RecoveryError(f"{storage}: no topic was registered before the writer stopped; nothing to recover")
+    store = build_typestore(extra_packages=())
+    with AtomicBagWriter(target, "sqlite3" if storage.suffix == ".db3" else "mcap", force) as writer:
+        connections = {}
+        for topic, (msgtype, qos) in found.topics.items():
+            ensure_msgtype(store, msgtype)
+            connections[topic] = writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=qos)
+        for stamp, topic, data in found.messages:
+            writer.write(connections[topic], stamp, data)
+    return len(found.messages)
+
+
+def recover_stale_recording(staging: Path) -> None:
+    """AtomicBagWriter's `on_stale` for the recorder: a killed recording becomes `<name>.recovered-<pid>`."""
+    from tinybev_ros.ros.bag_output import staging_owner
+
+    name = staging.name[1:].split(".partial-", 1)[0]
+    target = staging.parent / f"{name}.recovered-{staging_owner(staging) or 'unknown'}"
+    while target.exists():  # never replace an earlier recovery
+        target = target.with_name(target.name + "-again")
+    try:
+        count = recover(staging, target)
+    except RecoveryError as exc:
+        log.warning("removed %s, left by a killed recorder, with nothing to recover (%s)", staging, exc)
+    else:
+        log.warning("recovered %d messages of a killed recording into %s", count, target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path,
+                        help="what a killed writer left: a .NAME.partial-* folder, a bag folder or a .db3/.mcap file")
+    parser.add_argument("--out", type=Path, required=True, help="bag directory to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing bag at --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinybev_ros.ros.bag_output import BagExistsError
+    from tinybev_ros.ros.typestore import MissingInterfaceError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        count = recover(args.source, args.out, args.force)
+    except (RecoveryError, BagExistsError, MissingInterfaceError) as exc:
+        print(f"bag recover: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"bag recover: {count} messages written to {args.out}")
+    return 0

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import OccupancyGrid
 from nav_msgs.msg import Path as PathMsg
@@ -275,6 +275,33 @@ def test_raw_images_unsupported_encoding_and_missing_tf(ros_context, untrained_c
     assert "inference_error" not in text and "Traceback" not in text
     assert "no /tf_static transform base_link -> CAM_FRONT_LEFT" in text
     assert "unsupported image encoding '16UC1'" in text
+
+
+def test_a_frame_with_non_finite_outputs_is_never_published(ros_context, tmp_path):
+    """Finite weights that overflow (here a planner layer at 1e38): the frame is a counted fault, not a NaN plan."""
+    import torch
+
+    config = load_model_config(REPO / "config" / "model_tiny.yaml")
+    model = build_student(config)
+    with torch.no_grad():
+        model.heads.planner.mlp[4].weight.fill_(1e38)
+    checkpoint = save_checkpoint(tmp_path / "overflowing.safetensors", model, config)
+    log = tmp_path / "node.log"
+    node = start_node(checkpoint, log)
+    rosie = Rosie()
+    try:
+        wait_subscribed(rosie, node)
+        rosie.send_calibration()
+        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        rosie.send_frame(1_532_402_927_000_000_000)
+        rosie.spin_until(lambda: "fault_non_finite_output" in rosie.diagnostics(), 60, node)
+        status = rosie.outputs("/diagnostics")[-1].status[0]
+        assert status.level == DiagnosticStatus.WARN and "non_finite_output" in status.message  # naming the fault
+        assert rosie.diagnostics()["frames_published"] == "0"
+        assert not rosie.outputs() and not rosie.outputs("/tinybev/ego_trajectory")
+    finally:
+        stop_node(node)
+    assert "the model output NaN/inf in ego_plan; frame not published" in log.read_text()
 
 
 def test_goal_pose_sets_the_planning_command():

@@ -107,3 +107,29 @@ def test_a_diverging_run_stops_with_one_clear_error_and_no_nan_checkpoint(synth_
     again = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "cli", nusc=nusc)
     with pytest.raises(SystemExit, match="^tinybev: training stopped at step"):
         fit_to_end(again, resume=False)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_by_every_consumer(tmp_path):
+    """release, export-onnx and loading (the node, eval, resume) all refuse it with one line naming the tensors."""
+    import subprocess
+    import sys
+
+    from tinybev_ros.checkpoint import load_checkpoint, save_checkpoint
+    from tinybev_ros.errors import CheckpointError
+
+    config = load_model_config(TINY)
+    model = build_student(config)
+    with torch.no_grad():
+        model.heads.planner.mlp[4].bias[0] = float("nan")
+    path = save_checkpoint(tmp_path / "diverged.safetensors", model, config)
+    with pytest.raises(CheckpointError, match="non-finite values .* heads.planner.mlp.4.bias"):
+        load_checkpoint(path)
+    for command in (["release", str(path), "--out", str(tmp_path / "shipped.safetensors")],
+                    ["export-onnx", "--checkpoint", str(path), "--out", str(tmp_path / "model.onnx")]):
+        result = subprocess.run([sys.executable, "-m", "tinybev_ros.cli", *command], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"tinybev {command[0]}: error: checkpoint {path} holds non-finite values (NaN/inf) in 1 tensors, "
+            "e.g. heads.planner.mlp.4.bias; retrain from an earlier checkpoint"]
+    assert not list(tmp_path.glob("shipped*")) and not list(tmp_path.glob("model.onnx*"))

@@ -22,6 +22,7 @@ from torch import nn
 
 from tinybev_ros.atomic_file import atomic_path
 from tinybev_ros.config import to_dict
+from tinybev_ros.errors import CheckpointError, CheckpointNotFound
 
 FORMAT = "tinybev-checkpoint/1"
 KINDS = ("student", "teacher")
@@ -55,7 +56,7 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Tensors and metadata of a checkpoint; metadata["config"] is parsed from YAML into a dict."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointNotFound(f"checkpoint {path} does not exist")
     try:
         from safetensors import safe_open
 
@@ -63,12 +64,16 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             metadata = dict(handle.metadata() or {})
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as error:
-        raise ValueError(f"checkpoint {path} is not a readable safetensors file: {error}") from error
+        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {error}") from error
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
+        raise CheckpointError(f"checkpoint {path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
     if metadata.get("kind") not in KINDS:
-        raise ValueError(f"checkpoint {path}: kind {metadata.get('kind')!r} is not one of {KINDS}")
+        raise CheckpointError(f"checkpoint {path}: kind {metadata.get('kind')!r} is not one of {KINDS}")
     metadata["config"] = yaml.safe_load(metadata.get("config", "")) or {}
+    broken = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:  # a diverged run: refused here, so release, export, resume and the node never use it
+        raise CheckpointError(f"checkpoint {path} holds non-finite values (NaN/inf) in {len(broken)} tensors, "
+                         f"e.g. {', '.join(broken[:3])}; retrain from an earlier checkpoint")
     return tensors, metadata
 
 
@@ -79,7 +84,7 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | P
     unexpected = sorted(set(tensors) - set(own))
     wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if missing or unexpected or wrong:
-        raise ValueError(f"checkpoint {path} does not match its model: missing {missing[:5]}, "
+        raise CheckpointError(f"checkpoint {path} does not match its model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
     model.load_state_dict(tensors)
 
@@ -91,11 +96,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
     tensors, metadata = read_checkpoint(path)
     if metadata["kind"] != "student":
-        raise ValueError(f"checkpoint {path} holds a {metadata['kind']}; use training.teachers to load it")
+        raise CheckpointError(f"checkpoint {path} holds a {metadata['kind']}; use training.teachers to load it")
     try:
         config = model_config_from_dict(metadata["config"])
     except (ValueError, TypeError) as error:
-        raise ValueError(f"checkpoint {path}: bad model config in metadata: {error}") from error
+        raise CheckpointError(f"checkpoint {path}: bad model config in metadata: {error}") from error
     model = build_student(config)
     load_state(model, tensors, path)
     return model.to(device).eval(), config

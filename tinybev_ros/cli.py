@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from tinybev_ros.errors import CheckpointError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("tinybev_ros.ros.doctor", "check that every component of the environment imports and works"),
@@ -51,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         result = importlib.import_module(COMMANDS[chosen][0]).run(args)
+    except CheckpointError as exc:  # the user's file, not our bug: one line
+        print(f"tinybev {chosen}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C (or a parent stopping us) is a request, not a crash: no traceback
         print(f"tinybev {argv[0] if argv else ''}: interrupted".rstrip(), file=sys.stderr)
         return 130

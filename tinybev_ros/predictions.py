@@ -40,6 +40,12 @@ class Predictions:
     def __len__(self) -> int:
         return int(self.centers.shape[0])
 
+    def non_finite(self) -> list[str]:
+        """Names of the fields holding NaN or inf: such a frame is never published (the node counts a fault)."""
+        return [name for name in self.__dataclass_fields__
+                if isinstance(value := getattr(self, name), np.ndarray) and value.dtype.kind == "f"
+                and not np.isfinite(value).all()]
+
     def select(self, keep: np.ndarray) -> Predictions:
         """A copy with only the boxes (and their forecasts) where `keep` is true, or at those indices."""
         per_box = ("centers", "sizes_wlh", "yaws", "velocities", "scores", "labels", "track_ids",

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint, write_tensors
+from tinybev_ros.errors import CheckpointError
 
 FLOAT16_MAX = torch.finfo(torch.float16).max
 
@@ -42,7 +43,7 @@ def release(source: str | Path, target: str | Path) -> Path:
     source, target = Path(source), Path(target)
     tensors, metadata = read_checkpoint(source)
     if metadata["kind"] != "student":
-        raise ValueError(f"checkpoint {source} holds a {metadata['kind']}; only students are shipped")
+        raise CheckpointError(f"checkpoint {source} holds a {metadata['kind']}; only students are shipped")
     metadata["config"] = yaml.safe_dump(metadata["config"], sort_keys=False)
     metadata.update(precision="float16", released_from=f"{source.name} sha256:{sha256(source)}")
     write_tensors(target, {name: to_float16(name, t) for name, t in tensors.items()}, metadata)

@@ -271,6 +271,10 @@ class PerceptionNode(Node):
         pred = self.predictor.predict(images, intrinsics, cam_to_ego, command=self.command(),
                                       stamp_ns=frameset.stamp_ns,
                                       ego_status=ego_status_from_history(tuple(self._poses), frameset.stamp_ns))
+        if broken := pred.non_finite():  # never publish garbage with status OK
+            self.fault("non_finite_output", f"frame at {frameset.stamp_ns}: the model output NaN/inf in "
+                                            f"{', '.join(broken)}; frame not published")
+            return
         pred = pred.select(pred.scores >= self.cfg.score_threshold)
         pred = self.tracker.update(pred, ego_to_world=self.pose_at(frameset.stamp_ns))
         self._publish(pred)

@@ -304,6 +304,58 @@ def test_a_frame_with_non_finite_outputs_is_never_published(ros_context, tmp_pat
     assert "the model output NaN/inf in ego_plan; frame not published" in log.read_text()
 
 
+BAD_PARAMETERS = {  # a value the node cannot work with -> what its one line must say
+    "sync_tolerance_ms:=-5.0": "sync_tolerance_ms out of range",
+    "sync_queue_size:=0": "sync_queue_size out of range",
+    "diagnostics_period_s:=0.0": "diagnostics_period_s out of range",
+    "score_threshold:=high": "'score_threshold' to 'high' of type 'STRING', expecting type 'DOUBLE'",
+    "precision:=fp8": "parameter precision is 'fp8'; choose one of auto, fp32, fp16",
+    "compressed_topic:=/cam/image": "parameter compressed_topic is '/cam/image'; it must contain {camera}",
+    "device:=cuda:0": "CUDA is not available here",
+    "checkpoint:=/nonexistent/student.safetensors": "checkpoint /nonexistent/student.safetensors does not exist",
+}
+
+
+def test_bad_parameters_stop_the_node_at_start_with_one_line(untrained_checkpoint, tmp_path):
+    """Every start-up mistake: exit 2 and one line naming the parameter, no traceback (and no masking error)."""
+    import torch
+
+    cases = {p: e for p, e in BAD_PARAMETERS.items() if not (p.startswith("device") and torch.cuda.is_available())}
+    nodes = {}
+    for i, param in enumerate(cases):  # all at once: each spends its seconds importing torch
+        params = [param] if param.startswith("checkpoint") else [f"checkpoint:={untrained_checkpoint}", param]
+        command = [sys.executable, "-m", "tinybev_ros.ros.perception_node", "--ros-args"]
+        for value in params:
+            command += ["-p", value]
+        nodes[param] = subprocess.Popen(command, stdout=(tmp_path / f"{i}.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        for i, (param, process) in enumerate(nodes.items()):
+            assert process.wait(timeout=120) == 2, param
+            lines = (tmp_path / f"{i}.log").read_text().strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("tinybev_node: error: "), (param, lines)
+            assert cases[param] in lines[0], (param, lines)
+    finally:
+        for process in nodes.values():
+            process.kill()
+
+
+def test_an_unknown_key_in_the_params_file_is_named_at_start(ros_context, untrained_checkpoint, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("/**/tinybev_node:\n  ros__parameters:\n    score_treshold: 0.5\n")
+    log = tmp_path / "node.log"
+    node = subprocess.Popen([sys.executable, "-m", "tinybev_ros.ros.perception_node", "--ros-args",
+                             "--params-file", str(params), "-p", f"checkpoint:={untrained_checkpoint}",
+                             "-p", "device:=cpu"], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "ready:" not in log.read_text():
+            assert node.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    finally:
+        stop_node(node)
+    assert "unknown parameter(s) ignored: score_treshold (a typo in the params file?" in log.read_text()
+
+
 def test_goal_pose_sets_the_planning_command():
     from tinybev_ros.ros.perception_node import command_toward
     from tinybev_ros.taxonomy import Command

@@ -1,49 +1,103 @@
-"""Parameters of `tinybev_node`, with their defaults and descriptions in one place.
+"""Parameters of `tinybev_node`, with their defaults, descriptions and valid values in one place.
 
-The node declares one ROS parameter per field (with the description), so `ros2 param describe` and
-`config/tinybev.yaml` (loaded by the launch file and by `tinybev run`) both work on the same names.
+The node declares one ROS parameter per field (with the description and, for numbers, the range in its
+descriptor), so `ros2 param describe` and `config/tinybev.yaml` (loaded by the launch file and by `tinybev run`)
+both work on the same names. `validate` checks every value at start-up, so a bad one stops the node with one
+line naming it, instead of a crash on the first image or a node that runs and does nothing.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 
 from tinybev_ros.geometry import CAMERA_NAMES
 
 
-def _p(default, description: str):
+class NodeConfigError(ValueError):
+    """A parameter value the node cannot work with."""
+
+
+def _p(default, description: str, low: float | None = None, high: float | None = None,
+       choices: tuple[str, ...] = ()):
+    metadata = {"description": description, "low": low, "high": high, "choices": choices}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"description": description})
-    return field(default=default, metadata={"description": description})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class PerceptionNodeConfig:
     checkpoint: str = _p("", "student checkpoint (.safetensors); empty: the checkpoint shipped with the package")
     device: str = _p("auto", "auto (cuda if available, else cpu), cpu, or cuda[:N]")
-    precision: str = _p("auto", "auto (fp16 on cuda, fp32 on cpu), fp32, or fp16")
-    score_threshold: float = _p(0.3, "detections below this score are not published")
-    image_transport: str = _p("compressed", "compressed (sensor_msgs/CompressedImage) or raw (sensor_msgs/Image)")
+    precision: str = _p("auto", "auto (fp16 on cuda, fp32 on cpu), fp32, or fp16", choices=("auto", "fp32", "fp16"))
+    score_threshold: float = _p(0.3, "detections below this score are not published", 0.0, 1.0)
+    image_transport: str = _p("compressed", "compressed (sensor_msgs/CompressedImage) or raw (sensor_msgs/Image)",
+                              choices=("compressed", "raw"))
     compressed_topic: str = _p("/{camera}/image_rect_compressed", "compressed image topic; {camera} = channel")
     raw_topic: str = _p("/{camera}/image_rect", "raw image topic used with image_transport=raw")
     camera_info_topic: str = _p("/{camera}/camera_info", "CameraInfo topic per camera")
     cameras: list[str] = _p(list(CAMERA_NAMES), "camera channels, in the model's order")
     base_frame: str = _p("base_link", "frame of all outputs (REP 105)")
-    sync_tolerance_ms: float = _p(60.0, "max spread of the six camera stamps grouped into one frame")
-    sync_queue_size: int = _p(4, "frames buffered per camera before the oldest is dropped")
+    sync_tolerance_ms: float = _p(60.0, "max spread of the six camera stamps grouped into one frame", 1.0, 1000.0)
+    sync_queue_size: int = _p(4, "frames buffered per camera before the oldest is dropped", 1, 100)
     frame_queue_size: int = _p(1, "synchronized frames waiting for inference: 1 = latest wins (live); more = "
-                                  "every frame in order while the backlog fits (bag replay for evaluation)")
+                                  "every frame in order while the backlog fits (bag replay for evaluation)", 1, 1000)
     allow_missing_cameras: bool = _p(False, "when a camera is silent: false = wait, true = infer with it masked")
-    missing_camera_timeout_ms: float = _p(300.0, "a camera is silent after this long without a frame")
-    command: str = _p("goal", "planning command: left, right, straight, or goal (from goal_topic, else straight)")
+    missing_camera_timeout_ms: float = _p(300.0, "a camera is silent after this long without a frame", 10.0, 60000.0)
+    command: str = _p("goal", "planning command: left, right, straight, or goal (from goal_topic, else straight)",
+                      choices=("goal", "left", "right", "straight"))
     goal_topic: str = _p("/goal_pose", "geometry_msgs/PoseStamped goal (rviz2 2D Goal Pose)")
-    goal_lateral_threshold_m: float = _p(5.0, "goal further than this to the side (in base_link) turns left/right")
+    goal_lateral_threshold_m: float = _p(5.0, "goal further than this to the side (in base_link) turns left/right",
+                                         0.0, 1000.0)
     publish_images: bool = _p(False, "also publish the BEV rendering and camera overlays as sensor_msgs/Image")
-    diagnostics_period_s: float = _p(1.0, "period of /diagnostics")
-    tracker_max_age: int = _p(3, "frames a track survives without a matching detection")
+    diagnostics_period_s: float = _p(1.0, "period of /diagnostics", 0.05, 3600.0)
+    tracker_max_age: int = _p(3, "frames a track survives without a matching detection", 0, 1000)
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One node parameter as ROS declares it."""
+
+    name: str
+    default: object
+    description: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def parameter_specs() -> list[ParameterSpec]:
+    """Every parameter, in declaration order."""
+    defaults = PerceptionNodeConfig()
+    return [ParameterSpec(f.name, getattr(defaults, f.name), f.metadata["description"], f.metadata["low"],
+                          f.metadata["high"], f.metadata["choices"]) for f in fields(PerceptionNodeConfig)]
 
 
 def parameter_fields() -> list[tuple[str, object, str]]:
     """(name, default, description) of every parameter, in declaration order."""
-    defaults = PerceptionNodeConfig()
-    return [(f.name, getattr(defaults, f.name), f.metadata["description"]) for f in fields(PerceptionNodeConfig)]
+    return [(spec.name, spec.default, spec.description) for spec in parameter_specs()]
+
+
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def validate(cfg: PerceptionNodeConfig) -> None:
+    """Raise NodeConfigError naming the first parameter whose value the node cannot work with."""
+    for spec in parameter_specs():
+        value = getattr(cfg, spec.name)
+        if spec.low is not None and not spec.low <= value <= spec.high:
+            raise NodeConfigError(f"parameter {spec.name} is {value}; it must lie in [{spec.low:g}, {spec.high:g}] "
+                                  f"({spec.description})")
+        if spec.choices and value not in spec.choices:
+            raise NodeConfigError(f"parameter {spec.name} is {value!r}; choose one of {', '.join(spec.choices)}")
+    if not DEVICE.match(cfg.device):
+        raise NodeConfigError(f"parameter device is {cfg.device!r}; use auto, cpu, cuda or cuda:N")
+    for name in ("compressed_topic", "raw_topic", "camera_info_topic"):
+        if "{camera}" not in getattr(cfg, name):
+            raise NodeConfigError(f"parameter {name} is {getattr(cfg, name)!r}; it must contain {{camera}}, which "
+                                  "becomes each camera's name (one topic per camera)")
+    if not cfg.cameras or len(set(cfg.cameras)) != len(cfg.cameras):
+        raise NodeConfigError(f"parameter cameras is {cfg.cameras}; it must list each camera once")
+    if not cfg.base_frame:
+        raise NodeConfigError("parameter base_frame is empty; outputs need a frame (base_link, REP 105)")

@@ -11,6 +11,7 @@ Faults never stop the node: each kind is logged once with a clear message and co
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -21,9 +22,10 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import OccupancyGrid, Path
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -33,10 +35,11 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from tinybev_ros.ego_motion import ego_status_from_history, pose_near
+from tinybev_ros.errors import CheckpointError
 from tinybev_ros.geometry import Transform
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
-from tinybev_ros.ros.node_config import PerceptionNodeConfig, parameter_fields
+from tinybev_ros.ros.node_config import NodeConfigError, ParameterSpec, PerceptionNodeConfig, parameter_specs, validate
 from tinybev_ros.sync import CameraSynchronizer, FrameSet, SyncConfig
 from tinybev_ros.taxonomy import MAP_CLASSES, Command
 
@@ -55,20 +58,24 @@ def command_toward(goal_in_base: np.ndarray, lateral_threshold_m: float) -> int:
 
 class PerceptionNode(Node):
     def __init__(self, **node_kwargs) -> None:
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         super().__init__("tinybev_node", **node_kwargs)
-        for name, default, description in parameter_fields():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        for spec in parameter_specs():
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+        unknown = sorted(set(self._parameter_overrides) - {s.name for s in parameter_specs()} - {"use_sim_time"})
+        if unknown:
+            self.get_logger().warning(f"unknown parameter(s) ignored: {', '.join(unknown)} (a typo in the params "
+                                      "file? `ros2 param list` shows the valid names)")
         self.cfg = PerceptionNodeConfig(**{f.name: self.get_parameter(f.name).value
                                            for f in fields(PerceptionNodeConfig)})
+        validate(self.cfg)
         cfg = self.cfg
         self.faults: Counter[str] = Counter()
         self._logged: set[str] = set()
         self._lock = threading.Lock()
-        if cfg.frame_queue_size < 1:
-            raise ValueError(f"frame_queue_size must be at least 1, not {cfg.frame_queue_size}")
         self._pending: deque[FrameSet] = deque()  # at most frame_queue_size; the oldest is dropped
         self._wakeup = threading.Event()
-        self._stop = threading.Event()
         self._latency_ms: deque[float] = deque(maxlen=200)
         self._stamp_latency_ms: deque[float] = deque(maxlen=200)
         self._arrivals: deque[float] = deque(maxlen=120)
@@ -91,8 +98,6 @@ class PerceptionNode(Node):
         self.goal_xy_map: np.ndarray | None = None
 
         raw = cfg.image_transport == "raw"
-        if cfg.image_transport not in ("raw", "compressed"):
-            raise ValueError(f"image_transport must be 'raw' or 'compressed', not {cfg.image_transport!r}")
         # Image writers matched per camera (DDS match events): best-effort images sent before the match are lost,
         # so a replay tool can wait for "cameras_with_writers" in /diagnostics before it starts publishing.
         self.camera_writers: Counter[str] = Counter()
@@ -133,13 +138,16 @@ class PerceptionNode(Node):
 
     # ------------------------------------------------------------ set-up
     def _load_predictor(self):
+        import torch
+
         from tinybev_ros.inference import Predictor
         from tinybev_ros.paths import default_checkpoint
 
         device = None if self.cfg.device == "auto" else self.cfg.device
-        half = {"auto": None, "fp16": True, "fp32": False}.get(self.cfg.precision)
-        if self.cfg.precision not in ("auto", "fp16", "fp32"):
-            raise ValueError(f"precision must be auto, fp16 or fp32, not {self.cfg.precision!r}")
+        if self.cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise NodeConfigError(f"parameter device is {self.cfg.device!r} but CUDA is not available here (torch "
+                                  f"{torch.__version__}); use device:=auto or device:=cpu")
+        half = {"auto": None, "fp16": True, "fp32": False}[self.cfg.precision]
         return Predictor.from_checkpoint(self.cfg.checkpoint or default_checkpoint(), device=device, half=half)
 
     def _make_tracker(self):
@@ -363,9 +371,26 @@ class PerceptionNode(Node):
         self.pub_diagnostics.publish(array)
 
     def destroy_node(self) -> None:
+        """Also called by rclpy.shutdown for a node whose __init__ failed half way: stop only what was started."""
         self._stop.set()
-        self._worker.join(timeout=5)
+        if self._worker is not None:
+            self._worker.join(timeout=5)
         super().destroy_node()
+
+
+def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
+    """The ROS descriptor of a parameter: its description, valid values and range (`ros2 param describe`)."""
+    text = spec.description + (f" ({' | '.join(spec.choices)})" if spec.choices else "")
+    if spec.low is None:
+        return ParameterDescriptor(description=text)
+    if isinstance(spec.default, int):
+        return ParameterDescriptor(description=text, integer_range=[
+            IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)])
+    return ParameterDescriptor(description=text, floating_point_range=[
+        FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)])
+
+
+STARTUP_ERRORS = (NodeConfigError, CheckpointError, ParameterException)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -375,7 +400,11 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = None
     try:
-        node = PerceptionNode()
+        try:
+            node = PerceptionNode()
+        except STARTUP_ERRORS as exc:  # the user's parameters or files: one line, no traceback, exit 2
+            print(f"tinybev_node: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()

@@ -92,6 +92,25 @@ def test_compressed_jpeg_decodes_to_rgb_and_corrupt_is_reported():
         M.decode_compressed(CompressedImage(format="jpeg", data=jpeg.tobytes()[:40]))
 
 
+def test_image_size_is_read_from_the_header_and_checked_before_decoding():
+    image = np.full((90, 160, 3), 128, np.uint8)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    png = cv2.imencode(".png", image)[1].tobytes()
+    for data in (jpeg, progressive, png):
+        assert M.compressed_size(data) == (160, 90)
+    assert M.compressed_size(b"not an image") is None
+    # a small file whose header declares 20000x20000 (the decoder would allocate 1.2 GB before failing)
+    at = next(i for i in range(2, len(jpeg) - 1) if jpeg[i] == 0xFF and jpeg[i + 1] in M.JPEG_SOF)
+    huge = jpeg[:at + 5] + (20000).to_bytes(2, "big") + (20000).to_bytes(2, "big") + jpeg[at + 9:]
+    assert M.compressed_size(huge) == (20000, 20000)
+    with pytest.raises(M.ImageSizeError, match="declares 20000x20000 pixels .* not decoded"):
+        M.decode_compressed(CompressedImage(format="jpeg", data=huge))
+    with pytest.raises(M.ImageSizeError, match="image is 160x90 but its CameraInfo says 1600x900"):
+        M.decode_compressed(CompressedImage(format="jpeg", data=jpeg), expected_size=(1600, 900))
+    assert M.decode_compressed(CompressedImage(format="jpeg", data=jpeg), expected_size=(160, 90)).shape == (90, 160, 3)
+
+
 def test_raw_images_by_encoding_and_bad_ones_rejected():
     bgr = np.zeros((4, 6, 3), np.uint8)
     bgr[..., 2] = 255
@@ -106,6 +125,9 @@ def test_raw_images_by_encoding_and_bad_ones_rejected():
 def test_camera_info_and_transform_validation():
     info = CameraInfo()
     info.k = [1266.4, 0.0, 816.3, 0.0, 1266.4, 491.5, 0.0, 0.0, 1.0]
+    with pytest.raises(M.InputError, match="image size of 0x0"):  # valid K, but no size: not a calibration
+        M.intrinsics_from_camera_info(info)
+    info.width, info.height = 1600, 900
     assert M.intrinsics_from_camera_info(info)[0, 2] == pytest.approx(816.3)
     info.k[0] = float("nan")
     with pytest.raises(M.InputError, match="invalid K"):

@@ -63,11 +63,55 @@ def transform_from_msg(msg: TransformStamped) -> Transform:
 
 
 # ---------------------------------------------------------------- inputs
-def decode_compressed(msg: CompressedImage) -> np.ndarray:
-    """RGB uint8 image of a JPEG/PNG CompressedImage."""
-    image = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR) if len(msg.data) else None
+MAX_PIXELS = 8192 * 8192  # no camera of a car sends more; a header declaring more is rejected before decoding
+JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+
+
+class ImageSizeError(InputError):
+    """An image whose size is not its camera's (or not plausible at all)."""
+
+
+def compressed_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a JPEG or PNG declares in its header, read without decoding; None if not found."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in JPEG_SOF:
+            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return None
+
+
+def decode_compressed(msg: CompressedImage, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB uint8 image of a JPEG/PNG CompressedImage.
+
+    The size in the header is checked first (against `expected_size`, the camera's CameraInfo, and MAX_PIXELS),
+    so a wrong or hostile image is rejected in microseconds instead of after a decode of any size.
+    """
+    data = bytes(msg.data)
+    declared = compressed_size(data)
+    if declared is not None:
+        width, height = declared
+        if width * height > MAX_PIXELS:
+            raise ImageSizeError(f"CompressedImage declares {width}x{height} pixels (more than {MAX_PIXELS}); "
+                                 "not decoded")
+        if expected_size is not None and declared != tuple(expected_size):
+            raise ImageSizeError(f"image is {width}x{height} but its CameraInfo says "
+                                 f"{expected_size[0]}x{expected_size[1]}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise InputError(f"CompressedImage ({msg.format or 'no format'}, {len(msg.data)} bytes) does not decode")
+        raise InputError(f"CompressedImage ({msg.format or 'no format'}, {len(data)} bytes) does not decode")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise ImageSizeError(f"CompressedImage is {image.shape[1]}x{image.shape[0]} (more than {MAX_PIXELS} pixels)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -90,7 +134,9 @@ def decode_raw(msg: Image) -> np.ndarray:
 
 
 def intrinsics_from_camera_info(msg: CameraInfo) -> np.ndarray:
-    """3x3 K of a CameraInfo; rejects NaN/inf and a degenerate focal length."""
+    """3x3 K of a CameraInfo; rejects a 0x0 image size, NaN/inf and a degenerate focal length."""
+    if msg.width == 0 or msg.height == 0:
+        raise InputError(f"CameraInfo of {msg.header.frame_id!r} gives an image size of {msg.width}x{msg.height}")
     k = np.asarray(msg.k, dtype=float).reshape(3, 3)
     if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise InputError(f"CameraInfo of {msg.header.frame_id!r} has an invalid K: {k.ravel().tolist()}")

@@ -255,16 +255,18 @@ class PerceptionNode(Node):
             if camera not in self.extrinsics:
                 self.fault("missing_tf", f"no /tf_static transform {self.cfg.base_frame} -> {camera}; frame skipped")
                 return None
+            expected = self.image_sizes[camera]
             try:
-                image = M.decode_raw(msg) if isinstance(msg, Image) else M.decode_compressed(msg)
+                image = M.decode_raw(msg) if isinstance(msg, Image) else M.decode_compressed(msg, expected)
+                if (image.shape[1], image.shape[0]) != expected:
+                    raise M.ImageSizeError(f"image is {image.shape[1]}x{image.shape[0]} but its CameraInfo says "
+                                           f"{expected[0]}x{expected[1]}")
+            except M.ImageSizeError as exc:
+                self.fault("wrong_image_size", f"{camera}: {exc}; frame skipped")
+                return None
             except M.InputError as exc:
                 kind = "bad_encoding" if "encoding" in str(exc) else "corrupt_image"
                 self.fault(kind, f"{camera}: {exc}; frame skipped")
-                return None
-            expected = self.image_sizes[camera]
-            if (image.shape[1], image.shape[0]) != expected:
-                self.fault("wrong_image_size", f"{camera}: image is {image.shape[1]}x{image.shape[0]} but its "
-                           f"CameraInfo says {expected[0]}x{expected[1]}; frame skipped")
                 return None
             images.append(image)
             intrinsics.append(self.intrinsics[camera])

@@ -117,11 +117,12 @@ class Rosie:
         return CompressedImage(header=M.header(stamp_ns, camera), format="jpeg",
                                data=data if data is not None else self.jpeg)
 
-    def send_frame(self, t_ns: int, skip: tuple[str, ...] = (), override: dict | None = None) -> int:
+    def send_frame(self, t_ns: int, skip: tuple[str, ...] = (), override: dict | None = None,
+                   late_ns: dict[str, int] | None = None) -> int:
         for camera in CAMERA_NAMES:
             if camera in skip:
                 continue
-            stamp = t_ns + STAGGER_NS[camera]
+            stamp = t_ns + STAGGER_NS[camera] + (late_ns or {}).get(camera, 0)
             msg = (override or {}).get(camera) or self.image(camera, stamp)
             msg.header = M.header(stamp, camera)
             self.image_pubs[camera].publish(msg)
@@ -302,6 +303,29 @@ def test_a_frame_with_non_finite_outputs_is_never_published(ros_context, tmp_pat
     finally:
         stop_node(node)
     assert "the model output NaN/inf in ego_plan; frame not published" in log.read_text()
+
+
+def test_a_camera_out_of_sync_turns_diagnostics_to_warn_naming_it(ros_context, untrained_checkpoint, tmp_path):
+    node = start_node(untrained_checkpoint, tmp_path / "node.log", "sync_warn_after_s:=1.0")
+    rosie = Rosie(scale=0.25)
+    try:
+        wait_subscribed(rosie, node)
+        rosie.send_calibration()
+        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        t = 1_532_402_927_000_000_000
+        for k in range(6):  # CAM_BACK 150 ms behind the others, at 2 Hz for 3 s
+            rosie.send_frame(t + k * 500_000_000, late_ns={"CAM_BACK": 150_000_000})
+            paced_until = time.monotonic() + 0.5
+            rosie.spin_until(lambda until=paced_until: time.monotonic() >= until, 1, node)
+        rosie.spin_until(lambda: rosie.diagnostics().get("out_of_sync"), 10, node)
+        status = rosie.outputs("/diagnostics")[-1].status[0]
+        assert status.level == DiagnosticStatus.WARN
+        assert status.message.startswith("no synchronized camera set for ")
+        offset = 150 + (STAGGER_NS["CAM_BACK"] - STAGGER_NS["CAM_FRONT"]) / 1e6
+        assert f"CAM_BACK {offset:+.0f} ms off CAM_FRONT (sync_tolerance_ms 60)" in status.message, status.message
+        assert not rosie.outputs()
+    finally:
+        stop_node(node)
 
 
 BAD_PARAMETERS = {  # a value the node cannot work with -> what its one line must say

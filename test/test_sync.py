@@ -54,6 +54,18 @@ def test_frames_outside_tolerance_do_not_group():
     assert feed_frame(sync, 2_000_000_000) == []  # stagger spans 42 ms > 20 ms
 
 
+def test_a_camera_out_of_sync_is_named_with_its_offset():
+    sync = CameraSynchronizer(CAMERA_NAMES)
+    for k in range(4):  # CAM_BACK runs 150 ms late: no set ever forms
+        late = {c: 150_000_000 if c == "CAM_BACK" else 0 for c in CAMERA_NAMES}
+        for camera in CAMERA_NAMES:
+            assert sync.add(camera, 1_000_000_000 + k * 500_000_000 + STAGGER[camera] + late[camera], k) is None
+    offsets = sync.out_of_sync()
+    assert list(offsets) == ["CAM_BACK"]
+    assert offsets["CAM_BACK"] == 150_000_000 + STAGGER["CAM_BACK"] - STAGGER["CAM_FRONT"]
+    assert CameraSynchronizer(CAMERA_NAMES).out_of_sync() == {}
+
+
 def test_burst_is_bounded_by_the_queue():
     sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(queue_size=3))
     for k in range(50):  # only CAM_FRONT floods in; nothing can complete

@@ -102,6 +102,23 @@ class CameraSynchronizer:
         horizon = self._newest_ns - self.config.missing_timeout_ns
         return [c for c in self.cameras if self._last_seen.get(c, self._first_ns) < horizon]
 
+    def reference_offsets_ns(self) -> dict[str, int | None]:
+        """Per camera, how far its nearest waiting frame lies from the newest reference frame (None: no frame).
+
+        When no set forms, the cameras whose offset exceeds the tolerance are the ones out of sync.
+        """
+        reference = self._queues[self.config.reference_camera]
+        if not reference:
+            return {}
+        ref_stamp = reference[-1][0]
+        return {camera: min((stamp - ref_stamp for stamp, _ in queue), key=abs) if queue else None
+                for camera, queue in self._queues.items()}
+
+    def out_of_sync(self) -> dict[str, int | None]:
+        """The cameras that keep the newest reference frame from forming a set, with their offsets."""
+        return {camera: offset for camera, offset in self.reference_offsets_ns().items()
+                if offset is None or abs(offset) > self.config.tolerance_ns}
+
     def _match(self) -> FrameSet | None:
         cfg = self.config
         required = set(self.cameras)

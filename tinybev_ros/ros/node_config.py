@@ -41,6 +41,8 @@ class PerceptionNodeConfig:
     base_frame: str = _p("base_link", "frame of all outputs (REP 105)")
     sync_tolerance_ms: float = _p(60.0, "max spread of the six camera stamps grouped into one frame", 1.0, 1000.0)
     sync_queue_size: int = _p(4, "frames buffered per camera before the oldest is dropped", 1, 100)
+    sync_warn_after_s: float = _p(2.0, "images arrive but no synchronized set forms for this long: /diagnostics "
+                                       "goes WARN and names the cameras out of sync", 0.1, 3600.0)
     frame_queue_size: int = _p(1, "synchronized frames waiting for inference: 1 = latest wins (live); more = "
                                   "every frame in order while the backlog fits (bag replay for evaluation)", 1, 1000)
     allow_missing_cameras: bool = _p(False, "when a camera is silent: false = wait, true = infer with it masked")

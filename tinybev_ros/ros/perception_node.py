@@ -82,6 +82,7 @@ class PerceptionNode(Node):
         self._outputs: deque[float] = deque(maxlen=120)
         self.published = 0
         self.images_received: Counter[str] = Counter()
+        self._last_set = time.monotonic()  # when the synchronizer last formed a camera set (or start-up)
 
         self.predictor = self._load_predictor()
         self.get_logger().info(f"warm-up frame (default rig) took {self.predictor.warm_up():.0f} ms")
@@ -172,6 +173,7 @@ class PerceptionNode(Node):
             if self.sync.stats.resets != before:  # the tracker resets itself when its frames go back in time
                 self.fault("time_jump", f"{camera} stamp jumped backwards (bag loop?): synchronizer and tracker reset")
             if frameset is not None:
+                self._last_set = time.monotonic()
                 if len(self._pending) == self.cfg.frame_queue_size:
                     self._pending.popleft()
                     self.faults["dropped_busy"] += 1  # inference is behind: the oldest waiting set goes
@@ -359,13 +361,30 @@ class PerceptionNode(Node):
             "sync_resets": str(stats.resets), "missing_cameras": ",".join(silent),
         }
         values.update({f"fault_{k}": str(v) for k, v in sorted(self.faults.items())})
+        stalled = self._sync_stall()
+        values["out_of_sync"] = stalled
         level = DiagnosticStatus.OK
         message = "ok"
-        if silent or self.faults:
+        if silent or self.faults or stalled:
             level = DiagnosticStatus.WARN
-            message = f"silent cameras: {', '.join(silent)}" if silent else "faults: " + ", ".join(sorted(self.faults))
+            message = (stalled if stalled else f"silent cameras: {', '.join(silent)}" if silent
+                       else "faults: " + ", ".join(sorted(self.faults)))
         return DiagnosticStatus(level=level, name="tinybev_node: perception", hardware_id="tinybev",
                                 message=message, values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+    def _sync_stall(self) -> str:
+        """'' while sets form; else, once images have kept arriving for sync_warn_after_s without a set, which
+        cameras are how far off the reference camera."""
+        now = time.monotonic()
+        arriving = bool(self._arrivals) and now - self._arrivals[-1] < 1.0
+        if not arriving or now - self._last_set < self.cfg.sync_warn_after_s:
+            return ""
+        with self._lock:
+            offsets = self.sync.out_of_sync()
+        named = ", ".join(f"{camera} {'no frame' if offset is None else f'{offset / 1e6:+.0f} ms'}"
+                          for camera, offset in offsets.items())
+        return (f"no synchronized camera set for {now - self._last_set:.1f} s: {named or 'cameras'} off "
+                f"{self.sync.config.reference_camera} (sync_tolerance_ms {self.cfg.sync_tolerance_ms:g})")
 
     def _publish_diagnostics(self) -> None:
         array = DiagnosticArray(status=[self.diagnostics()])

@@ -326,13 +326,14 @@ def test_tinybev_eval_on_a_teacher_checkpoint(synth_dataset, tmp_path) -> None:
     assert metrics["samples"] == 16 and 0.0 <= metrics["map"]["mIoU"] <= 1.0
 
 
-def test_tinybev_eval_rejects_bad_arguments_clearly(tmp_path) -> None:
+def test_tinybev_eval_rejects_bad_arguments_clearly(tmp_path, capsys) -> None:
     from tinybev_ros.cli import main
 
     with pytest.raises(SystemExit, match="unknown \\['foo'\\]"):
         main(["eval", "--checkpoint", "x", "--dataroot", "y", "--tasks", "map,foo"])
-    with pytest.raises(SystemExit, match="checkpoint .*missing.safetensors does not exist"):
-        main(["eval", "--checkpoint", str(tmp_path / "missing.safetensors"), "--dataroot", str(tmp_path)])
+    missing = tmp_path / "missing.safetensors"
+    assert main(["eval", "--checkpoint", str(missing), "--dataroot", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"tinybev eval: error: checkpoint {missing} does not exist\n"
 
 
 def test_eval_worlds_reports_each_fresh_seed_and_their_mean(tmp_path) -> None:

@@ -12,3 +12,12 @@ class CheckpointError(ValueError):
 
 class CheckpointNotFound(CheckpointError, FileNotFoundError):
     """No file at the checkpoint path."""
+
+
+class DatasetError(ValueError):
+    """A nuScenes-format dataset that cannot be used as asked: wrong dataroot or version, unknown scene or split,
+    a table that does not parse, a missing or corrupt file. The message names the file or the name at fault."""
+
+
+class DatasetFileMissing(DatasetError, FileNotFoundError):
+    """A file the dataset's tables name is not on disk."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tinybev_ros.errors import CheckpointNotFound
+
 PACKAGE = "tinybev_ros"
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +37,6 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "data" / "tinybev_tiny.sa
 def default_checkpoint() -> Path:
     """The `tiny` student shipped with the package (distilled on synthetic data; see README)."""
     if not DEFAULT_CHECKPOINT.exists():
-        raise FileNotFoundError(f"no checkpoint given and the shipped default {DEFAULT_CHECKPOINT} is missing; "
+        raise CheckpointNotFound(f"no checkpoint given and the shipped default {DEFAULT_CHECKPOINT} is missing; "
                                 "pass one (parameter `checkpoint`, or --checkpoint)")
     return DEFAULT_CHECKPOINT

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.config import load_yaml
 from tinybev_ros.geometry import CAMERA_NAMES
+from tinybev_ros.nuscenes_dataset import open_nuscenes
 from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
 from training.data import cache_root, collate, move_batch
@@ -102,7 +102,7 @@ class Ablation:
         distill_path = config.path(config.distill_config)
         self.distill_run = load_distill_config(distill_path)
         self.train_config = load_train_config(self.distill_run.train_config_path())
-        self.nusc = NuScenes(version=version, dataroot=self.dataroot, verbose=False)
+        self.nusc = open_nuscenes(self.dataroot, version)
 
     def train_teacher(self) -> Path:
         run_dir = self.out / "teacher"

@@ -41,6 +41,7 @@ from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.splits import create_splits_scenes
 from torch.utils.data import Dataset
 
+from tinybev_ros.errors import DatasetError
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.model.config import ModelConfig
 from tinybev_ros.model.preprocess import ResizeCrop, normalize
@@ -106,7 +107,7 @@ def split_scene_names(dataroot: str | Path, version: str, split: str) -> list[st
     mini = f"mini_{split}"
     name = mini if version.endswith("mini") and mini in table else split
     if name not in table:
-        raise ValueError(f"{source} has no split {split!r} for {version}; it has {sorted(table)}")
+        raise DatasetError(f"{source} has no split {split!r} for {version}; it has {sorted(table)}")
     return list(table[name])
 
 
@@ -122,7 +123,7 @@ def split_sample_tokens(nusc: NuScenes, split: str) -> list[str]:
             tokens.append(token)
             token = nusc.get("sample", token)["next"]
     if not tokens:
-        raise ValueError(f"split {split!r} has no scenes in {nusc.dataroot} ({nusc.version})")
+        raise DatasetError(f"split {split!r} has no scenes in {nusc.dataroot} ({nusc.version})")
     return tokens
 
 

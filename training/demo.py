@@ -15,6 +15,9 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from tinybev_ros.errors import DatasetError
+from tinybev_ros.nuscenes_dataset import find_scene, open_nuscenes
+
 log = logging.getLogger("tinybev.demo")
 
 # The embedded default: a world the shipped checkpoint never saw (it was trained on other seeds).
@@ -52,16 +55,17 @@ def devkit_split_of(scene_name: str, version: str) -> str:
     for split in candidates:
         if scene_name in splits[split]:
             return split
-    raise ValueError(f"scene {scene_name} is in no devkit split of {version}; the evaluators cannot score it")
+    raise DatasetError(f"scene {scene_name} is in no devkit split of {version}; the evaluators cannot score it "
+                       "(give --bag without --dataroot to replay it without metrics)")
 
 
 def prepare_scene(args: argparse.Namespace) -> tuple[Path, str, str]:
     """(dataroot, version, scene name): the user's dataset, or a freshly generated synthetic scene."""
     if args.dataroot is not None:
-        from nuscenes.nuscenes import NuScenes
-
-        nusc = NuScenes(args.version, str(args.dataroot), verbose=False)
-        return args.dataroot, args.version, args.scene or nusc.scene[0]["name"]
+        nusc = open_nuscenes(args.dataroot, args.version)
+        scene = find_scene(nusc, args.scene)["name"] if args.scene else nusc.scene[0]["name"]
+        devkit_split_of(scene, args.version)  # scorable? (before the replay, not after it)
+        return args.dataroot, args.version, scene
     from tinybev_ros.synth import SynthConfig, generate
     from tinybev_ros.synth.generator import MARKER
 
@@ -79,13 +83,12 @@ def prepare_scene(args: argparse.Namespace) -> tuple[Path, str, str]:
 def evaluate_outputs(dataroot: Path, version: str, scene_name: str, outputs_bag: Path, out: Path) -> dict:
     """Metrics of the recorded outputs against the dataset's ground truth, plus the figures and the GIF."""
     import numpy as np
-    from nuscenes.nuscenes import NuScenes
 
     from tinybev_ros.ros.output_bag import predictions_from_bag
     from training.evaluate import evaluate, load_ground_truths, render_scene, write_report
 
-    nusc = NuScenes(version, str(dataroot), verbose=False)
-    scene = next(s for s in nusc.scene if s["name"] == scene_name)
+    nusc = open_nuscenes(dataroot, version)
+    scene = find_scene(nusc, scene_name)
     stamps = {}
     token = scene["first_sample_token"]
     while token:
@@ -123,30 +126,40 @@ def write_summary(path: Path, metrics: dict, checkpoint: Path, args: argparse.Na
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinybev_ros.paths import default_checkpoint, share_file
-    from tinybev_ros.ros.run import run_pipeline
+    from tinybev_ros.checkpoint import read_checkpoint
+    from tinybev_ros.paths import default_checkpoint
+    from tinybev_ros.ros.run import check_inputs
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.monotonic()
     out: Path = args.out
+    # The user's inputs are checked before any synthesis, conversion or node start-up.
+    checkpoint = args.checkpoint or str(default_checkpoint())
+    read_checkpoint(checkpoint)
+    check_inputs(args.bag, None, force=False)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        checkpoint = args.checkpoint or str(default_checkpoint())
-    except FileNotFoundError as exc:
-        log.error("demo: %s", exc)
-        return 2
+        return _demo(args, out, checkpoint, start)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):  # a failure leaves no empty folder behind
+            out.rmdir()
+
+
+def _demo(args: argparse.Namespace, out: Path, checkpoint: str, start: float) -> int:
+    from tinybev_ros.paths import share_file
+    from tinybev_ros.ros.run import run_pipeline
+
     dataroot = version = scene = None
     bag = args.bag
     if bag is None or args.dataroot is not None:
         dataroot, version, scene = prepare_scene(args)
     if bag is None:
-        from nuscenes.nuscenes import NuScenes
-
         from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
 
         bag = out / f"{scene}"
         if not (bag / "metadata.yaml").exists():
-            convert_scene(NuScenes(version, str(dataroot), verbose=False), scene, bag, ConvertOptions(progress=False))
+            convert_scene(open_nuscenes(dataroot, version), scene, bag, ConvertOptions(progress=False))
     outputs_bag = out / "outputs"
     log.info("demo: replaying %s through tinybev_node (rate %.2f) and recording the outputs", bag, args.rate)
     frames = run_pipeline(bag, share_file("config/tinybev.yaml"), checkpoint, args.device, args.rate,

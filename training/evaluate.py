@@ -24,7 +24,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from nuscenes.map_expansion.map_api import NuScenesMap
@@ -36,6 +35,7 @@ from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, CameraCalibration, Rig, Transform
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model.config import ModelConfig
+from tinybev_ros.nuscenes_dataset import open_nuscenes, read_image_rgb
 from tinybev_ros.predictions import PLAN_STEPS, Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 from tinybev_ros.tracking import Tracker, TrackerConfig
@@ -156,7 +156,7 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
         if "motion" in tasks:
             motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask, gt_ignore=~gt.evaluable)
         if "map" in tasks:
-            map_acc.add(pred.map_probs, gt.map_masks)
+            map_acc.add(pred.map_probs, gt.map_masks, gt.map_valid)
         if "occupancy" in tasks:
             occupancy.add(pred.occupancy, gt.occupancy, gt.occupancy_mask)
         if "planning" in tasks:
@@ -165,6 +165,9 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
         metrics["motion"] = motion.summary()
     if "map" in tasks:
         metrics["map"] = map_acc.result()
+        if not all(ground_truths[token].map_valid.all() for token in tokens):
+            metrics["map_note"] = (f"n/a: no map expansion in {Path(nusc.dataroot) / 'maps' / 'expansion'} (a separate "
+                                   "nuScenes download); drivable_area is scored against the semantic prior")
     if "occupancy" in tasks:
         metrics["occupancy"] = occupancy.result()
     if "planning" in tasks:
@@ -249,6 +252,8 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
         lines += ["", "## Map segmentation (IoU over the split)", ""]
         names = [*MAP_CLASSES, "mIoU"]
         lines += _table(names, [[_fmt(metrics["map"].get(n)) for n in names]])
+        if "map_note" in metrics:
+            lines += ["", metrics["map_note"]]
     if "occupancy" in metrics:
         o = metrics["occupancy"]
         lines += ["", "## Occupancy (IoU; near = 30 m x 30 m, far = 50 m x 50 m)", ""]
@@ -330,15 +335,12 @@ def sample_rig(nusc: NuScenes, sample_token: str) -> Rig:
     return Rig(cameras, Transform.from_nuscenes(lidar_calib["translation"], lidar_calib["rotation"]))
 
 
-def sample_images(nusc: NuScenes, sample_token: str) -> dict[str, np.ndarray | None]:
-    """RGB images of the six cameras of a keyframe (None where a file is missing or unreadable)."""
+def sample_images(nusc: NuScenes, sample_token: str) -> dict[str, np.ndarray]:
+    """RGB images of the six cameras of a keyframe; a missing, truncated or corrupt file is a DatasetError (an
+    evaluation never scores a half-grey image as if it were real)."""
     sample = nusc.get("sample", sample_token)
-    images: dict[str, np.ndarray | None] = {}
-    for name in CAMERA_NAMES:
-        path = Path(nusc.dataroot) / nusc.get("sample_data", sample["data"][name])["filename"]
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        images[name] = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return images
+    return {name: read_image_rgb(Path(nusc.dataroot) / nusc.get("sample_data", sample["data"][name])["filename"])
+            for name in CAMERA_NAMES}
 
 
 def render_scene(nusc: NuScenes, sample_tokens: list[str], predictions_by_sample: Mapping[str, Predictions],
@@ -396,9 +398,6 @@ def predict_split(predictor: Any, nusc: NuScenes, sample_tokens: list[str],
     out = {}
     for token in tqdm(sample_tokens, desc="inference", disable=not progress):
         images, rig = sample_images(nusc, token), sample_rig(nusc, token)
-        missing = [name for name, image in images.items() if image is None]
-        if missing:
-            raise FileNotFoundError(f"sample {token}: camera image(s) {missing} missing under {nusc.dataroot}")
         cameras = [rig.cameras[name] for name in CAMERA_NAMES]
         status = sample_ego_status(nusc, nusc.get("sample", token))  # what the node derives from /tf
         start = time.perf_counter()
@@ -488,10 +487,8 @@ def parse_tasks(text: str) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     tasks = parse_tasks(args.tasks)
-    for path, what in ((args.checkpoint, "checkpoint"), (args.dataroot, "dataroot")):
-        if not Path(path).exists():
-            raise SystemExit(f"tinybev eval: {what} {path} does not exist")
-    nusc = NuScenes(version=args.version, dataroot=str(args.dataroot), verbose=False)
+    read_checkpoint(args.checkpoint)  # a wrong checkpoint is reported before any dataset work
+    nusc = open_nuscenes(args.dataroot, args.version)
     evaluate_checkpoint(args.checkpoint, nusc, devkit_split(args.version, args.split), args.out, tasks, args.device,
                         args.figure_scenes, args.speed)
     return 0

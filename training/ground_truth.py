@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from nuscenes.map_expansion.map_api import NuScenesMap
@@ -64,6 +65,8 @@ class GroundTruth:
     command: int  # taxonomy.Command derived from ego_future
     # Which occupancy frames exist (the scene may end before +2 s); an addition to the contract's fields.
     occupancy_mask: np.ndarray = field(default_factory=lambda: np.ones(OCCUPANCY_STEPS, dtype=bool))
+    # Which map layers are known: without the map expansion only drivable_area (from the semantic prior) is.
+    map_valid: np.ndarray = field(default_factory=lambda: np.ones(len(MAP_CLASSES), dtype=bool))
 
     def __len__(self) -> int:
         return int(self.centers.shape[0])
@@ -117,6 +120,28 @@ def get_map(nusc: NuScenes, cache: MutableMapping[str, NuScenesMap], map_name: s
     if map_name not in cache:
         cache[map_name] = NuScenesMap(dataroot=str(nusc.dataroot), map_name=map_name)
     return cache[map_name]
+
+
+def has_map_expansion(nusc: NuScenes, map_name: str) -> bool:
+    """Plain nuScenes comes without the map expansion (a separate download): only the semantic-prior PNGs."""
+    return (Path(nusc.dataroot) / "maps" / "expansion" / f"{map_name}.json").is_file()
+
+
+def prior_masks_for_pose(nusc: NuScenes, sample: dict, ego_to_global: Transform,
+                         grid: BevGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Map masks from the semantic prior (the devkit's MapMask of the log's map PNG, 0.1 m per pixel): the
+    drivable area only; the other layers are marked unknown. Returns (masks, valid)."""
+    scene = nusc.get("scene", sample["scene_token"])
+    record = nusc.get("map", nusc.get("log", scene["log_token"])["map_token"])
+    xs, ys = grid.cell_centers()
+    cells = np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
+    world = ego_to_global.apply(np.concatenate([cells, np.zeros((len(cells), 1))], axis=1))
+    masks = np.zeros((len(MAP_CLASSES), *grid.shape), dtype=bool)
+    valid = np.zeros(len(MAP_CLASSES), dtype=bool)
+    drivable = MAP_CLASSES.index("drivable_area")
+    masks[drivable] = record["mask"].is_on_mask(world[:, 0], world[:, 1]).reshape(grid.shape)
+    valid[drivable] = True
+    return masks, valid
 
 
 def following_samples(nusc: NuScenes, sample: dict, count: int) -> list[dict | None]:
@@ -319,12 +344,16 @@ def load_ground_truth(nusc: NuScenes, nusc_map_cache: MutableMapping[str, NuScen
                       grid: BevGrid) -> GroundTruth:
     """All task ground truth of one keyframe. `nusc_map_cache` may start as `{}`; maps are added by name."""
     labels = read_sample_labels(nusc, sample_token)
-    nusc_map = get_map(nusc, nusc_map_cache, labels.map_name)
-    return ground_truth_from_labels(labels, map_masks_for_pose(nusc_map, labels.ego_to_global, grid),
-                                    labels.occupancy.rasterize(grid))
+    if has_map_expansion(nusc, labels.map_name):
+        nusc_map = get_map(nusc, nusc_map_cache, labels.map_name)
+        masks, valid = map_masks_for_pose(nusc_map, labels.ego_to_global, grid), None
+    else:
+        masks, valid = prior_masks_for_pose(nusc, labels.sample, labels.ego_to_global, grid)
+    return ground_truth_from_labels(labels, masks, labels.occupancy.rasterize(grid), valid)
 
 
-def ground_truth_from_labels(labels: SampleLabels, map_masks: np.ndarray, occupancy: np.ndarray) -> GroundTruth:
+def ground_truth_from_labels(labels: SampleLabels, map_masks: np.ndarray, occupancy: np.ndarray,
+                             map_valid: np.ndarray | None = None) -> GroundTruth:
     boxes = labels.boxes
     return GroundTruth(
         sample_token=labels.sample["token"],
@@ -347,4 +376,5 @@ def ground_truth_from_labels(labels: SampleLabels, map_masks: np.ndarray, occupa
         ego_future_mask=labels.ego_future_mask,
         command=command_from_ego_future(labels.ego_future, labels.ego_future_mask),
         occupancy_mask=labels.occupancy.valid.copy(),
+        map_valid=np.ones(len(MAP_CLASSES), dtype=bool) if map_valid is None else map_valid,
     )

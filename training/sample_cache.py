@@ -25,7 +25,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from nuscenes.nuscenes import NuScenes
 from safetensors import SafetensorError
@@ -35,6 +34,7 @@ from tqdm import tqdm
 from tinybev_ros.atomic_file import atomic_path, write_text
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, Transform
 from tinybev_ros.model.preprocess import ResizeCrop
+from tinybev_ros.nuscenes_dataset import read_image_rgb
 from training.ground_truth import (
     GroundTruth,
     OccupancyFootprints,
@@ -180,19 +180,6 @@ def _camera_inputs(nusc: NuScenes, sample: dict, ego_to_global: Transform,
         raise ValueError(f"sample {sample['token']}: cameras differ in aspect ratio ({sorted(shapes)}); the cache "
                          "stores one image size for all six")
     return np.stack(images), np.stack(intrinsics), np.stack(static), np.stack(compensated)
-
-
-def read_image_rgb(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8; a missing, truncated or corrupt file is an error naming it."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
-        raise ValueError(f"image {path} is a truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"image {path} cannot be decoded")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_lidar_points(nusc: NuScenes, record: dict, ego_to_global: Transform) -> np.ndarray:

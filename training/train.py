@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.model.backbone import load_imagenet_weights
+from tinybev_ros.nuscenes_dataset import open_nuscenes
 from training.batchnorm import recalibrate_batchnorm
 from training.checkpointing import (
     MODEL_FILE,
@@ -139,7 +140,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, kind: str, dataroot: str | Path, version: str, out_dir: str | Path,
                  device: str | None = None, nusc=None) -> None:
-        from nuscenes.nuscenes import NuScenes
 
         self.config = config
         self.kind = kind
@@ -158,7 +158,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.grid: BevGrid = self.spec.grid
         if nusc is None:
-            nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+            nusc = open_nuscenes(dataroot, version)
         with_lidar = kind == "teacher"
         common = {"grid": self.grid, "det_stride": self.spec.det_stride, "camera_config": self.spec.camera_config,
                   "data_config": config.data, "target_config": config.targets, "with_lidar": with_lidar,

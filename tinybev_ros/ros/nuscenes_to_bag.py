@@ -27,6 +27,7 @@ import argparse
 import functools
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -37,7 +38,9 @@ from pathlib import Path
 import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
+from tinybev_ros.errors import DatasetError
 from tinybev_ros.geometry import Transform, matrix_to_quat
+from tinybev_ros.nuscenes_dataset import find_scene, open_nuscenes
 from tinybev_ros.ros.bag_messages import MessageFactory
 from tinybev_ros.ros.bag_output import STORAGES, AtomicBagWriter, BagExistsError, bag_size_bytes, check_target
 from tinybev_ros.ros.typestore import standard_typestore
@@ -53,7 +56,7 @@ _ORDER = {"clock": 0, "tf_static": 1, "map": 2, "tf": 3, "camera_info": 4, "imag
           "markers": 7}
 
 
-class ConversionError(RuntimeError):
+class ConversionError(DatasetError):
     """Bad input: the message names the file, table or argument at fault."""
 
 
@@ -112,36 +115,6 @@ STREAM_QOS = _qos(QosDurability.VOLATILE, 10)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Input
-
-
-def open_nuscenes(dataroot: str | Path, version: str):
-    """The devkit's NuScenes object, with a clear error for a wrong dataroot or version."""
-    from nuscenes.nuscenes import NuScenes
-
-    root = Path(dataroot)
-    if not root.is_dir():
-        raise ConversionError(f"dataroot {root} is not a directory")
-    tables = root / version
-    if not (tables / "scene.json").is_file():
-        found = sorted(p.name for p in root.iterdir() if (p / "scene.json").is_file())
-        raise ConversionError(f"no nuScenes tables at {tables} (missing {tables / 'scene.json'}); "
-                              f"versions found in {root}: {', '.join(found) or 'none'}")
-    try:
-        return NuScenes(version=version, dataroot=str(root), verbose=False)
-    except (OSError, ValueError, KeyError, AssertionError) as exc:
-        raise ConversionError(f"cannot load nuScenes {version} from {root}: {exc}") from exc
-
-
-def scene_names(nusc) -> list[str]:
-    return [scene["name"] for scene in nusc.scene]
-
-
-def find_scene(nusc, name: str) -> dict:
-    for scene in nusc.scene:
-        if scene["name"] == name:
-            return scene
-    raise ConversionError(f"unknown scene '{name}' in {nusc.dataroot}/{nusc.version}; "
-                          f"scenes: {', '.join(scene_names(nusc))}")
 
 
 def read_file(path: Path) -> bytes:
@@ -381,23 +354,30 @@ class SceneMessages:
 
     def _check_map_available(self) -> None:
         path, _ = self._map_path()
-        if not path.is_file():
-            raise ConversionError(f"missing map expansion file {path} (needed for /map; pass --no-map to skip it)")
+        if not path.is_file():  # plain nuScenes: the expansion is a separate download
+            log.info("no map expansion at %s: /map carries the drivable area of the semantic prior (maps/*.png)",
+                     path)
 
     def _map(self, stamp_ns: int) -> object:
         path, location = self._map_path()
-        try:
-            nusc_map = load_map(str(self.root), location)
-        except (OSError, ValueError, KeyError, AssertionError) as exc:
-            raise ConversionError(f"cannot load map expansion {path}: {exc}") from exc
         res, margin = self.options.map_resolution_m, self.options.map_margin_m
         xy = np.array([self._ego_to_map(r).translation[:2] for records in self.records.values() for r in records])
         x0, y0 = np.floor((xy.min(axis=0) - margin) / res) * res
         x1, y1 = np.ceil((xy.max(axis=0) + margin) / res) * res
         width, height = int(round((x1 - x0) / res)), int(round((y1 - y0) / res))
-        # devkit patch (x_centre, y_centre, height along y, width along x); mask rows follow +y from y0.
-        patch = ((x0 + x1) / 2.0, (y0 + y1) / 2.0, y1 - y0, x1 - x0)
-        mask = nusc_map.get_map_mask(patch, 0.0, ["drivable_area"], canvas_size=(height, width))[0]
+        if path.is_file():
+            try:
+                nusc_map = load_map(str(self.root), location)
+            except (OSError, ValueError, KeyError, AssertionError) as exc:
+                raise ConversionError(f"cannot load map expansion {path}: {exc}") from exc
+            # devkit patch (x_centre, y_centre, height along y, width along x); mask rows follow +y from y0.
+            patch = ((x0 + x1) / 2.0, (y0 + y1) / 2.0, y1 - y0, x1 - x0)
+            mask = nusc_map.get_map_mask(patch, 0.0, ["drivable_area"], canvas_size=(height, width))[0]
+        else:  # the semantic prior (devkit MapMask): rows follow +y from y0, as the grid wants
+            prior = self.nusc.get("map", self.nusc.get("log", self.scene["log_token"])["map_token"])["mask"]
+            ys, xs = np.meshgrid(y0 + (np.arange(height) + 0.5) * res, x0 + (np.arange(width) + 0.5) * res,
+                                 indexing="ij")
+            mask = prior.is_on_mask(xs.ravel(), ys.ravel()).reshape(height, width)
         values = np.where(mask > 0, 100, 0).astype(np.int8)
         return self.msg.occupancy_grid(stamp_ns, "map", (x0, y0), res, values)
 
@@ -485,14 +465,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         nusc = open_nuscenes(args.dataroot, args.version)
         if args.all:
-            targets = [(name, args.out / name) for name in scene_names(nusc)]
+            targets = [(scene["name"], args.out / scene["name"]) for scene in nusc.scene]
         else:
             targets = [(find_scene(nusc, args.scene)["name"], args.out)]
         for name, target in targets:
             summary = convert_scene(nusc, name, target, options)
             print(summary.format(), flush=True)
-    except (ConversionError, BagExistsError) as exc:
+    except (DatasetError, BagExistsError) as exc:
         print(f"nuscenes_to_bag: error: {exc}", file=sys.stderr)
+        return 2
+    except (sqlite3.OperationalError, OSError) as exc:  # e.g. the disk filled up: the staging folder is gone
+        print(f"nuscenes_to_bag: error: cannot write the bag ({exc}); nothing was left at the target path",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nuscenes_to_bag: interrupted; no bag written at the target path", file=sys.stderr)

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from tinybev_ros.errors import DatasetError
 from tinybev_ros.paths import share_file
 from tinybev_ros.ros.bag_output import BagExistsError, check_target, is_bag
 from tinybev_ros.ros.child_process import spawn
@@ -109,7 +110,7 @@ def stop(process: subprocess.Popen | None, timeout_s: float = 20.0) -> None:
         process.wait()
 
 
-class RunInputError(ValueError):
+class RunInputError(DatasetError):
     """A bag or record target that cannot be used; found before any process starts."""
 
 

@@ -20,6 +20,7 @@ from nuscenes.utils.data_classes import LidarPointCloud
 from nuscenes.utils.geometry_utils import BoxVisibility
 
 from tinybev_ros.geometry import CAMERA_NAMES, Transform, quat_to_yaw
+from tinybev_ros.nuscenes_dataset import open_nuscenes
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if not (Path(args.dataroot) / args.version).is_dir():
         log.error("synth-render: no table folder %s in dataroot %s", args.version, args.dataroot)
         return 2
-    nusc = NuScenes(args.version, args.dataroot, verbose=False)
+    nusc = open_nuscenes(args.dataroot, args.version)
     token = args.sample
     if token is None:
         scenes = [s for s in nusc.scene if args.scene in (None, s["name"])]

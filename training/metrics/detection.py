@@ -24,6 +24,7 @@ from nuscenes.eval.detection.evaluate import DetectionEval
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
+from tinybev_ros.errors import DatasetError
 from tinybev_ros.geometry import Transform, matrix_to_quat
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES
@@ -103,7 +104,7 @@ def split_sample_tokens(nusc: NuScenes, eval_set: str) -> list[str]:
 
     splits = create_splits_scenes()
     if eval_set not in splits:
-        raise ValueError(f"unknown nuScenes split {eval_set!r}; known: {sorted(splits)}")
+        raise DatasetError(f"unknown nuScenes split {eval_set!r}; known: {sorted(splits)}")
     names = set(splits[eval_set])
     tokens = []
     for scene in nusc.scene:

@@ -87,8 +87,14 @@ class MapAccumulator:
     def __post_init__(self) -> None:
         self._iou = IoUAccumulator(self.classes)
 
-    def add(self, map_probs: np.ndarray, gt_masks: np.ndarray) -> None:
-        self._iou.add(np.asarray(map_probs) >= self.threshold, gt_masks)
+    def add(self, map_probs: np.ndarray, gt_masks: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """`valid` (per class) leaves out the layers the ground truth does not know (they stay n/a)."""
+        pred = np.asarray(map_probs) >= self.threshold
+        if valid is None or np.all(valid):
+            self._iou.add(pred, gt_masks)
+            return
+        for index in np.flatnonzero(valid):
+            self._iou.add_one(self.classes[index], pred[index], gt_masks[index])
 
     def result(self) -> dict[str, float]:
         return self._iou.result()

@@ -17,6 +17,7 @@ import torch
 from nuscenes.nuscenes import NuScenes
 from torch.utils.data import DataLoader
 
+from tinybev_ros.nuscenes_dataset import open_nuscenes
 from training.data import collate, move_batch
 from training.teachers.cached import cache_teacher
 from training.teachers.fusion_teacher import LiveTeacher
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.teacher).is_file():
         raise SystemExit(f"tinybev teacher-cache: teacher checkpoint {args.teacher} does not exist")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    nusc = NuScenes(version=args.version, dataroot=str(args.dataroot), verbose=False)
+    nusc = open_nuscenes(args.dataroot, args.version)
     with torch.no_grad():
         written = cache_splits(args.teacher, nusc, args.splits, args.out, device, args.batch_size)
     print(f"tinybev teacher-cache: wrote {written} sample files to {args.out}")

@@ -227,3 +227,22 @@ def test_a_stopped_run_leaves_no_process_behind(scene_bag, tmp_path, how):
             os.kill(pid, signal.SIGKILL)
         if run.poll() is None:
             run.kill()
+
+
+def test_a_full_disk_during_convert_is_one_line_and_leaves_nothing(synth_dataset, tmp_path):
+    """The file-size limit makes the converter's writes fail the way a full disk does (EFBIG / SQLITE_FULL)."""
+    import resource
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 2**20, 2 * 2**20))
+
+    out = tmp_path / "scene"
+    result = subprocess.run([sys.executable, "-m", "tinybev_ros.cli", "bag", "convert", "--dataroot",
+                             str(synth_dataset.dataroot), "--version", synth_dataset.version, "--scene", "scene-0061",
+                             "--out", str(out), "--no-map", "--no-progress"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, preexec_fn=small_disk)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "nuscenes_to_bag: error: cannot write the bag" in result.stderr.strip().splitlines()[-1]
+    assert not out.exists() and not list(tmp_path.glob(".scene.partial-*"))

@@ -30,6 +30,7 @@ from nuscenes.map_expansion.map_api import NuScenesMap
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.ego_motion import EGO_VELOCITY_LAG_S, ego_status, unknown_ego_status
+from tinybev_ros.errors import DatasetFileMissing
 from tinybev_ros.geometry import LIDAR_NAME, BevGrid, Transform, quat_to_yaw
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES, DYNAMIC_CLASSES, MAP_CLASSES, Command
@@ -133,6 +134,9 @@ def prior_masks_for_pose(nusc: NuScenes, sample: dict, ego_to_global: Transform,
     drivable area only; the other layers are marked unknown. Returns (masks, valid)."""
     scene = nusc.get("scene", sample["scene_token"])
     record = nusc.get("map", nusc.get("log", scene["log_token"])["map_token"])
+    if not (Path(nusc.dataroot) / record["filename"]).is_file():
+        raise DatasetFileMissing(f"no map for {record['filename']}: neither the map expansion nor the semantic prior "
+                                 f"is under {Path(nusc.dataroot) / 'maps'} (evaluate with --tasks without map)")
     xs, ys = grid.cell_centers()
     cells = np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
     world = ego_to_global.apply(np.concatenate([cells, np.zeros((len(cells), 1))], axis=1))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinybev_ros.ros.node_config import parameter_fields
+from tinybev_ros.ros.node_config import parameter_fields, parameters_table
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / "launch" / "tinybev.launch.py"
@@ -20,6 +20,10 @@ def test_params_file_matches_the_node_parameters():
     params = raw["/**/tinybev_node"]["ros__parameters"]
     defaults = {name: default for name, default, _ in parameter_fields()}
     assert params == defaults  # same names, same defaults: the YAML cannot drift from the code
+
+
+def test_readme_parameter_table_is_the_one_the_code_declares():
+    assert parameters_table() in (REPO / "README.md").read_text()
 
 
 def test_launch_file_is_valid_python_naming_real_executables_and_files():

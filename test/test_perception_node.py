@@ -328,6 +328,46 @@ def test_a_camera_out_of_sync_turns_diagnostics_to_warn_naming_it(ros_context, u
         stop_node(node)
 
 
+def test_dynamic_parameters_apply_and_the_others_are_refused_with_a_reason(ros_context, untrained_checkpoint,
+                                                                          tmp_path):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    log = tmp_path / "node.log"
+    node = start_node(untrained_checkpoint, log)
+    rosie = Rosie(scale=0.25)
+    client = rosie.node.create_client(SetParameters, "/tinybev/tinybev_node/set_parameters")
+    try:
+        rosie.spin_until(lambda: client.service_is_ready(), 120, node)
+
+        def set_parameter(name: str, value: ParameterValue):
+            future = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
+            rosie.spin_until(future.done, 30, node)
+            return future.result().results[0]
+
+        def double(x: float) -> ParameterValue:
+            return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=x)
+
+        def string(text: str) -> ParameterValue:
+            return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=text)
+
+        assert set_parameter("score_threshold", double(0.12)).successful
+        refused = set_parameter("score_threshold", double(2.0))
+        assert not refused.successful and "score_threshold" in refused.reason
+        command = set_parameter("command", string("sideways"))
+        assert not command.successful and "choose one of goal, left, right, straight" in command.reason
+        assert set_parameter("command", string("left")).successful
+        read_only = set_parameter("device", string("cpu"))
+        assert not read_only.successful and "read-only" in read_only.reason
+        # publish_images switched on at run time: the image outputs appear
+        assert set_parameter("publish_images", ParameterValue(type=ParameterType.PARAMETER_BOOL,
+                                                              bool_value=True)).successful
+        rosie.spin_until(lambda: rosie.node.count_publishers("/tinybev/bev_image") == 1, 30, node)
+    finally:
+        stop_node(node)
+    assert "parameters changed: score_threshold=0.12" in log.read_text()
+
+
 BAD_PARAMETERS = {  # a value the node cannot work with -> what its one line must say
     "sync_tolerance_ms:=-5.0": "sync_tolerance_ms out of range",
     "sync_queue_size:=0": "sync_queue_size out of range",

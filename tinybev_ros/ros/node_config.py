@@ -19,8 +19,8 @@ class NodeConfigError(ValueError):
 
 
 def _p(default, description: str, low: float | None = None, high: float | None = None,
-       choices: tuple[str, ...] = ()):
-    metadata = {"description": description, "low": low, "high": high, "choices": choices}
+       choices: tuple[str, ...] = (), dynamic: bool = False):
+    metadata = {"description": description, "low": low, "high": high, "choices": choices, "dynamic": dynamic}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -31,7 +31,7 @@ class PerceptionNodeConfig:
     checkpoint: str = _p("", "student checkpoint (.safetensors); empty: the checkpoint shipped with the package")
     device: str = _p("auto", "auto (cuda if available, else cpu), cpu, or cuda[:N]")
     precision: str = _p("auto", "auto (fp16 on cuda, fp32 on cpu), fp32, or fp16", choices=("auto", "fp32", "fp16"))
-    score_threshold: float = _p(0.3, "detections below this score are not published", 0.0, 1.0)
+    score_threshold: float = _p(0.3, "detections below this score are not published", 0.0, 1.0, dynamic=True)
     image_transport: str = _p("compressed", "compressed (sensor_msgs/CompressedImage) or raw (sensor_msgs/Image)",
                               choices=("compressed", "raw"))
     compressed_topic: str = _p("/{camera}/image_rect_compressed", "compressed image topic; {camera} = channel")
@@ -42,17 +42,18 @@ class PerceptionNodeConfig:
     sync_tolerance_ms: float = _p(60.0, "max spread of the six camera stamps grouped into one frame", 1.0, 1000.0)
     sync_queue_size: int = _p(4, "frames buffered per camera before the oldest is dropped", 1, 100)
     sync_warn_after_s: float = _p(2.0, "images arrive but no synchronized set forms for this long: /diagnostics "
-                                       "goes WARN and names the cameras out of sync", 0.1, 3600.0)
+                                       "goes WARN and names the cameras out of sync", 0.1, 3600.0, dynamic=True)
     frame_queue_size: int = _p(1, "synchronized frames waiting for inference: 1 = latest wins (live); more = "
                                   "every frame in order while the backlog fits (bag replay for evaluation)", 1, 1000)
     allow_missing_cameras: bool = _p(False, "when a camera is silent: false = wait, true = infer with it masked")
     missing_camera_timeout_ms: float = _p(300.0, "a camera is silent after this long without a frame", 10.0, 60000.0)
     command: str = _p("goal", "planning command: left, right, straight, or goal (from goal_topic, else straight)",
-                      choices=("goal", "left", "right", "straight"))
+                      choices=("goal", "left", "right", "straight"), dynamic=True)
     goal_topic: str = _p("/goal_pose", "geometry_msgs/PoseStamped goal (rviz2 2D Goal Pose)")
     goal_lateral_threshold_m: float = _p(5.0, "goal further than this to the side (in base_link) turns left/right",
-                                         0.0, 1000.0)
-    publish_images: bool = _p(False, "also publish the BEV rendering and camera overlays as sensor_msgs/Image")
+                                         0.0, 1000.0, dynamic=True)
+    publish_images: bool = _p(False, "also publish the BEV rendering and camera overlays as sensor_msgs/Image",
+                              dynamic=True)
     diagnostics_period_s: float = _p(1.0, "period of /diagnostics", 0.05, 3600.0)
     tracker_max_age: int = _p(3, "frames a track survives without a matching detection", 0, 1000)
 
@@ -67,13 +68,31 @@ class ParameterSpec:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
+    dynamic: bool = False  # `ros2 param set` applies it to the running node; the others are read-only
 
 
 def parameter_specs() -> list[ParameterSpec]:
     """Every parameter, in declaration order."""
     defaults = PerceptionNodeConfig()
     return [ParameterSpec(f.name, getattr(defaults, f.name), f.metadata["description"], f.metadata["low"],
-                          f.metadata["high"], f.metadata["choices"]) for f in fields(PerceptionNodeConfig)]
+                          f.metadata["high"], f.metadata["choices"], f.metadata["dynamic"])
+            for f in fields(PerceptionNodeConfig)]
+
+
+def parameters_table() -> str:
+    """The README's parameter table (test_launch checks the README holds exactly this)."""
+    rows = ["| name | type | default | valid values | dynamic | description |", "|---|---|---|---|---|---|"]
+    for spec in parameter_specs():
+        kind = {bool: "bool", int: "int", float: "double", str: "string", list: "string[]"}[type(spec.default)]
+        default = ("[" + ", ".join(spec.default) + "]" if isinstance(spec.default, list) and len(spec.default) < 3
+                   else "6 nuScenes cameras" if isinstance(spec.default, list) else repr(spec.default)
+                   if isinstance(spec.default, str) else str(spec.default).lower() if isinstance(spec.default, bool)
+                   else repr(spec.default))
+        valid = (f"[{spec.low:g}, {spec.high:g}]" if spec.low is not None else " \\| ".join(spec.choices)
+                 or ("auto \\| cpu \\| cuda[:N]" if spec.name == "device" else ""))
+        rows.append(f"| `{spec.name}` | {kind} | `{default}` | {valid} | {'yes' if spec.dynamic else 'no'} | "
+                    f"{spec.description.replace('|', '/')} |")
+    return "\n".join(rows)
 
 
 def parameter_fields() -> list[tuple[str, object, str]]:

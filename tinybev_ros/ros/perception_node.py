@@ -15,14 +15,14 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import OccupancyGrid, Path
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
@@ -70,6 +70,7 @@ class PerceptionNode(Node):
         self.cfg = PerceptionNodeConfig(**{f.name: self.get_parameter(f.name).value
                                            for f in fields(PerceptionNodeConfig)})
         validate(self.cfg)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         cfg = self.cfg
         self.faults: Counter[str] = Counter()
         self._logged: set[str] = set()
@@ -126,8 +127,7 @@ class PerceptionNode(Node):
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
         self.pub_images = None
         if cfg.publish_images:
-            self.pub_images = (self.create_publisher(Image, "bev_image", RELIABLE),
-                               self.create_publisher(Image, "camera_overlay", RELIABLE))
+            self._create_image_publishers()
         # Wall-clock period: with use_sim_time a paused or not yet started replay must still get diagnostics.
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -138,6 +138,27 @@ class PerceptionNode(Node):
             f"outputs under {self.get_namespace().rstrip('/')}/")
 
     # ------------------------------------------------------------ set-up
+    def _create_image_publishers(self) -> None:
+        self.pub_images = (self.create_publisher(Image, "bev_image", RELIABLE),
+                           self.create_publisher(Image, "camera_overlay", RELIABLE))
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """`ros2 param set` on a dynamic parameter: validated like at start-up, then used from the next frame.
+        (The read-only ones are refused by rclpy itself, from their descriptors.)"""
+        changed = {p.name: p.value for p in parameters if p.name in {f.name for f in fields(PerceptionNodeConfig)}}
+        if not changed:
+            return SetParametersResult(successful=True)
+        candidate = replace(self.cfg, **changed)
+        try:
+            validate(candidate)
+        except NodeConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if candidate.publish_images and self.pub_images is None:
+            self._create_image_publishers()
+        self.cfg = candidate  # one reference swap: the worker sees the old or the new config, never a mix
+        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+        return SetParametersResult(successful=True)
+
     def _load_predictor(self):
         import torch
 
@@ -290,7 +311,7 @@ class PerceptionNode(Node):
         pred = pred.select(pred.scores >= self.cfg.score_threshold)
         pred = self.tracker.update(pred, ego_to_world=self.pose_at(frameset.stamp_ns))
         self._publish(pred)
-        if self.pub_images is not None:
+        if self.cfg.publish_images and self.pub_images is not None:
             self._publish_images(pred, images, intrinsics, cam_to_ego)
         received = max(entry[1] for entry in frameset.frames.values() if entry is not None)
         self._latency_ms.append((time.monotonic() - received) * 1e3)
@@ -402,12 +423,13 @@ class PerceptionNode(Node):
 def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
     """The ROS descriptor of a parameter: its description, valid values and range (`ros2 param describe`)."""
     text = spec.description + (f" ({' | '.join(spec.choices)})" if spec.choices else "")
+    read_only = not spec.dynamic  # set at start-up (params file, -p); `ros2 param set` is refused
     if spec.low is None:
-        return ParameterDescriptor(description=text)
+        return ParameterDescriptor(description=text, read_only=read_only)
     if isinstance(spec.default, int):
-        return ParameterDescriptor(description=text, integer_range=[
+        return ParameterDescriptor(description=text, read_only=read_only, integer_range=[
             IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)])
-    return ParameterDescriptor(description=text, floating_point_range=[
+    return ParameterDescriptor(description=text, read_only=read_only, floating_point_range=[
         FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)])
 
 

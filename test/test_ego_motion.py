@@ -8,10 +8,11 @@ import torch
 from nuscenes.nuscenes import NuScenes
 from test_training import TINY  # noqa: I001  (test helper module)
 
-from tinybev_ros.ego_motion import ego_status, ego_status_from_history
+from tinybev_ros.ego_motion import ego_status, ego_status_from_tf
 from tinybev_ros.geometry import Transform
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model import build_student, load_model_config
+from tinybev_ros.transform_buffer import TransformBuffer
 from training.ground_truth import sample_ego_status
 
 
@@ -30,12 +31,17 @@ def test_velocity_is_in_the_current_base_link():
     assert not ego_status(yawed(0, 0, 0), yawed(0, 0, 0), 0.0).any()
 
 
-def test_from_a_pose_history_as_the_node_keeps_it():
-    history = [(int(t * 1e9), yawed(10.0 * t, 0.0, 0.0)) for t in np.arange(0.0, 2.0, 0.05)]
-    np.testing.assert_allclose(ego_status_from_history(history, int(1.5e9)), [10.0, 0.0, 1.0], atol=1e-6)
-    assert not ego_status_from_history(history, int(0.2e9)).any()  # less than half a second of history
-    assert not ego_status_from_history(history, int(5e9)).any()  # no pose near the frame
-    assert not ego_status_from_history([], 0).any()
+def test_from_the_transform_tree_as_the_node_keeps_it():
+    """map -> odom (static) -> base_link (/tf at 20 Hz): 10 m/s forward, whatever the chain."""
+    buffer = TransformBuffer()
+    buffer.set_transform("map", "odom", 0, yawed(100.0, -20.0, 0.3), static=True)
+    for t in np.arange(0.0, 2.0, 0.05):
+        buffer.set_transform("odom", "base_link", int(t * 1e9), yawed(10.0 * t, 0.0, 0.0))
+    np.testing.assert_allclose(ego_status_from_tf(buffer, "map", "base_link", int(1.52e9)), [10.0, 0.0, 1.0],
+                               atol=1e-6)  # between two /tf stamps: interpolated
+    assert not ego_status_from_tf(buffer, "map", "base_link", int(0.2e9)).any()  # less than half a second of /tf
+    assert not ego_status_from_tf(buffer, "map", "base_link", int(5e9)).any()  # no pose at the frame
+    assert not ego_status_from_tf(TransformBuffer(), "map", "base_link", 0).any()
 
 
 def test_the_dataset_status_follows_the_ego_poses(synth_dataset):

@@ -28,7 +28,7 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from tinybev_ros.checkpoint import save_checkpoint
-from tinybev_ros.geometry import CAMERA_NAMES, Rig, wxyz_to_xyzw
+from tinybev_ros.geometry import CAMERA_NAMES, Rig, Transform, wxyz_to_xyzw
 from tinybev_ros.model import build_student
 from tinybev_ros.model.config import load_model_config
 from tinybev_ros.ros import messages as M
@@ -36,6 +36,8 @@ from tinybev_ros.ros import messages as M
 REPO = Path(__file__).resolve().parent.parent
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# <cam>_link (x forward, REP 103) -> <cam>_optical_frame (z forward, x right, y down)
+OPTICAL = Transform(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), np.zeros(3))
 STAGGER_NS = {"CAM_FRONT_LEFT": -43_000_000, "CAM_FRONT": -35_000_000, "CAM_FRONT_RIGHT": -27_000_000,
               "CAM_BACK_LEFT": -1_000_000, "CAM_BACK": -10_000_000, "CAM_BACK_RIGHT": -20_000_000}
 
@@ -53,15 +55,18 @@ def untrained_checkpoint(tmp_path_factory):
 class Rosie:
     """The test's side of the wire: publishes camera inputs, collects outputs."""
 
-    def __init__(self, scale: float = 1.0, raw: bool = False) -> None:
+    def __init__(self, scale: float = 1.0, raw: bool = False, optical_frames: bool = False,
+                 camera_info_qos: QoSProfile = RELIABLE) -> None:
         self.node = rclpy.create_node(f"node_test_{os.getpid()}_{time.monotonic_ns()}")
         self.rig = Rig.load()
-        self.scale, self.raw = scale, raw
+        self.scale, self.raw, self.optical = scale, raw, optical_frames
+        # the frame_id of each camera's images and CameraInfo: the nuScenes channel, or a URDF optical frame
+        self.frames = {c: f"{c.lower()}_optical_frame" if optical_frames else c for c in CAMERA_NAMES}
         self.width, self.height = int(1600 * scale), int(900 * scale)
         image_type = Image if raw else CompressedImage
         suffix = "image_rect" if raw else "image_rect_compressed"
         self.image_pubs = {c: self.node.create_publisher(image_type, f"/{c}/{suffix}", RELIABLE) for c in CAMERA_NAMES}
-        self.info_pubs = {c: self.node.create_publisher(CameraInfo, f"/{c}/camera_info", RELIABLE)
+        self.info_pubs = {c: self.node.create_publisher(CameraInfo, f"/{c}/camera_info", camera_info_qos)
                           for c in CAMERA_NAMES}
         self.tf_static = self.node.create_publisher(TFMessage, "/tf_static", LATCHED)
         self.received: dict[str, list] = {}
@@ -84,17 +89,27 @@ class Rosie:
             assert time.monotonic() < deadline, f"timed out; last diagnostics: {self.diagnostics()}"
             rclpy.spin_once(self.node, timeout_sec=0.05)
 
+    @staticmethod
+    def transform(parent: str, child: str, pose: Transform, stamp_ns: int = 0) -> TransformStamped:
+        t = TransformStamped()
+        t.header = M.header(stamp_ns, parent)
+        t.child_frame_id = child
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (
+            float(v) for v in pose.translation)
+        x, y, z, w = wxyz_to_xyzw(pose.quat_wxyz)
+        t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = x, y, z, w
+        return t
+
     def send_calibration(self, nan_camera: str | None = None) -> None:
         transforms = []
         for camera in CAMERA_NAMES:
-            calib = self.rig.cameras[camera]
-            t = TransformStamped()
-            t.header.frame_id, t.child_frame_id = "base_link", camera
-            t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (
-                float(v) for v in calib.sensor_to_ego.translation)
-            x, y, z, w = wxyz_to_xyzw(calib.sensor_to_ego.quat_wxyz)
-            t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = x, y, z, w
-            transforms.append(t)
+            sensor_to_ego = self.rig.cameras[camera].sensor_to_ego  # the optical frame in base_link
+            if self.optical:  # as a URDF has it: base_link -> <cam>_link (x forward) -> <cam>_optical_frame
+                link = f"{camera.lower()}_link"
+                transforms += [self.transform("base_link", link, sensor_to_ego @ OPTICAL.inverse()),
+                               self.transform(link, self.frames[camera], OPTICAL)]
+            else:
+                transforms.append(self.transform("base_link", camera, sensor_to_ego))
         self.tf_static.publish(TFMessage(transforms=transforms))
         self.send_camera_infos(nan_camera)
 
@@ -102,7 +117,7 @@ class Rosie:
         for camera in CAMERA_NAMES:
             k = self.rig.cameras[camera].intrinsic.copy()
             k[:2] *= self.scale
-            info = CameraInfo(header=M.header(0, camera), width=self.width, height=self.height)
+            info = CameraInfo(header=M.header(0, self.frames[camera]), width=self.width, height=self.height)
             info.k = k.ravel().tolist()
             if camera == nan_camera:
                 info.k[0] = float("nan")
@@ -111,10 +126,10 @@ class Rosie:
     def image(self, camera: str, stamp_ns: int, data: bytes | None = None, encoding: str = "rgb8",
               width: int | None = None):
         if self.raw:
-            return Image(header=M.header(stamp_ns, camera), height=self.height, width=width or self.width,
+            return Image(header=M.header(stamp_ns, self.frames[camera]), height=self.height, width=width or self.width,
                          encoding=encoding, step=(width or self.width) * 3,
                          data=data if data is not None else self.pixels.tobytes())
-        return CompressedImage(header=M.header(stamp_ns, camera), format="jpeg",
+        return CompressedImage(header=M.header(stamp_ns, self.frames[camera]), format="jpeg",
                                data=data if data is not None else self.jpeg)
 
     def send_frame(self, t_ns: int, skip: tuple[str, ...] = (), override: dict | None = None,
@@ -124,7 +139,7 @@ class Rosie:
                 continue
             stamp = t_ns + STAGGER_NS[camera] + (late_ns or {}).get(camera, 0)
             msg = (override or {}).get(camera) or self.image(camera, stamp)
-            msg.header = M.header(stamp, camera)
+            msg.header = M.header(stamp, self.frames[camera])
             self.image_pubs[camera].publish(msg)
         return t_ns + STAGGER_NS["CAM_FRONT"]  # the stamp of the synchronized frame
 
@@ -274,7 +289,7 @@ def test_raw_images_unsupported_encoding_and_missing_tf(ros_context, untrained_c
         stop_node(node)
     text = log.read_text()
     assert "inference_error" not in text and "Traceback" not in text
-    assert "no /tf_static transform base_link -> CAM_FRONT_LEFT" in text
+    assert "CAM_FRONT_LEFT: cannot transform CAM_FRONT_LEFT to base_link at " in text and "not connected" in text
     assert "unsupported image encoding '16UC1'" in text
 
 
@@ -303,6 +318,34 @@ def test_a_frame_with_non_finite_outputs_is_never_published(ros_context, tmp_pat
     finally:
         stop_node(node)
     assert "the model output NaN/inf in ego_plan; frame not published" in log.read_text()
+
+
+def test_a_rep105_tree_with_optical_frames_and_best_effort_camera_info(ros_context, untrained_checkpoint, tmp_path):
+    """map -> odom -> base_link on /tf, URDF-style base_link -> <cam>_link -> <cam>_optical_frame on /tf_static,
+    images and CameraInfo in the optical frames, CameraInfo best effort (as many drivers publish it): the node
+    calibrates every camera through the chains, publishes, and finds the ego pose through odom."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    node = start_node(untrained_checkpoint, tmp_path / "node.log")
+    rosie = Rosie(scale=0.25, optical_frames=True, camera_info_qos=qos_profile_sensor_data)
+    tf = rosie.node.create_publisher(TFMessage, "/tf", RELIABLE)
+    try:
+        wait_subscribed(rosie, node)
+        rosie.tf_static.publish(TFMessage(transforms=[rosie.transform("map", "odom", Transform())]))
+        rosie.send_calibration()
+        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        t = 1_532_402_927_000_000_000
+        for k in range(3):
+            pose = Transform(translation=np.array([5.0 * k, 0.0, 0.0]))
+            tf.publish(TFMessage(transforms=[rosie.transform("odom", "base_link", pose, t + k * 500_000_000)]))
+        rosie.send_camera_infos()  # best effort: send again in case the first went before the match
+        stamp = rosie.send_frame(t + 1_000_000_000)
+        rosie.spin_until(lambda: rosie.outputs(), 60, node)
+        assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
+        assert not any(key.startswith("fault_missing_tf") for key in rosie.diagnostics())
+    finally:
+        stop_node(node)
+    assert "Traceback" not in (tmp_path / "node.log").read_text()
 
 
 def test_a_camera_out_of_sync_turns_diagnostics_to_warn_naming_it(ros_context, untrained_checkpoint, tmp_path):

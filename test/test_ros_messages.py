@@ -129,6 +129,9 @@ def test_camera_info_and_transform_validation():
         M.intrinsics_from_camera_info(info)
     info.width, info.height = 1600, 900
     assert M.intrinsics_from_camera_info(info)[0, 2] == pytest.approx(816.3)
+    info.p = [1000.0, 0.0, 800.0, 0.0, 0.0, 1000.0, 450.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # rectified: P describes it
+    np.testing.assert_allclose(M.intrinsics_from_camera_info(info), [[1000, 0, 800], [0, 1000, 450], [0, 0, 1]])
+    info.p = [0.0] * 12
     info.k[0] = float("nan")
     with pytest.raises(M.InputError, match="invalid K"):
         M.intrinsics_from_camera_info(info)

@@ -134,10 +134,12 @@ def decode_raw(msg: Image) -> np.ndarray:
 
 
 def intrinsics_from_camera_info(msg: CameraInfo) -> np.ndarray:
-    """3x3 K of a CameraInfo; rejects a 0x0 image size, NaN/inf and a degenerate focal length."""
+    """The 3x3 intrinsics of a CameraInfo for its rectified image: P's left 3x3 (what image_rect is described by;
+    equal to K for nuScenes), K where P is unset. Rejects a 0x0 image size, NaN/inf and a degenerate focal length."""
     if msg.width == 0 or msg.height == 0:
         raise InputError(f"CameraInfo of {msg.header.frame_id!r} gives an image size of {msg.width}x{msg.height}")
-    k = np.asarray(msg.k, dtype=float).reshape(3, 3)
+    p = np.asarray(msg.p, dtype=float).reshape(3, 4)
+    k = p[:, :3].copy() if np.any(p) else np.asarray(msg.k, dtype=float).reshape(3, 3)
     if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise InputError(f"CameraInfo of {msg.header.frame_id!r} has an invalid K: {k.ravel().tolist()}")
     return k

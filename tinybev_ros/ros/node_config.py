@@ -39,6 +39,8 @@ class PerceptionNodeConfig:
     camera_info_topic: str = _p("/{camera}/camera_info", "CameraInfo topic per camera")
     cameras: list[str] = _p(list(CAMERA_NAMES), "camera channels, in the model's order")
     base_frame: str = _p("base_link", "frame of all outputs (REP 105)")
+    map_frame: str = _p("map", "fixed frame of the ego pose (map -> [odom ->] base_link in /tf): tracking, ego "
+                               "speed, goals without a frame_id")
     sync_tolerance_ms: float = _p(60.0, "max spread of the six camera stamps grouped into one frame", 1.0, 1000.0)
     sync_queue_size: int = _p(4, "frames buffered per camera before the oldest is dropped", 1, 100)
     sync_warn_after_s: float = _p(2.0, "images arrive but no synchronized set forms for this long: /diagnostics "

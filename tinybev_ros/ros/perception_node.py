@@ -34,7 +34,7 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
-from tinybev_ros.ego_motion import ego_status_from_history, pose_near
+from tinybev_ros.ego_motion import ego_status_from_tf
 from tinybev_ros.errors import CheckpointError
 from tinybev_ros.geometry import Transform
 from tinybev_ros.predictions import Predictions
@@ -42,9 +42,11 @@ from tinybev_ros.ros import messages as M
 from tinybev_ros.ros.node_config import NodeConfigError, ParameterSpec, PerceptionNodeConfig, parameter_specs, validate
 from tinybev_ros.sync import CameraSynchronizer, FrameSet, SyncConfig
 from tinybev_ros.taxonomy import MAP_CLASSES, Command
+from tinybev_ros.transform_buffer import TransformBuffer, TransformError
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CAMERA_INFO_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 def command_toward(goal_in_base: np.ndarray, lateral_threshold_m: float) -> int:
@@ -94,10 +96,9 @@ class PerceptionNode(Node):
             allow_missing=cfg.allow_missing_cameras, missing_timeout_ns=int(cfg.missing_camera_timeout_ms * 1e6)))
         self.intrinsics: dict[str, np.ndarray] = {}
         self.image_sizes: dict[str, tuple[int, int]] = {}
-        self.extrinsics: dict[str, Transform] = {}
-        self.map_to_base: Transform | None = None
-        self._poses: deque[tuple[int, Transform]] = deque(maxlen=200)  # map -> base_link history from /tf
-        self.goal_xy_map: np.ndarray | None = None
+        self.tf = TransformBuffer()  # /tf_static and /tf: camera chains, map -> odom -> base_link
+        self.camera_frames: dict[str, str] = {}  # camera -> its frame_id (from CameraInfo / image headers)
+        self.goal: tuple[str, np.ndarray] | None = None  # (frame_id, position) of the last goal
 
         raw = cfg.image_transport == "raw"
         # Image writers matched per camera (DDS match events): best-effort images sent before the match are lost,
@@ -110,10 +111,11 @@ class PerceptionNode(Node):
             self.create_subscription(Image if raw else CompressedImage, topic,
                                      lambda msg, c=camera: self._on_image(c, msg), qos_profile_sensor_data,
                                      event_callbacks=matched)
+            # best effort matches a driver's reliable and best-effort camera_info alike
             self.create_subscription(CameraInfo, cfg.camera_info_topic.format(camera=camera),
-                                     lambda msg, c=camera: self._on_camera_info(c, msg), RELIABLE)
-        self.create_subscription(TFMessage, "/tf_static", self._on_tf, LATCHED)
-        self.create_subscription(TFMessage, "/tf", self._on_tf, RELIABLE)
+                                     lambda msg, c=camera: self._on_camera_info(c, msg), CAMERA_INFO_QOS)
+        self.create_subscription(TFMessage, "/tf_static", lambda msg: self._on_tf(msg, static=True), LATCHED)
+        self.create_subscription(TFMessage, "/tf", lambda msg: self._on_tf(msg, static=False), RELIABLE)
         self.create_subscription(PoseStamped, cfg.goal_topic, self._on_goal, RELIABLE)
 
         self.pub_detections = self.create_publisher(Detection3DArray, "detections", RELIABLE)
@@ -205,25 +207,22 @@ class PerceptionNode(Node):
         try:
             self.intrinsics[camera] = M.intrinsics_from_camera_info(msg)
             self.image_sizes[camera] = (int(msg.width), int(msg.height))
+            self.camera_frames[camera] = msg.header.frame_id or camera
         except M.InputError as exc:
             self.fault("bad_camera_info", f"{camera}: {exc}; keeping the last valid calibration")
 
-    def _on_tf(self, msg: TFMessage) -> None:
+    def _on_tf(self, msg: TFMessage, static: bool) -> None:
         for t in msg.transforms:
             try:
-                transform = M.transform_from_msg(t)
-            except M.InputError as exc:
+                self.tf.set_transform(t.header.frame_id, t.child_frame_id, M.to_ns(t.header.stamp),
+                                      M.transform_from_msg(t), static=static)
+            except (M.InputError, TransformError) as exc:
                 self.fault("bad_tf", str(exc))
-                continue
-            if t.header.frame_id == self.cfg.base_frame and t.child_frame_id in self.cfg.cameras:
-                self.extrinsics[t.child_frame_id] = transform
-            elif t.child_frame_id == self.cfg.base_frame:
-                self.map_to_base = transform
-                self._poses.append((M.to_ns(t.header.stamp), transform))
 
     def _on_goal(self, msg: PoseStamped) -> None:
-        self.goal_xy_map = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
-        self.get_logger().info(f"goal received at ({msg.pose.position.x:.1f}, {msg.pose.position.y:.1f})")
+        position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        self.goal = (msg.header.frame_id or self.cfg.map_frame, position)
+        self.get_logger().info(f"goal received at ({position[0]:.1f}, {position[1]:.1f}) in {self.goal[0]}")
 
     # ------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -243,18 +242,33 @@ class PerceptionNode(Node):
                     return  # shutting down (SIGINT/SIGTERM): publishers are gone, nothing to report
                 self.fault("inference_error", f"frame at {frameset.stamp_ns} failed: {type(exc).__name__}: {exc}")
 
-    def pose_at(self, stamp_ns: int, tolerance_ns: int = 100_000_000) -> Transform | None:
-        """map -> base_link closest to `stamp_ns` (within tolerance), for ego-motion-compensated tracking."""
-        return pose_near(tuple(self._poses), stamp_ns, tolerance_ns)  # a copy: /tf callbacks append meanwhile
+    def pose_at(self, stamp_ns: int) -> Transform | None:
+        """base_link in the fixed frame (map_frame, through odom if there is one) at `stamp_ns`, interpolated."""
+        try:
+            return self.tf.lookup(self.cfg.map_frame, self.cfg.base_frame, stamp_ns)
+        except TransformError:
+            return None
 
     def command(self) -> int:
         choice = self.cfg.command.lower()
         if choice in ("left", "right", "straight"):
             return int(Command[choice.upper()])
-        if self.goal_xy_map is None or self.map_to_base is None:
+        if self.goal is None:
             return int(Command.STRAIGHT)
-        goal_in_base = self.map_to_base.inverse().apply(self.goal_xy_map[None])[0]
+        frame, position = self.goal
+        try:
+            goal_in_base = self.tf.lookup(self.cfg.base_frame, frame).apply(position[None])[0]
+        except TransformError:
+            return int(Command.STRAIGHT)
         return command_toward(goal_in_base, self.cfg.goal_lateral_threshold_m)
+
+    def camera_to_base(self, camera: str, frame_id: str, stamp_ns: int) -> Transform | None:
+        """The camera's frame (its headers' frame_id; URDF optical frames work) in base_frame, or None (a fault)."""
+        try:
+            return self.tf.lookup(self.cfg.base_frame, frame_id or self.camera_frames.get(camera, camera), stamp_ns)
+        except TransformError as exc:
+            self.fault("missing_tf", f"{camera}: {exc}; frame skipped")
+            return None
 
     def _inputs(self, frameset: FrameSet):
         """Decoded images and calibration of a frame set, or None (fault counted) if it cannot be used."""
@@ -262,21 +276,23 @@ class PerceptionNode(Node):
         for camera in self.cfg.cameras:
             entry = frameset.frames[camera]
             if entry is None:
-                if camera not in self.intrinsics or camera not in self.extrinsics:
+                extrinsic = (self.camera_to_base(camera, "", frameset.stamp_ns) if camera in self.intrinsics
+                             else None)
+                if extrinsic is None:
                     self.fault("no_camera_info", f"{camera} is silent and was never calibrated; frame skipped")
                     return None
                 self.fault("missing_camera", f"{camera} is silent; inferring with it blanked")
                 width, height = self.image_sizes[camera]
                 images.append(np.zeros((height, width, 3), np.uint8))
                 intrinsics.append(self.intrinsics[camera])
-                cam_to_ego.append(self.extrinsics[camera].matrix)
+                cam_to_ego.append(extrinsic.matrix)
                 continue
             msg = entry[0]
             if camera not in self.intrinsics:
                 self.fault("no_camera_info", f"no valid CameraInfo for {camera} yet; frame skipped")
                 return None
-            if camera not in self.extrinsics:
-                self.fault("missing_tf", f"no /tf_static transform {self.cfg.base_frame} -> {camera}; frame skipped")
+            extrinsic = self.camera_to_base(camera, msg.header.frame_id, M.to_ns(msg.header.stamp))
+            if extrinsic is None:
                 return None
             expected = self.image_sizes[camera]
             try:
@@ -293,7 +309,7 @@ class PerceptionNode(Node):
                 return None
             images.append(image)
             intrinsics.append(self.intrinsics[camera])
-            cam_to_ego.append(self.extrinsics[camera].matrix)
+            cam_to_ego.append(extrinsic.matrix)
         return images, np.stack(intrinsics), np.stack(cam_to_ego)
 
     def _process(self, frameset: FrameSet) -> None:
@@ -303,7 +319,8 @@ class PerceptionNode(Node):
         images, intrinsics, cam_to_ego = inputs
         pred = self.predictor.predict(images, intrinsics, cam_to_ego, command=self.command(),
                                       stamp_ns=frameset.stamp_ns,
-                                      ego_status=ego_status_from_history(tuple(self._poses), frameset.stamp_ns))
+                                      ego_status=ego_status_from_tf(self.tf, self.cfg.map_frame,
+                                                                    self.cfg.base_frame, frameset.stamp_ns))
         if broken := pred.non_finite():  # never publish garbage with status OK
             self.fault("non_finite_output", f"frame at {frameset.stamp_ns}: the model output NaN/inf in "
                                             f"{', '.join(broken)}; frame not published")
@@ -374,7 +391,7 @@ class PerceptionNode(Node):
             if self._stamp_latency_ms else "n/a",
             "frames_published": str(self.published),
             "images_received": " ".join(f"{c}:{self.images_received[c]}" for c in self.cfg.cameras),
-            "calibrated_cameras": f"{sum(c in self.intrinsics and c in self.extrinsics for c in self.cfg.cameras)}"
+            "calibrated_cameras": f"{sum(self._calibrated(c) for c in self.cfg.cameras)}"
                                   f"/{len(self.cfg.cameras)}",
             "cameras_with_writers": f"{sum(self.camera_writers[c] > 0 for c in self.cfg.cameras)}"
                                     f"/{len(self.cfg.cameras)}",
@@ -392,6 +409,11 @@ class PerceptionNode(Node):
                        else "faults: " + ", ".join(sorted(self.faults)))
         return DiagnosticStatus(level=level, name="tinybev_node: perception", hardware_id="tinybev",
                                 message=message, values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+    def _calibrated(self, camera: str) -> bool:
+        """CameraInfo seen and its frame connected to base_frame."""
+        return camera in self.intrinsics and self.tf.can_transform(self.cfg.base_frame,
+                                                                    self.camera_frames.get(camera, camera))
 
     def _sync_stall(self) -> str:
         """'' while sets form; else, once images have kept arriving for sync_warn_after_s without a set, which

@@ -28,7 +28,7 @@ README = SOURCE_ROOT / "README.md"
 # score threshold or a cell of a grid, so figures agree to these margins, not bit for bit.
 TOLERANCE = {"mAP": 0.02, "NDS": 0.02, "AMOTA": 0.05, "minADE": 0.15, "map_iou": 0.01, "occ_iou": 0.02,
              "plan_l2": 0.05, "collision": 0.5}
-OUTPUT_TOPICS = ("/tinybev/detections", "/tinybev/ego_trajectory", "/tinybev/occupancy",
+OUTPUT_TOPICS = ("/tinybev/detections", "/tinybev/objects", "/tinybev/ego_trajectory", "/tinybev/occupancy",
                  "/tinybev/map/drivable_area", "/tinybev/markers", "/tinybev/predicted_paths")
 
 

@@ -53,14 +53,14 @@ def _rosbags_store_with_interfaces():
 
     store = get_typestore(Stores.ROS2_KILTED)
     types = {}
-    for package in ("vision_msgs",):
+    for package in ("vision_msgs", "autoware_perception_msgs"):
         for msg in sorted((Path(get_package_share_directory(package)) / "msg").glob("*.msg")):
             types.update(get_types_from_msg(msg.read_text(), f"{package}/msg/{msg.stem}"))
     store.register(types)
     return store
 
 
-@pytest.mark.parametrize("package", ["vision_msgs", "tf2_msgs"])
+@pytest.mark.parametrize("package", ["vision_msgs", "tf2_msgs", "autoware_perception_msgs"])
 def test_interface_type_hashes_match_rosbags(package):
     """The RIHS01 hash the build generated equals the one rosbags computes from the same definitions.
 
@@ -75,7 +75,7 @@ def test_interface_type_hashes_match_rosbags(package):
         assert generated["type_name"] == name
         assert generated["hash_string"] == store.hash_rihs01(name), name
         checked += 1
-    assert checked >= (16 if package == "vision_msgs" else 2)
+    assert checked >= {"vision_msgs": 16, "tf2_msgs": 2, "autoware_perception_msgs": 6}[package]
 
 
 def test_detection3darray_through_a_db3_bag_decodes_in_rclpy(tmp_path):

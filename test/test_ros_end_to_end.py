@@ -35,6 +35,7 @@ from training.ground_truth import sample_ego_status
 SCORE_THRESHOLD = 0.0
 OUTPUT_TYPES = {
     "/tinybev/detections": "vision_msgs/msg/Detection3DArray",
+    "/tinybev/objects": "autoware_perception_msgs/msg/PredictedObjects",
     "/tinybev/ego_trajectory": "nav_msgs/msg/Path",
     "/tinybev/occupancy": "nav_msgs/msg/OccupancyGrid",
     "/tinybev/map/drivable_area": "nav_msgs/msg/OccupancyGrid",

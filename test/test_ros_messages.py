@@ -13,6 +13,7 @@ from vision_msgs.msg import Detection3DArray
 from tinybev_ros.geometry import BevGrid, Transform, quat_to_matrix, wxyz_to_xyzw
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
+from tinybev_ros.ros.predicted_objects import predicted_objects_msg
 
 
 def make_predictions(n=3, k=2, stamp_ns=1_532_402_927_612_460_000):
@@ -148,6 +149,42 @@ def test_camera_info_and_transform_validation():
         M.transform_from_msg(msg)
 
 
+def test_predicted_objects_carry_the_whole_object_state():
+    """PredictedObjects content equals the Predictions it came from (the twist in the object's frame, as
+    Autoware defines it; paths start at the object and step STEP_SECONDS)."""
+    from autoware_perception_msgs.msg import Shape
+
+    from tinybev_ros.predictions import STEP_SECONDS
+    from tinybev_ros.ros.predicted_objects import AUTOWARE_LABEL, predicted_objects_from_msg
+    from tinybev_ros.taxonomy import DETECTION_CLASSES
+
+    pred = make_predictions()
+    pred.forecast_probs = np.array([[0.7, 0.3], [0.5, 0.5], [0.1, 0.9]])
+    msg = predicted_objects_msg(pred, "base_link")
+    assert msg.header.frame_id == "base_link" and M.to_ns(msg.header.stamp) == pred.stamp_ns
+    back = predicted_objects_from_msg(msg)
+    for key in ("centers", "sizes_wlh", "yaws", "velocities", "forecasts"):
+        np.testing.assert_allclose(back[key], getattr(pred, key), atol=1e-9, err_msg=key)
+    np.testing.assert_allclose(back["scores"], pred.scores, atol=1e-6)
+    np.testing.assert_allclose(back["forecast_probs"], pred.forecast_probs, atol=1e-6)
+    assert back["track_ids"].tolist() == pred.track_ids.tolist()
+    first = msg.objects[0]
+    assert first.shape.type == Shape.BOUNDING_BOX and first.shape.dimensions.x == pytest.approx(pred.sizes_wlh[0, 1])
+    assert [o.classification[0].label for o in msg.objects] == [
+        AUTOWARE_LABEL[DETECTION_CLASSES[int(label)]] for label in pred.labels]
+    speed = np.hypot(*pred.velocities[0])
+    twist = first.kinematics.initial_twist_with_covariance.twist.linear
+    assert np.hypot(twist.x, twist.y) == pytest.approx(speed)
+    path = first.kinematics.predicted_paths[0]
+    assert path.time_step.sec + path.time_step.nanosec / 1e9 == pytest.approx(STEP_SECONDS)
+    assert path.path[0].position.x == pytest.approx(pred.centers[0, 0])
+    assert len(path.path) == 1 + pred.forecasts.shape[2]
+    # a tracked object keeps its UUID across frames; untracked ones differ within a frame
+    again = predicted_objects_msg(pred, "base_link").objects[0]
+    assert bytes(msg.objects[0].object_id.uuid) == bytes(again.object_id.uuid)
+    assert len({bytes(o.object_id.uuid) for o in msg.objects}) == len(msg.objects)
+
+
 def test_recorded_outputs_read_back_as_the_published_predictions(tmp_path):
     from rosbags.rosbag2 import Writer
 
@@ -159,8 +196,7 @@ def test_recorded_outputs_read_back_as_the_published_predictions(tmp_path):
     pred.forecast_probs = np.array([[0.7, 0.3], [0.5, 0.5], [0.1, 0.9]])
     messages = {
         "/tinybev/detections": M.detections_msg(pred, "base_link"),
-        "/tinybev/markers": M.box_markers(pred, "base_link"),
-        "/tinybev/predicted_paths": M.forecast_markers(pred, "base_link"),
+        "/tinybev/objects": predicted_objects_msg(pred, "base_link"),
         "/tinybev/ego_trajectory": M.path_msg(pred.ego_plan, pred.stamp_ns, "base_link"),
         "/tinybev/occupancy": M.grid_msg(pred.occupancy[0], pred.grid, pred.stamp_ns, "base_link"),
         "/tinybev/occupancy/future_1": M.grid_msg(pred.occupancy[1], pred.grid, pred.stamp_ns, "base_link"),

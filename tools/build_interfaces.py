@@ -1,8 +1,8 @@
 """Build the ROS 2 interface packages the environment lacks from `interfaces/` into the venv.
 
-The ROS 2 wheels on the package index have no vision_msgs or tf2_msgs. Our `.msg` files match upstream
-field for field, so the type hashes (RIHS01) equal those of a system install and our nodes talk to
-everyone else's. A package that already imports (system ROS 2, or built before) is left alone, which
+The ROS 2 wheels on the package index have no vision_msgs, tf2_msgs or autoware_perception_msgs. Our `.msg`
+files match upstream field for field, so the type hashes (RIHS01) equal those of a system install and our nodes
+talk to everyone else's. A package that already imports (system ROS 2, or built before) is left alone, which
 makes a second run a no-op.
 
 Snags handled (measured, see shared/notes/ros2-from-pypi.md): the wheels' CMake files name their build
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 INTERFACES = REPO / "interfaces"
 # The message each package must provide once built; importing it proves the typesupport loads.
-PROBES = {"vision_msgs": "Detection3DArray", "tf2_msgs": "TFMessage"}
+PROBES = {"vision_msgs": "Detection3DArray", "tf2_msgs": "TFMessage", "autoware_perception_msgs": "PredictedObjects"}
 WHEEL_PYTHON_INCLUDE = "/opt/python/cp311-cp311/include/python{ver}"
 WHEEL_NUMPY_INCLUDE = "/opt/python/cp311-cp311/lib/python{ver}/site-packages/numpy/_core/include"
 
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     missing = [p for p in PROBES if not importable(p)]
     if not missing:
-        print("interfaces: vision_msgs, tf2_msgs present; nothing to build")
+        print(f"interfaces: {', '.join(PROBES)} present; nothing to build")
         return
     fixed = fix_wheel_cmake_paths(args.prefix)
     if fixed:

@@ -19,6 +19,7 @@ from dataclasses import fields, replace
 
 import numpy as np
 import rclpy
+from autoware_perception_msgs.msg import PredictedObjects
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import OccupancyGrid, Path
@@ -40,6 +41,7 @@ from tinybev_ros.geometry import Transform
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
 from tinybev_ros.ros.node_config import NodeConfigError, ParameterSpec, PerceptionNodeConfig, parameter_specs, validate
+from tinybev_ros.ros.predicted_objects import predicted_objects_msg
 from tinybev_ros.sync import CameraSynchronizer, FrameSet, SyncConfig
 from tinybev_ros.taxonomy import MAP_CLASSES, Command
 from tinybev_ros.transform_buffer import TransformBuffer, TransformError
@@ -119,6 +121,7 @@ class PerceptionNode(Node):
         self.create_subscription(PoseStamped, cfg.goal_topic, self._on_goal, RELIABLE)
 
         self.pub_detections = self.create_publisher(Detection3DArray, "detections", RELIABLE)
+        self.pub_objects = self.create_publisher(PredictedObjects, "objects", RELIABLE)
         self.pub_map = {layer: self.create_publisher(OccupancyGrid, f"map/{layer}", RELIABLE) for layer in MAP_CLASSES}
         self.pub_occupancy = self.create_publisher(OccupancyGrid, "occupancy", RELIABLE)
         self.pub_future_occupancy = [self.create_publisher(OccupancyGrid, f"occupancy/future_{k}", RELIABLE)
@@ -339,6 +342,7 @@ class PerceptionNode(Node):
     def _publish(self, pred: Predictions) -> None:
         frame, stamp = self.cfg.base_frame, pred.stamp_ns
         self.pub_detections.publish(M.detections_msg(pred, frame))
+        self.pub_objects.publish(predicted_objects_msg(pred, frame))
         for layer, probs in zip(MAP_CLASSES, pred.map_probs, strict=False):
             self.pub_map[layer].publish(M.grid_msg(probs, pred.grid, stamp, frame))
         self.pub_occupancy.publish(M.grid_msg(pred.occupancy[0], pred.grid, stamp, frame))

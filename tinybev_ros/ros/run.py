@@ -21,8 +21,9 @@ from tinybev_ros.ros.child_process import spawn
 from tinybev_ros.ros.dds import use_large_message_profile
 from tinybev_ros.taxonomy import MAP_CLASSES
 
-OUTPUT_TOPICS = ("/tinybev/detections", "/tinybev/ego_trajectory", "/tinybev/occupancy", "/tinybev/markers",
-                 "/tinybev/predicted_paths", *(f"/tinybev/map/{layer}" for layer in MAP_CLASSES), "/diagnostics")
+OUTPUT_TOPICS = ("/tinybev/detections", "/tinybev/objects", "/tinybev/ego_trajectory", "/tinybev/occupancy",
+                 "/tinybev/markers", "/tinybev/predicted_paths", *(f"/tinybev/map/{layer}" for layer in MAP_CLASSES),
+                 "/diagnostics")
 PLAYER_SETTLE_S = 1.0  # after the player's writers are visible, before it is resumed (see run_pipeline)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-DEFAULT_EXTRA_PACKAGES: tuple[str, ...] = ("vision_msgs",)
+DEFAULT_EXTRA_PACKAGES: tuple[str, ...] = ("vision_msgs", "autoware_perception_msgs")
 
 
 class MissingInterfaceError(LookupError):
@@ -56,7 +56,7 @@ def build_typestore(extra_packages: tuple[str, ...] = DEFAULT_EXTRA_PACKAGES) ->
 
 @functools.cache
 def typestore() -> Typestore:
-    """The shared store: Kilted plus vision_msgs. Built once per process."""
+    """The shared store: Kilted plus vision_msgs and autoware_perception_msgs. Built once per process."""
     return build_typestore()
 
 

@@ -3,64 +3,74 @@
     ros2 launch tinybev_ros tinybev.launch.py [checkpoint:=PATH] [device:=auto|cpu|cuda]
         [use_sim_time:=true] [rviz:=true] [bag:=PATH] [params_file:=PATH] [publish_images:=true]
 
-`bag:=PATH` starts `ros2 bag play PATH --clock`; combine it with `use_sim_time:=true` so the node's clock
-follows the bag. Where `ros2 launch` is absent, `tinybev run` starts the same node with the same params file.
+Only the arguments given override the params file. `bag:=PATH` plays the bag (`ros2 bag play PATH --clock`)
+once the node is ready (its "ready:" log line), so no frame is played into a node still loading; combine it
+with `use_sim_time:=true` so the node's clock follows the bag. A missing rviz2 or `ros2 bag` stops the launch
+before anything starts. What is started is decided by tinybev_ros/ros/launch_plan.py (tested without launch).
+Where `ros2 launch` is absent, `tinybev run` starts the same node with the same params file.
 """
 
+import os
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, SetEnvironmentVariable
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
+from launch.actions import (
+    DeclareLaunchArgument,
+    ExecuteProcess,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+    Shutdown,
+)
+from launch.event_handlers import OnProcessExit, OnProcessIO
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from tinybev_ros.ros.launch_plan import OVERRIDABLE, READY_MARKER, plan_launch
+
+ARGUMENTS = ("params_file", *OVERRIDABLE, "rviz", "bag")
+
+
+def _start(context):
+    share = FindPackageShare("tinybev_ros").perform(context)
+    arguments = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    plan = plan_launch(arguments, os.environ, os.path.join(share, "config", "fastdds.xml"))
+    actions = [SetEnvironmentVariable(name, value) for name, value in plan.environment.items()]
+    node = Node(package="tinybev_ros", executable="tinybev_node", name="tinybev_node", namespace="tinybev",
+                output="screen", parameters=[arguments["params_file"], plan.overrides])
+    actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=[
+        Shutdown(reason="tinybev_node exited")]))]
+    if plan.rviz:
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
+                            arguments=["-d", os.path.join(share, "config", "tinybev.rviz")],
+                            parameters=[{"use_sim_time": bool(plan.overrides.get("use_sim_time", False))}]))
+    if plan.bag_command is not None:
+        started = []
+
+        def on_output(event):
+            if started or READY_MARKER not in event.text.decode(errors="replace"):
+                return None
+            started.append(True)
+            return [ExecuteProcess(cmd=plan.bag_command, output="screen")]
+
+        actions.append(RegisterEventHandler(OnProcessIO(target_action=node, on_stdout=on_output,
+                                                        on_stderr=on_output)))
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("tinybev_ros")
-    arguments = [
+    return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "tinybev.yaml"]),
                               description="node parameters (YAML)"),
         DeclareLaunchArgument("checkpoint", default_value="",
-                              description="student checkpoint (.safetensors); empty: the shipped one"),
-        DeclareLaunchArgument("device", default_value="auto", description="auto, cpu or cuda"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock (bag replay)"),
-        DeclareLaunchArgument("publish_images", default_value="false",
-                              description="publish the BEV rendering and camera overlays as images"),
+                              description="student checkpoint (.safetensors); empty: the params file's"),
+        DeclareLaunchArgument("device", default_value="", description="auto, cpu or cuda; empty: the params file's"),
+        DeclareLaunchArgument("use_sim_time", default_value="",
+                              description="follow /clock (bag replay); empty: the params file's"),
+        DeclareLaunchArgument("publish_images", default_value="",
+                              description="publish the BEV rendering and camera overlays; empty: the params file's"),
         DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with the shipped config"),
-        DeclareLaunchArgument("bag", default_value="", description="play this bag (ros2 bag play --clock)"),
-    ]
-    use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
-    node = Node(
-        package="tinybev_ros",
-        executable="tinybev_node",
-        name="tinybev_node",
-        namespace="tinybev",
-        output="screen",
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "checkpoint": LaunchConfiguration("checkpoint"),
-                "device": LaunchConfiguration("device"),
-                "publish_images": ParameterValue(LaunchConfiguration("publish_images"), value_type=bool),
-                "use_sim_time": use_sim_time,
-            },
-        ],
-    )
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", PathJoinSubstitution([share, "config", "tinybev.rviz"])],
-        parameters=[{"use_sim_time": use_sim_time}],
-        condition=IfCondition(LaunchConfiguration("rviz")),
-    )
-    bag = ExecuteProcess(
-        cmd=["ros2", "bag", "play", LaunchConfiguration("bag"), "--clock"],
-        output="screen",
-        condition=IfCondition(PythonExpression(["'", LaunchConfiguration("bag"), "' != ''"])),
-    )
-    # Large shared-memory segment for camera bursts, for every process started here (see config/fastdds.xml).
-    dds_profile = SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                                         PathJoinSubstitution([share, "config", "fastdds.xml"]))
-    return LaunchDescription([*arguments, dds_profile, node, rviz, bag])
+        DeclareLaunchArgument("bag", default_value="", description="play this bag once the node is ready"),
+        OpaqueFunction(function=_start),
+    ])

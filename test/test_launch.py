@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tinybev_ros.ros.launch_plan import LaunchPlanError, plan_launch
 from tinybev_ros.ros.node_config import parameter_fields, parameters_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,6 +40,34 @@ def test_launch_file_is_valid_python_naming_real_executables_and_files():
         assert argument in strings
 
 
+def _plan(arguments: dict, environ: dict | None = None, rviz2: bool = True, ros2_bag: bool = True):
+    return plan_launch(arguments, environ or {}, "/share/fastdds.xml",
+                       which=lambda name: f"/usr/bin/{name}" if rviz2 else None, ros2_bag_available=lambda: ros2_bag)
+
+
+def test_only_the_arguments_given_override_the_params_file():
+    assert _plan({"checkpoint": "", "device": "", "publish_images": "", "use_sim_time": ""}).overrides == {}
+    plan = _plan({"device": "cpu", "publish_images": "true", "use_sim_time": "False"})
+    assert plan.overrides == {"device": "cpu", "publish_images": True, "use_sim_time": False}
+    with pytest.raises(LaunchPlanError, match="publish_images:='maybe' is not a boolean"):
+        _plan({"publish_images": "maybe"})
+
+
+def test_a_users_dds_profile_is_kept():
+    assert _plan({}).environment == {"FASTDDS_DEFAULT_PROFILES_FILE": "/share/fastdds.xml"}
+    assert _plan({}, {"FASTDDS_DEFAULT_PROFILES_FILE": "/home/me/dds.xml"}).environment == {}
+
+
+def test_missing_tools_fail_before_anything_starts_and_odd_paths_pass_intact():
+    with pytest.raises(LaunchPlanError, match="rviz2 is not installed.*nothing was started"):
+        _plan({"rviz": "true"}, rviz2=False)
+    with pytest.raises(LaunchPlanError, match="needs `ros2 bag`.*nothing was started"):
+        _plan({"bag": "/data/bag"}, ros2_bag=False)
+    quoted = "/data/it's a \"bag\""
+    assert _plan({"bag": quoted}).bag_command == ["ros2", "bag", "play", quoted, "--clock"]
+    assert _plan({"bag": ""}).bag_command is None and not _plan({"rviz": "false"}).rviz
+
+
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
                     reason="launch/launch_ros are not installable from PyPI; this check runs with a system ROS 2")
 def test_launch_description_builds_with_launch_ros():
@@ -47,4 +76,4 @@ def test_launch_description_builds_with_launch_ros():
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     names = [type(entity).__name__ for entity in description.entities]
-    assert names.count("DeclareLaunchArgument") == 7 and names.count("Node") == 2 and "ExecuteProcess" in names
+    assert names.count("DeclareLaunchArgument") == 7 and names.count("OpaqueFunction") == 1

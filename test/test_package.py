@@ -18,13 +18,14 @@ def test_package_xml_declares_the_run_dependencies():
     assert package.get_build_type() == "ament_python"
     run_deps = {d.name for d in package.exec_depends}
     for needed in ("rclpy", "std_msgs", "geometry_msgs", "sensor_msgs", "nav_msgs", "vision_msgs",
-                   "visualization_msgs", "diagnostic_msgs", "tf2_msgs", "python3-torch", "python3-numpy"):
+                   "autoware_perception_msgs", "visualization_msgs", "diagnostic_msgs", "tf2_msgs", "launch",
+                   "launch_ros", "rviz2", "ros2bag", "python3-torch", "python3-numpy"):
         assert needed in run_deps, needed
 
 
 def test_interface_packages_are_ignored_by_colcon_and_valid():
     assert (REPO / "interfaces" / "COLCON_IGNORE").exists()
-    for name in ("vision_msgs", "tf2_msgs"):
+    for name in ("vision_msgs", "tf2_msgs", "autoware_perception_msgs"):
         package = parse_package(REPO / "interfaces" / name / "package.xml")
         assert package.name == name and "rosidl_interface_packages" in [g.name for g in package.member_of_groups]
 

@@ -1,0 +1,79 @@
+"""What `tinybev.launch.py` starts, decided from its arguments without the launch machinery (unit-testable).
+
+The launch file reads its arguments at launch time (an OpaqueFunction) and asks `plan_launch` for:
+- the parameter overrides: only the arguments the user gave (non-empty) override the params file, so a file
+  saying `device: cpu` stays cpu unless `device:=...` is on the command line;
+- the environment: FASTDDS_DEFAULT_PROFILES_FILE is set to the shipped profile only if the user has none;
+- what else to start (rviz2, the bag player), after checking that each is installed: a missing rviz2 or
+  `ros2 bag` fails the launch with one clear message before any process starts, so nothing is orphaned.
+The player is started by the launch file only once the node logs its ready line (`READY_MARKER`), never on a
+timer: the node needs seconds to import torch and warm up, and frames played before that are lost.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+READY_MARKER = "ready:"  # the node's log line once it subscribes and has warmed up (perception_node.py)
+OVERRIDABLE = {"checkpoint": str, "device": str, "publish_images": bool, "use_sim_time": bool}
+
+
+class LaunchPlanError(RuntimeError):
+    """The launch cannot start as asked; nothing has been started."""
+
+
+@dataclass
+class LaunchPlan:
+    overrides: dict[str, object] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    rviz: bool = False
+    bag_command: list[str] | None = None  # started when the node is ready
+
+
+def _boolean(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise LaunchPlanError(f"launch argument {name}:={text!r} is not a boolean (true or false)")
+
+
+def _ros2_bag_available() -> bool:
+    if shutil.which("ros2") is None:
+        return False
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    except ImportError:
+        return False
+    try:
+        get_package_share_directory("ros2bag")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def plan_launch(arguments: Mapping[str, str], environ: Mapping[str, str], dds_profile: str,
+                which: Callable[[str], str | None] = shutil.which,
+                ros2_bag_available: Callable[[], bool] = _ros2_bag_available) -> LaunchPlan:
+    """The plan for these launch arguments (strings as given, "" = not given) in this environment."""
+    plan = LaunchPlan()
+    for name, kind in OVERRIDABLE.items():
+        text = arguments.get(name, "")
+        if text != "":
+            plan.overrides[name] = _boolean(name, text) if kind is bool else text
+    if not environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        plan.environment["FASTDDS_DEFAULT_PROFILES_FILE"] = dds_profile
+    plan.rviz = _boolean("rviz", arguments.get("rviz", "") or "false")
+    if plan.rviz and which("rviz2") is None:
+        raise LaunchPlanError("rviz:=true but rviz2 is not installed (apt install ros-$ROS_DISTRO-rviz2); "
+                              "nothing was started")
+    bag = arguments.get("bag", "")
+    if bag:
+        if not ros2_bag_available():
+            raise LaunchPlanError(f"bag:={bag} needs `ros2 bag` (apt install ros-$ROS_DISTRO-ros2bag), which is not "
+                                  "installed; nothing was started (without ROS: tinybev run --bag)")
+        plan.bag_command = ["ros2", "bag", "play", bag, "--clock"]
+    return plan

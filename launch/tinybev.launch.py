@@ -26,7 +26,9 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from tinybev_ros.ros.interface import input_remaps
 from tinybev_ros.ros.launch_plan import OVERRIDABLE, READY_MARKER, plan_launch
+from tinybev_ros.ros.node_config import PerceptionNodeConfig
 
 ARGUMENTS = ("params_file", *OVERRIDABLE, "rviz", "bag")
 
@@ -36,8 +38,10 @@ def _start(context):
     arguments = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     plan = plan_launch(arguments, os.environ, os.path.join(share, "config", "fastdds.xml"))
     actions = [SetEnvironmentVariable(name, value) for name, value in plan.environment.items()]
+    # inputs are relative (namespace-able); the remaps connect them to the cameras at the root (interface.py)
     node = Node(package="tinybev_ros", executable="tinybev_node", name="tinybev_node", namespace="tinybev",
-                output="screen", parameters=[arguments["params_file"], plan.overrides])
+                output="screen", parameters=[arguments["params_file"], plan.overrides],
+                remappings=input_remaps(PerceptionNodeConfig().cameras))
     actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=[
         Shutdown(reason="tinybev_node exited")]))]
     if plan.rviz:

@@ -21,7 +21,7 @@ from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
 from tinybev_ros.ros.typestore import standard_typestore
 
 EXPECTED_TYPES = {
-    **{f"/{c}/image_rect_compressed": "sensor_msgs/msg/CompressedImage" for c in CAMERA_NAMES},
+    **{f"/{c}/image_rect/compressed": "sensor_msgs/msg/CompressedImage" for c in CAMERA_NAMES},
     **{f"/{c}/camera_info": "sensor_msgs/msg/CameraInfo" for c in CAMERA_NAMES},
     "/LIDAR_TOP": "sensor_msgs/msg/PointCloud2",
     "/tf": "tf2_msgs/msg/TFMessage",
@@ -98,7 +98,7 @@ def test_every_topic_has_its_type_count_and_sensor_stamps(nusc, converted):
         assert len(records) == n
         stamps = [r["timestamp"] * 1000 for r in records]
         sensor_stamps.update(stamps)
-        topics = ([f"/{channel}/image_rect_compressed", f"/{channel}/camera_info"] if channel != "LIDAR_TOP"
+        topics = ([f"/{channel}/image_rect/compressed", f"/{channel}/camera_info"] if channel != "LIDAR_TOP"
                   else ["/LIDAR_TOP", "/odom"])
         for topic in topics:
             got = [(stamp, _stamp(msg.header)) for t, _, stamp, msg in messages if t == topic]
@@ -134,7 +134,7 @@ def test_jpeg_bytes_and_camera_info_equal_the_devkit_files_and_calibration(nusc,
     by_topic = _by_topic(messages)
     for channel in CAMERA_NAMES:
         records = _keyframes(nusc, scene, channel)
-        images = by_topic[f"/{channel}/image_rect_compressed"]
+        images = by_topic[f"/{channel}/image_rect/compressed"]
         infos = by_topic[f"/{channel}/camera_info"]
         for record, (_, image), (_, info) in zip(records, images, infos, strict=True):
             on_disk = (synth_dataset.dataroot / record["filename"]).read_bytes()
@@ -262,7 +262,7 @@ def test_sweeps_into_mcap_give_the_full_rate_streams(synth_sweeps_dataset, tmp_p
     assert list(path.glob("*.mcap")) and not list(path.glob("*.db3"))
     messages = read_bag(path)
     counts = Counter(topic for topic, *_ in messages)
-    for channel, topic, hz in (("CAM_FRONT", "/CAM_FRONT/image_rect_compressed", 12), ("LIDAR_TOP", "/LIDAR_TOP", 20)):
+    for channel, topic, hz in (("CAM_FRONT", "/CAM_FRONT/image_rect/compressed", 12), ("LIDAR_TOP", "/LIDAR_TOP", 20)):
         records = _scene_records(nusc, scene, channel)
         assert counts[topic] == len(records) > scene["nbr_samples"]
         stamps = [t for tp, _, t, _ in messages if tp == topic]
@@ -280,7 +280,7 @@ def test_raw_images_carry_the_decoded_jpeg_pixels(synth_sweeps_dataset, tmp_path
     convert_scene(nusc, scene["name"], path, ConvertOptions(raw_images=True, with_map=False, progress=False))
     messages = read_bag(path)
     topics = {topic for topic, *_ in messages}
-    assert "/CAM_FRONT/image_rect" in topics and "/CAM_FRONT/image_rect_compressed" not in topics
+    assert "/CAM_FRONT/image_rect" in topics and "/CAM_FRONT/image_rect/compressed" not in topics
     assert "/map" not in topics
     store = standard_typestore()
     for topic, msgtype, stamp, raw in messages:

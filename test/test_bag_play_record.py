@@ -44,8 +44,8 @@ def small_bag(tmp_path_factory):
         conns = {
             "/tf_static": writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=store,
                                                 offered_qos_profiles=[LATCHED_QOS]),
-            "/CAM_FRONT/image_rect_compressed": writer.add_connection(
-                "/CAM_FRONT/image_rect_compressed", "sensor_msgs/msg/CompressedImage", typestore=store,
+            "/CAM_FRONT/image_rect/compressed": writer.add_connection(
+                "/CAM_FRONT/image_rect/compressed", "sensor_msgs/msg/CompressedImage", typestore=store,
                 offered_qos_profiles=[STREAM_QOS]),
             "/odom": writer.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=store),
             "/tinybev/detections": writer.add_connection("/tinybev/detections", "vision_msgs/msg/Detection3DArray",
@@ -61,7 +61,7 @@ def small_bag(tmp_path_factory):
             image[:, :, 1] = 20 * i
             ok, jpeg = cv2.imencode(".jpg", image)
             assert ok
-            writer.write(conns["/CAM_FRONT/image_rect_compressed"], stamp + 10_000_000,
+            writer.write(conns["/CAM_FRONT/image_rect/compressed"], stamp + 10_000_000,
                          msg.serialize(msg.compressed_image(stamp + 10_000_000, "CAM_FRONT", jpeg.tobytes())))
             odom = msg.odometry(stamp + 60_000_000, Transform(translation=np.array([float(i), 0.0, 0.0])),
                                 [4.0, 0.0, 0.0], [0.0, 0.0, 0.1])
@@ -157,7 +157,7 @@ def test_play_reaches_a_subscriber_with_bag_timing_and_record_writes_the_same(sm
     listener = _play_to_listener(small_bag, bag_messages, "1", record_to=tmp_path / "recorded")
     _check_received(bag_messages, listener.received, store)
     _check_timing(bag_messages, listener.received, 1.0,
-                  ("/CAM_FRONT/image_rect_compressed", "/odom", "/tinybev/detections"))
+                  ("/CAM_FRONT/image_rect/compressed", "/odom", "/tinybev/detections"))
 
     # The recorder saw the same stream: same messages per topic, same order, QoS of a latched topic kept.
     recorded, qos, digests = _read_recorded(tmp_path / "recorded")
@@ -172,7 +172,7 @@ def test_a_converted_scene_plays_in_order_with_its_timing_and_records_back(scene
     bag_messages = read_bag(scene_bag)
     listener = _play_to_listener(scene_bag, bag_messages, "1", record_to=tmp_path / "recorded")
     _check_received(bag_messages, listener.received, store)
-    _check_timing(bag_messages, listener.received, 1.0, ("/LIDAR_TOP", "/CAM_FRONT/image_rect_compressed", "/odom"))
+    _check_timing(bag_messages, listener.received, 1.0, ("/LIDAR_TOP", "/CAM_FRONT/image_rect/compressed", "/odom"))
     recorded, qos, _ = _read_recorded(tmp_path / "recorded")
     _check_received(bag_messages, recorded, store)
     assert qos["/map"][0].durability.name == "TRANSIENT_LOCAL"

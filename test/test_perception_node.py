@@ -32,6 +32,7 @@ from tinybev_ros.geometry import CAMERA_NAMES, Rig, Transform, wxyz_to_xyzw
 from tinybev_ros.model import build_student
 from tinybev_ros.model.config import load_model_config
 from tinybev_ros.ros import messages as M
+from tinybev_ros.ros.interface import camera_info_topic, image_topic, remap_arguments
 
 REPO = Path(__file__).resolve().parent.parent
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -56,7 +57,7 @@ class Rosie:
     """The test's side of the wire: publishes camera inputs, collects outputs."""
 
     def __init__(self, scale: float = 1.0, raw: bool = False, optical_frames: bool = False,
-                 camera_info_qos: QoSProfile = RELIABLE) -> None:
+                 camera_info_qos: QoSProfile = RELIABLE, root: str = "", outputs: str = "/tinybev") -> None:
         self.node = rclpy.create_node(f"node_test_{os.getpid()}_{time.monotonic_ns()}")
         self.rig = Rig.load()
         self.scale, self.raw, self.optical = scale, raw, optical_frames
@@ -64,9 +65,9 @@ class Rosie:
         self.frames = {c: f"{c.lower()}_optical_frame" if optical_frames else c for c in CAMERA_NAMES}
         self.width, self.height = int(1600 * scale), int(900 * scale)
         image_type = Image if raw else CompressedImage
-        suffix = "image_rect" if raw else "image_rect_compressed"
-        self.image_pubs = {c: self.node.create_publisher(image_type, f"/{c}/{suffix}", RELIABLE) for c in CAMERA_NAMES}
-        self.info_pubs = {c: self.node.create_publisher(CameraInfo, f"/{c}/camera_info", camera_info_qos)
+        self.image_pubs = {c: self.node.create_publisher(image_type, root + image_topic(c, raw), RELIABLE)
+                           for c in CAMERA_NAMES}
+        self.info_pubs = {c: self.node.create_publisher(CameraInfo, root + camera_info_topic(c), camera_info_qos)
                           for c in CAMERA_NAMES}
         self.tf_static = self.node.create_publisher(TFMessage, "/tf_static", LATCHED)
         self.received: dict[str, list] = {}
@@ -75,8 +76,9 @@ class Rosie:
                                 ("/tinybev/map/drivable_area", OccupancyGrid), ("/tinybev/markers", MarkerArray),
                                 ("/tinybev/predicted_paths", MarkerArray), ("/diagnostics", DiagnosticArray),
                                 ("/tinybev/bev_image", Image), ("/tinybev/camera_overlay", Image)]:
-            self.node.create_subscription(msg_type, topic, lambda m, t=topic: self.received.setdefault(t, []).append(m),
-                                          RELIABLE)
+            actual = outputs + topic.removeprefix("/tinybev") if topic.startswith("/tinybev/") else topic
+            self.node.create_subscription(msg_type, actual,
+                                          lambda m, t=topic: self.received.setdefault(t, []).append(m), RELIABLE)
         # a smooth picture: JPEG-compressible like a real frame (~100 KB), so best-effort delivery works
         ys, xs = np.mgrid[0:self.height, 0:self.width]
         self.pixels = np.stack([xs * 255 // self.width, ys * 255 // self.height, (xs + ys) % 256], -1).astype(np.uint8)
@@ -152,9 +154,11 @@ class Rosie:
         return {kv.key: kv.value for kv in self.outputs("/diagnostics")[-1].status[0].values}
 
 
-def start_node(checkpoint: Path, log_path: Path, *params: str) -> subprocess.Popen:
+def start_node(checkpoint: Path, log_path: Path, *params: str, namespace: str = "/tinybev",
+               camera_root: str = "/") -> subprocess.Popen:
     args = [sys.executable, "-m", "tinybev_ros.ros.perception_node", "--ros-args",
-            "--params-file", str(REPO / "config" / "tinybev.yaml"), "-r", "__ns:=/tinybev",
+            "--params-file", str(REPO / "config" / "tinybev.yaml"), "-r", f"__ns:={namespace}",
+            *remap_arguments(CAMERA_NAMES, camera_root),
             "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu", "-p", "score_threshold:=0.0",
             "-p", "diagnostics_period_s:=0.2"]
     for param in params:
@@ -346,6 +350,25 @@ def test_a_rep105_tree_with_optical_frames_and_best_effort_camera_info(ros_conte
     finally:
         stop_node(node)
     assert "Traceback" not in (tmp_path / "node.log").read_text()
+
+
+def test_a_namespaced_node_with_its_inputs_remapped(ros_context, untrained_checkpoint, tmp_path):
+    """Two robots on one graph: the node pushed into /robot1/perception reads robot1's cameras (remapped as the
+    launch file does, interface.input_remaps) and publishes under its namespace."""
+    node = start_node(untrained_checkpoint, tmp_path / "node.log", namespace="/robot1/perception",
+                      camera_root="/robot1")
+    rosie = Rosie(scale=0.25, root="/robot1", outputs="/robot1/perception")
+    try:
+        wait_subscribed(rosie, node)
+        rosie.send_calibration()
+        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        stamp = rosie.send_frame(1_532_402_927_000_000_000)
+        rosie.spin_until(lambda: rosie.outputs(), 60, node)
+        assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
+        assert rosie.node.count_publishers("/tinybev/detections") == 0
+        assert rosie.node.count_subscribers("/CAM_FRONT/image_rect/compressed") == 0
+    finally:
+        stop_node(node)
 
 
 def test_a_camera_out_of_sync_turns_diagnostics_to_warn_naming_it(ros_context, untrained_checkpoint, tmp_path):

@@ -80,7 +80,7 @@ def test_every_output_topic_has_its_type_frame_and_stamp(ros_run):
     nusc, scene, bag, out, frames = ros_run
     assert frames >= 4
     with Reader(bag) as reader:
-        camera_stamps = {ts for c, ts, _ in reader.messages() if c.topic == "/CAM_FRONT/image_rect_compressed"}
+        camera_stamps = {ts for c, ts, _ in reader.messages() if c.topic == "/CAM_FRONT/image_rect/compressed"}
     with Reader(out) as reader:
         types = {c.topic: c.msgtype for c in reader.connections}
         assert {t: types.get(t) for t in OUTPUT_TYPES} == OUTPUT_TYPES

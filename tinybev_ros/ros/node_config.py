@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from tinybev_ros.geometry import CAMERA_NAMES
+from tinybev_ros.ros.interface import CAMERA_INFO, COMPRESSED_IMAGE, RAW_IMAGE
 
 
 class NodeConfigError(ValueError):
@@ -34,9 +35,10 @@ class PerceptionNodeConfig:
     score_threshold: float = _p(0.3, "detections below this score are not published", 0.0, 1.0, dynamic=True)
     image_transport: str = _p("compressed", "compressed (sensor_msgs/CompressedImage) or raw (sensor_msgs/Image)",
                               choices=("compressed", "raw"))
-    compressed_topic: str = _p("/{camera}/image_rect_compressed", "compressed image topic; {camera} = channel")
-    raw_topic: str = _p("/{camera}/image_rect", "raw image topic used with image_transport=raw")
-    camera_info_topic: str = _p("/{camera}/camera_info", "CameraInfo topic per camera")
+    compressed_topic: str = _p(COMPRESSED_IMAGE, "compressed image topic (image_transport naming, relative: "
+                                                 "remap or namespace it); {camera} = channel")
+    raw_topic: str = _p(RAW_IMAGE, "raw image topic used with image_transport=raw")
+    camera_info_topic: str = _p(CAMERA_INFO, "CameraInfo topic per camera")
     cameras: list[str] = _p(list(CAMERA_NAMES), "camera channels, in the model's order")
     base_frame: str = _p("base_link", "frame of all outputs (REP 105)")
     map_frame: str = _p("map", "fixed frame of the ego pose (map -> [odom ->] base_link in /tf): tracking, ego "

@@ -5,7 +5,7 @@ needed to convert. Everything is read through the nuscenes-devkit tables, so rea
 world go through the same code. Topics (frames as in ARCHITECTURE.md; every header stamp and bag receive time is
 the sensor's own timestamp, nuScenes microseconds -> nanoseconds):
 
-  /CAM_*/image_rect_compressed  sensor_msgs/CompressedImage  original JPEG bytes   (or /CAM_*/image_rect
+  /CAM_*/image_rect/compressed  sensor_msgs/CompressedImage  original JPEG bytes   (or /CAM_*/image_rect
                                                              sensor_msgs/Image rgb8 with --raw-images)
   /CAM_*/camera_info            sensor_msgs/CameraInfo       K, R = I, P = [K|0], plumb_bob, zero distortion
   /LIDAR_TOP                    sensor_msgs/PointCloud2      x, y, z, intensity (float32), ring (uint16)
@@ -43,6 +43,7 @@ from tinybev_ros.geometry import Transform, matrix_to_quat
 from tinybev_ros.nuscenes_dataset import find_scene, open_nuscenes
 from tinybev_ros.ros.bag_messages import MessageFactory
 from tinybev_ros.ros.bag_output import STORAGES, AtomicBagWriter, BagExistsError, bag_size_bytes, check_target
+from tinybev_ros.ros.interface import camera_info_topic, image_topic
 from tinybev_ros.ros.typestore import standard_typestore
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES
 
@@ -96,10 +97,6 @@ class ConversionSummary:
                      f"{self.size_bytes / 1e6:.1f} MB, converted in {self.wall_s:.2f} s "
                      f"({self.x_real_time:.1f}x real time)")
         return "\n".join(lines)
-
-
-def image_topic(camera: str, raw: bool) -> str:
-    return f"/{camera}/image_rect" if raw else f"/{camera}/image_rect_compressed"
 
 
 def _qos(durability: QosDurability, depth: int) -> Qos:
@@ -229,7 +226,7 @@ class SceneMessages:
                     self._add(stamp, "image", image_topic(channel, raw),
                               "sensor_msgs/msg/Image" if raw else "sensor_msgs/msg/CompressedImage",
                               lambda r=record, c=channel: self._image(r, c))
-                    self._add(stamp, "camera_info", f"/{channel}/camera_info", "sensor_msgs/msg/CameraInfo",
+                    self._add(stamp, "camera_info", camera_info_topic(channel), "sensor_msgs/msg/CameraInfo",
                               lambda r=record, c=channel: self._camera_info(r, c))
                 else:
                     self._add(stamp, "lidar", f"/{channel}", "sensor_msgs/msg/PointCloud2",

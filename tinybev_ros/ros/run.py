@@ -19,11 +19,11 @@ from tinybev_ros.paths import share_file
 from tinybev_ros.ros.bag_output import BagExistsError, check_target, is_bag
 from tinybev_ros.ros.child_process import spawn
 from tinybev_ros.ros.dds import use_large_message_profile
-from tinybev_ros.taxonomy import MAP_CLASSES
+from tinybev_ros.ros.interface import NAMESPACE, image_topic, output_topic, remap_arguments
+from tinybev_ros.ros.interface import OUTPUT_TOPICS as NODE_OUTPUTS
+from tinybev_ros.ros.node_config import PerceptionNodeConfig
 
-OUTPUT_TOPICS = ("/tinybev/detections", "/tinybev/objects", "/tinybev/ego_trajectory", "/tinybev/occupancy",
-                 "/tinybev/markers", "/tinybev/predicted_paths", *(f"/tinybev/map/{layer}" for layer in MAP_CLASSES),
-                 "/diagnostics")
+OUTPUT_TOPICS = (*(output_topic(name) for name in NODE_OUTPUTS), "/diagnostics")
 PLAYER_SETTLE_S = 1.0  # after the player's writers are visible, before it is resumed (see run_pipeline)
 
 
@@ -41,7 +41,8 @@ def output_topics(checkpoint: str) -> list[str]:
 
 def node_command(params: Path, checkpoint: str, device: str, sim_time: bool, overrides: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "tinybev_ros.ros.perception_node", "--ros-args", "--params-file", str(params),
-           "-r", "__ns:=/tinybev", "-p", f"use_sim_time:={'true' if sim_time else 'false'}", "-p", f"device:={device}"]
+           "-r", f"__ns:={NAMESPACE}", *remap_arguments(PerceptionNodeConfig().cameras),
+           "-p", f"use_sim_time:={'true' if sim_time else 'false'}", "-p", f"device:={device}"]
     if checkpoint:
         cmd += ["-p", f"checkpoint:={checkpoint}"]
     for override in overrides:
@@ -135,8 +136,6 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
 
     Every child dies with this process (child_process.spawn); `force` lets the recording replace an older bag.
     """
-    from tinybev_ros.ros.node_config import PerceptionNodeConfig
-
     check_inputs(bag, record, force)
     cameras = PerceptionNodeConfig().cameras
     node = recorder = player = None
@@ -146,7 +145,7 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
         node = spawn(node_command(params, checkpoint, device, bag is not None, overrides or []))
         if bag is None:
             return node.wait()
-        camera_topics = [f"/{c}/image_rect_compressed" for c in cameras]
+        camera_topics = [image_topic(c) for c in cameras]
         watcher.spin_until(lambda: watcher.subscribed(camera_topics), startup_timeout_s,
                            "waiting for tinybev_node to subscribe to the cameras", [node])
         if record is not None:

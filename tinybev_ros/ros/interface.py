@@ -1,0 +1,47 @@
+"""The ROS interface of tinybev_node in one place: where the cameras are, how the node reaches them, what it
+publishes.
+
+Inputs follow image_transport's naming: `/<camera>/image_rect` (sensor_msgs/Image),
+`/<camera>/image_rect/compressed` (sensor_msgs/CompressedImage), `/<camera>/camera_info`, one camera per
+nuScenes channel name. The node subscribes to them by relative names (`<camera>/image_rect/compressed`, its
+`compressed_topic` parameter), so pushing it into a namespace moves its inputs with it; `input_remaps` connects
+the node in its namespace (/tinybev by default) to the cameras at the root, and the launch file and `tinybev run`
+both apply it. Outputs are relative too (`detections` -> /tinybev/detections).
+"""
+
+from __future__ import annotations
+
+from tinybev_ros.taxonomy import MAP_CLASSES
+
+NAMESPACE = "/tinybev"
+# the node's relative input names (its default parameters); {camera} = the nuScenes channel name
+RAW_IMAGE = "{camera}/image_rect"
+COMPRESSED_IMAGE = "{camera}/image_rect/compressed"
+CAMERA_INFO = "{camera}/camera_info"
+OUTPUT_TOPICS = ("detections", "objects", "ego_trajectory", "occupancy", "markers", "predicted_paths",
+                 *(f"map/{layer}" for layer in MAP_CLASSES))
+
+
+def image_topic(camera: str, raw: bool = False) -> str:
+    """Where a camera (or a converted bag) publishes its images."""
+    return "/" + (RAW_IMAGE if raw else COMPRESSED_IMAGE).format(camera=camera)
+
+
+def camera_info_topic(camera: str) -> str:
+    return "/" + CAMERA_INFO.format(camera=camera)
+
+
+def input_remaps(cameras: list[str] | tuple[str, ...], root: str = "/") -> list[tuple[str, str]]:
+    """(relative name in the node, absolute topic) for every camera input: the cameras under `root`."""
+    prefix = "/" + root.strip("/") + "/" if root.strip("/") else "/"
+    return [(pattern.format(camera=camera), prefix + pattern.format(camera=camera))
+            for camera in cameras for pattern in (RAW_IMAGE, COMPRESSED_IMAGE, CAMERA_INFO)]
+
+
+def remap_arguments(cameras: list[str] | tuple[str, ...], root: str = "/") -> list[str]:
+    """`input_remaps` as command-line rules: ["-r", "from:=to", ...] (after --ros-args)."""
+    return [arg for source, target in input_remaps(cameras, root) for arg in ("-r", f"{source}:={target}")]
+
+
+def output_topic(name: str, namespace: str = NAMESPACE) -> str:
+    return f"{namespace.rstrip('/')}/{name}"

@@ -22,10 +22,10 @@ from vision_msgs.msg import Detection3DArray
 
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
+from tinybev_ros.ros.interface import NAMESPACE
 from tinybev_ros.ros.predicted_objects import predicted_objects_from_msg
 from tinybev_ros.taxonomy import MAP_CLASSES, Command
 
-NAMESPACE = "/tinybev"
 MAX_FUTURE_STEPS = 16  # occupancy/future_k topics looked for
 
 

@@ -36,7 +36,7 @@ def output_topics(checkpoint: str) -> list[str]:
 
     with safe_open(str(checkpoint or default_checkpoint()), "pt") as handle:
         frames = int(yaml.safe_load(handle.metadata()["config"]).get("occupancy_frames", 1))
-    return [*OUTPUT_TOPICS, *(f"/tinybev/occupancy/future_{k}" for k in range(1, frames))]
+    return [*OUTPUT_TOPICS, *(output_topic(f"occupancy/future_{k}") for k in range(1, frames))]
 
 
 def node_command(params: Path, checkpoint: str, device: str, sim_time: bool, overrides: list[str]) -> list[str]:

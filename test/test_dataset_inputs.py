@@ -124,6 +124,11 @@ def test_dataset_mistakes_get_one_line_each(synth_dataset, tiny_checkpoint, tmp_
     image = truncated / nusc.get("sample_data", nusc.get("sample", scene["first_sample_token"])["data"]["CAM_BACK"])[
         "filename"]
     image.write_bytes(image.read_bytes()[:5000])
+    no_val = tmp_path / "no_val"
+    shutil.copytree(synth_dataset.dataroot / synth_dataset.version, no_val / synth_dataset.version)
+    for folder in ("samples", "maps"):
+        (no_val / folder).symlink_to(synth_dataset.dataroot / folder)
+    (no_val / synth_dataset.version / "splits.json").write_text(json.dumps({"mini_train": ["scene-0061"]}))
     eval_args = ("eval", "--checkpoint", tiny_checkpoint, "--figure-scenes", "0", "--no-speed", "--tasks", "map",
                  "--out", tmp_path / "never")
     cases = {
@@ -138,6 +143,9 @@ def test_dataset_mistakes_get_one_line_each(synth_dataset, tiny_checkpoint, tmp_
         "truncated image": ((*eval_args, "--dataroot", truncated), f"image {image} is a truncated JPEG", ""),
         "bad checkpoint": (("demo", "--checkpoint", image, "--out", tmp_path / "never"),
                            f"checkpoint {image} is not a readable safetensors file", ""),
+        "no val split": (("train", "--config", REPO / "config" / "train_tiny.yaml", "--model", "student",
+                          "--dataroot", no_val, "--version", synth_dataset.version, "--out", tmp_path / "never"),
+                         "has no split 'val'", "mini_train"),
     }
     for name, (args, *expected) in cases.items():
         result = _tinybev(*args)

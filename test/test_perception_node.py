@@ -443,6 +443,7 @@ BAD_PARAMETERS = {  # a value the node cannot work with -> what its one line mus
     "compressed_topic:=/cam/image": "parameter compressed_topic is '/cam/image'; it must contain {camera}",
     "device:=cuda:0": "CUDA is not available here",
     "checkpoint:=/nonexistent/student.safetensors": "checkpoint /nonexistent/student.safetensors does not exist",
+    f"checkpoint:={REPO / 'README.md'}": "is not a readable safetensors file",
 }
 
 

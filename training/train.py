@@ -46,7 +46,7 @@ from training.checkpointing import (
     write_checkpoint_dir,
 )
 from training.config import TrainConfig, load_train_config
-from training.data import NuScenesBevDataset, collate, move_batch, resolve_workers
+from training.data import NuScenesBevDataset, collate, move_batch, resolve_workers, split_sample_tokens
 from training.losses import LossWeights, supervised_losses
 from training.model_adapter import ModelSpec, build_model_spec
 from training.precision import autocast_dtype
@@ -164,6 +164,8 @@ class Trainer:
                   "data_config": config.data, "target_config": config.targets, "with_lidar": with_lidar,
                   "seed": config.seed, "depth_targets": config.loss.depth > 0,
                   "lidar_sweeps": self.spec.lidar_sweeps}
+        for split in (config.train_split, config.val_split):  # both exist, before any caching work
+            split_sample_tokens(nusc, split)
         self.train_set = NuScenesBevDataset(nusc, config.train_split, train=True, **common)
         self.val_set = NuScenesBevDataset(nusc, config.val_split, train=False, cache=self.train_set.cache, **common)
         # Fixed un-augmented training samples, spread over the split, for the BatchNorm statistics.

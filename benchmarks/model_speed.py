@@ -97,8 +97,8 @@ def main() -> int:
 
     predictor = Predictor(student, student_config, device)
     lat = measure_latency(lambda: predictor.predict(images, ks, poses, 2, 0), device, repeats=args.repeats)
-    precision = "fp16" if predictor.half else "fp32"
-    print(line(f"Predictor end to end ({precision})", None, lat) + "  preprocess+forward+decode, 1600x900 input")
+    print(line(f"Predictor end to end ({predictor.precision})", None, lat)
+          + "  preprocess+forward+decode, 1600x900 input")
 
     if args.onnx:
         import onnxruntime as ort

@@ -184,7 +184,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny):
         load_checkpoint(tmp_path / "partial.safetensors")
 
 
-def test_release_halves_the_file_and_keeps_the_predictions(tmp_path, tiny, rig_inputs):
+def test_release_halves_the_file_and_keeps_the_predictions(tmp_path, tiny, rig_inputs, capsys):
     torch.manual_seed(4)
     model = build_student(tiny).eval()
     trained = save_checkpoint(tmp_path / "model.safetensors", model, tiny, {"step": 9})
@@ -203,14 +203,14 @@ def test_release_halves_the_file_and_keeps_the_predictions(tmp_path, tiny, rig_i
     np.testing.assert_allclose(half.ego_plan, full.ego_plan, atol=0.05)
 
     save_checkpoint(tmp_path / "teacher.safetensors", model, tiny, kind="teacher")
-    with pytest.raises(ValueError, match="only students are shipped"):
-        tinybev(["release", str(tmp_path / "teacher.safetensors"), "--out", str(tmp_path / "t.safetensors")])
+    assert tinybev(["release", str(tmp_path / "teacher.safetensors"), "--out", str(tmp_path / "t.safetensors")]) == 2
+    assert "only students are shipped" in capsys.readouterr().err
     big = build_student(tiny)
     with torch.no_grad():
         big.heads.box[1].bias[0] = 1e6
     save_checkpoint(tmp_path / "big.safetensors", big, tiny)
-    with pytest.raises(ValueError, match="heads.box.1.bias has values float16 cannot represent"):
-        tinybev(["release", str(tmp_path / "big.safetensors"), "--out", str(tmp_path / "b.safetensors")])
+    assert tinybev(["release", str(tmp_path / "big.safetensors"), "--out", str(tmp_path / "b.safetensors")]) == 2
+    assert "heads.box.1.bias has values float16 cannot represent" in capsys.readouterr().err
     assert not (tmp_path / "b.safetensors").exists()
 
 

@@ -61,6 +61,7 @@ class Rosie:
         self.node = rclpy.create_node(f"node_test_{os.getpid()}_{time.monotonic_ns()}")
         self.rig = Rig.load()
         self.scale, self.raw, self.optical = scale, raw, optical_frames
+        self.infos_with_frames = True
         # the frame_id of each camera's images and CameraInfo: the nuScenes channel, or a URDF optical frame
         self.frames = {c: f"{c.lower()}_optical_frame" if optical_frames else c for c in CAMERA_NAMES}
         self.width, self.height = int(1600 * scale), int(900 * scale)
@@ -84,12 +85,24 @@ class Rosie:
         self.pixels = np.stack([xs * 255 // self.width, ys * 255 // self.height, (xs + ys) % 256], -1).astype(np.uint8)
         self.jpeg = cv2.imencode(".jpg", self.pixels)[1].tobytes()
 
-    def spin_until(self, condition, timeout_s: float, node_process: subprocess.Popen) -> None:
+    def spin_until(self, condition, timeout_s: float, node_process: subprocess.Popen, repeat=None) -> None:
+        """Spin until `condition()`; `repeat()` (e.g. a CameraInfo, as drivers keep sending it) every 0.2 s."""
         deadline = time.monotonic() + timeout_s
+        next_repeat = 0.0
         while not condition():
             assert node_process.poll() is None, "tinybev_node died"
             assert time.monotonic() < deadline, f"timed out; last diagnostics: {self.diagnostics()}"
+            if repeat is not None and time.monotonic() >= next_repeat:
+                repeat()
+                next_repeat = time.monotonic() + 0.2
             rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def calibrate(self, node_process: subprocess.Popen) -> None:
+        """/tf_static once (latched), CameraInfo until the node reports every camera calibrated: CameraInfo is
+        read best effort, and one sent before the node's reader has matched is lost."""
+        self.send_calibration()
+        self.spin_until(lambda: self.diagnostics().get("calibrated_cameras") == "6/6", 30, node_process,
+                        repeat=self.send_camera_infos)
 
     @staticmethod
     def transform(parent: str, child: str, pose: Transform, stamp_ns: int = 0) -> TransformStamped:
@@ -115,15 +128,18 @@ class Rosie:
         self.tf_static.publish(TFMessage(transforms=transforms))
         self.send_camera_infos(nan_camera)
 
+    def camera_info(self, camera: str, stamp_ns: int = 0, nan: bool = False) -> CameraInfo:
+        k = self.rig.cameras[camera].intrinsic.copy()
+        k[:2] *= self.scale
+        info = CameraInfo(header=M.header(stamp_ns, self.frames[camera]), width=self.width, height=self.height)
+        info.k = k.ravel().tolist()
+        if nan:
+            info.k[0] = float("nan")
+        return info
+
     def send_camera_infos(self, nan_camera: str | None = None) -> None:
         for camera in CAMERA_NAMES:
-            k = self.rig.cameras[camera].intrinsic.copy()
-            k[:2] *= self.scale
-            info = CameraInfo(header=M.header(0, self.frames[camera]), width=self.width, height=self.height)
-            info.k = k.ravel().tolist()
-            if camera == nan_camera:
-                info.k[0] = float("nan")
-            self.info_pubs[camera].publish(info)
+            self.info_pubs[camera].publish(self.camera_info(camera, nan=camera == nan_camera))
 
     def image(self, camera: str, stamp_ns: int, data: bytes | None = None, encoding: str = "rgb8",
               width: int | None = None):
@@ -142,6 +158,8 @@ class Rosie:
             stamp = t_ns + STAGGER_NS[camera] + (late_ns or {}).get(camera, 0)
             msg = (override or {}).get(camera) or self.image(camera, stamp)
             msg.header = M.header(stamp, self.frames[camera])
+            if self.infos_with_frames:  # as a camera driver does: best effort may lose one, never all
+                self.info_pubs[camera].publish(self.camera_info(camera, stamp))
             self.image_pubs[camera].publish(msg)
         return t_ns + STAGGER_NS["CAM_FRONT"]  # the stamp of the synchronized frame
 
@@ -179,7 +197,9 @@ def stop_node(process: subprocess.Popen) -> None:
 
 
 def wait_subscribed(rosie: Rosie, node: subprocess.Popen, timeout_s: float = 120) -> None:
-    rosie.spin_until(lambda: all(p.get_subscription_count() > 0 for p in rosie.image_pubs.values()), timeout_s, node)
+    """Until the node's image and CameraInfo readers have matched our writers (volatile: earlier ones are lost)."""
+    publishers = [*rosie.image_pubs.values(), *rosie.info_pubs.values()]
+    rosie.spin_until(lambda: all(p.get_subscription_count() > 0 for p in publishers), timeout_s, node)
 
 
 def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untrained_checkpoint, tmp_path):
@@ -190,8 +210,7 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
         wait_subscribed(rosie, node)
         # the node reports its image readers' matches with our writers (what `tinybev run` waits for)
         rosie.spin_until(lambda: rosie.diagnostics().get("cameras_with_writers") == "6/6", 30, node)
-        rosie.send_calibration()
-        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        rosie.calibrate(node)
         t = 1_532_402_927_000_000_000
         # 1. good frames: every output topic, in base_link, at the synchronized stamp
         stamps = []
@@ -217,9 +236,9 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
         small = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", rosie.pixels[::2, ::2])[1].tobytes())
         rosie.send_frame(t + 500_000_000, override={"CAM_BACK": small})
         rosie.spin_until(lambda: "fault_wrong_image_size" in rosie.diagnostics(), 60, node)
-        rosie.send_camera_infos(nan_camera="CAM_BACK")
         rosie.spin_until(lambda: {"fault_corrupt_image", "fault_wrong_image_size", "fault_bad_camera_info"}
-                         <= set(rosie.diagnostics()), 60, node)
+                         <= set(rosie.diagnostics()), 60, node,
+                         repeat=lambda: rosie.send_camera_infos(nan_camera="CAM_BACK"))
         before = len(rosie.outputs())
         rosie.send_frame(t + 1_000_000_000)  # the last valid calibration of CAM_BACK is kept
         rosie.spin_until(lambda: len(rosie.outputs()) > before, 60, node)
@@ -267,18 +286,17 @@ def test_raw_images_unsupported_encoding_and_missing_tf(ros_context, untrained_c
     rosie = Rosie(scale=0.2, raw=True)  # 320x180 rgb8 frames: small enough for default DDS shared memory
     try:
         wait_subscribed(rosie, node)
-        rosie.send_camera_infos()  # no /tf_static yet
         rosie.spin_until(lambda: "/diagnostics" in rosie.received, 30, node)
-        t = 1_600_000_000_000_000_000
-        rosie.send_frame(t)
-        rosie.spin_until(lambda: "fault_missing_tf" in rosie.diagnostics(), 30, node)
+        frames = iter(range(1_600_000_000_000_000_000, 1_700_000_000_000_000_000, 500_000_000))
+        # frames (each with its CameraInfo) but no /tf_static yet, until the node names the missing transform
+        rosie.spin_until(lambda: "fault_missing_tf" in rosie.diagnostics(), 30, node,
+                         repeat=lambda: rosie.send_frame(next(frames)))
         assert rosie.diagnostics()["calibrated_cameras"] == "0/6"
-        rosie.send_calibration()
-        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        rosie.calibrate(node)
         bad = rosie.image("CAM_FRONT", 0, data=bytes(rosie.width * rosie.height * 2), encoding="16UC1")
-        rosie.send_frame(t + 500_000_000, override={"CAM_FRONT": bad})
+        rosie.send_frame(next(frames), override={"CAM_FRONT": bad})
         rosie.spin_until(lambda: "fault_bad_encoding" in rosie.diagnostics(), 30, node)
-        stamp = rosie.send_frame(t + 1_000_000_000)
+        stamp = rosie.send_frame(next(frames))
         rosie.spin_until(lambda: len(rosie.outputs()) >= 1, 60, node)
         assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
         rosie.spin_until(lambda: rosie.diagnostics()["frames_published"] == "1", 10, node)
@@ -311,8 +329,7 @@ def test_a_frame_with_non_finite_outputs_is_never_published(ros_context, tmp_pat
     rosie = Rosie()
     try:
         wait_subscribed(rosie, node)
-        rosie.send_calibration()
-        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        rosie.calibrate(node)
         rosie.send_frame(1_532_402_927_000_000_000)
         rosie.spin_until(lambda: "fault_non_finite_output" in rosie.diagnostics(), 60, node)
         status = rosie.outputs("/diagnostics")[-1].status[0]
@@ -336,13 +353,11 @@ def test_a_rep105_tree_with_optical_frames_and_best_effort_camera_info(ros_conte
     try:
         wait_subscribed(rosie, node)
         rosie.tf_static.publish(TFMessage(transforms=[rosie.transform("map", "odom", Transform())]))
-        rosie.send_calibration()
-        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        rosie.calibrate(node)
         t = 1_532_402_927_000_000_000
         for k in range(3):
             pose = Transform(translation=np.array([5.0 * k, 0.0, 0.0]))
             tf.publish(TFMessage(transforms=[rosie.transform("odom", "base_link", pose, t + k * 500_000_000)]))
-        rosie.send_camera_infos()  # best effort: send again in case the first went before the match
         stamp = rosie.send_frame(t + 1_000_000_000)
         rosie.spin_until(lambda: rosie.outputs(), 60, node)
         assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
@@ -360,8 +375,7 @@ def test_a_namespaced_node_with_its_inputs_remapped(ros_context, untrained_check
     rosie = Rosie(scale=0.25, root="/robot1", outputs="/robot1/perception")
     try:
         wait_subscribed(rosie, node)
-        rosie.send_calibration()
-        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        rosie.calibrate(node)
         stamp = rosie.send_frame(1_532_402_927_000_000_000)
         rosie.spin_until(lambda: rosie.outputs(), 60, node)
         assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
@@ -376,8 +390,7 @@ def test_a_camera_out_of_sync_turns_diagnostics_to_warn_naming_it(ros_context, u
     rosie = Rosie(scale=0.25)
     try:
         wait_subscribed(rosie, node)
-        rosie.send_calibration()
-        rosie.spin_until(lambda: rosie.diagnostics().get("calibrated_cameras") == "6/6", 30, node)
+        rosie.calibrate(node)
         t = 1_532_402_927_000_000_000
         for k in range(6):  # CAM_BACK 150 ms behind the others, at 2 Hz for 3 s
             rosie.send_frame(t + k * 500_000_000, late_ns={"CAM_BACK": 150_000_000})

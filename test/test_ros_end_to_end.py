@@ -19,7 +19,6 @@ from nuscenes.nuscenes import NuScenes
 from rosbags.rosbag2 import Reader
 
 from tinybev_ros.checkpoint import save_checkpoint
-from tinybev_ros.geometry import CAMERA_NAMES
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model import build_student
 from tinybev_ros.model.config import load_model_config
@@ -29,7 +28,7 @@ from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
 from tinybev_ros.ros.output_bag import predictions_from_bag
 from tinybev_ros.ros.run import run_pipeline
 from tinybev_ros.taxonomy import Command
-from training.evaluate import evaluate, load_ground_truths, predict_split, sample_images, sample_rig
+from training.evaluate import evaluate, load_ground_truths, model_frame, predict_split
 from training.ground_truth import sample_ego_status
 
 SCORE_THRESHOLD = 0.0
@@ -131,10 +130,7 @@ def test_metrics_through_ros_equal_offline_evaluation(ros_run, checkpoint):
     assert moving
     blind_gap = 0.0
     for token in moving:
-        images, rig = sample_images(nusc, token), sample_rig(nusc, token)
-        cameras = [rig.cameras[name] for name in CAMERA_NAMES]
-        frame = ([images[n] for n in CAMERA_NAMES], [c.intrinsic for c in cameras], [c.sensor_to_ego for c in cameras],
-                 int(Command.STRAIGHT), 0)  # the node runs with command:=straight
+        frame = (*model_frame(nusc, token, predictor.config), int(Command.STRAIGHT), 0)  # node: command:=straight
         known = predictor.predict(*frame, sample_ego_status(nusc, nusc.get("sample", token)))
         np.testing.assert_allclose(through_ros[token].ego_plan, known.ego_plan, atol=0.05)
         blind_gap = max(blind_gap, float(np.abs(predictor.predict(*frame).ego_plan - known.ego_plan).max()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -110,6 +112,28 @@ def test_image_size_is_read_from_the_header_and_checked_before_decoding():
     with pytest.raises(M.ImageSizeError, match="image is 160x90 but its CameraInfo says 1600x900"):
         M.decode_compressed(CompressedImage(format="jpeg", data=jpeg), expected_size=(1600, 900))
     assert M.decode_compressed(CompressedImage(format="jpeg", data=jpeg), expected_size=(160, 90)).shape == (90, 160, 3)
+
+
+def test_reduced_decode_keeps_the_pixel_geometry():
+    """A JPEG decoded at 1/4 (what the node does for a 352-pixel model) shows a point where the scaled K says."""
+    from tinybev_ros.model.config import load_model_config
+    from tinybev_ros.model.preprocess import decode_reduction, scale_intrinsics
+
+    config = load_model_config(Path(__file__).resolve().parent.parent / "config" / "model_tiny.yaml")
+    assert decode_reduction(1600, config) == 4 and decode_reduction(config.image_width, config) == 1
+    k = np.array([[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0.0, 0.0, 1.0]])
+    point = np.array([2.0, 0.5, 20.0])  # in the camera frame
+    u, v, _ = k @ point / point[2]
+    image = np.zeros((900, 1600, 3), np.uint8)
+    cv2.circle(image, (int(round(u)), int(round(v))), 12, (255, 255, 255), -1)
+    jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    small = M.decode_compressed(CompressedImage(format="jpeg", data=jpeg), (1600, 900), reduction=4)
+    assert small.shape == (225, 400, 3)
+    ys, xs = np.nonzero(small[..., 0] > 128)
+    u4, v4, _ = scale_intrinsics(k, 0.25, 0.25) @ point / point[2]
+    assert abs(xs.mean() - u4) < 0.6 and abs(ys.mean() - v4) < 0.6
+    with pytest.raises(M.ImageSizeError, match="image is 1600x900 but its CameraInfo says 800x450"):
+        M.decode_compressed(CompressedImage(format="jpeg", data=jpeg), (800, 450), reduction=4)
 
 
 def test_raw_images_by_encoding_and_bad_ones_rejected():

@@ -10,10 +10,10 @@ from test_training import TINY, tiny_config  # noqa: I001  (test helper module)
 from tinybev_ros.checkpoint import read_checkpoint
 from tinybev_ros.model import build_student
 from tinybev_ros.model.config import load_model_config
+from tinybev_ros.precision import autocast_dtype, cpu_has_bf16
 from training.batchnorm import recalibrate_batchnorm
 from training.checkpointing import MODEL_FILE, latest_checkpoint
 from training.data import move_batch
-from training.precision import autocast_dtype, cpu_has_bf16
 from training.train import Trainer, parameter_groups
 
 

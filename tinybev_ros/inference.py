@@ -1,7 +1,8 @@
 """`Predictor`: six camera images + calibration -> `Predictions`, the call the ROS node (and the demo) make.
 
-Device: CUDA when available (fp16 there: halves latency and memory; BEV pooling sums stay well inside fp16
-range), else CPU fp32. The LSS splat index depends only on the calibration, so it is computed once per
+Device: CUDA when available (fp16 weights there: halves latency and memory; BEV pooling sums stay well inside
+fp16 range), else CPU, in bf16 autocast where the CPU has native bf16 (the precision the student trained in;
+tinybev_ros/precision.py), else fp32. The LSS splat index depends only on the calibration, so it is computed once per
 calibration (keyed by the bytes of the preprocessed K and camera->ego matrices) and reused every frame.
 """
 
@@ -23,6 +24,7 @@ from tinybev_ros.geometry import CAMERA_NAMES, Rig, Transform
 from tinybev_ros.model import ModelConfig, SplatIndex, TinyBEV, build_student
 from tinybev_ros.model.decode import decode
 from tinybev_ros.model.preprocess import preprocess_cameras
+from tinybev_ros.precision import autocast_dtype
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import Command
 
@@ -39,11 +41,12 @@ class Predictor:
     """Runs the student on one synchronized frame at a time."""
 
     def __init__(self, model: TinyBEV, config: ModelConfig, device: str | torch.device | None = None,
-                 half: bool | None = None) -> None:
+                 precision: str = "auto") -> None:
         self.device = torch.device(device) if device is not None else default_device()
-        self.half = (self.device.type == "cuda") if half is None else half
-        if self.half and self.device.type != "cuda":
-            raise ValueError("fp16 inference needs a CUDA device")
+        dtype = autocast_dtype(precision, self.device)  # ValueError names an impossible precision
+        self.half = dtype == torch.float16  # fp16 weights (CUDA)
+        self.autocast = dtype if dtype == torch.bfloat16 else None  # bf16 autocast, weights stay fp32
+        self.precision = {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[dtype]
         self.config = config
         self.model = model.to(self.device).eval()
         if self.half:
@@ -54,10 +57,10 @@ class Predictor:
 
     @staticmethod
     def from_checkpoint(path: str | Path, device: str | torch.device | None = None,
-                        half: bool | None = None) -> Predictor:
+                        precision: str = "auto") -> Predictor:
         model, config = load_checkpoint(path)
         log.info("loaded student checkpoint %s (%s config)", path, config.name)
-        return Predictor(model, config, device, half)
+        return Predictor(model, config, device, precision)
 
     @staticmethod
     def untrained(config: ModelConfig, seed: int = 0, device: str | torch.device | None = None) -> Predictor:
@@ -113,8 +116,9 @@ class Predictor:
         dtype = torch.float16 if self.half else torch.float32
         tensor = torch.from_numpy(inputs).to(self.device, dtype)[None]
         prepared = time.perf_counter()
-        outputs = self.model(tensor, None, None, torch.tensor([int(command)], device=self.device), splat,
-                             torch.from_numpy(status).to(self.device, dtype)[None])
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            outputs = self.model(tensor, None, None, torch.tensor([int(command)], device=self.device), splat,
+                                 torch.from_numpy(status).to(self.device, dtype)[None])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         ran = time.perf_counter()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from tinybev_ros.errors import DatasetError, DatasetFileMissing
@@ -54,14 +53,17 @@ def find_scene(nusc, name: str) -> dict:
     raise DatasetError(f"unknown scene {name!r} in {nusc.dataroot}/{nusc.version}; scenes: {', '.join(names)}")
 
 
-def read_image_rgb(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8; a missing, truncated or corrupt file is an error naming it."""
+def read_image_rgb(path: str | Path, reduction: int = 1) -> np.ndarray:
+    """An image file as RGB uint8 (at 1/`reduction` scale, as the node decodes it: preprocess.decode_image); a
+    missing, truncated or corrupt file is an error naming it."""
+    from tinybev_ros.model.preprocess import decode_image
+
     if not Path(path).is_file():
         raise DatasetFileMissing(f"image {path} does not exist")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
+    data = Path(path).read_bytes()
+    if data[:2] == b"\xff\xd8" and data[-2:] != b"\xff\xd9":
         raise DatasetError(f"image {path} is a truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = decode_image(data, reduction)
     if image is None:
         raise DatasetError(f"image {path} does not decode")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image

@@ -26,7 +26,7 @@ def to_float16(name: str, tensor: torch.Tensor) -> torch.Tensor:
     if not tensor.is_floating_point():
         return tensor
     if tensor.numel() and tensor.abs().max().item() > FLOAT16_MAX:
-        raise ValueError(f"tensor {name} has values float16 cannot represent; ship it in float32")
+        raise CheckpointError(f"tensor {name} has values float16 cannot represent; ship it in float32")
     return tensor.to(torch.float16)
 
 

@@ -30,7 +30,6 @@ import torch
 
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.config import load_yaml
-from tinybev_ros.geometry import CAMERA_NAMES
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
@@ -44,9 +43,8 @@ from training.evaluate import (
     for_evaluation,
     load_ground_truths,
     metric_at,
+    model_frame,
     predict_split,
-    sample_images,
-    sample_rig,
     summary_row,
     write_json,
 )
@@ -150,10 +148,7 @@ class Ablation:
         row = summary_row(metrics)
         row["params_M"] = sum(p.numel() for p in predictor.model.parameters()) / 1e6
         if self.config.latency_repeats > 0:
-            images, rig = sample_images(self.nusc, tokens[0]), sample_rig(self.nusc, tokens[0])
-            cams = [rig.cameras[name] for name in CAMERA_NAMES]
-            frame = ([images[n] for n in CAMERA_NAMES], [c.intrinsic for c in cams], [c.sensor_to_ego for c in cams],
-                     2, 0)
+            frame = (*model_frame(self.nusc, tokens[0], predictor.config), 2, 0)
             row["latency_ms"] = measure_latency(lambda: predictor.predict(*frame), predictor.device,
                                                 repeats=self.config.latency_repeats)["median_ms"]
         write_json(cached, row)

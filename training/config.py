@@ -84,7 +84,7 @@ class TrainConfig:
     source: str = ""  # the YAML this was loaded from (set by load_train_config; resolves model paths)
 
     def __post_init__(self) -> None:
-        from training.precision import PRECISIONS
+        from tinybev_ros.precision import PRECISIONS
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")

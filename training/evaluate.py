@@ -35,6 +35,7 @@ from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, CameraCalibration, Rig, Transform
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model.config import ModelConfig
+from tinybev_ros.model.preprocess import decode_reduction, scale_intrinsics
 from tinybev_ros.nuscenes_dataset import open_nuscenes, read_image_rgb
 from tinybev_ros.predictions import PLAN_STEPS, Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
@@ -335,12 +336,24 @@ def sample_rig(nusc: NuScenes, sample_token: str) -> Rig:
     return Rig(cameras, Transform.from_nuscenes(lidar_calib["translation"], lidar_calib["rotation"]))
 
 
-def sample_images(nusc: NuScenes, sample_token: str) -> dict[str, np.ndarray]:
-    """RGB images of the six cameras of a keyframe; a missing, truncated or corrupt file is a DatasetError (an
-    evaluation never scores a half-grey image as if it were real)."""
+def sample_images(nusc: NuScenes, sample_token: str, reduction: int = 1) -> dict[str, np.ndarray]:
+    """RGB images of the six cameras of a keyframe (at 1/`reduction` scale); a missing, truncated or corrupt file
+    is a DatasetError (an evaluation never scores a half-grey image as if it were real)."""
     sample = nusc.get("sample", sample_token)
-    return {name: read_image_rgb(Path(nusc.dataroot) / nusc.get("sample_data", sample["data"][name])["filename"])
-            for name in CAMERA_NAMES}
+    return {name: read_image_rgb(Path(nusc.dataroot) / nusc.get("sample_data", sample["data"][name])["filename"],
+                                 reduction) for name in CAMERA_NAMES}
+
+
+def model_frame(nusc: NuScenes, sample_token: str, config: ModelConfig) -> tuple[list, list, list]:
+    """(images, K, camera -> ego) of a keyframe as the node hands them to the Predictor: JPEGs decoded at the
+    scale `decode_reduction` picks (the node's default), K scaled to match."""
+    rig = sample_rig(nusc, sample_token)
+    cameras = [rig.cameras[name] for name in CAMERA_NAMES]
+    reduction = decode_reduction(cameras[0].width, config)
+    images = sample_images(nusc, sample_token, reduction)
+    return ([images[name] for name in CAMERA_NAMES],
+            [scale_intrinsics(c.intrinsic, 1 / reduction, 1 / reduction) for c in cameras],
+            [c.sensor_to_ego for c in cameras])
 
 
 def render_scene(nusc: NuScenes, sample_tokens: list[str], predictions_by_sample: Mapping[str, Predictions],
@@ -397,12 +410,10 @@ def predict_split(predictor: Any, nusc: NuScenes, sample_tokens: list[str],
     """
     out = {}
     for token in tqdm(sample_tokens, desc="inference", disable=not progress):
-        images, rig = sample_images(nusc, token), sample_rig(nusc, token)
-        cameras = [rig.cameras[name] for name in CAMERA_NAMES]
+        images, intrinsics, cam_to_ego = model_frame(nusc, token, predictor.config)
         status = sample_ego_status(nusc, nusc.get("sample", token))  # what the node derives from /tf
         start = time.perf_counter()
-        out[token] = predictor.predict([images[name] for name in CAMERA_NAMES], [c.intrinsic for c in cameras],
-                                       [c.sensor_to_ego for c in cameras], ground_truths[token].command,
+        out[token] = predictor.predict(images, intrinsics, cam_to_ego, ground_truths[token].command,
                                        int(ground_truths[token].timestamp_us) * 1000, status)
         if times_ms is not None:
             times_ms.append((time.perf_counter() - start) * 1000.0)
@@ -414,10 +425,7 @@ def predictor_speed(predictor: Any, nusc: NuScenes, sample_token: str, times_ms:
     (the first call, which builds the splat index and warms up, is left out when there are others)."""
     from training.metrics.speed import count_flops, count_parameters
 
-    images, rig = sample_images(nusc, sample_token), sample_rig(nusc, sample_token)
-    cameras = [rig.cameras[name] for name in CAMERA_NAMES]
-    frame = ([images[name] for name in CAMERA_NAMES], [c.intrinsic for c in cameras],
-             [c.sensor_to_ego for c in cameras], 2, 0)
+    frame = (*model_frame(nusc, sample_token, predictor.config), 2, 0)
     timed = np.array(times_ms[1:] if len(times_ms) > 1 else times_ms)
     return {
         "parameters_M": count_parameters(predictor.model) / 1e6,

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.model.backbone import load_imagenet_weights
 from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.precision import autocast_dtype
 from training.batchnorm import recalibrate_batchnorm
 from training.checkpointing import (
     MODEL_FILE,
@@ -49,7 +50,6 @@ from training.config import TrainConfig, load_train_config
 from training.data import NuScenesBevDataset, collate, move_batch, resolve_workers, split_sample_tokens
 from training.losses import LossWeights, supervised_losses
 from training.model_adapter import ModelSpec, build_model_spec
-from training.precision import autocast_dtype
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithP
 from visualization_msgs.msg import Marker, MarkerArray
 
 from tinybev_ros.geometry import BevGrid, Transform, quat_to_yaw, wxyz_to_xyzw, xyzw_to_wxyz, yaw_to_quat
+from tinybev_ros.model.preprocess import decode_image
 from tinybev_ros.predictions import STEP_SECONDS, Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 
@@ -91,8 +92,9 @@ def compressed_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_compressed(msg: CompressedImage, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """RGB uint8 image of a JPEG/PNG CompressedImage.
+def decode_compressed(msg: CompressedImage, expected_size: tuple[int, int] | None = None,
+                      reduction: int = 1) -> np.ndarray:
+    """RGB uint8 image of a JPEG/PNG CompressedImage, decoded at 1/`reduction` scale (preprocess.decode_image).
 
     The size in the header is checked first (against `expected_size`, the camera's CameraInfo, and MAX_PIXELS),
     so a wrong or hostile image is rejected in microseconds instead of after a decode of any size.
@@ -107,12 +109,17 @@ def decode_compressed(msg: CompressedImage, expected_size: tuple[int, int] | Non
         if expected_size is not None and declared != tuple(expected_size):
             raise ImageSizeError(f"image is {width}x{height} but its CameraInfo says "
                                  f"{expected_size[0]}x{expected_size[1]}")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    image = decode_image(data, reduction)
     if image is None:
         raise InputError(f"CompressedImage ({msg.format or 'no format'}, {len(data)} bytes) does not decode")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise ImageSizeError(f"CompressedImage is {image.shape[1]}x{image.shape[0]} (more than {MAX_PIXELS} pixels)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    height, width = image.shape[:2]
+    if width * height * reduction**2 > MAX_PIXELS:
+        raise ImageSizeError(f"CompressedImage is {width * reduction}x{height * reduction} (more than "
+                             f"{MAX_PIXELS} pixels)")
+    if expected_size is not None and (width, height) != tuple(-(-s // reduction) for s in expected_size):
+        raise ImageSizeError(f"image is {width * reduction}x{height * reduction} but its CameraInfo says "
+                             f"{expected_size[0]}x{expected_size[1]}")
+    return image
 
 
 RAW_ENCODINGS = {"rgb8": None, "bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB,

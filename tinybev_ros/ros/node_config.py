@@ -31,8 +31,11 @@ def _p(default, description: str, low: float | None = None, high: float | None =
 class PerceptionNodeConfig:
     checkpoint: str = _p("", "student checkpoint (.safetensors); empty: the checkpoint shipped with the package")
     device: str = _p("auto", "auto (cuda if available, else cpu), cpu, or cuda[:N]")
-    precision: str = _p("auto", "auto (fp16 on cuda, fp32 on cpu), fp32, or fp16", choices=("auto", "fp32", "fp16"))
+    precision: str = _p("auto", "auto (fp16 on cuda, bf16 on a cpu with native bf16, else fp32), fp32, fp16 or bf16",
+                        choices=("auto", "fp32", "fp16", "bf16"))
     score_threshold: float = _p(0.3, "detections below this score are not published", 0.0, 1.0, dynamic=True)
+    jpeg_reduced_decode: bool = _p(True, "decode JPEGs at 1/2, 1/4 or 1/8 scale where the model input is that "
+                                         "much smaller (libjpeg DCT scaling: several times faster)")
     image_transport: str = _p("compressed", "compressed (sensor_msgs/CompressedImage) or raw (sensor_msgs/Image)",
                               choices=("compressed", "raw"))
     compressed_topic: str = _p(COMPRESSED_IMAGE, "compressed image topic (image_transport naming, relative: "

@@ -38,6 +38,7 @@ from visualization_msgs.msg import MarkerArray
 from tinybev_ros.ego_motion import ego_status_from_tf
 from tinybev_ros.errors import CheckpointError
 from tinybev_ros.geometry import Transform
+from tinybev_ros.model.preprocess import decode_reduction, scale_intrinsics
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
 from tinybev_ros.ros.node_config import NodeConfigError, ParameterSpec, PerceptionNodeConfig, parameter_specs, validate
@@ -174,8 +175,13 @@ class PerceptionNode(Node):
         if self.cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise NodeConfigError(f"parameter device is {self.cfg.device!r} but CUDA is not available here (torch "
                                   f"{torch.__version__}); use device:=auto or device:=cpu")
-        half = {"auto": None, "fp16": True, "fp32": False}[self.cfg.precision]
-        return Predictor.from_checkpoint(self.cfg.checkpoint or default_checkpoint(), device=device, half=half)
+        path = self.cfg.checkpoint or default_checkpoint()
+        try:
+            return Predictor.from_checkpoint(path, device=device, precision=self.cfg.precision)
+        except CheckpointError:
+            raise
+        except ValueError as exc:  # a precision this device cannot run
+            raise NodeConfigError(f"parameter precision is {self.cfg.precision!r}: {exc}") from None
 
     def _make_tracker(self):
         from tinybev_ros.tracking import Tracker, TrackerConfig
@@ -298,11 +304,17 @@ class PerceptionNode(Node):
             if extrinsic is None:
                 return None
             expected = self.image_sizes[camera]
+            reduction = 1
             try:
-                image = M.decode_raw(msg) if isinstance(msg, Image) else M.decode_compressed(msg, expected)
-                if (image.shape[1], image.shape[0]) != expected:
-                    raise M.ImageSizeError(f"image is {image.shape[1]}x{image.shape[0]} but its CameraInfo says "
-                                           f"{expected[0]}x{expected[1]}")
+                if isinstance(msg, Image):
+                    image = M.decode_raw(msg)
+                    if (image.shape[1], image.shape[0]) != expected:
+                        raise M.ImageSizeError(f"image is {image.shape[1]}x{image.shape[0]} but its CameraInfo "
+                                               f"says {expected[0]}x{expected[1]}")
+                else:  # JPEG decoded at the smallest scale the model input allows (preprocess.decode_reduction)
+                    if self.cfg.jpeg_reduced_decode:
+                        reduction = decode_reduction(expected[0], self.predictor.config)
+                    image = M.decode_compressed(msg, expected, reduction)
             except M.ImageSizeError as exc:
                 self.fault("wrong_image_size", f"{camera}: {exc}; frame skipped")
                 return None
@@ -311,7 +323,7 @@ class PerceptionNode(Node):
                 self.fault(kind, f"{camera}: {exc}; frame skipped")
                 return None
             images.append(image)
-            intrinsics.append(self.intrinsics[camera])
+            intrinsics.append(scale_intrinsics(self.intrinsics[camera], 1 / reduction, 1 / reduction))
             cam_to_ego.append(extrinsic.matrix)
         return images, np.stack(intrinsics), np.stack(cam_to_ego)
 

@@ -1,8 +1,10 @@
-"""Which floating-point type the training step computes in: float16 on CUDA, bfloat16 on CPUs that have it.
+"""Which floating-point type the network computes in: float16 on CUDA, bfloat16 on CPUs that have it.
 
+One rule for training and inference, so the node runs the student in the precision it was trained in.
 bf16 autocast with channels_last convolutions halves a CPU student step where the CPU has native bf16
-(avx512_bf16 / AMX; measured 0.535 s vs 1.10 s fp32, 2 cores, batch 2). Losses, the LSS pooling and the optimiser
-stay in float32. float16 needs a GradScaler and is used on CUDA only; bf16 has float32's range and needs none.
+(avx512_bf16 / AMX; measured 0.535 s vs 1.10 s fp32, 2 cores, batch 2), and halves the node's model time
+(benchmarks/node_latency.py). Losses, the LSS pooling and the optimiser stay in float32. float16 needs a
+GradScaler in training and is used on CUDA only; bf16 has float32's range and needs none.
 """
 
 from __future__ import annotations

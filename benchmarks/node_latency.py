@@ -2,6 +2,9 @@
 
     python benchmarks/node_latency.py [--input-hz 12] [--duration 10] [--checkpoint C] [--device cuda]
 
+Two runs side by side on the same bag: "before" (fp32, full JPEG decode: the node as it was) and "now" (the
+defaults: bf16 where the CPU has it, JPEGs decoded at the model's scale), and their ratio.
+
 A seeded synthetic scene (keyframes at 2 Hz) is converted to a bag and replayed at the rate that gives
 `--input-hz` camera frames per second (six 1600x900 JPEG streams). The node's own /diagnostics (recorded to
 a bag) give the achieved output rate, the latency from the arrival of a frame set's last image to the publish
@@ -43,7 +46,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of synthetic scene")
     parser.add_argument("--checkpoint", default="", help="student checkpoint (default: the shipped tiny student)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--precision", default="auto", help="the node's precision in the 'now' run")
     parser.add_argument("--work", type=Path, help="keep the dataset and bags here (default: a temp dir)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tinybev-latency-"))
@@ -57,20 +60,30 @@ def main() -> None:
         convert_scene(nusc, nusc.scene[0]["name"], bag, ConvertOptions(progress=False))
     rate = args.input_hz / 2.0  # keyframes are 2 Hz
     checkpoint = args.checkpoint or str(default_checkpoint())
-    outputs = work / "outputs"
-    frames = run_pipeline(bag, share_file("config/tinybev.yaml"), checkpoint, args.device, rate, record=outputs,
-                          overrides=[f"precision:={args.precision}", "diagnostics_period_s:=0.25"])
-    diag = last_diagnostics(outputs)
     sent = len(nusc.sample)
-    dropped = int(diag.get("sync_dropped", 0)) + int(diag.get("fault_dropped_busy", 0))
+    settings = {"before": ["precision:=fp32", "jpeg_reduced_decode:=false"],  # the node of 2026-12-01
+                "now": [f"precision:={args.precision}", "jpeg_reduced_decode:=true"]}
+    results = {}
+    for name, overrides in settings.items():
+        outputs = work / f"outputs_{name}"
+        frames = run_pipeline(bag, share_file("config/tinybev.yaml"), checkpoint, args.device, rate, record=outputs,
+                              overrides=[*overrides, "diagnostics_period_s:=0.25"], force=True)
+        results[name] = (frames, last_diagnostics(outputs))
     print(f"\nnode latency benchmark: {sent} frame sets of six 1600x900 JPEGs at {args.input_hz:.1f} Hz "
           f"(bag rate {rate:.1f}), device {args.device}, checkpoint {Path(checkpoint).name}")
-    print(f"  published frames          {frames} of {sent} ({frames / max(sent, 1):.0%})")
-    print(f"  achieved output rate      {diag.get('output_rate_hz', 'n/a')} Hz")
-    print(f"  latency last image->publish  p50 {diag.get('latency_p50_ms', 'n/a')} ms, "
-          f"p99 {diag.get('latency_p99_ms', 'n/a')} ms")
-    print(f"  header stamp->publish (sim clock) p50 {diag.get('stamp_to_publish_p50_ms', 'n/a')} ms")
-    print(f"  dropped (latest wins)     {dropped}   late {diag.get('sync_late', 0)}")
+    print(f"  {'':34s} {'before':>14s} {'now':>14s}")
+    rows = {"published frames": lambda f, d: f"{f} of {sent}",
+            "output rate (Hz)": lambda f, d: d.get("output_rate_hz", "n/a"),
+            "last image -> publish p50 (ms)": lambda f, d: d.get("latency_p50_ms", "n/a"),
+            "last image -> publish p99 (ms)": lambda f, d: d.get("latency_p99_ms", "n/a"),
+            "dropped (latest wins)": lambda f, d: str(int(d.get("sync_dropped", 0))
+                                                      + int(d.get("fault_dropped_busy", 0)))}
+    for label, cell in rows.items():
+        print(f"  {label:34s} {cell(*results['before']):>14s} {cell(*results['now']):>14s}")
+    before, now = (float(results[k][1].get("output_rate_hz", 0) or 0) for k in ("before", "now"))
+    p50_before, p50_now = (float(results[k][1].get("latency_p50_ms", 0) or 0) for k in ("before", "now"))
+    if before > 0 and p50_now > 0:
+        print(f"  ratio: output rate x{now / before:.2f}, p50 latency x{p50_before / p50_now:.2f} faster")
 
 
 if __name__ == "__main__":

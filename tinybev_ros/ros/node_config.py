@@ -47,7 +47,7 @@ class PerceptionNodeConfig:
     map_frame: str = _p("map", "fixed frame of the ego pose (map -> [odom ->] base_link in /tf): tracking, ego "
                                "speed, goals without a frame_id")
     sync_tolerance_ms: float = _p(60.0, "max spread of the six camera stamps grouped into one frame", 1.0, 1000.0)
-    sync_queue_size: int = _p(4, "frames buffered per camera before the oldest is dropped", 1, 100)
+    sync_queue_size: int = _p(16, "frames buffered per camera before the oldest is dropped", 1, 100)
     sync_warn_after_s: float = _p(2.0, "images arrive but no synchronized set forms for this long: /diagnostics "
                                        "goes WARN and names the cameras out of sync", 0.1, 3600.0, dynamic=True)
     frame_queue_size: int = _p(1, "synchronized frames waiting for inference: 1 = latest wins (live); more = "

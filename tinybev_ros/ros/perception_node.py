@@ -29,7 +29,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
@@ -50,6 +50,9 @@ from tinybev_ros.transform_buffer import TransformBuffer, TransformError
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CAMERA_INFO_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Sensor-data QoS (best effort) with a deeper queue than its 5: while the inference thread holds the GIL the
+# callbacks fall behind, and a 12 Hz camera would lose frames in the reader's queue before the synchronizer sees them.
+IMAGE_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 
 
 def command_toward(goal_in_base: np.ndarray, lateral_threshold_m: float) -> int:
@@ -112,7 +115,7 @@ class PerceptionNode(Node):
             matched = SubscriptionEventCallbacks(
                 matched=lambda info, c=camera: self.camera_writers.__setitem__(c, info.current_count))
             self.create_subscription(Image if raw else CompressedImage, topic,
-                                     lambda msg, c=camera: self._on_image(c, msg), qos_profile_sensor_data,
+                                     lambda msg, c=camera: self._on_image(c, msg), IMAGE_QOS,
                                      event_callbacks=matched)
             # best effort matches a driver's reliable and best-effort camera_info alike
             self.create_subscription(CameraInfo, cfg.camera_info_topic.format(camera=camera),

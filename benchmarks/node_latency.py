@@ -15,6 +15,7 @@ frames dropped by the latest-wins policy.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def main() -> None:
     rate = args.input_hz / 2.0  # keyframes are 2 Hz
     checkpoint = args.checkpoint or str(default_checkpoint())
     sent = len(nusc.sample)
-    settings = {"before": ["precision:=fp32", "jpeg_reduced_decode:=false"],  # the node of 2026-12-01
+    settings = {"before": ["precision:=fp32", "jpeg_reduced_decode:=false",  # the node of 2026-12-01
+                           f"inference_threads:={os.cpu_count() or 1}"],
                 "now": [f"precision:={args.precision}", "jpeg_reduced_decode:=true"]}
     results = {}
     for name, overrides in settings.items():

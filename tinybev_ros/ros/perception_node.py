@@ -11,6 +11,7 @@ Faults never stop the node: each kind is logged once with a clear message and co
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -175,6 +176,8 @@ class PerceptionNode(Node):
         from tinybev_ros.paths import default_checkpoint
 
         device = None if self.cfg.device == "auto" else self.cfg.device
+        threads = self.cfg.inference_threads or max(1, (os.cpu_count() or 2) - 1)
+        torch.set_num_threads(threads)
         if self.cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise NodeConfigError(f"parameter device is {self.cfg.device!r} but CUDA is not available here (torch "
                                   f"{torch.__version__}); use device:=auto or device:=cpu")

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-worlds": ("training.fresh_worlds", "evaluate a checkpoint on fresh synthetic worlds (unseen seeds)"),
     "params": ("tinybev_ros.model.summary", "print the student's parameter count per part for a model config"),
     "release": ("tinybev_ros.release", "write a trained student as the file to ship: float16 weights + source hash"),
-    "export-onnx": ("tinybev_ros.model.export", "export a student checkpoint to ONNX (+ the rig's splat index)"),
+    "export-onnx": ("tinybev_ros.export_onnx", "export a student checkpoint to ONNX (+ the rig's splat index)"),
     "train": ("training.train", "supervised training of the student or the teacher (torchrun for several GPUs)"),
     "teacher-cache": ("training.teachers.caching", "run a teacher once over dataset splits into a teacher cache"),
     "distill": ("training.distill_train", "train the student with cross-modal distillation from a teacher (S1/S2/S3)"),

@@ -1,8 +1,7 @@
 """ONNX export of the student with the LSS splat index as graph inputs (no custom operators).
 
-`tinybev export-onnx --checkpoint C --out student.onnx [--rig RIG.json]` also writes the rig's index to
-`student.splat.safetensors` (depth_index, pixel_index, cell_index; int64) so a runtime without PyTorch can
-feed the graph directly.
+The command (`tinybev export-onnx`, which reads a checkpoint and also writes the rig's index) is
+tinybev_ros/export_onnx.py: the model package never imports the checkpoint module, which imports the model.
 
 The graph takes images (1, 6, 3, H, W), the three flat index vectors of a `SplatIndex` (length Q is dynamic:
 it depends on the calibration), the command and, for a planner that reads it, the ego status (1, 3)
@@ -14,7 +13,6 @@ the BEV pooling becomes ScatterElements(reduction="add"), hence opset >= 16.
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from pathlib import Path
 
@@ -26,7 +24,6 @@ from tinybev_ros.geometry import CAMERA_NAMES, Rig
 from tinybev_ros.model.preprocess import ResizeCrop
 from tinybev_ros.model.student import TinyBEV
 from tinybev_ros.model.view_transform import SplatIndex
-from tinybev_ros.taxonomy import Command
 
 OUTPUT_NAMES = ("heatmap", "box", "motion", "motion_logits", "map", "occupancy", "plan")
 OPSET = 17
@@ -87,25 +84,3 @@ def rig_splat_index(model: TinyBEV, rig: Rig) -> SplatIndex:
         ks.append(torch.tensor(crop.intrinsics(cam.intrinsic), dtype=torch.float32))
         poses.append(torch.tensor(cam.sensor_to_ego.matrix, dtype=torch.float32))
     return model.splat_index(torch.stack(ks)[None], torch.stack(poses)[None])
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="student checkpoint (.safetensors)")
-    parser.add_argument("--out", required=True, help="ONNX file to write")
-    parser.add_argument("--rig", help="rig JSON for the index file (default: the shipped nuScenes rig)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from tinybev_ros.checkpoint import load_checkpoint, write_tensors
-
-    model, config = load_checkpoint(args.checkpoint)
-    splat = rig_splat_index(model, Rig.load(args.rig))
-    images = torch.zeros(1, len(CAMERA_NAMES), 3, config.image_height, config.image_width)
-    out = export_onnx(model, export_inputs(model, images, splat, torch.tensor([int(Command.STRAIGHT)])), args.out)
-    index_path = out.with_suffix(".splat.safetensors")
-    write_tensors(index_path, {"depth_index": splat.depth_index, "pixel_index": splat.pixel_index,
-                               "cell_index": splat.cell_index},
-                  {"rig": str(args.rig or "shipped nuScenes rig"), "model": config.name})
-    print(f"wrote {out} (opset {OPSET}, inputs {', '.join(input_names(model))}) and {index_path} "
-          f"({splat.cell_index.numel()} splat points)")
-    return 0

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from training.distill import DistillationLoss, level_pairs
 from training.distillation.adaptive import AdaptiveConfig, AdaptiveRegionWeights
 from training.distillation.config import DistillConfig, RegionConfig
 from training.distillation.features import (
@@ -16,6 +15,7 @@ from training.distillation.features import (
     resize_weight,
     spatial_attention,
 )
+from training.distillation.loss import DistillationLoss, level_pairs
 from training.distillation.outputs import (
     bernoulli_kl,
     box_distill_loss,

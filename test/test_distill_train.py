@@ -19,7 +19,7 @@ from tinybev_ros.cli import main
 from tinybev_ros.model import build_student
 from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint, load_train_state
 from training.config import load_train_config
-from training.distill_train import DistillTrainer, open_teacher
+from training.distill import DistillTrainer, open_teacher
 from training.distillation.config import DistillConfig, load_distill_config
 from training.model_adapter import build_model_spec
 from training.teachers import CachedTeacher, LiveTeacher, build_teacher, load_teacher_config

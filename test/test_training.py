@@ -300,10 +300,10 @@ def test_backbone_weights_start_a_fresh_run_and_a_resume_keeps_its_checkpoint(sy
 def test_backbone_weights_flag_is_taken_from_the_shell_folder(command, tmp_path, monkeypatch):
     import argparse
 
-    from training import distill_train, train
+    from training import distill, train
 
     parser = argparse.ArgumentParser()
-    (train if command == "train" else distill_train).configure(parser)
+    (train if command == "train" else distill).configure(parser)
     args = parser.parse_args(["--config", "c.yaml", "--dataroot", "d", "--out", "o",
                               "--backbone-weights", "weights/resnet18.pth"])
     config = TrainConfig(source=str(tmp_path / "configs" / "train.yaml"))

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-onnx": ("tinybev_ros.export_onnx", "export a student checkpoint to ONNX (+ the rig's splat index)"),
     "train": ("training.train", "supervised training of the student or the teacher (torchrun for several GPUs)"),
     "teacher-cache": ("training.teachers.caching", "run a teacher once over dataset splits into a teacher cache"),
-    "distill": ("training.distill_train", "train the student with cross-modal distillation from a teacher (S1/S2/S3)"),
+    "distill": ("training.distill", "train the student with cross-modal distillation from a teacher (S1/S2/S3)"),
     "ablate": ("training.ablation", "teacher once, then the student without and with S1/S2/S3 distillation: one table"),
     "run": ("tinybev_ros.ros.run", "start tinybev_node with its params file (and replay a bag) without ros2 launch"),
     "bag": ("tinybev_ros.ros.bag_cli", "nuScenes -> rosbag2 conversion, and bag play/record without rosbag2"),

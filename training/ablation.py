@@ -34,7 +34,7 @@ from tinybev_ros.nuscenes_dataset import open_nuscenes
 from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
 from training.data import cache_root, collate, move_batch
-from training.distill_train import DistillTrainer
+from training.distill import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
 from training.evaluate import (
     devkit_split,

@@ -1,188 +1,166 @@
-"""Cross-modal knowledge distillation loss: a camera-only student imitates a LiDAR+camera teacher.
+"""`tinybev distill`: train the student with the ground-truth losses plus cross-modal distillation.
 
-`DistillationLoss` combines, per `DistillConfig` (training/distillation/config.py):
-- feature level (stage S1, S3), on every BEV scale the student exposes in outputs["bev_features"] (encoder
-  levels, finest first, then the pre-head map) against the teacher's features at the same index:
-  region-weighted MSE after a learned 1x1 adapter (training/distillation/features.py), the weight of a cell being
-  region weight x adaptive scale x spatial attention; plus an attention-imitation loss;
-- output level (stage S2, S3), for every head: heatmap (region-weighted, softened), box and motion at the
-  teacher's detections, map and occupancy (softened), plan (training/distillation/outputs.py); with
-  `trust_gating`, map/occupancy cells and plan samples count only where the teacher is right (or better than the
-  student) against the ground truth;
-- region decomposition TP/FN/FP/TN with 1/sqrt(area) scaling (training/distillation/regions.py) and the
-  adaptive per-region multipliers (training/distillation/adaptive.py, whose docstring states the rule and why).
+Reuses DATA's supervised `Trainer` (mixed precision, exact resume, TensorBoard, torchrun, validation, atomic
+checkpoints) by subclassing it: `DistillTrainer` overrides the three places that differ (the loss of a batch,
+the distillation state added to every checkpoint, and restoring it).
+Nothing is copied from the supervised loop.
 
-The adapters and the adaptive state live here, not in the student: they are trained alongside it, saved in the
-training state for resume, and dropped afterwards, so the deployed student never depends on the teacher.
-The EMA of the adaptive rule advances only when gradients are enabled (training steps, not validation).
+The teacher is either live (a teacher checkpoint: LiDAR + cameras, run under no_grad every step on the batch as
+augmented; the data loader then also reads the LiDAR sweep) or a `CachedTeacher` directory (run once over
+un-augmented samples, read per sample; no LiDAR loading, no teacher compute; its maps are moved by each batch's
+BEV augmentation: training/teachers/bev_warp.py). The adapters and the adaptive region state are saved in
+the training state of every checkpoint, never in the student's model file: the deployed student is unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+import torch.distributed as dist
 
-from training.distillation.adaptive import AdaptiveRegionWeights
-from training.distillation.config import FEATURE_TERMS, DistillConfig
-from training.distillation.features import (
-    FeatureAdapters,
-    attention_imitation_loss,
-    feature_imitation_loss,
-    resize_feature,
-    resize_weight,
-    spatial_attention,
+from training.config import TrainConfig, load_train_config
+from training.data import collate, move_batch
+from training.distillation.config import STAGES, DistillConfig, load_distill_config
+from training.distillation.loss import DistillationLoss
+from training.losses import supervised_losses
+from training.teachers.bev_warp import warp_teacher_output
+from training.train import (
+    Trainer,
+    add_backbone_weights_argument,
+    apply_backbone_weights_argument,
+    fit_to_end,
+    parameter_groups,
 )
-from training.distillation.outputs import (
-    box_distill_loss,
-    dense_distill_loss,
-    heatmap_distill_loss,
-    motion_distill_losses,
-    plan_distill_loss,
-    teacher_correct_cells,
-    teacher_detection_weight,
-    teacher_plans_better,
-)
-from training.distillation.regions import RegionMaps, decompose_regions, uniform_regions
 
-# Output-level term -> teacher/student output keys it needs.
-OUTPUT_KEYS = {
-    "heatmap": ("heatmap",),
-    "box": ("heatmap", "box"),
-    "motion_traj": ("heatmap", "motion", "motion_logits"),
-    "motion_mode": ("heatmap", "motion", "motion_logits"),
-    "map": ("map",),
-    "occupancy": ("occupancy",),
-    "plan": ("plan",),
-}
+log = logging.getLogger(__name__)
 
 
-def level_pairs(num_student: int, num_teacher: int, levels: Sequence[int]) -> list[tuple[int, int]]:
-    """(student index, teacher index) of each distilled feature level; `levels` () means all, paired by index."""
-    if not levels:
-        if num_student != num_teacher:
-            raise ValueError(f"student has {num_student} BEV feature maps, teacher {num_teacher}: list the levels "
-                             "to pair in distill.feature_levels")
-        return [(i, i) for i in range(num_student)]
-    pairs = []
-    for level in levels:
-        if not (-num_student <= level < num_student and -num_teacher <= level < num_teacher):
-            raise ValueError(f"distill.feature_levels has {level}, outside the {num_student} student / "
-                             f"{num_teacher} teacher feature maps")
-        pairs.append((level % num_student, level % num_teacher))
-    return pairs
+def open_teacher(path: str | Path, device: torch.device) -> Any:
+    """A Teacher (training/teachers) from a teacher checkpoint file or a teacher-cache directory."""
+    from training.teachers import CachedTeacher, LiveTeacher
+
+    path = Path(path)
+    if path.is_dir():
+        return CachedTeacher(path, device=device)
+    if path.is_file():
+        return LiveTeacher.from_checkpoint(path, device=device)
+    raise FileNotFoundError(f"teacher {path} is neither a teacher checkpoint file nor a teacher-cache directory")
 
 
-class DistillationLoss(nn.Module):
-    """forward(student_outputs, teacher_features, teacher_outputs, targets) -> unweighted terms + "kd_total".
+class DistillTrainer(Trainer):
+    """The supervised Trainer with `DistillationLoss` added to every batch's loss (stage `none`: GT only)."""
 
-    Build it with `from_example` on one batch's features (the adapters need both sides' channel counts).
-    `cell_size` is the side of a detection-grid cell in metres (used for the object footprints).
-    """
+    def __init__(self, config: TrainConfig, distill: DistillConfig, teacher: Any, dataroot: str | Path, version: str,
+                 out_dir: str | Path, device: str | None = None, nusc=None) -> None:
+        """`teacher`: a Teacher object, or the path of a teacher checkpoint / cache (opened on this rank's device)."""
+        super().__init__(config, "student", dataroot, version, out_dir, device=device, nusc=nusc)
+        self.distill = distill
+        self.kd: DistillationLoss | None = None
+        self.teacher = None
+        if distill.stage == "none":
+            return
+        if teacher is None:
+            raise ValueError(f"distillation stage {distill.stage} needs a teacher")
+        self.teacher = open_teacher(teacher, self.device) if isinstance(teacher, str | Path) else teacher
+        if getattr(self.teacher, "needs_lidar", False):
+            for dataset in (self.train_set, self.val_set):
+                dataset.with_lidar, dataset.lidar_sweeps = True, self.teacher.lidar_sweeps
 
-    def __init__(self, config: DistillConfig, student_channels: Sequence[int], teacher_channels: Sequence[int],
-                 cell_size: float) -> None:
-        super().__init__()
-        self.config = config
-        self.cell_size = float(cell_size)
-        self.pairs = level_pairs(len(student_channels), len(teacher_channels), config.feature_levels)
-        self.weights = config.active_weights()
-        self.use_features = any(name in self.weights for name in FEATURE_TERMS)
-        self.adapters = FeatureAdapters([student_channels[s] for s, _ in self.pairs],
-                                        [teacher_channels[t] for _, t in self.pairs])
-        self.adaptive = AdaptiveRegionWeights(config.adaptive)
+        self.kd = self._build_distillation().to(self.device)
+        extra = [p for p in self.kd.parameters() if p.requires_grad]
+        if extra:
+            for group in parameter_groups(extra, config.optim.weight_decay):
+                self.optimizer.add_param_group(group)
+            if self.ddp.world_size > 1:  # the adapters live outside DDP: average their gradients by hand
+                for p in extra:
+                    p.register_hook(lambda grad: _average_across_ranks(grad))
+        log.info("distillation stage %s with terms %s; %d adapter parameters", distill.stage,
+                 sorted(self.kd.weights), sum(p.numel() for p in extra))
 
-    @classmethod
-    def from_example(cls, config: DistillConfig, student_features: Sequence[torch.Tensor],
-                     teacher_features: Sequence[torch.Tensor], cell_size: float) -> DistillationLoss:
-        return cls(config, [f.shape[1] for f in student_features], [f.shape[1] for f in teacher_features], cell_size)
+    @torch.no_grad()
+    def _build_distillation(self) -> DistillationLoss:
+        """Adapters need both sides' channel counts: run student and teacher once on the first validation item."""
+        batch = move_batch(collate([self.val_set[0]]), self.device)
+        self.model.eval()
+        student = self.spec.forward(self.model, batch)
+        teacher = self.teacher(batch)
+        cell = self.grid.resolution * self.spec.det_stride
+        return DistillationLoss.from_example(self.distill, student["bev_features"], teacher.features, cell)
 
-    def regions(self, student_heatmap: torch.Tensor, teacher_outputs: dict, targets: dict) -> RegionMaps:
-        shape = tuple(student_heatmap.shape[-2:])
-        if not self.config.regions.enabled:
-            return uniform_regions(student_heatmap, shape)
-        if "heatmap" not in teacher_outputs:
-            raise ValueError("region decomposition needs the teacher's heatmap; set distill.regions.enabled: false")
-        return decompose_regions(targets, teacher_outputs["heatmap"], shape, self.cell_size, self.config.regions.gamma)
-
-    def forward(self, student_outputs: dict, teacher_features: Sequence[torch.Tensor], teacher_outputs: dict,
-                targets: dict) -> dict[str, torch.Tensor]:
-        terms: dict[str, torch.Tensor] = {}
-        student_heatmap = student_outputs["heatmap"]
-        regions = self.regions(student_heatmap, teacher_outputs, targets)
-        scale = self.config.regions.adaptive_scaling
-        if self.use_features:
-            weight = self.adaptive.cell_weights(regions, self.config.regions.feature_weights, scale)
-            terms.update(self.feature_terms(student_outputs["bev_features"], teacher_features, weight))
-        terms.update(self.output_terms(student_outputs, teacher_outputs, targets, regions, scale))
-        if torch.is_grad_enabled():
-            self.adaptive.update(regions, torch.sigmoid(student_heatmap.detach().float()).amax(1))
-        total = sum(self.weights[name] * value for name, value in terms.items())
-        terms = {f"kd_{name}": value for name, value in terms.items()}
-        terms["kd_total"] = total if isinstance(total, torch.Tensor) else student_heatmap.new_zeros(())
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            outputs = self.spec.forward(self.wrapped, batch)
+            terms = supervised_losses(outputs, batch["targets"], self.loss_weights(), self.grid)
+            if self.kd is None:
+                return terms
+            with torch.no_grad():
+                teacher = self.teacher(batch)
+                if not getattr(self.teacher, "needs_lidar", False):  # a cache: un-moved maps, move them
+                    teacher = warp_teacher_output(teacher, batch["bev_transform"], self.grid)
+            kd = self.kd(outputs, teacher.features, teacher.outputs, batch["targets"])
+        terms["supervised"] = terms["total"]
+        terms.update(kd)
+        terms["total"] = self.distill.supervised * terms["supervised"] + kd["kd_total"]
         return terms
 
-    def feature_terms(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
-                      weight: torch.Tensor) -> dict[str, torch.Tensor]:
-        cfg = self.config
-        if max(s for s, _ in self.pairs) >= len(student) or max(t for _, t in self.pairs) >= len(teacher):
-            raise ValueError(f"feature pairs {self.pairs} do not fit {len(student)} student / {len(teacher)} "
-                             "teacher feature maps")
-        imitation, attention = [], []
-        for i, (s_index, t_index) in enumerate(self.pairs):
-            s_feat, t_feat = student[s_index], teacher[t_index]
-            size = tuple(s_feat.shape[-2:])
-            if "feature" in self.weights:
-                level_weight = resize_weight(weight, size)
-                if cfg.attention_weighting:
-                    with torch.no_grad():
-                        a_s = spatial_attention(s_feat.detach(), cfg.attention_temperature)
-                        a_t = spatial_attention(resize_feature(t_feat.detach().float(), size),
-                                                cfg.attention_temperature)
-                    level_weight = level_weight * 0.5 * (a_s + a_t)
-                imitation.append(feature_imitation_loss(self.adapters(i, s_feat), t_feat, level_weight,
-                                                        cfg.normalize_features))
-            if "attention" in self.weights:
-                attention.append(attention_imitation_loss(s_feat, t_feat, cfg.attention_temperature))
-        out = {}
-        if imitation:
-            out["feature"] = torch.stack(imitation).mean()
-        if attention:
-            out["attention"] = torch.stack(attention).mean()
-        return out
+    def extra_state(self) -> dict[str, Any]:
+        return {"distill_stage": self.distill.stage,
+                "distill": dict(self.kd.state_dict()) if self.kd is not None else {}}
 
-    def output_terms(self, student: dict, teacher: dict, targets: dict, regions: RegionMaps,
-                     scale: bool) -> dict[str, torch.Tensor]:
-        cfg = self.config
-        wanted = [name for name in OUTPUT_KEYS if name in self.weights]
-        for name in wanted:
-            missing = [key for key in OUTPUT_KEYS[name] if key not in teacher or key not in student]
-            if missing:
-                raise ValueError(f"distillation term {name!r} needs outputs {missing} that the teacher or student "
-                                 f"lacks; set distill.{name}: 0")
-        out: dict[str, torch.Tensor] = {}
-        if "heatmap" in wanted:
-            weight = self.adaptive.cell_weights(regions, cfg.regions.output_weights, scale)
-            out["heatmap"] = heatmap_distill_loss(student["heatmap"], teacher["heatmap"], weight, cfg.temperature)
-        if {"box", "motion_traj", "motion_mode"} & set(wanted):
-            detections = teacher_detection_weight(teacher["heatmap"], cfg.regions.gamma)
-            if "box" in wanted:
-                out["box"] = box_distill_loss(student["box"], teacher["box"], detections)
-            if "motion_traj" in wanted or "motion_mode" in wanted:
-                traj, mode = motion_distill_losses(student["motion"], student["motion_logits"], teacher["motion"],
-                                                   teacher["motion_logits"], detections, cfg.temperature)
-                if "motion_traj" in wanted:
-                    out["motion_traj"] = traj
-                if "motion_mode" in wanted:
-                    out["motion_mode"] = mode
-        for name in ("map", "occupancy"):
-            if name in wanted:
-                weight = teacher_correct_cells(teacher[name], targets[name], student[name],
-                                               targets.get(f"{name}_mask")) if cfg.trust_gating else None
-                out[name] = dense_distill_loss(student[name], teacher[name], cfg.temperature, weight)
-        if "plan" in wanted:
-            weight = teacher_plans_better(student["plan"], teacher["plan"], targets["ego_future"],
-                                          targets["ego_future_mask"]) if cfg.trust_gating else None
-            out["plan"] = plan_distill_loss(student["plan"], teacher["plan"], weight)
-        return out
+    def check_resumable(self, path: Path, state: dict[str, Any]) -> None:
+        super().check_resumable(path, state)
+        if state.get("distill_stage") != self.distill.stage:
+            raise ValueError(f"{path} is a distillation run of stage {state.get('distill_stage')!r}, not "
+                             f"{self.distill.stage!r}; use another --out or --no-resume")
+
+    def restore_extra_state(self, state: dict[str, Any]) -> None:
+        if self.kd is not None:
+            self.kd.load_state_dict({k: v.to(self.device) for k, v in state["distill"].items()})
+
+
+def _average_across_ranks(grad: torch.Tensor) -> torch.Tensor:
+    grad = grad.clone()
+    dist.all_reduce(grad)
+    return grad / dist.get_world_size()
+
+
+# ------------------------------------------------------------------------------------------ command line
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="distillation YAML (config/distill_tiny.yaml, _base)")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher checkpoint (.safetensors, run live) or teacher-cache directory")
+    parser.add_argument("--stage", choices=STAGES, default=None, help="override the config's stage")
+    parser.add_argument("--dataroot", required=True, help="nuScenes-format dataroot")
+    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes version folder (v1.0-mini, ...)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints/ and tensorboard/")
+    parser.add_argument("--steps", type=int, default=None, help="override the training config's total steps")
+    parser.add_argument("--seed", type=int, default=None, help="override the training config's seed")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    parser.add_argument("--no-resume", action="store_true", help="start fresh even if out has a checkpoint")
+    add_backbone_weights_argument(parser)
+
+
+def build_trainer(args: argparse.Namespace) -> DistillTrainer:
+    run_config = load_distill_config(args.config)
+    distill = run_config.distill
+    if args.stage is not None:
+        distill = dataclasses.replace(distill, stage=args.stage)
+    config = load_train_config(run_config.train_config_path())
+    if args.steps is not None:
+        config.steps = args.steps
+    if args.seed is not None:
+        config.seed = args.seed
+    apply_backbone_weights_argument(config, args)
+    if distill.stage != "none" and args.teacher is None:
+        raise SystemExit(f"tinybev distill: stage {distill.stage} needs --teacher")
+    return DistillTrainer(config, distill, args.teacher, args.dataroot, args.version, args.out, device=args.device)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return fit_to_end(build_trainer(args), resume=not args.no_resume)

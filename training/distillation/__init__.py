@@ -1,2 +1,2 @@
-"""Building blocks of cross-modal distillation (regions, features, outputs, adaptive weights, config);
-`training.distill.DistillationLoss` puts them together."""
+"""Cross-modal distillation: the loss (loss.py, `DistillationLoss`) and its parts (regions, features, outputs,
+adaptive weights, config). The command that trains with it is training/distill.py (`tinybev distill`)."""

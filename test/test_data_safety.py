@@ -58,7 +58,8 @@ def _processes_with(marker: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if marker in cmdline and state != "Z":
+        # (a child_process launcher about to exec its command is not the command yet)
+        if marker in cmdline and state != "Z" and "tinybev_ros.ros.child_process" not in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -216,6 +217,7 @@ def test_a_stopped_run_leaves_no_process_behind(scene_bag, tmp_path, how):
         # the node, the recorder and the player are all up (the player's command line names the bag)
         _wait_until(lambda: _processes_with(marker) and _processes_with(f"bag play {scene_bag}"), 180,
                     "tinybev run started the node and the player")
+        time.sleep(1.0)  # past the player's interpreter start-up (a signal inside it is Python's, not ours)
         run.send_signal(how)
         _, stderr = run.communicate(timeout=60)
         if how == signal.SIGINT:

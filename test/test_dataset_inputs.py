@@ -136,7 +136,7 @@ def test_dataset_mistakes_get_one_line_each(synth_dataset, tiny_checkpoint, tmp_
                            "--version", "v1.0-trainval", "--out", tmp_path / "never"),
                           "no nuScenes tables at", "versions found in"),
         "unknown split": ((*eval_args, "--dataroot", synth_dataset.dataroot, "--split", "holdout"),
-                          "holdout", "known:"),
+                          "has no split 'holdout'", "mini_val"),
         "unknown scene": (("demo", "--dataroot", synth_dataset.dataroot, "--scene", "scene-9999",
                            "--out", tmp_path / "never"), "unknown scene 'scene-9999'", "scene-0061"),
         "table not JSON": ((*eval_args, "--dataroot", broken), "instance.json is not valid JSON", ""),

@@ -19,7 +19,6 @@ from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 from training.evaluate import (
     EVAL_SCORE_THRESHOLD,
-    devkit_split,
     evaluate,
     evaluation_predictor,
     for_evaluation,
@@ -30,9 +29,9 @@ from training.evaluate import (
     track_scenes,
     write_report,
 )
-from training.metrics.detection import split_sample_tokens
 from training.metrics.oracle import TrackIds, ground_truth_as_predictions, ground_truth_attributes
 from training.metrics.tracking import TRACKING_CLASSES
+from training.splits import devkit_split, split_sample_tokens
 
 LEVELS = (0.0, 1.0, 2.0, 3.0)
 TOL = 1e-6

@@ -88,9 +88,9 @@ def test_synthetic_scene_figure_and_gif_are_non_trivial(synth_dataset, tmp_path)
     """Real camera JPEGs, projected boxes, BEV panel: the figure of a synthetic scene shows content."""
     from nuscenes.nuscenes import NuScenes
 
-    from training.evaluate import devkit_split, load_ground_truths, render_scene
-    from training.metrics.detection import split_sample_tokens
+    from training.evaluate import load_ground_truths, render_scene
     from training.metrics.oracle import TrackIds, ground_truth_as_predictions
+    from training.splits import devkit_split, split_sample_tokens
 
     nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
     tokens = split_sample_tokens(nusc, devkit_split(synth_dataset.version, "val"))[:3]

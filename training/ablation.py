@@ -37,7 +37,6 @@ from training.data import cache_root, collate, move_batch
 from training.distill import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
 from training.evaluate import (
-    devkit_split,
     evaluate,
     evaluation_predictor,
     for_evaluation,
@@ -48,8 +47,8 @@ from training.evaluate import (
     summary_row,
     write_json,
 )
-from training.metrics.detection import split_sample_tokens
 from training.metrics.speed import measure_latency
+from training.splits import devkit_split, split_sample_tokens
 from training.teachers import load_teacher_checkpoint
 from training.teachers.caching import cache_splits
 from training.teachers.predict import predict_split_teacher, teacher_dataset

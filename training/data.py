@@ -28,7 +28,6 @@ reproducible for exact resume and identical across DataLoader worker counts.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -38,16 +37,15 @@ from typing import Any
 import numpy as np
 import torch
 from nuscenes.nuscenes import NuScenes
-from nuscenes.utils.splits import create_splits_scenes
 from torch.utils.data import Dataset
 
-from tinybev_ros.errors import DatasetError
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.model.config import ModelConfig
 from tinybev_ros.model.preprocess import ResizeCrop, normalize
 from training.bev_augmentation import BevAugmentationConfig, BevTransform
 from training.depth_targets import depth_bin_targets
 from training.sample_cache import MAP_REACH, SampleCache
+from training.splits import split_sample_tokens
 from training.targets import TargetConfig, build_targets
 
 log = logging.getLogger(__name__)
@@ -92,39 +90,6 @@ def resolve_workers(num_workers: int) -> int:
 
 def cache_root(data_config: DataConfig, dataroot: str | Path) -> Path:
     return Path(data_config.cache_dir) if data_config.cache_dir else Path(dataroot) / "tinybev_cache"
-
-
-def split_scene_names(dataroot: str | Path, version: str, split: str) -> list[str]:
-    """Scene names of `split`: from the dataroot's `splits.json` when present, else the devkit's official lists.
-
-    splits.json (in `<dataroot>/<version>/` or `<dataroot>/`) maps split name -> scene names, like the devkit's
-    `create_splits_scenes()`. For a mini version, "train"/"val" mean "mini_train"/"mini_val" as in the devkit.
-    """
-    candidates = [Path(dataroot) / version / "splits.json", Path(dataroot) / "splits.json"]
-    found = next((path for path in candidates if path.is_file()), None)
-    table = json.loads(found.read_text()) if found is not None else create_splits_scenes()
-    source = str(found) if found is not None else "the devkit's create_splits_scenes()"
-    mini = f"mini_{split}"
-    name = mini if version.endswith("mini") and mini in table else split
-    if name not in table:
-        raise DatasetError(f"{source} has no split {split!r} for {version}; it has {sorted(table)}")
-    return list(table[name])
-
-
-def split_sample_tokens(nusc: NuScenes, split: str) -> list[str]:
-    """Keyframe tokens of the split's scenes present in `nusc`, in scene order then time order."""
-    wanted = set(split_scene_names(nusc.dataroot, nusc.version, split))
-    tokens: list[str] = []
-    for scene in sorted(nusc.scene, key=lambda s: s["name"]):
-        if scene["name"] not in wanted:
-            continue
-        token = scene["first_sample_token"]
-        while token:
-            tokens.append(token)
-            token = nusc.get("sample", token)["next"]
-    if not tokens:
-        raise DatasetError(f"split {split!r} has no scenes in {nusc.dataroot} ({nusc.version})")
-    return tokens
 
 
 def image_transform(src_hw: tuple[int, int], config: ModelConfig, rng: np.random.Generator | None,

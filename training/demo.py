@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from tinybev_ros.errors import DatasetError
 from tinybev_ros.nuscenes_dataset import find_scene, open_nuscenes
+from training.splits import devkit_split_of
 
 log = logging.getLogger("tinybev.demo")
 
@@ -44,19 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION_S, help="seconds of synthetic scene")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="bag playback rate")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-
-
-def devkit_split_of(scene_name: str, version: str) -> str:
-    """The devkit split that lists this scene (evaluators filter by these names)."""
-    from nuscenes.utils.splits import create_splits_scenes
-
-    candidates = ("mini_val", "mini_train") if "mini" in version else ("val", "train", "test")
-    splits = create_splits_scenes()
-    for split in candidates:
-        if scene_name in splits[split]:
-            return split
-    raise DatasetError(f"scene {scene_name} is in no devkit split of {version}; the evaluators cannot score it "
-                       "(give --bag without --dataroot to replay it without metrics)")
 
 
 def prepare_scene(args: argparse.Namespace) -> tuple[Path, str, str]:

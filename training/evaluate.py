@@ -46,6 +46,7 @@ from training.metrics.motion import VEHICLE_CLASSES, MotionAccumulator
 from training.metrics.oracle import ground_truth_as_predictions
 from training.metrics.planning import PlanningAccumulator, obstacle_corners
 from training.metrics.segmentation import MapAccumulator, OccupancyAccumulator
+from training.splits import devkit_split, split_sample_tokens
 
 ALL_TASKS: tuple[str, ...] = ("detection", "tracking", "motion", "map", "occupancy", "planning")
 # The nuScenes protocol ranks every submitted box (up to 500 per sample) and integrates precision over recall, so
@@ -379,13 +380,6 @@ def render_scene(nusc: NuScenes, sample_tokens: list[str], predictions_by_sample
 
 # ------------------------------------------------------------------ command line
 
-def devkit_split(version: str, split: str) -> str:
-    """The devkit split name for a user's split: "val" on v1.0-mini means "mini_val"."""
-    if version.endswith("mini") and split in ("train", "val"):
-        return f"mini_{split}"
-    return split
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="student or teacher checkpoint (.safetensors)")
     parser.add_argument("--dataroot", required=True, help="nuScenes-format dataroot (real or `tinybev synth`)")
@@ -457,8 +451,6 @@ def evaluate_checkpoint(checkpoint: str | Path, nusc: NuScenes, eval_set: str, o
                         tasks: tuple[str, ...] = ALL_TASKS, device: str | None = None, figure_scenes: int = 1,
                         speed: bool = True) -> dict[str, Any]:
     """`tinybev eval` as a function: a student or teacher checkpoint over a split; report (+ figures) in `out`."""
-    from training.metrics.detection import split_sample_tokens
-
     tokens = split_sample_tokens(nusc, eval_set)
     if not tokens:
         raise SystemExit(f"tinybev eval: split {eval_set!r} has no scenes in {nusc.dataroot} ({nusc.version})")

@@ -47,9 +47,10 @@ from training.checkpointing import (
     write_checkpoint_dir,
 )
 from training.config import TrainConfig, load_train_config
-from training.data import NuScenesBevDataset, collate, move_batch, resolve_workers, split_sample_tokens
+from training.data import NuScenesBevDataset, collate, move_batch, resolve_workers
 from training.losses import LossWeights, supervised_losses
 from training.model_adapter import ModelSpec, build_model_spec
+from training.splits import split_sample_tokens
 
 log = logging.getLogger(__name__)
 

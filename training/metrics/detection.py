@@ -24,11 +24,11 @@ from nuscenes.eval.detection.evaluate import DetectionEval
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
-from tinybev_ros.errors import DatasetError
 from tinybev_ros.geometry import Transform, matrix_to_quat
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 from training.ground_truth import ego_pose_of_sample
+from training.splits import split_sample_tokens
 
 DETECTION_CONFIG = "detection_cvpr_2019"
 MAX_BOXES_PER_SAMPLE = 500  # the devkit rejects more
@@ -96,24 +96,6 @@ def detection_results(predictions: Predictions, sample_token: str, ego_to_global
 def write_results_json(results: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
     """A nuScenes results file {"meta", "results"}, written atomically."""
     return write_text(path, json.dumps({"meta": RESULTS_META, "results": results}))
-
-
-def split_sample_tokens(nusc: NuScenes, eval_set: str) -> list[str]:
-    """Keyframe tokens of every scene of a devkit split that exists in this dataset, in scene order."""
-    from nuscenes.utils.splits import create_splits_scenes
-
-    splits = create_splits_scenes()
-    if eval_set not in splits:
-        raise DatasetError(f"unknown nuScenes split {eval_set!r}; known: {sorted(splits)}")
-    names = set(splits[eval_set])
-    tokens = []
-    for scene in nusc.scene:
-        if scene["name"] in names:
-            token = scene["first_sample_token"]
-            while token:
-                tokens.append(token)
-                token = nusc.get("sample", token)["next"]
-    return tokens
 
 
 def check_coverage(predictions_by_sample: Mapping[str, Predictions], expected: list[str], eval_set: str) -> None:

@@ -27,10 +27,10 @@ from training.metrics.detection import (
     MAX_BOXES_PER_SAMPLE,
     check_coverage,
     sample_ego_poses,
-    split_sample_tokens,
     to_global_boxes,
     write_results_json,
 )
+from training.splits import split_sample_tokens
 
 TRACKING_CONFIG = "tracking_nips_2019"
 TRACKING_CLASSES: tuple[str, ...] = ("bicycle", "bus", "car", "motorcycle", "pedestrian", "trailer", "truck")

@@ -66,6 +66,21 @@ def test_a_camera_out_of_sync_is_named_with_its_offset():
     assert CameraSynchronizer(CAMERA_NAMES).out_of_sync() == {}
 
 
+def test_a_camera_whose_frames_come_late_is_not_left_out_for_ever():
+    """Allowed missing: CAM_BACK starts late (sets go out without it, its frames arrive late); once it delivers
+    in time again, sets include it. A late frame still counts as a sign of life."""
+    sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(allow_missing=True, missing_timeout_ns=300_000_000))
+    others = [c for c in CAMERA_NAMES if c != "CAM_BACK"]
+    for k in range(6):  # silent for two frames, then each of its frames arrives after its set went out
+        t = 1_000_000_000 + k * 250_000_000
+        feed_frame(sync, t, cameras=others)
+        if k >= 2:
+            sync.add("CAM_BACK", t + STAGGER["CAM_BACK"], "late")
+    assert sync.stats.late >= 1 and "CAM_BACK" not in sync.silent_cameras()
+    sets = feed_frame(sync, 2_500_000_000)  # now in time: the set waits for it
+    assert sets and sets[-1].missing == []
+
+
 def test_burst_is_bounded_by_the_queue():
     sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(queue_size=3))
     for k in range(50):  # only CAM_FRONT floods in; nothing can complete

@@ -78,6 +78,9 @@ class CameraSynchronizer:
         if self._newest_ns is not None and stamp_ns < self._newest_ns - cfg.reset_after_ns:
             self.stats.resets += 1
             self.reset()
+        # A late frame still shows its camera is alive: without this, a camera whose frames keep arriving just
+        # after a set was emitted without it would stay "silent" and be left out of every later set.
+        self._last_seen[camera] = max(stamp_ns, self._last_seen.get(camera, stamp_ns))
         if self._last_emitted_ns is not None and stamp_ns <= self._last_emitted_ns:
             self.stats.late += 1
             return None
@@ -92,7 +95,6 @@ class CameraSynchronizer:
             self.stats.dropped += 1
         self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
         self._first_ns = stamp_ns if self._first_ns is None else self._first_ns
-        self._last_seen[camera] = max(stamp_ns, self._last_seen.get(camera, stamp_ns))
         return self._match()
 
     def silent_cameras(self) -> list[str]:

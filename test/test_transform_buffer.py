@@ -63,12 +63,6 @@ def test_faults_name_the_frames_and_the_time(tree):
         tree.set_transform("base_link", "base_link", 0, Transform())
 
 
-def test_clear_forgets_timed_edges_and_keeps_static_ones(tree):
-    tree.clear()
-    assert tree.can_transform("base_link", "camera_optical_frame")
-    assert not tree.can_transform("map", "base_link")
-
-
 def test_history_is_bounded_by_the_cache():
     buffer = TransformBuffer(cache_s=1.0)
     for k in range(100):

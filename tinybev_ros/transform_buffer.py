@@ -86,12 +86,6 @@ class TransformBuffer:
                 keep = bisect.bisect_left(edge.stamps, edge.stamps[-1] - self.cache_ns)
                 del edge.stamps[:keep], edge.transforms[:keep]
 
-    def clear(self) -> None:
-        """Forget the timed edges (a bag loop: time went backwards); static ones stay."""
-        with self._lock:
-            for child in [c for c, e in self._edges.items() if e.static is None]:
-                del self._edges[child]
-
     def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> Transform:
         """The transform mapping points in `source` to `target` at `stamp_ns` (None: the newest of each edge)."""
         with self._lock:

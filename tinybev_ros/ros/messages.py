@@ -128,8 +128,11 @@ RAW_ENCODINGS = {"rgb8": None, "bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGB
                  "bgra8": cv2.COLOR_BGRA2RGB, "mono8": cv2.COLOR_GRAY2RGB}
 
 
-def decode_raw(msg: Image) -> np.ndarray:
-    """RGB uint8 image of a raw sensor_msgs/Image in one of RAW_ENCODINGS."""
+def decode_raw(msg: Image, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB uint8 image of a raw sensor_msgs/Image in one of RAW_ENCODINGS, of `expected_size` (its CameraInfo's)."""
+    if expected_size is not None and (msg.width, msg.height) != tuple(expected_size):
+        raise ImageSizeError(f"image is {msg.width}x{msg.height} but its CameraInfo says "
+                             f"{expected_size[0]}x{expected_size[1]}")
     if msg.encoding not in RAW_ENCODINGS:
         raise InputError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(RAW_ENCODINGS)}")
     channels = 1 if msg.encoding == "mono8" else (4 if msg.encoding.endswith("a8") else 3)

@@ -313,10 +313,7 @@ class PerceptionNode(Node):
             reduction = 1
             try:
                 if isinstance(msg, Image):
-                    image = M.decode_raw(msg)
-                    if (image.shape[1], image.shape[0]) != expected:
-                        raise M.ImageSizeError(f"image is {image.shape[1]}x{image.shape[0]} but its CameraInfo "
-                                               f"says {expected[0]}x{expected[1]}")
+                    image = M.decode_raw(msg, expected)
                 else:  # JPEG decoded at the smallest scale the model input allows (preprocess.decode_reduction)
                     if self.cfg.jpeg_reduced_decode:
                         reduction = decode_reduction(expected[0], self.predictor.config)

@@ -7,10 +7,11 @@ Network architectures are not repeated here: `student_config` / `teacher_config`
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinybev_ros.config import load_yaml, resolve_relative
+from tinybev_ros.config import load_yaml, path_field, resolve_relative
 from training.data import DataConfig
 from training.losses import LossWeights
 from training.targets import TargetConfig
@@ -53,8 +54,8 @@ class LossRamp:
 
 @dataclass
 class TrainConfig:
-    student_config: str = "model_base.yaml"
-    teacher_config: str = "teacher_base.yaml"
+    student_config: str = path_field("model_base.yaml")
+    teacher_config: str = path_field("teacher_base.yaml")
     seed: int = 0
     steps: int = 20000  # total optimiser steps (the schedule's length)
     train_split: str = "train"
@@ -75,7 +76,7 @@ class TrainConfig:
     # A local torchvision ResNet-18 ImageNet state dict (.pth or .safetensors) that initialises the camera
     # backbone of a fresh run; "" = random init. Published camera-BEV recipes all start from pretrained image
     # weights. A resumed run keeps its checkpoint's weights.
-    backbone_weights: str = ""
+    backbone_weights: str = path_field()
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossWeights = field(default_factory=LossWeights)
@@ -103,7 +104,8 @@ class TrainConfig:
         return resolve_relative(self.backbone_weights, self.source, "backbone_weights")
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    config = load_yaml(TrainConfig, path)
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A training YAML (with its `base:` chain) and `key=value` overrides (tinybev_ros/config.py)."""
+    config = load_yaml(TrainConfig, path, overrides)
     config.source = str(Path(path).resolve())
     return config

@@ -15,7 +15,6 @@ the training state of every checkpoint, never in the student's model file: the d
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from training.config import TrainConfig, load_train_config
+from training.config import TrainConfig
 from training.data import collate, move_batch
 from training.distillation.config import STAGES, DistillConfig, load_distill_config
 from training.distillation.loss import DistillationLoss
 from training.losses import supervised_losses
 from training.teachers.bev_warp import warp_teacher_output
-from training.train import (
-    Trainer,
-    add_backbone_weights_argument,
-    apply_backbone_weights_argument,
-    fit_to_end,
-    parameter_groups,
-)
+from training.train import Trainer, add_override_arguments, fit_to_end, overrides_of, parameter_groups
 
 log = logging.getLogger(__name__)
 
@@ -142,20 +135,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="override the training config's seed")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--no-resume", action="store_true", help="start fresh even if out has a checkpoint")
-    add_backbone_weights_argument(parser)
+    add_override_arguments(parser)
 
 
 def build_trainer(args: argparse.Namespace) -> DistillTrainer:
-    run_config = load_distill_config(args.config)
+    stage = [f"distill.stage={args.stage}"] if args.stage is not None else []
+    run_config = load_distill_config(args.config, overrides_of(args) + stage)
     distill = run_config.distill
-    if args.stage is not None:
-        distill = dataclasses.replace(distill, stage=args.stage)
-    config = load_train_config(run_config.train_config_path())
-    if args.steps is not None:
-        config.steps = args.steps
-    if args.seed is not None:
-        config.seed = args.seed
-    apply_backbone_weights_argument(config, args)
+    config = run_config.training()
     if distill.stage != "none" and args.teacher is None:
         raise SystemExit(f"tinybev distill: stage {distill.stage} needs --teacher")
     return DistillTrainer(config, distill, args.teacher, args.dataroot, args.version, args.out, device=args.device)

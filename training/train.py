@@ -380,26 +380,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the config's total steps")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--no-resume", action="store_true", help="start fresh even if out has a checkpoint")
-    add_backbone_weights_argument(parser)
+    add_override_arguments(parser)
 
 
-def add_backbone_weights_argument(parser: argparse.ArgumentParser) -> None:
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-weights", default=None,
                         help="torchvision ResNet-18 ImageNet weights (.pth/.safetensors) for the camera backbone of "
-                             "a fresh run (overrides the config's backbone_weights)")
+                             "a fresh run (= backbone_weights=PATH)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. optim.lr=0.002 data.batch_size=2 (values are YAML)")
 
 
-def apply_backbone_weights_argument(config: TrainConfig, args: argparse.Namespace) -> None:
-    if args.backbone_weights is not None:
-        config.backbone_weights = str(Path(args.backbone_weights).resolve())  # relative to the shell, not the YAML
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """The command line's config overrides: the flags that are shorthands for keys, then the KEY=VALUE words."""
+    flags = ("steps", "seed", "backbone_weights")  # --steps N is steps=N, and so on
+    given = [f"{key}={getattr(args, key)}" for key in flags if getattr(args, key, None) is not None]
+    return given + list(args.overrides)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = load_train_config(args.config)
-    if args.steps is not None:
-        config.steps = args.steps
-    apply_backbone_weights_argument(config, args)
+    config = load_train_config(args.config, overrides_of(args))
     trainer = Trainer(config, args.model, args.dataroot, args.version, args.out, device=args.device)
     return fit_to_end(trainer, resume=not args.no_resume)
 

@@ -7,10 +7,11 @@ the weights, it only gates the two groups, so each ablation row is `--stage X` o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from tinybev_ros.config import load_yaml, resolve_relative
+from tinybev_ros.config import load_yaml, path_field, resolve_relative
 from training.distillation.adaptive import AdaptiveConfig
 
 STAGES = ("none", "S1", "S2", "S3")
@@ -70,15 +71,27 @@ class DistillConfig:
 class DistillRunConfig:
     """A `tinybev distill --config` file: the supervised training YAML it builds on, plus the distillation."""
 
-    train_config: str = "train_tiny.yaml"  # relative to this file's folder
+    train_config: str = path_field("train_tiny.yaml")  # relative to this file's folder
     distill: DistillConfig = field(default_factory=DistillConfig)
     source: str = ""
+    train_overrides: tuple[str, ...] = ()  # key=value overrides of the training config (set by the loader)
 
     def train_config_path(self) -> Path:
         return resolve_relative(self.train_config, self.source, "training config")
 
+    def training(self):  # -> training.config.TrainConfig (imported here: training.config imports this package)
+        """The training config this run builds on, with the command line's overrides of it applied."""
+        from training.config import load_train_config
 
-def load_distill_config(path: str | Path) -> DistillRunConfig:
-    config = load_yaml(DistillRunConfig, path)
+        return load_train_config(self.train_config_path(), self.train_overrides)
+
+
+def load_distill_config(path: str | Path, overrides: Sequence[str] = ()) -> DistillRunConfig:
+    """A distillation YAML and `key=value` overrides: `distill.*` and `train_config` set this file, every other
+    key the training config it names (`tinybev distill --config C distill.stage=S1 optim.lr=0.001 steps=500`)."""
+    own = {f.name for f in fields(DistillRunConfig)} - {"source", "train_overrides"}
+    mine = [item for item in overrides if item.partition("=")[0].split(".")[0] in own]
+    config = load_yaml(DistillRunConfig, path, mine)
     config.source = str(Path(path).resolve())
+    config.train_overrides = tuple(item for item in overrides if item not in mine)
     return config

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from nuscenes.nuscenes import NuScenes
 from safetensors.torch import load_file
 
@@ -28,16 +27,11 @@ CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 
 def small_run_configs(tmp: Path) -> Path:
-    """distill_ablation.yaml on 2 samples per split, no worker processes; returns the distill YAML path."""
-    train = yaml.safe_load((CONFIG / "distill_ablation_train.yaml").read_text())
-    train["student_config"] = str(CONFIG / train["student_config"])
-    train["teacher_config"] = str(CONFIG / train["teacher_config"])
-    train["data"].update(max_samples=2, num_workers=0)
-    train["checkpoint_every"] = 1
-    (tmp / "train.yaml").write_text(yaml.safe_dump(train))
-    distill = yaml.safe_load((CONFIG / "distill_ablation.yaml").read_text())
-    distill["train_config"] = "train.yaml"
-    (tmp / "distill.yaml").write_text(yaml.safe_dump(distill))
+    """distill_ablation.yaml on 2 samples per split, no worker processes (two files inheriting the shipped ones);
+    returns the distill YAML path."""
+    (tmp / "train.yaml").write_text(f"base: {CONFIG / 'distill_ablation_train.yaml'}\ncheckpoint_every: 1\n"
+                                    "data: {max_samples: 2, num_workers: 0}\n")
+    (tmp / "distill.yaml").write_text(f"base: {CONFIG / 'distill_ablation.yaml'}\ntrain_config: train.yaml\n")
     return tmp / "distill.yaml"
 
 

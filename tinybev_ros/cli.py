@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from tinybev_ros.errors import CheckpointError, DatasetError
+from tinybev_ros.errors import CheckpointError, ConfigError, DatasetError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         result = importlib.import_module(COMMANDS[chosen][0]).run(args)
-    except (CheckpointError, DatasetError) as exc:  # the user's files, not our bug: one line
+    except (CheckpointError, ConfigError, DatasetError) as exc:  # the user's files, not our bug: one line
         print(f"tinybev {chosen}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C (or a parent stopping us) is a request, not a crash: no traceback

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tinybev_ros.errors import ConfigError
+
 T = TypeVar("T")
 BASE_KEY = "base"
 
@@ -40,17 +42,22 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} in {where or cls.__name__}; known: {sorted(names)}")
+        raise ConfigError(f"unknown config key(s) {unknown} in {where or cls.__name__}; known: {sorted(names)}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value, f"{where or cls.__name__}.{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as error:  # a dataclass's own check (__post_init__)
+        raise ConfigError(f"{where or cls.__name__}: {error}") from None
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return from_dict(hint, value, where)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
@@ -59,15 +66,15 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         for option in args:
             try:
                 return _convert(option, value, where)
-            except ValueError:
+            except ConfigError:
                 continue
-        raise ValueError(f"{where}: {value!r} is none of {hint}")
+        raise ConfigError(f"{where}: {value!r} is none of {hint}")
     if origin is tuple or origin is list:
         if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
             items = [_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
         else:
             item = args[0] if args else Any
@@ -75,16 +82,16 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float) and isinstance(value, bool):
-        raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     if hint in (int, float, str, bool) and not isinstance(value, hint):
-        raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     if hint is type(None) and value is not None:
-        raise ValueError(f"{where}: expected null, got {value!r}")
+        raise ConfigError(f"{where}: expected null, got {value!r}")
     return value
 
 
@@ -129,19 +136,19 @@ def read_yaml(cls: type, path: str | Path, _chain: tuple[Path, ...] = ()) -> dic
     """The mapping of a YAML file with its `base:` chain merged under it (path fields made absolute)."""
     path = Path(path).resolve()
     if path in _chain:
-        raise ValueError(f"config {path}: 'base' chain loops back ({' -> '.join(str(p) for p in (*_chain, path))})")
+        raise ConfigError(f"config {path}: 'base' chain loops back ({' -> '.join(str(p) for p in (*_chain, path))})")
     if not path.is_file():
         where = f" (base of {_chain[-1]})" if _chain else ""
-        raise FileNotFoundError(f"config {path}{where} not found")
+        raise ConfigError(f"config {path}{where} not found")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
-        raise ValueError(f"config {path}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ConfigError(f"config {path}: expected a mapping at the top level, got {type(raw).__name__}")
     base = raw.pop(BASE_KEY, None)
     raw = _resolve_paths(cls, raw, path.parent)
     if base is None:
         return raw
     if not isinstance(base, str):
-        raise ValueError(f"config {path}: 'base' must be a file name, got {base!r}")
+        raise ConfigError(f"config {path}: 'base' must be a file name, got {base!r}")
     return merge(read_yaml(cls, path.parent / base, (*_chain, path)), raw)
 
 
@@ -151,11 +158,11 @@ def parse_overrides(cls: type, overrides: Sequence[str]) -> dict[str, Any]:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ValueError(f"override {item!r}: expected key=value, e.g. optim.lr=0.002")
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=0.002")
         try:
             value = yaml.safe_load(text) if text else ""
         except yaml.YAMLError as error:
-            raise ValueError(f"override {item!r}: the value is not YAML ({error})") from None
+            raise ConfigError(f"override {item!r}: the value is not YAML ({error})") from None
         node: dict[str, Any] = {}
         tree = node
         *parents, leaf = key.split(".")
@@ -172,10 +179,10 @@ def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> 
     raw = merge(read_yaml(cls, path), parse_overrides(cls, overrides))
     try:
         return from_dict(cls, raw, where=str(path))
-    except ValueError as error:
+    except ConfigError as error:
         if not overrides:
             raise
-        raise ValueError(f"{error} (command-line overrides: {' '.join(overrides)})") from None
+        raise ConfigError(f"{error} (command-line overrides: {' '.join(overrides)})") from None
 
 
 def resolve_relative(name: str | Path, source: str, what: str) -> Path:

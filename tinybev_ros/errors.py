@@ -21,3 +21,8 @@ class DatasetError(ValueError):
 
 class DatasetFileMissing(DatasetError, FileNotFoundError):
     """A file the dataset's tables name is not on disk."""
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used: an unknown key, a value of the wrong type, a bad override, a missing or
+    looping `base:` file. The message names the file and the key."""

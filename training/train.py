@@ -16,6 +16,7 @@ the determinism of the kernels). With several ranks, only rank 0's RNG state is 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -53,6 +54,24 @@ from training.model_adapter import ModelSpec, build_model_spec
 from training.splits import split_sample_tokens
 
 log = logging.getLogger(__name__)
+
+
+VALIDATION_LOG = "validation.jsonl"  # one JSON line per validation with task metrics (Trainer.validation_metrics)
+
+
+def read_validation_log(run_dir: str | Path) -> list[dict[str, float]]:
+    """The task metrics of a run's validations in step order, the last line of each step (a resume may repeat)."""
+    path = Path(run_dir) / VALIDATION_LOG
+    if not path.is_file():
+        return []
+    by_step: dict[int, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill mid-write
+            continue
+        by_step[int(record["step"])] = record
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -192,6 +211,9 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.writer = None
+        # Optional task metrics at every validation (e.g. training/validation_metrics.py's NDS on a held-out
+        # world): called with the model on the main rank, logged as val/<name> and appended to validation.jsonl.
+        self.validation_metrics: Callable[[nn.Module], dict[str, float]] | None = None
 
     # ------------------------------------------------------------------ data
     def loader(self, dataset, sampler=None, shuffle_seed: int = 0) -> DataLoader:
@@ -351,6 +373,7 @@ class Trainer:
                     self.log_scalars("train", record)
                     if self.step % config.val_every == 0 or self.step == end:
                         self.log_scalars("val", self.validate(), force=True)
+                        self.measure_validation_metrics()
                     if self.step % config.checkpoint_every == 0 or self.step == end:
                         self.save()
                     if self.step >= end:
@@ -359,6 +382,17 @@ class Trainer:
             bar.close()
             if self.writer is not None:
                 self.writer.close()
+
+    def measure_validation_metrics(self) -> None:
+        """Run `validation_metrics` (if set) for the current weights; a resumed run rewrites a step's line, and
+        readers (`read_validation_log`) keep the last line of each step."""
+        if self.validation_metrics is None or not self.ddp.is_main:
+            return
+        values = self.validation_metrics(self.model)
+        self.log_scalars("val", values, force=True)
+        log.info("step %d validation %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        with open(self.out_dir / VALIDATION_LOG, "a") as handle:
+            handle.write(json.dumps({"step": self.step, **values}) + "\n")
 
     def log_scalars(self, prefix: str, values: dict[str, float], force: bool = False) -> None:
         if self.writer is None or not (force or self.step % self.config.log_every == 0):

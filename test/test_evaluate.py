@@ -16,9 +16,9 @@ from nuscenes.eval.common.config import config_factory
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.predictions import Predictions
+from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 from training.evaluate import (
-    EVAL_SCORE_THRESHOLD,
     evaluate,
     evaluation_predictor,
     for_evaluation,
@@ -261,14 +261,14 @@ def test_evaluation_decodes_the_boxes_a_deploy_threshold_would_cut(tmp_path) -> 
     from tinybev_ros.model.decode import decode
 
     config = load_model_config(Path(__file__).resolve().parents[1] / "config" / "model_tiny.yaml")
-    assert config.decode.score_threshold > 0.1 > EVAL_SCORE_THRESHOLD
+    assert config.decode.score_threshold > 0.1 > SCORE_THRESHOLDS.evaluate
     (deployed,) = decode(handmade_outputs(config), config, [0], [2])
     (evaluated,) = decode(handmade_outputs(config), for_evaluation(config), [0], [2])
     assert len(deployed) == 1 and len(evaluated) == 2 and evaluated.scores.min() < 0.05
     lower = replace(config, decode=replace(config.decode, score_threshold=0.001))
     assert for_evaluation(lower).decode.score_threshold == 0.001  # a lower threshold is never raised
     checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", build_student(config), config)
-    assert evaluation_predictor(checkpoint, "cpu").config.decode.score_threshold == EVAL_SCORE_THRESHOLD
+    assert evaluation_predictor(checkpoint, "cpu").config.decode.score_threshold == SCORE_THRESHOLDS.evaluate
 
 
 # ------------------------------------------------------------------ the command

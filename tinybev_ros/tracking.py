@@ -20,6 +20,7 @@ import numpy as np
 
 from tinybev_ros.geometry import Transform
 from tinybev_ros.predictions import Predictions
+from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 
 # Largest distance (m) between a track's predicted position and a detection of the class, per class in
@@ -31,7 +32,7 @@ DEFAULT_GATES_M: tuple[float, ...] = (4.0, 4.0, 5.5, 3.0, 3.0, 1.5, 4.0, 3.0, 1.
 class TrackerConfig:
     gates_m: tuple[float, ...] = DEFAULT_GATES_M  # per class, DETECTION_CLASSES order
     max_age: int = 3  # missed frames a track survives (coasting) before it dies
-    score_threshold: float = 0.2  # detections below this are not tracked (track id -1)
+    score_threshold: float = SCORE_THRESHOLDS.track  # detections below this are not tracked (track id -1)
     max_gap_s: float = 3.0  # a longer gap between frames resets the tracker
 
     def __post_init__(self) -> None:

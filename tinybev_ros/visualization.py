@@ -23,6 +23,7 @@ import numpy as np
 from tinybev_ros.atomic_file import atomic_path
 from tinybev_ros.geometry import CAMERA_NAMES, CameraCalibration, Rig
 from tinybev_ros.predictions import Predictions
+from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 
 # Colour-blind-safe class colours (RGB), DETECTION_CLASSES order.
@@ -101,7 +102,8 @@ def _blend(image: np.ndarray, alpha: np.ndarray, color) -> None:
 
 
 def render_bev(predictions: Predictions, reference: Predictions | None = None, width_px: int = 600,
-               score_threshold: float = 0.3, title: str | None = None, legend: bool = True) -> np.ndarray:
+               score_threshold: float = SCORE_THRESHOLDS.publish, title: str | None = None,
+               legend: bool = True) -> np.ndarray:
     """RGB uint8 BEV panel of one frame (map, occupancy, boxes, track ids, velocities, forecasts, plans)."""
     canvas = _BevCanvas(predictions, width_px)
     image = np.empty((*canvas.size, 3), dtype=np.uint8)
@@ -311,7 +313,7 @@ def _project_segment(a: np.ndarray, b: np.ndarray, intrinsic: np.ndarray, near: 
 
 
 def draw_camera(image: np.ndarray | None, camera: CameraCalibration, predictions: Predictions,
-                reference: Predictions | None = None, score_threshold: float = 0.3,
+                reference: Predictions | None = None, score_threshold: float = SCORE_THRESHOLDS.publish,
                 size: tuple[int, int] = (400, 225)) -> np.ndarray:
     """RGB uint8 camera view (`size` = width, height) with projected predicted and ground-truth 3D boxes."""
     width, height = size
@@ -350,7 +352,7 @@ def draw_camera(image: np.ndarray | None, camera: CameraCalibration, predictions
 
 def render_sample(predictions: Predictions, rig: Rig, images: Mapping[str, np.ndarray | None] | None = None,
                   reference: Predictions | None = None, title: str = "", camera_size: tuple[int, int] = (480, 270),
-                  score_threshold: float = 0.3) -> np.ndarray:
+                  score_threshold: float = SCORE_THRESHOLDS.publish) -> np.ndarray:
     """One figure: the six cameras (front row, back row) with projected boxes, then the BEV panel and its legend."""
     images = images or {}
     panels = [draw_camera(images.get(name), rig.cameras[name], predictions, reference, score_threshold, camera_size)

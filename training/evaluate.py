@@ -38,6 +38,7 @@ from tinybev_ros.model.config import ModelConfig
 from tinybev_ros.model.preprocess import decode_reduction, scale_intrinsics
 from tinybev_ros.nuscenes_dataset import open_nuscenes, read_image_rgb
 from tinybev_ros.predictions import PLAN_STEPS, Predictions
+from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 from tinybev_ros.tracking import Tracker, TrackerConfig
 from tinybev_ros.visualization import render_sample, write_gif, write_png
@@ -49,10 +50,6 @@ from training.metrics.segmentation import MapAccumulator, OccupancyAccumulator
 from training.splits import devkit_split, split_sample_tokens
 
 ALL_TASKS: tuple[str, ...] = ("detection", "tracking", "motion", "map", "occupancy", "planning")
-# The nuScenes protocol ranks every submitted box (up to 500 per sample) and integrates precision over recall, so
-# boxes are decoded down to this score for evaluation. A deploy threshold (the checkpoint's decode 0.2, the node's
-# 0.3) would cut the curve where a weak detector still has precision and score it mAP 0.
-EVAL_SCORE_THRESHOLD = 0.01
 DEVKIT_TASKS = ("detection", "tracking")
 _VEHICLE_LABELS = np.array([DETECTION_CLASSES.index(name) for name in VEHICLE_CLASSES])
 _PEDESTRIAN_LABEL = DETECTION_CLASSES.index("pedestrian")
@@ -104,7 +101,7 @@ def planning_obstacles(gt: GroundTruth, steps: int = PLAN_STEPS) -> tuple[list[n
 
 def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, eval_set: str | None = None,
              tasks: Iterable[str] = ALL_TASKS, ground_truths: Mapping[str, GroundTruth] | None = None,
-             grid: BevGrid | None = None, motion_score_threshold: float = 0.3,
+             grid: BevGrid | None = None, motion_score_threshold: float = SCORE_THRESHOLDS.publish,
              attributes_by_sample: Mapping[str, list[str]] | None = None, devkit_output_dir: str | Path | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Metrics of every requested task (see the module docstring); a dict ready for `write_report`.
@@ -178,8 +175,9 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
 
 
 def for_evaluation(config: ModelConfig) -> ModelConfig:
-    """`config` decoding boxes down to `EVAL_SCORE_THRESHOLD` (the peak count `max_detections` still bounds them)."""
-    threshold = min(config.decode.score_threshold, EVAL_SCORE_THRESHOLD)
+    """`config` decoding boxes down to the evaluation threshold (tinybev_ros/score_thresholds.py; the peak count
+    `max_detections` still bounds them)."""
+    threshold = min(config.decode.score_threshold, SCORE_THRESHOLDS.evaluate)
     return replace(config, decode=replace(config.decode, score_threshold=threshold))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from tinybev_ros.config import from_dict, load_yaml
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
+from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 
 
@@ -20,7 +21,7 @@ from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 class DecodeConfig:
     """Turning raw head outputs into `Predictions` (used by `tinybev_ros.model.decode`)."""
 
-    score_threshold: float = 0.2  # minimum sigmoid heatmap score of a kept detection
+    score_threshold: float = SCORE_THRESHOLDS.decode  # minimum heatmap score of a kept detection
     max_detections: int = 200  # top-k peaks over all classes before the threshold
     peak_kernel: int = 3  # max-pool window of CenterPoint peak picking (odd, in detection cells)
 

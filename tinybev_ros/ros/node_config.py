@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 
 from tinybev_ros.geometry import CAMERA_NAMES
 from tinybev_ros.ros.interface import CAMERA_INFO, COMPRESSED_IMAGE, RAW_IMAGE
+from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 
 
 class NodeConfigError(ValueError):
@@ -33,7 +34,8 @@ class PerceptionNodeConfig:
     device: str = _p("auto", "auto (cuda if available, else cpu), cpu, or cuda[:N]")
     precision: str = _p("auto", "auto (fp16 on cuda, bf16 on a cpu with native bf16, else fp32), fp32, fp16 or bf16",
                         choices=("auto", "fp32", "fp16", "bf16"))
-    score_threshold: float = _p(0.3, "detections below this score are not published", 0.0, 1.0, dynamic=True)
+    score_threshold: float = _p(SCORE_THRESHOLDS.publish, "detections below this score are not published", 0.0, 1.0,
+                                dynamic=True)
     inference_threads: int = _p(0, "CPU threads of the network; 0 = all cores but one (the callbacks, the camera "
                                    "drivers and DDS need a core: on 2 cores this doubled the frames published)", 0, 256)
     jpeg_reduced_decode: bool = _p(True, "decode JPEGs at 1/2, 1/4 or 1/8 scale where the model input is that "

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinybev_ros.predictions import Predictions
+from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, DYNAMIC_CLASSES
 
 VEHICLE_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "trailer", "construction_vehicle")
@@ -58,7 +59,7 @@ class MotionAccumulator:
     classes: tuple[str, ...] = DYNAMIC_CLASSES
     match_distance: float = 2.0
     miss_threshold: float = 2.0
-    score_threshold: float = 0.3
+    score_threshold: float = SCORE_THRESHOLDS.publish  # forecasts of the detections a planner would get
     epa_alpha: float = 0.5
     max_range: float = 50.0
     _ade: dict[str, list[float]] = field(default_factory=dict)

@@ -26,7 +26,7 @@ setup(
     entry_points={
         "console_scripts": [
             "tinybev = tinybev_ros.cli:main",
-            "nuscenes_to_bag = tinybev_ros.ros.nuscenes_to_bag:main",
+            "nuscenes_to_bag = tinybev_ros.ros.bag.nuscenes_to_bag:main",
             "tinybev_node = tinybev_ros.ros.perception_node:main",
         ],
     },

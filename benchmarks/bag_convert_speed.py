@@ -33,7 +33,7 @@ def main() -> int:
 
     cv2.setNumThreads(1)
 
-    from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene, open_nuscenes
+    from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene, open_nuscenes
 
     with tempfile.TemporaryDirectory(prefix="bag-bench-") as tmp:
         dataroot, version = args.dataroot, args.version

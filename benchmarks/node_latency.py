@@ -24,7 +24,7 @@ from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 
 from tinybev_ros.paths import default_checkpoint, share_file
-from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
+from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene
 from tinybev_ros.ros.run import run_pipeline
 from tinybev_ros.synth import SynthConfig, generate
 

@@ -41,7 +41,7 @@ class Listener:
         import rclpy
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-        from tinybev_ros.ros.bag_ros import message_class
+        from tinybev_ros.ros.bag.rclpy_bridge import message_class
 
         rclpy.init()
         self.node = rclpy.create_node(f"bag_test_listener_{time.monotonic_ns()}")

@@ -16,9 +16,9 @@ from nuscenes.map_expansion.map_api import NuScenesMap
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.geometry import CAMERA_NAMES, wxyz_to_xyzw
-from tinybev_ros.ros.bag_output import bag_size_bytes
-from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
-from tinybev_ros.ros.typestore import standard_typestore
+from tinybev_ros.ros.bag.atomic_writer import bag_size_bytes
+from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene
+from tinybev_ros.ros.bag.typestore import standard_typestore
 
 EXPECTED_TYPES = {
     **{f"/{c}/image_rect/compressed": "sensor_msgs/msg/CompressedImage" for c in CAMERA_NAMES},

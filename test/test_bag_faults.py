@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from nuscenes.nuscenes import NuScenes
 
-from tinybev_ros.ros import nuscenes_to_bag
+from tinybev_ros.ros.bag import nuscenes_to_bag
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def _start_blocked_conversion(nusc, synth_dataset, dataroot: Path, out: Path
     fifo.unlink()
     os.mkfifo(fifo)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tinybev_ros.ros.nuscenes_to_bag", "--dataroot", str(dataroot), "--version",
+        [sys.executable, "-m", "tinybev_ros.ros.bag.nuscenes_to_bag", "--dataroot", str(dataroot), "--version",
          synth_dataset.version, "--scene", nusc.scene[0]["name"], "--out", str(out), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60

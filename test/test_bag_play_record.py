@@ -11,10 +11,10 @@ import pytest
 from bag_helpers import Listener, canonical, read_bag, tinybev
 from rosbags.rosbag2 import Reader
 
-from tinybev_ros.ros.bag_messages import MessageFactory
-from tinybev_ros.ros.bag_output import AtomicBagWriter
-from tinybev_ros.ros.nuscenes_to_bag import LATCHED_QOS, STREAM_QOS, ConvertOptions, convert_scene
-from tinybev_ros.ros.typestore import typestore
+from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter
+from tinybev_ros.ros.bag.nuscenes_messages import MessageFactory
+from tinybev_ros.ros.bag.nuscenes_to_bag import LATCHED_QOS, STREAM_QOS, ConvertOptions, convert_scene
+from tinybev_ros.ros.bag.typestore import typestore
 
 T0 = 1_532_402_927_000_000_000
 PERIOD_NS = 250_000_000  # 4 Hz per stream: inter-message timing is checked against this
@@ -223,7 +223,7 @@ def test_loop_replays_the_bag_until_interrupted(small_bag):
 
 
 def test_the_storage_file_stands_for_its_bag(small_bag):
-    from tinybev_ros.ros.bag_play import open_reader
+    from tinybev_ros.ros.bag.play import open_reader
 
     (db3,) = small_bag.glob("*.db3")
     reader = open_reader(db3)

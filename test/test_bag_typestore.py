@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ament_index_python.packages import get_package_share_directory
 
-from tinybev_ros.ros.typestore import MissingInterfaceError, build_typestore, ensure_msgtype, typestore
+from tinybev_ros.ros.bag.typestore import MissingInterfaceError, build_typestore, ensure_msgtype, typestore
 
 
 def _built_hash(msgtype: str) -> str:

@@ -19,8 +19,8 @@ import pytest
 from bag_helpers import REPO, tinybev
 from rosbags.rosbag2 import Reader
 
-from tinybev_ros.ros.bag_output import AtomicBagWriter, BagExistsError
-from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
+from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter, BagExistsError
+from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene
 
 RATE_HZ = 20.0
 
@@ -34,7 +34,7 @@ def _tree_digest(path: Path) -> str:
 
 
 def _messages(path: Path) -> list[str]:
-    from tinybev_ros.ros.typestore import typestore
+    from tinybev_ros.ros.bag.typestore import typestore
 
     store = typestore()
     with Reader(path) as reader:

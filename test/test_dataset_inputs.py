@@ -18,7 +18,7 @@ from nuscenes.nuscenes import NuScenes
 from rosbags.rosbag2 import Reader
 
 from tinybev_ros.geometry import BevGrid
-from tinybev_ros.ros import nuscenes_to_bag
+from tinybev_ros.ros.bag import nuscenes_to_bag
 from tinybev_ros.taxonomy import MAP_CLASSES
 from training.ground_truth import get_map, load_ground_truth, map_masks_for_pose, read_sample_labels
 
@@ -93,7 +93,7 @@ def test_convert_without_expansion_puts_the_prior_on_map(synth_dataset, without_
         assert nuscenes_to_bag.main(["--dataroot", str(without_expansion), "--version", synth_dataset.version,
                                      "--scene", "scene-0061", "--out", str(out), "--no-progress"]) == 0
     assert "no map expansion at" in caplog.text and "semantic prior" in caplog.text
-    from tinybev_ros.ros.typestore import typestore
+    from tinybev_ros.ros.bag.typestore import typestore
 
     store = typestore()
     with Reader(out) as reader:

@@ -72,7 +72,7 @@ def test_demo_writes_every_artefact(demo_out, documented):
 
 def test_the_shipped_student_publishes_boxes_on_every_frame(demo_out):
     """An empty road is not a perception demo: every frame the node published carries boxes above its threshold."""
-    from tinybev_ros.ros.output_bag import predictions_from_bag
+    from tinybev_ros.ros.bag.node_outputs import predictions_from_bag
 
     published = predictions_from_bag(demo_out / "outputs")
     assert published

@@ -24,8 +24,8 @@ from tinybev_ros.model import build_student
 from tinybev_ros.model.config import load_model_config
 from tinybev_ros.paths import share_file
 from tinybev_ros.predictions import Predictions
-from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
-from tinybev_ros.ros.output_bag import predictions_from_bag
+from tinybev_ros.ros.bag.node_outputs import predictions_from_bag
+from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene
 from tinybev_ros.ros.run import run_pipeline
 from tinybev_ros.taxonomy import Command
 from training.evaluate import evaluate, load_ground_truths, model_frame, predict_split

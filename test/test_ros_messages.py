@@ -212,8 +212,8 @@ def test_predicted_objects_carry_the_whole_object_state():
 def test_recorded_outputs_read_back_as_the_published_predictions(tmp_path):
     from rosbags.rosbag2 import Writer
 
-    from tinybev_ros.ros.output_bag import predictions_from_bag
-    from tinybev_ros.ros.typestore import typestore
+    from tinybev_ros.ros.bag.node_outputs import predictions_from_bag
+    from tinybev_ros.ros.bag.typestore import typestore
     from tinybev_ros.taxonomy import MAP_CLASSES
 
     pred = make_predictions()

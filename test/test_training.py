@@ -17,11 +17,11 @@ from tinybev_ros.checkpoint import load_checkpoint
 from tinybev_ros.geometry import CAMERA_NAMES, BevGrid
 from tinybev_ros.model.config import load_model_config
 from tinybev_ros.model.preprocess import preprocess_cameras
+from tinybev_ros.nuscenes_dataset import sample_images, sample_rig
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint
 from training.config import LossRamp, TrainConfig, load_train_config
 from training.data import DataConfig, NuScenesBevDataset, collate
-from training.evaluate import sample_images, sample_rig
 from training.ground_truth import ego_pose_of_sample
 from training.losses import LossWeights, collision_penalty, focal_heatmap_loss, motion_losses
 from training.targets import TargetConfig, decode_box_targets

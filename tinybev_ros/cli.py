@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("training.distill", "train the student with cross-modal distillation from a teacher (S1/S2/S3)"),
     "ablate": ("training.ablation", "teacher once, then the student without and with S1/S2/S3 distillation: one table"),
     "run": ("tinybev_ros.ros.run", "start tinybev_node with its params file (and replay a bag) without ros2 launch"),
-    "bag": ("tinybev_ros.ros.bag_cli", "nuScenes -> rosbag2 conversion, and bag play/record without rosbag2"),
+    "bag": ("tinybev_ros.ros.bag.cli", "nuScenes -> rosbag2 conversion, and bag play/record without rosbag2"),
 }
 
 

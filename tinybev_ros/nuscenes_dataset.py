@@ -1,9 +1,10 @@
-"""Opening a nuScenes-format dataset and reading its files, with errors that name what is wrong.
+"""Opening a nuScenes-format dataset and reading its records and files, with errors that name what is wrong.
 
 Every command that reads a dataroot (eval, demo, train, teacher-cache, bag convert, ablate, synth-render) opens it
 here, so a wrong `--version`, a dataroot that is not one, a table that does not parse or a truncated image is one
 clear line (errors.DatasetError) instead of a devkit AssertionError, TypeError or a half-grey image scored as if
-it were real.
+it were real. The sensor records of a keyframe (sample_data, its calibrated_sensor and ego_pose) are read here
+too, as `Transform`s in our conventions, so no other module walks those tables.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tinybev_ros.errors import DatasetError, DatasetFileMissing
+from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, CameraCalibration, Rig, Transform
 
 
 def open_nuscenes(dataroot: str | Path, version: str):
@@ -67,3 +69,57 @@ def read_image_rgb(path: str | Path, reduction: int = 1) -> np.ndarray:
     if image is None:
         raise DatasetError(f"image {path} does not decode")
     return image
+
+
+# ---------------------------------------------------------------------------------------- a keyframe's sensors
+def sample_data(nusc, sample: dict | str, channel: str) -> dict:
+    """The sample_data record of `channel` at a keyframe (its record or token)."""
+    if isinstance(sample, str):
+        sample = nusc.get("sample", sample)
+    if channel not in sample["data"]:
+        raise DatasetError(f"sample {sample['token']} has no {channel} data")
+    return nusc.get("sample_data", sample["data"][channel])
+
+
+def sensor_to_ego(nusc, record: dict) -> Transform:
+    """The sensor's mounting (calibrated_sensor) of a sample_data record: sensor -> base_link."""
+    calib = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
+    return Transform.from_nuscenes(calib["translation"], calib["rotation"])
+
+
+def camera_intrinsic(nusc, record: dict) -> np.ndarray:
+    """The 3x3 K of a camera sample_data record."""
+    calib = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
+    intrinsic = np.asarray(calib["camera_intrinsic"], dtype=float)
+    if intrinsic.shape != (3, 3):
+        raise DatasetError(f"calibrated_sensor {calib['token']} of {record.get('channel', 'a camera')}: "
+                           "camera_intrinsic is not 3x3")
+    return intrinsic
+
+
+def ego_pose(nusc, record: dict) -> Transform:
+    """The ego pose at a sample_data record's timestamp: base_link -> global (the `map` frame of our bags)."""
+    pose = nusc.get("ego_pose", record["ego_pose_token"])
+    return Transform.from_nuscenes(pose["translation"], pose["rotation"])
+
+
+def data_path(nusc, record: dict) -> Path:
+    """The file of a sample_data record."""
+    return Path(nusc.dataroot) / record["filename"]
+
+
+def sample_rig(nusc, sample_token: str) -> Rig:
+    """The six cameras' and the LiDAR's calibration at this keyframe (the dataset's, not the shipped default rig)."""
+    cameras = {}
+    for name in CAMERA_NAMES:
+        record = sample_data(nusc, sample_token, name)
+        cameras[name] = CameraCalibration(name, camera_intrinsic(nusc, record), sensor_to_ego(nusc, record),
+                                          int(record["width"]), int(record["height"]))
+    return Rig(cameras, sensor_to_ego(nusc, sample_data(nusc, sample_token, LIDAR_NAME)))
+
+
+def sample_images(nusc, sample_token: str, reduction: int = 1) -> dict[str, np.ndarray]:
+    """RGB images of the six cameras of a keyframe (at 1/`reduction` scale); a missing, truncated or corrupt file
+    is a DatasetError (an evaluation never scores a half-grey image as if it were real)."""
+    return {name: read_image_rgb(data_path(nusc, sample_data(nusc, sample_token, name)), reduction)
+            for name in CAMERA_NAMES}

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from tinybev_ros.nuscenes_dataset import find_scene, open_nuscenes
+from tinybev_ros.nuscenes_dataset import find_scene, open_nuscenes, sample_data
 from training.splits import devkit_split_of
 
 log = logging.getLogger("tinybev.demo")
@@ -71,7 +71,7 @@ def evaluate_outputs(dataroot: Path, version: str, scene_name: str, outputs_bag:
     """Metrics of the recorded outputs against the dataset's ground truth, plus the figures and the GIF."""
     import numpy as np
 
-    from tinybev_ros.ros.output_bag import predictions_from_bag
+    from tinybev_ros.ros.bag.node_outputs import predictions_from_bag
     from training.evaluate import evaluate, load_ground_truths, render_scene, write_report
 
     nusc = open_nuscenes(dataroot, version)
@@ -80,7 +80,7 @@ def evaluate_outputs(dataroot: Path, version: str, scene_name: str, outputs_bag:
     token = scene["first_sample_token"]
     while token:
         sample = nusc.get("sample", token)
-        stamps[nusc.get("sample_data", sample["data"]["CAM_FRONT"])["timestamp"] * 1000] = token
+        stamps[sample_data(nusc, sample, "CAM_FRONT")["timestamp"] * 1000] = token
         token = sample["next"]
     recorded = predictions_from_bag(outputs_bag)
     by_sample = {stamps[s]: p for s, p in recorded.items() if s in stamps}
@@ -142,7 +142,7 @@ def _demo(args: argparse.Namespace, out: Path, checkpoint: str, start: float) ->
     if bag is None or args.dataroot is not None:
         dataroot, version, scene = prepare_scene(args)
     if bag is None:
-        from tinybev_ros.ros.nuscenes_to_bag import ConvertOptions, convert_scene
+        from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene
 
         bag = out / f"{scene}"
         if not (bag / "metadata.yaml").exists():

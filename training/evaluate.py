@@ -32,11 +32,11 @@ from tqdm import tqdm
 
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint
-from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, CameraCalibration, Rig, Transform
+from tinybev_ros.geometry import CAMERA_NAMES, BevGrid
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model.config import ModelConfig
 from tinybev_ros.model.preprocess import decode_reduction, scale_intrinsics
-from tinybev_ros.nuscenes_dataset import open_nuscenes, read_image_rgb
+from tinybev_ros.nuscenes_dataset import open_nuscenes, sample_images, sample_rig
 from tinybev_ros.predictions import PLAN_STEPS, Predictions
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
@@ -319,29 +319,6 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ pictures
-
-def sample_rig(nusc: NuScenes, sample_token: str) -> Rig:
-    """The six cameras' calibration of this sample (from the dataset, not the shipped default rig)."""
-    sample = nusc.get("sample", sample_token)
-    cameras = {}
-    for name in CAMERA_NAMES:
-        record = nusc.get("sample_data", sample["data"][name])
-        calib = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
-        cameras[name] = CameraCalibration(name, np.asarray(calib["camera_intrinsic"], dtype=float),
-                                          Transform.from_nuscenes(calib["translation"], calib["rotation"]),
-                                          int(record["width"]), int(record["height"]))
-    lidar = nusc.get("sample_data", sample["data"][LIDAR_NAME])
-    lidar_calib = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
-    return Rig(cameras, Transform.from_nuscenes(lidar_calib["translation"], lidar_calib["rotation"]))
-
-
-def sample_images(nusc: NuScenes, sample_token: str, reduction: int = 1) -> dict[str, np.ndarray]:
-    """RGB images of the six cameras of a keyframe (at 1/`reduction` scale); a missing, truncated or corrupt file
-    is a DatasetError (an evaluation never scores a half-grey image as if it were real)."""
-    sample = nusc.get("sample", sample_token)
-    return {name: read_image_rgb(Path(nusc.dataroot) / nusc.get("sample_data", sample["data"][name])["filename"],
-                                 reduction) for name in CAMERA_NAMES}
-
 
 def model_frame(nusc: NuScenes, sample_token: str, config: ModelConfig) -> tuple[list, list, list]:
     """(images, K, camera -> ego) of a keyframe as the node hands them to the Predictor: JPEGs decoded at the

@@ -32,6 +32,7 @@ from nuscenes.nuscenes import NuScenes
 from tinybev_ros.ego_motion import EGO_VELOCITY_LAG_S, ego_status, unknown_ego_status
 from tinybev_ros.errors import DatasetFileMissing
 from tinybev_ros.geometry import LIDAR_NAME, BevGrid, Transform, quat_to_yaw
+from tinybev_ros.nuscenes_dataset import ego_pose, sample_data
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES, DYNAMIC_CLASSES, MAP_CLASSES, Command
 
@@ -80,9 +81,8 @@ class GroundTruth:
 
 def ego_pose_of_sample(nusc: NuScenes, sample: dict) -> tuple[Transform, int]:
     """ego -> global at the sample's LIDAR_TOP sweep, and that sweep's timestamp (us)."""
-    lidar = nusc.get("sample_data", sample["data"][LIDAR_NAME])
-    pose = nusc.get("ego_pose", lidar["ego_pose_token"])
-    return Transform.from_nuscenes(pose["translation"], pose["rotation"]), int(lidar["timestamp"])
+    lidar = sample_data(nusc, sample, LIDAR_NAME)
+    return ego_pose(nusc, lidar), int(lidar["timestamp"])
 
 
 def earlier_lidar_record(nusc: NuScenes, record: dict, lag_s: float) -> dict | None:
@@ -99,16 +99,12 @@ def earlier_lidar_record(nusc: NuScenes, record: dict, lag_s: float) -> dict | N
 
 def sample_ego_status(nusc: NuScenes, sample: dict) -> np.ndarray:
     """The planner's ego status input of a keyframe, from the ego poses as the node gets them from /tf."""
-    record = nusc.get("sample_data", sample["data"][LIDAR_NAME])
+    record = sample_data(nusc, sample, LIDAR_NAME)
     earlier = earlier_lidar_record(nusc, record, EGO_VELOCITY_LAG_S)
     if earlier is None:
         return unknown_ego_status()
-
-    def pose(r: dict) -> Transform:
-        p = nusc.get("ego_pose", r["ego_pose_token"])
-        return Transform.from_nuscenes(p["translation"], p["rotation"])
-
-    return ego_status(pose(record), pose(earlier), (record["timestamp"] - earlier["timestamp"]) / 1e6)
+    return ego_status(ego_pose(nusc, record), ego_pose(nusc, earlier),
+                      (record["timestamp"] - earlier["timestamp"]) / 1e6)
 
 
 def map_name_of_sample(nusc: NuScenes, sample: dict) -> str:

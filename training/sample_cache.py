@@ -34,7 +34,14 @@ from tqdm import tqdm
 from tinybev_ros.atomic_file import atomic_path, write_text
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, Transform
 from tinybev_ros.model.preprocess import ResizeCrop
-from tinybev_ros.nuscenes_dataset import read_image_rgb
+from tinybev_ros.nuscenes_dataset import (
+    camera_intrinsic,
+    data_path,
+    ego_pose,
+    read_image_rgb,
+    sample_data,
+    sensor_to_ego,
+)
 from training.ground_truth import (
     GroundTruth,
     OccupancyFootprints,
@@ -158,17 +165,11 @@ def _camera_inputs(nusc: NuScenes, sample: dict, ego_to_global: Transform,
     images, intrinsics, static, compensated = [], [], [], []
     global_to_ego = ego_to_global.inverse()
     for name in CAMERA_NAMES:
-        if name not in sample["data"]:
-            raise ValueError(f"sample {sample['token']} has no {name} image")
-        record = nusc.get("sample_data", sample["data"][name])
-        calib = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
-        cam_to_ego = Transform.from_nuscenes(calib["translation"], calib["rotation"])
-        pose = nusc.get("ego_pose", record["ego_pose_token"])
-        moved = global_to_ego @ Transform.from_nuscenes(pose["translation"], pose["rotation"]) @ cam_to_ego
-        intrinsic = np.asarray(calib["camera_intrinsic"], dtype=float)
-        if intrinsic.shape != (3, 3):
-            raise ValueError(f"calibrated_sensor {calib['token']}: camera_intrinsic is not 3x3")
-        image = read_image_rgb(Path(nusc.dataroot) / record["filename"])
+        record = sample_data(nusc, sample, name)
+        cam_to_ego = sensor_to_ego(nusc, record)
+        moved = global_to_ego @ ego_pose(nusc, record) @ cam_to_ego
+        intrinsic = camera_intrinsic(nusc, record)
+        image = read_image_rgb(data_path(nusc, record))
         src_h, src_w = image.shape[:2]
         resize = ResizeCrop.fit_width((src_h, src_w), (int(round(src_h * image_width / src_w)), image_width))
         images.append(resize.image(image))
@@ -185,15 +186,12 @@ def _camera_inputs(nusc: NuScenes, sample: dict, ego_to_global: Transform,
 def read_lidar_points(nusc: NuScenes, record: dict, ego_to_global: Transform) -> np.ndarray:
     """A LIDAR_TOP sample_data's points as (P, 5) float32 x, y, z, intensity, ring in the base_link whose pose is
     `ego_to_global` (the sweep's own ego pose composed in, so points of an earlier sweep land where they were)."""
-    path = Path(nusc.dataroot) / record["filename"]
+    path = data_path(nusc, record)
     raw = np.fromfile(path, dtype=np.float32)
     if raw.size % 5:
         raise ValueError(f"{path}: {raw.size} floats is not a whole number of 5-float LiDAR points")
     points = raw.reshape(-1, 5).copy()
-    calib = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
-    pose = nusc.get("ego_pose", record["ego_pose_token"])
-    lidar_to_ego = (ego_to_global.inverse() @ Transform.from_nuscenes(pose["translation"], pose["rotation"])
-                    @ Transform.from_nuscenes(calib["translation"], calib["rotation"]))
+    lidar_to_ego = ego_to_global.inverse() @ ego_pose(nusc, record) @ sensor_to_ego(nusc, record)
     points[:, :3] = lidar_to_ego.apply(points[:, :3]).astype(np.float32)
     return points
 
@@ -206,7 +204,7 @@ def read_sample(nusc: NuScenes, sample_token: str, image_width: int, map_grid: B
     images, intrinsics, static, compensated = _camera_inputs(nusc, sample, labels.ego_to_global, image_width)
     nusc_map = get_map(nusc, map_cache, labels.map_name)
     boxes = labels.boxes
-    lidar_record = nusc.get("sample_data", sample["data"][LIDAR_NAME])
+    lidar_record = sample_data(nusc, sample, LIDAR_NAME)
     earlier = earlier_lidar_record(nusc, lidar_record, PREVIOUS_SWEEP_S)
     previous = (read_lidar_points(nusc, earlier, labels.ego_to_global) if earlier is not None
                 else np.zeros((0, 5), np.float32))

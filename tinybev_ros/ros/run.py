@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tinybev_ros.errors import DatasetError
 from tinybev_ros.paths import share_file
-from tinybev_ros.ros.bag_output import BagExistsError, check_target, is_bag
+from tinybev_ros.ros.bag.atomic_writer import BagExistsError, check_target, is_bag
 from tinybev_ros.ros.child_process import spawn
 from tinybev_ros.ros.dds import use_large_message_profile
 from tinybev_ros.ros.interface import NAMESPACE, image_topic, output_topic, remap_arguments

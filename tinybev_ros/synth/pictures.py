@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -19,8 +18,8 @@ from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.data_classes import LidarPointCloud
 from nuscenes.utils.geometry_utils import BoxVisibility
 
-from tinybev_ros.geometry import CAMERA_NAMES, Transform, quat_to_yaw
-from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, quat_to_yaw
+from tinybev_ros.nuscenes_dataset import data_path, ego_pose, open_nuscenes, sample_data, sensor_to_ego
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES
 
 log = logging.getLogger(__name__)
@@ -59,17 +58,16 @@ def camera_panel(nusc: NuScenes, sample: dict, channel: str, width: int) -> np.n
 def bev_panel(nusc: NuScenes, sample: dict, size: int, extent_m: float = 100.0) -> np.ndarray:
     """Ego-centred top view, forward up: map layers, LiDAR points and annotation boxes."""
     res = extent_m / size
-    lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-    pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
-    ego_to_global = Transform.from_nuscenes(pose["translation"], pose["rotation"])
+    lidar_sd = sample_data(nusc, sample, LIDAR_NAME)
+    ego_to_global = ego_pose(nusc, lidar_sd)
     global_to_ego = ego_to_global.inverse()
     img = np.full((size, size, 3), 35, np.uint8)
     # map layers: rasterise the devkit's map geometry in the ego frame
     scene = nusc.get("scene", sample["scene_token"])
     location = nusc.get("log", scene["log_token"])["location"]
     nmap = NuScenesMap(nusc.dataroot, location)
-    x, y = pose["translation"][:2]
-    yaw = quat_to_yaw(pose["rotation"])
+    x, y = ego_to_global.translation[:2]
+    yaw = quat_to_yaw(ego_to_global.quat_wxyz)
     layers = list(MAP_COLOURS)
     masks = nmap.get_map_mask((x, y, extent_m, extent_m), np.degrees(yaw), layers, (size, size))
     for name, mask in zip(layers, masks, strict=True):
@@ -80,9 +78,8 @@ def bev_panel(nusc: NuScenes, sample: dict, size: int, extent_m: float = 100.0) 
     def to_px(p: np.ndarray) -> np.ndarray:
         return np.stack([size / 2 - p[:, 1] / res, size / 2 - p[:, 0] / res], axis=1)
 
-    pc = LidarPointCloud.from_file(os.path.join(nusc.dataroot, lidar_sd["filename"]))
-    cs = nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])
-    pts = Transform.from_nuscenes(cs["translation"], cs["rotation"]).apply(pc.points[:3].T)
+    pc = LidarPointCloud.from_file(str(data_path(nusc, lidar_sd)))
+    pts = sensor_to_ego(nusc, lidar_sd).apply(pc.points[:3].T)
     pts = pts[pts[:, 2] > 0.3]  # above the ground: objects and buildings
     px = np.round(to_px(pts)).astype(int)
     ok = (px[:, 0] >= 0) & (px[:, 0] < size) & (px[:, 1] >= 0) & (px[:, 1] < size)

@@ -1,7 +1,7 @@
 """`tinybev bag recover`: turn what a killed writer left (a storage file without metadata.yaml) into a bag.
 
 A recorder that is killed (SIGKILL, power loss) never writes metadata.yaml, so neither rosbags nor `ros2 bag`
-can open what it left. The recorder flushes every second (bag_output.flush), so the storage file holds every
+can open what it left. The recorder flushes every second (atomic_writer.flush), so the storage file holds every
 message up to the last flush: the committed rows of a .db3 (sqlite rolls the unfinished transaction back on
 open), or the complete records of a .mcap up to where the file was cut (read with the `mcap` library, which
 stops at the first truncated record). Those messages are copied, in time order, into a new bag written through
@@ -105,8 +105,8 @@ def salvage(path: str | Path) -> Salvage:
 
 def recover(source: str | Path, target: str | Path, force: bool = False) -> int:
     """Write the readable messages of `source` as a complete bag at `target`; returns how many were recovered."""
-    from tinybev_ros.ros.bag_output import AtomicBagWriter
-    from tinybev_ros.ros.typestore import build_typestore, ensure_msgtype
+    from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter
+    from tinybev_ros.ros.bag.typestore import build_typestore, ensure_msgtype
 
     storage = storage_file(Path(source))
     found = salvage(storage)
@@ -125,7 +125,7 @@ def recover(source: str | Path, target: str | Path, force: bool = False) -> int:
 
 def recover_stale_recording(staging: Path) -> None:
     """AtomicBagWriter's `on_stale` for the recorder: a killed recording becomes `<name>.recovered-<pid>`."""
-    from tinybev_ros.ros.bag_output import staging_owner
+    from tinybev_ros.ros.bag.atomic_writer import staging_owner
 
     name = staging.name[1:].split(".partial-", 1)[0]
     target = staging.parent / f"{name}.recovered-{staging_owner(staging) or 'unknown'}"
@@ -148,8 +148,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinybev_ros.ros.bag_output import BagExistsError
-    from tinybev_ros.ros.typestore import MissingInterfaceError
+    from tinybev_ros.ros.bag.atomic_writer import BagExistsError
+    from tinybev_ros.ros.bag.typestore import MissingInterfaceError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

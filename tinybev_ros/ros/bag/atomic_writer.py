@@ -4,7 +4,7 @@ The bag is written into a hidden directory beside the target (same file system) 
 so the storage file inside is already `<name>.db3` / `<name>.mcap` as rosbag2 names it; only a complete,
 closed bag is renamed into place. A crash or kill leaves at most the hidden `.<name>.partial-<pid>-*`
 directory; the next writer of the same target finds it (its owner pid is dead) and hands it to `on_stale`
-(default: delete it, with one log line; the recorder recovers it instead, bag_recovery.py). `--force` replaces
+(default: delete it, with one log line; the recorder recovers it instead, recover.py). `--force` replaces
 only a rosbag2 bag (a directory with metadata.yaml), never an arbitrary directory.
 """
 

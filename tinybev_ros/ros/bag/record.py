@@ -2,13 +2,13 @@
 
 Subscribes with raw (serialized) callbacks, so messages go to disk byte for byte, each stamped with its receive
 time like rosbag2 does. A topic is subscribed as soon as a publisher for it appears (its type is taken from the
-graph), with a QoS matching what its publishers offer (bag_ros.recording_qos); the offered QoS is stored in the
+graph), with a QoS matching what its publishers offer (rclpy_bridge.recording_qos); the offered QoS is stored in the
 metadata so `ros2 bag play` and `tinybev bag play` latch what was latched. Types come from the shared type store
 (typestore.py), and unknown interface packages are loaded from their installed .msg files.
 The bag is written beside the target and renamed into place when recording stops (SIGINT/SIGTERM, --duration
 or --max-messages), so an interrupted recorder never leaves a partial bag at the target path. What is written is
 flushed to disk every second, so a killed recorder (SIGKILL, power loss) loses at most the last second: the next
-recording of the same target recovers it (bag_recovery.py), or `tinybev bag recover` does it by hand.
+recording of the same target recovers it (recover.py), or `tinybev bag recover` does it by hand.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class BagRecorder:
     """Subscribes to the requested topics as they appear and writes every message to an open rosbags Writer."""
 
     def __init__(self, node, writer, topics: list[str], max_messages: int | None = None) -> None:
-        from tinybev_ros.ros.typestore import build_typestore
+        from tinybev_ros.ros.bag.typestore import build_typestore
 
         # Kilted plus whatever interface package a topic turns out to need (ensure_msgtype in discover()).
         self.node, self.writer, self.store = node, writer, build_typestore(extra_packages=())
@@ -47,8 +47,8 @@ class BagRecorder:
         """Subscribe to every pending topic that now has a publisher."""
         if not self.pending:
             return
-        from tinybev_ros.ros.bag_ros import message_class, offered_qos, recording_qos
-        from tinybev_ros.ros.typestore import ensure_msgtype
+        from tinybev_ros.ros.bag.rclpy_bridge import message_class, offered_qos, recording_qos
+        from tinybev_ros.ros.bag.typestore import ensure_msgtype
 
         for topic in list(self.pending):
             # Publishers only: a topic that merely has subscribers tells neither its type nor the QoS to match.
@@ -82,8 +82,8 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from tinybev_ros.ros.bag_output import AtomicBagWriter, flush
-    from tinybev_ros.ros.bag_recovery import recover_stale_recording
+    from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter, flush
+    from tinybev_ros.ros.bag.recover import recover_stale_recording
     from tinybev_ros.ros.dds import use_large_message_profile
 
     if not topics:
@@ -134,7 +134,7 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from tinybev_ros.ros.bag_output import STORAGES
+    from tinybev_ros.ros.bag.atomic_writer import STORAGES
 
     parser.add_argument("path", type=Path, help="bag directory to create")
     parser.add_argument("--topics", nargs="+", required=True, help="topics to record")
@@ -145,8 +145,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinybev_ros.ros.bag_output import BagExistsError
-    from tinybev_ros.ros.typestore import MissingInterfaceError
+    from tinybev_ros.ros.bag.atomic_writer import BagExistsError
+    from tinybev_ros.ros.bag.typestore import MissingInterfaceError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

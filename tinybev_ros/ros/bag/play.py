@@ -2,7 +2,7 @@
 
 A stand-in for `ros2 bag play` where rosbag2 is not installed: reads sqlite3 and MCAP bags with `rosbags` and
 publishes the stored CDR bytes unchanged through rclpy (no decode/encode), spaced by the bag's receive times
-divided by `--rate`. QoS per topic follows the bag's offered profiles (see bag_ros). `--clock` publishes
+divided by `--rate`. QoS per topic follows the bag's offered profiles (see rclpy_bridge.py). `--clock` publishes
 /clock from the playback position (like `ros2 bag play --clock`), replacing a /clock stored in the bag.
 `--wait-for-subscribers N` holds playback until every played topic has N subscriptions, so a recorder
 started alongside gets the first message (discovery is waited for, never slept over). Discovery is
@@ -48,7 +48,7 @@ class BagPlayer:
                  control: dict[str, bool]) -> None:
         from rclpy.qos import QoSProfile
 
-        from tinybev_ros.ros.bag_ros import message_class, playback_qos
+        from tinybev_ros.ros.bag.rclpy_bridge import message_class, playback_qos
 
         if rate <= 0:
             raise ValueError(f"--rate must be positive, got {rate}")
@@ -222,7 +222,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rosbags.rosbag2 import ReaderError
 
-    from tinybev_ros.ros.typestore import MissingInterfaceError
+    from tinybev_ros.ros.bag.typestore import MissingInterfaceError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -13,7 +13,7 @@ import importlib
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
-from tinybev_ros.ros.typestore import MissingInterfaceError
+from tinybev_ros.ros.bag.typestore import MissingInterfaceError
 
 LATCHED_TOPICS = ("/tf_static", "/map")  # transient-local by convention when a bag says nothing
 STREAM_DEPTH = 100

@@ -40,11 +40,18 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 
 from tinybev_ros.errors import DatasetError
 from tinybev_ros.geometry import Transform, matrix_to_quat
-from tinybev_ros.nuscenes_dataset import find_scene, open_nuscenes
-from tinybev_ros.ros.bag_messages import MessageFactory
-from tinybev_ros.ros.bag_output import STORAGES, AtomicBagWriter, BagExistsError, bag_size_bytes, check_target
+from tinybev_ros.nuscenes_dataset import (
+    camera_intrinsic,
+    ego_pose,
+    find_scene,
+    open_nuscenes,
+    sample_data,
+    sensor_to_ego,
+)
+from tinybev_ros.ros.bag.atomic_writer import STORAGES, AtomicBagWriter, BagExistsError, bag_size_bytes, check_target
+from tinybev_ros.ros.bag.nuscenes_messages import MessageFactory
+from tinybev_ros.ros.bag.typestore import standard_typestore
 from tinybev_ros.ros.interface import camera_info_topic, image_topic
-from tinybev_ros.ros.typestore import standard_typestore
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES
 
 log = logging.getLogger("tinybev.nuscenes_to_bag")
@@ -201,7 +208,7 @@ class SceneMessages:
         for sample in self.samples:
             if channel not in sample["data"]:
                 raise ConversionError(f"sample {sample['token']} of scene {self.scene['name']} has no {channel} data")
-            keyframes.append(self.nusc.get("sample_data", sample["data"][channel]))
+            keyframes.append(sample_data(self.nusc, sample, channel))
         if not self.options.sweeps:
             return keyframes
         records, record = [], keyframes[0]
@@ -264,12 +271,6 @@ class SceneMessages:
             yield event.stamp_ns, event.topic, event.build()
 
     # how each message is built -------------------------------------------------------------------------------
-    def _calibration(self, record: dict) -> dict:
-        return self.nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
-
-    def _ego_to_map(self, record: dict) -> Transform:
-        pose = self.nusc.get("ego_pose", record["ego_pose_token"])
-        return Transform.from_nuscenes(pose["translation"], pose["rotation"])
 
     def _image(self, record: dict, channel: str) -> object:
         path = self.root / record["filename"]
@@ -280,10 +281,7 @@ class SceneMessages:
         return self.msg.compressed_image(stamp, channel, jpeg)
 
     def _camera_info(self, record: dict, channel: str) -> object:
-        intrinsic = self._calibration(record)["camera_intrinsic"]
-        if np.shape(intrinsic) != (3, 3):
-            raise ConversionError(f"calibrated_sensor {record['calibrated_sensor_token']} of {channel}: "
-                                  f"camera_intrinsic is not 3x3")
+        intrinsic = camera_intrinsic(self.nusc, record)
         return self.msg.camera_info(record["timestamp"] * 1000, channel, intrinsic, record["width"], record["height"])
 
     def _lidar(self, record: dict, channel: str) -> object:
@@ -292,24 +290,23 @@ class SceneMessages:
 
     def _tf(self, record: dict) -> object:
         stamp = record["timestamp"] * 1000
-        return self.msg.tf_message([self.msg.transform_stamped(stamp, "map", "base_link", self._ego_to_map(record))])
+        return self.msg.tf_message([self.msg.transform_stamped(stamp, "map", "base_link", ego_pose(self.nusc, record))])
 
     def _tf_static(self) -> object:
         transforms = []
         for channel in sorted(self.channels):
-            cs = self._calibration(self.channels[channel])
-            transforms.append(self.msg.transform_stamped(
-                self.start_ns, "base_link", channel, Transform.from_nuscenes(cs["translation"], cs["rotation"])))
+            transforms.append(self.msg.transform_stamped(self.start_ns, "base_link", channel,
+                                                         sensor_to_ego(self.nusc, self.channels[channel])))
         return self.msg.tf_message(transforms)
 
     def _odometry(self, record: dict) -> object:
         """Twist by central differences of the ego poses of the neighbouring sweeps (one-sided at the ends)."""
         before, after = self._neighbour(record, "prev"), self._neighbour(record, "next")
-        pose = self._ego_to_map(record)
+        pose = ego_pose(self.nusc, record)
         linear, angular = np.zeros(3), np.zeros(3)
         dt = (after["timestamp"] - before["timestamp"]) * 1e-6
         if dt > 0:
-            a, b = self._ego_to_map(before), self._ego_to_map(after)
+            a, b = ego_pose(self.nusc, before), ego_pose(self.nusc, after)
             linear = pose.rotation.T @ (b.translation - a.translation) / dt
             q = matrix_to_quat(a.rotation.T @ b.rotation)  # (w, x, y, z), w >= 0
             sin_half = np.linalg.norm(q[1:])
@@ -358,7 +355,7 @@ class SceneMessages:
     def _map(self, stamp_ns: int) -> object:
         path, location = self._map_path()
         res, margin = self.options.map_resolution_m, self.options.map_margin_m
-        xy = np.array([self._ego_to_map(r).translation[:2] for records in self.records.values() for r in records])
+        xy = np.array([ego_pose(self.nusc, r).translation[:2] for records in self.records.values() for r in records])
         x0, y0 = np.floor((xy.min(axis=0) - margin) / res) * res
         x1, y1 = np.ceil((xy.max(axis=0) + margin) / res) * res
         width, height = int(round((x1 - x0) / res)), int(round((y1 - y0) / res))

@@ -6,10 +6,10 @@ import argparse
 import importlib
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("tinybev_ros.ros.nuscenes_to_bag", "nuScenes scene(s) -> rosbag2 bag(s) (same as nuscenes_to_bag)"),
-    "play": ("tinybev_ros.ros.bag_play", "publish a bag's messages with their recorded timing (like ros2 bag play)"),
-    "record": ("tinybev_ros.ros.bag_record", "write live topics to a bag (like ros2 bag record)"),
-    "recover": ("tinybev_ros.ros.bag_recovery", "make a bag of what a killed recorder left (like ros2 bag reindex)"),
+    "convert": ("tinybev_ros.ros.bag.nuscenes_to_bag", "nuScenes scene(s) -> rosbag2 bag(s) (same as nuscenes_to_bag)"),
+    "play": ("tinybev_ros.ros.bag.play", "publish a bag's messages with their recorded timing (like ros2 bag play)"),
+    "record": ("tinybev_ros.ros.bag.record", "write live topics to a bag (like ros2 bag record)"),
+    "recover": ("tinybev_ros.ros.bag.recover", "make a bag of what a killed recorder left (like ros2 bag reindex)"),
 }
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from training.ablation import load_ablation_config, render_table
 from training.batchnorm import recalibrate_batchnorm
-from training.evaluate import summary_row
+from training.evaluation.report import summary_row
 
 
 def test_recalibrate_batchnorm_replaces_stale_statistics_by_the_batch_average() -> None:

@@ -18,17 +18,9 @@ from nuscenes.nuscenes import NuScenes
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
-from training.evaluate import (
-    evaluate,
-    evaluation_predictor,
-    for_evaluation,
-    load_ground_truths,
-    planning_obstacles,
-    samples_by_scene,
-    to_markdown,
-    track_scenes,
-    write_report,
-)
+from training.evaluation.inference import evaluation_predictor, for_evaluation
+from training.evaluation.report import to_markdown, write_report
+from training.evaluation.suite import evaluate, load_ground_truths, planning_obstacles, samples_by_scene, track_scenes
 from training.metrics.oracle import TrackIds, ground_truth_as_predictions, ground_truth_attributes
 from training.metrics.tracking import TRACKING_CLASSES
 from training.splits import devkit_split, split_sample_tokens

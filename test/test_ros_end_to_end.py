@@ -28,7 +28,8 @@ from tinybev_ros.ros.bag.node_outputs import predictions_from_bag
 from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene
 from tinybev_ros.ros.run import run_pipeline
 from tinybev_ros.taxonomy import Command
-from training.evaluate import evaluate, load_ground_truths, model_frame, predict_split
+from training.evaluation.inference import model_frame, predict_split
+from training.evaluation.suite import evaluate, load_ground_truths
 from training.ground_truth import sample_ego_status
 
 SCORE_THRESHOLD = 0.0

@@ -14,7 +14,7 @@ from test_training import TINY  # noqa: I001  (test helper module)
 from tinybev_ros.model.config import load_model_config
 from tinybev_ros.nuscenes_dataset import read_image_rgb
 from training.bev_augmentation import BevTransform
-from training.evaluate import load_ground_truths
+from training.evaluation.suite import load_ground_truths
 from training.sample_cache import CacheKey, SampleCache, dataset_fingerprint, map_grid_of
 
 

@@ -88,7 +88,8 @@ def test_synthetic_scene_figure_and_gif_are_non_trivial(synth_dataset, tmp_path)
     """Real camera JPEGs, projected boxes, BEV panel: the figure of a synthetic scene shows content."""
     from nuscenes.nuscenes import NuScenes
 
-    from training.evaluate import load_ground_truths, render_scene
+    from training.evaluation.figures import render_scene
+    from training.evaluation.suite import load_ground_truths
     from training.metrics.oracle import TrackIds, ground_truth_as_predictions
     from training.splits import devkit_split, split_sample_tokens
 

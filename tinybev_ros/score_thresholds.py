@@ -8,7 +8,7 @@
   show, and the detections whose forecasts the motion metrics score (a planner only ever sees these).
 - `evaluate` 0.01: the nuScenes protocol ranks every submitted box and integrates precision over recall, so the
   evaluation decodes down to here; a deploy threshold would cut the curve where a weak detector still has
-  precision and score it mAP 0 (`training.evaluate.for_evaluation`).
+  precision and score it mAP 0 (`training.evaluation.inference.for_evaluation`).
 """
 
 from __future__ import annotations

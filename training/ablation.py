@@ -42,18 +42,10 @@ from training.config import load_train_config
 from training.data import cache_root, collate, move_batch
 from training.distill import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
-from training.evaluate import (
-    evaluate,
-    evaluation_predictor,
-    for_evaluation,
-    load_ground_truths,
-    metric_at,
-    model_frame,
-    predict_split,
-    summary_row,
-    write_json,
-)
-from training.fresh_worlds import world
+from training.evaluation.inference import evaluation_predictor, for_evaluation, model_frame, predict_split
+from training.evaluation.report import metric_at, summary_row, write_json
+from training.evaluation.suite import evaluate, load_ground_truths
+from training.evaluation.worlds import world
 from training.metrics.speed import measure_latency
 from training.splits import devkit_split, split_sample_tokens
 from training.teachers import load_teacher_checkpoint

@@ -72,7 +72,9 @@ def evaluate_outputs(dataroot: Path, version: str, scene_name: str, outputs_bag:
     import numpy as np
 
     from tinybev_ros.ros.bag.node_outputs import predictions_from_bag
-    from training.evaluate import evaluate, load_ground_truths, render_scene, write_report
+    from training.evaluation.figures import render_scene
+    from training.evaluation.report import write_report
+    from training.evaluation.suite import evaluate, load_ground_truths
 
     nusc = open_nuscenes(dataroot, version)
     scene = find_scene(nusc, scene_name)
@@ -103,7 +105,7 @@ def evaluate_outputs(dataroot: Path, version: str, scene_name: str, outputs_bag:
 def write_summary(path: Path, metrics: dict, checkpoint: Path, args: argparse.Namespace, scene: str) -> None:
     """The headline figures with what produced them: README's demo table is this file (a test compares them)."""
     from tinybev_ros.release import sha256
-    from training.evaluate import summary_row, write_json
+    from training.evaluation.report import summary_row, write_json
 
     source = ({"dataroot": str(args.dataroot), "version": args.version, "scene": scene} if args.dataroot is not None
               else {"synthetic_seed": args.seed, "duration_s": args.duration, "scene": scene})

@@ -18,7 +18,8 @@ from torch import nn
 
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model.config import ModelConfig
-from training.evaluate import evaluate, for_evaluation, load_ground_truths, predict_split
+from training.evaluation.inference import for_evaluation, predict_split
+from training.evaluation.suite import evaluate, load_ground_truths
 from training.splits import split_sample_tokens
 
 log = logging.getLogger(__name__)

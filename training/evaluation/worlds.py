@@ -16,7 +16,9 @@ from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.synth import SynthConfig, generate
-from training.evaluate import ALL_TASKS, evaluate_checkpoint, parse_tasks, summary_row, write_json
+from training.evaluation.command import evaluate_checkpoint
+from training.evaluation.report import summary_row, write_json
+from training.evaluation.suite import ALL_TASKS, parse_tasks
 
 COLUMNS = (("mAP", "mAP", 3), ("NDS", "NDS", 3), ("AMOTA", "AMOTA", 3), ("minADE (m)", "minADE", 2),
            ("map mIoU", "map_iou", 3), ("occ IoU", "occ_iou", 3), ("plan L2 (m)", "plan_l2", 2),

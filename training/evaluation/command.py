@@ -1,0 +1,70 @@
+"""`tinybev eval --checkpoint C --dataroot D --version V --split S`: a student or teacher checkpoint over a split:
+every metric (evaluation/suite.py), speed, metrics.json/.md, per-sample figures and a scene GIF."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from nuscenes.nuscenes import NuScenes
+
+from tinybev_ros.checkpoint import read_checkpoint
+from tinybev_ros.nuscenes_dataset import open_nuscenes
+from training.evaluation.figures import render_scene
+from training.evaluation.inference import evaluation_predictor, predict_split, predictor_speed, teacher_predictions
+from training.evaluation.report import write_report
+from training.evaluation.suite import ALL_TASKS, evaluate, load_ground_truths, parse_tasks, samples_by_scene
+from training.splits import devkit_split, split_sample_tokens
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="student or teacher checkpoint (.safetensors)")
+    parser.add_argument("--dataroot", required=True, help="nuScenes-format dataroot (real or `tinybev synth`)")
+    parser.add_argument("--version", default="v1.0-mini", help="dataset version, e.g. v1.0-trainval")
+    parser.add_argument("--split", default="val", help="split: val, train, mini_val, ... (val on a mini version = "
+                                                       "mini_val)")
+    parser.add_argument("--out", default="eval_out", help="output directory: metrics.json, metrics.md, figures/")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--tasks", default=",".join(ALL_TASKS), help="comma-separated subset of " + ",".join(ALL_TASKS))
+    parser.add_argument("--figure-scenes", type=int, default=1, help="scenes drawn as figures + GIF (0: none)")
+    parser.add_argument("--no-speed", dest="speed", action="store_false", help="skip parameters/FLOPs/latency")
+
+
+def evaluate_checkpoint(checkpoint: str | Path, nusc: NuScenes, eval_set: str, out: str | Path,
+                        tasks: tuple[str, ...] = ALL_TASKS, device: str | None = None, figure_scenes: int = 1,
+                        speed: bool = True) -> dict[str, Any]:
+    """`tinybev eval` as a function: a student or teacher checkpoint over a split; report (+ figures) in `out`."""
+    tokens = split_sample_tokens(nusc, eval_set)
+    if not tokens:
+        raise SystemExit(f"tinybev eval: split {eval_set!r} has no scenes in {nusc.dataroot} ({nusc.version})")
+    student = read_checkpoint(checkpoint)[1]["kind"] == "student"
+    if not student:
+        predictions, ground_truths, grid = teacher_predictions(checkpoint, device, nusc, eval_set, tokens)
+    else:
+        predictor = evaluation_predictor(checkpoint, device)
+        print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
+        grid = predictor.config.grid
+        ground_truths = load_ground_truths(nusc, tokens, grid)
+        times_ms: list[float] = []
+        predictions = predict_split(predictor, nusc, tokens, ground_truths, times_ms=times_ms)
+    metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, grid)
+    if speed and student:
+        metrics["speed"] = predictor_speed(predictor, nusc, tokens[0], times_ms)
+    json_path, md_path = write_report(metrics, out)
+    scenes = samples_by_scene(nusc, tokens)
+    for scene_tokens in list(scenes.values())[: max(figure_scenes, 0)]:
+        pngs, gif = render_scene(nusc, scene_tokens, predictions, ground_truths, Path(out) / "figures")
+        print(f"tinybev eval: {len(pngs)} figures and {gif}")
+    print(md_path.read_text())
+    print(f"tinybev eval: wrote {json_path} and {md_path}")
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks = parse_tasks(args.tasks)
+    read_checkpoint(args.checkpoint)  # a wrong checkpoint is reported before any dataset work
+    nusc = open_nuscenes(args.dataroot, args.version)
+    evaluate_checkpoint(args.checkpoint, nusc, devkit_split(args.version, args.split), args.out, tasks, args.device,
+                        args.figure_scenes, args.speed)
+    return 0

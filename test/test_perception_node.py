@@ -498,12 +498,3 @@ def test_an_unknown_key_in_the_params_file_is_named_at_start(ros_context, untrai
     finally:
         stop_node(node)
     assert "unknown parameter(s) ignored: score_treshold (a typo in the params file?" in log.read_text()
-
-
-def test_goal_pose_sets_the_planning_command():
-    from tinybev_ros.ros.perception_node import command_toward
-    from tinybev_ros.taxonomy import Command
-
-    assert command_toward(np.array([40.0, 12.0, 0.0]), 5.0) == Command.LEFT
-    assert command_toward(np.array([40.0, -12.0, 0.0]), 5.0) == Command.RIGHT
-    assert command_toward(np.array([40.0, 2.0, 0.0]), 5.0) == Command.STRAIGHT

@@ -26,3 +26,11 @@ class DatasetFileMissing(DatasetError, FileNotFoundError):
 class ConfigError(ValueError):
     """A configuration that cannot be used: an unknown key, a value of the wrong type, a bad override, a missing or
     looping `base:` file. The message names the file and the key."""
+
+
+class InputError(ValueError):
+    """An input message the node cannot use (ros/messages.py); the message says what is wrong with it."""
+
+
+class ImageSizeError(InputError):
+    """An image whose size is not its camera's (or not plausible at all)."""

@@ -22,6 +22,7 @@ from std_msgs.msg import ColorRGBA, Header
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 from visualization_msgs.msg import Marker, MarkerArray
 
+from tinybev_ros.errors import ImageSizeError, InputError
 from tinybev_ros.geometry import BevGrid, Transform, quat_to_yaw, wxyz_to_xyzw, xyzw_to_wxyz, yaw_to_quat
 from tinybev_ros.model.preprocess import decode_image
 from tinybev_ros.predictions import STEP_SECONDS, Predictions
@@ -32,10 +33,6 @@ CLASS_COLORS = np.array([
     [0.12, 0.47, 0.71], [1.00, 0.50, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16], [0.58, 0.40, 0.74],
     [0.89, 0.47, 0.76], [0.55, 0.34, 0.29], [0.74, 0.74, 0.13], [1.00, 0.60, 0.00], [0.50, 0.50, 0.50],
 ])
-
-
-class InputError(ValueError):
-    """An input message the node cannot use; the message says what is wrong with it."""
 
 
 # ---------------------------------------------------------------- time and frames
@@ -68,10 +65,6 @@ def transform_from_msg(msg: TransformStamped) -> Transform:
 # ---------------------------------------------------------------- inputs
 MAX_PIXELS = 8192 * 8192  # no camera of a car sends more; a header declaring more is rejected before decoding
 JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
-
-
-class ImageSizeError(InputError):
-    """An image whose size is not its camera's (or not plausible at all)."""
 
 
 def compressed_size(data: bytes) -> tuple[int, int] | None:

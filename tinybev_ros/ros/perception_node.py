@@ -1,5 +1,9 @@
 """`tinybev_node`: six synchronized cameras in; boxes, map, occupancy, forecasts and the ego plan out.
 
+A thin adapter: parameters, subscriptions, publishers, threads and diagnostics live here; every decision about a
+frame (calibration, transforms, command, frame assembly, inference, threshold, tracking) is made by the ROS-free
+`PerceptionCore` (tinybev_ros/perception_core.py).
+
 Threading: subscription callbacks only file messages (the synchronizer is cheap), so input is never
 blocked. A complete camera set joins a queue of `frame_queue_size` sets; a worker thread decodes, runs the
 `Predictor`, tracks and publishes. When the queue is full the oldest waiting set is dropped and counted, which
@@ -36,17 +40,15 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
-from tinybev_ros.ego_motion import ego_status_from_tf
-from tinybev_ros.errors import CheckpointError
+from tinybev_ros.errors import CheckpointError, InputError
 from tinybev_ros.geometry import Transform
-from tinybev_ros.model.preprocess import decode_reduction, scale_intrinsics
+from tinybev_ros.perception_core import CameraImage, FrameInputs, PerceptionCore
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
 from tinybev_ros.ros.node_config import NodeConfigError, ParameterSpec, PerceptionNodeConfig, parameter_specs, validate
 from tinybev_ros.ros.predicted_objects import predicted_objects_msg
 from tinybev_ros.sync import CameraSynchronizer, FrameSet, SyncConfig
-from tinybev_ros.taxonomy import MAP_CLASSES, Command
-from tinybev_ros.transform_buffer import TransformBuffer, TransformError
+from tinybev_ros.taxonomy import MAP_CLASSES
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -54,15 +56,6 @@ CAMERA_INFO_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT
 # Sensor-data QoS (best effort) with a deeper queue than its 5: while the inference thread holds the GIL the
 # callbacks fall behind, and a 12 Hz camera would lose frames in the reader's queue before the synchronizer sees them.
 IMAGE_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
-
-
-def command_toward(goal_in_base: np.ndarray, lateral_threshold_m: float) -> int:
-    """Navigation command for a goal in base_link: turn when it lies further than the threshold to a side."""
-    if goal_in_base[1] > lateral_threshold_m:
-        return int(Command.LEFT)
-    if goal_in_base[1] < -lateral_threshold_m:
-        return int(Command.RIGHT)
-    return int(Command.STRAIGHT)
 
 
 class PerceptionNode(Node):
@@ -76,11 +69,8 @@ class PerceptionNode(Node):
         if unknown:
             self.get_logger().warning(f"unknown parameter(s) ignored: {', '.join(unknown)} (a typo in the params "
                                       "file? `ros2 param list` shows the valid names)")
-        self.cfg = PerceptionNodeConfig(**{f.name: self.get_parameter(f.name).value
-                                           for f in fields(PerceptionNodeConfig)})
-        validate(self.cfg)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        cfg = self.cfg
+        cfg = PerceptionNodeConfig(**{f.name: self.get_parameter(f.name).value for f in fields(PerceptionNodeConfig)})
+        validate(cfg)
         self.faults: Counter[str] = Counter()
         self._logged: set[str] = set()
         self._lock = threading.Lock()
@@ -94,18 +84,14 @@ class PerceptionNode(Node):
         self.images_received: Counter[str] = Counter()
         self._last_set = time.monotonic()  # when the synchronizer last formed a camera set (or start-up)
 
-        self.predictor = self._load_predictor()
+        self.predictor = self._load_predictor(cfg)
         self.get_logger().info(f"warm-up frame (default rig) took {self.predictor.warm_up():.0f} ms")
-        self.tracker = self._make_tracker()
+        self.core = PerceptionCore(self.predictor, cfg, self.fault)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.sync = CameraSynchronizer(cfg.cameras, SyncConfig(
             tolerance_ns=int(cfg.sync_tolerance_ms * 1e6), queue_size=cfg.sync_queue_size,
             reference_camera="CAM_FRONT" if "CAM_FRONT" in cfg.cameras else cfg.cameras[0],
             allow_missing=cfg.allow_missing_cameras, missing_timeout_ns=int(cfg.missing_camera_timeout_ms * 1e6)))
-        self.intrinsics: dict[str, np.ndarray] = {}
-        self.image_sizes: dict[str, tuple[int, int]] = {}
-        self.tf = TransformBuffer()  # /tf_static and /tf: camera chains, map -> odom -> base_link
-        self.camera_frames: dict[str, str] = {}  # camera -> its frame_id (from CameraInfo / image headers)
-        self.goal: tuple[str, np.ndarray] | None = None  # (frame_id, position) of the last goal
 
         raw = cfg.image_transport == "raw"
         # Image writers matched per camera (DDS match events): best-effort images sent before the match are lost,
@@ -147,6 +133,11 @@ class PerceptionNode(Node):
             f"ready: {len(cfg.cameras)} cameras ({cfg.image_transport}), device {self.predictor.device}, "
             f"outputs under {self.get_namespace().rstrip('/')}/")
 
+    @property
+    def cfg(self) -> PerceptionNodeConfig:
+        """The parameters in force (the core's: a dynamic change swaps them there)."""
+        return self.core.cfg
+
     # ------------------------------------------------------------ set-up
     def _create_image_publishers(self) -> None:
         self.pub_images = (self.create_publisher(Image, "bev_image", RELIABLE),
@@ -165,34 +156,30 @@ class PerceptionNode(Node):
             return SetParametersResult(successful=False, reason=str(exc))
         if candidate.publish_images and self.pub_images is None:
             self._create_image_publishers()
-        self.cfg = candidate  # one reference swap: the worker sees the old or the new config, never a mix
+        self.core.cfg = candidate  # one reference swap: the worker sees the old or the new config, never a mix
         self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
         return SetParametersResult(successful=True)
 
-    def _load_predictor(self):
+    @staticmethod
+    def _load_predictor(cfg: PerceptionNodeConfig):
         import torch
 
         from tinybev_ros.inference import Predictor
         from tinybev_ros.paths import default_checkpoint
 
-        device = None if self.cfg.device == "auto" else self.cfg.device
-        threads = self.cfg.inference_threads or max(1, (os.cpu_count() or 2) - 1)
+        device = None if cfg.device == "auto" else cfg.device
+        threads = cfg.inference_threads or max(1, (os.cpu_count() or 2) - 1)
         torch.set_num_threads(threads)
-        if self.cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise NodeConfigError(f"parameter device is {self.cfg.device!r} but CUDA is not available here (torch "
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise NodeConfigError(f"parameter device is {cfg.device!r} but CUDA is not available here (torch "
                                   f"{torch.__version__}); use device:=auto or device:=cpu")
-        path = self.cfg.checkpoint or default_checkpoint()
+        path = cfg.checkpoint or default_checkpoint()
         try:
-            return Predictor.from_checkpoint(path, device=device, precision=self.cfg.precision)
+            return Predictor.from_checkpoint(path, device=device, precision=cfg.precision)
         except CheckpointError:
             raise
         except ValueError as exc:  # a precision this device cannot run
-            raise NodeConfigError(f"parameter precision is {self.cfg.precision!r}: {exc}") from None
-
-    def _make_tracker(self):
-        from tinybev_ros.tracking import Tracker, TrackerConfig
-
-        return Tracker(TrackerConfig(max_age=self.cfg.tracker_max_age))
+            raise NodeConfigError(f"parameter precision is {cfg.precision!r}: {exc}") from None
 
     def fault(self, kind: str, message: str) -> None:
         """Count a fault and log it the first time this kind occurs."""
@@ -205,9 +192,14 @@ class PerceptionNode(Node):
     def _on_image(self, camera: str, msg) -> None:
         self._arrivals.append(time.monotonic())
         self.images_received[camera] += 1
+        stamp_ns = M.to_ns(msg.header.stamp)
+        if isinstance(msg, Image):
+            image = CameraImage(msg.header.frame_id, stamp_ns, lambda size, _, m=msg: M.decode_raw(m, size), False)
+        else:
+            image = CameraImage(msg.header.frame_id, stamp_ns, lambda size, r, m=msg: M.decode_compressed(m, size, r))
         with self._lock:
             before = self.sync.stats.resets
-            frameset = self.sync.add(camera, M.to_ns(msg.header.stamp), (msg, time.monotonic()))
+            frameset = self.sync.add(camera, stamp_ns, (image, time.monotonic()))
             if self.sync.stats.resets != before:  # the tracker resets itself when its frames go back in time
                 self.fault("time_jump", f"{camera} stamp jumped backwards (bag loop?): synchronizer and tracker reset")
             if frameset is not None:
@@ -220,24 +212,25 @@ class PerceptionNode(Node):
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         try:
-            self.intrinsics[camera] = M.intrinsics_from_camera_info(msg)
-            self.image_sizes[camera] = (int(msg.width), int(msg.height))
-            self.camera_frames[camera] = msg.header.frame_id or camera
-        except M.InputError as exc:
+            intrinsic = M.intrinsics_from_camera_info(msg)
+        except InputError as exc:
             self.fault("bad_camera_info", f"{camera}: {exc}; keeping the last valid calibration")
+            return
+        self.core.set_camera_info(camera, intrinsic, (int(msg.width), int(msg.height)), msg.header.frame_id)
 
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
         for t in msg.transforms:
             try:
-                self.tf.set_transform(t.header.frame_id, t.child_frame_id, M.to_ns(t.header.stamp),
-                                      M.transform_from_msg(t), static=static)
-            except (M.InputError, TransformError) as exc:
+                transform = M.transform_from_msg(t)
+            except InputError as exc:
                 self.fault("bad_tf", str(exc))
+                continue
+            self.core.set_transform(t.header.frame_id, t.child_frame_id, M.to_ns(t.header.stamp), transform, static)
 
     def _on_goal(self, msg: PoseStamped) -> None:
         position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
-        self.goal = (msg.header.frame_id or self.cfg.map_frame, position)
-        self.get_logger().info(f"goal received at ({position[0]:.1f}, {position[1]:.1f}) in {self.goal[0]}")
+        self.core.set_goal(msg.header.frame_id, position)
+        self.get_logger().info(f"goal received at ({position[0]:.1f}, {position[1]:.1f}) in {self.core.goal[0]}")
 
     # ------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -257,97 +250,17 @@ class PerceptionNode(Node):
                     return  # shutting down (SIGINT/SIGTERM): publishers are gone, nothing to report
                 self.fault("inference_error", f"frame at {frameset.stamp_ns} failed: {type(exc).__name__}: {exc}")
 
-    def pose_at(self, stamp_ns: int) -> Transform | None:
-        """base_link in the fixed frame (map_frame, through odom if there is one) at `stamp_ns`, interpolated."""
-        try:
-            return self.tf.lookup(self.cfg.map_frame, self.cfg.base_frame, stamp_ns)
-        except TransformError:
-            return None
-
-    def command(self) -> int:
-        choice = self.cfg.command.lower()
-        if choice in ("left", "right", "straight"):
-            return int(Command[choice.upper()])
-        if self.goal is None:
-            return int(Command.STRAIGHT)
-        frame, position = self.goal
-        try:
-            goal_in_base = self.tf.lookup(self.cfg.base_frame, frame).apply(position[None])[0]
-        except TransformError:
-            return int(Command.STRAIGHT)
-        return command_toward(goal_in_base, self.cfg.goal_lateral_threshold_m)
-
-    def camera_to_base(self, camera: str, frame_id: str, stamp_ns: int) -> Transform | None:
-        """The camera's frame (its headers' frame_id; URDF optical frames work) in base_frame, or None (a fault)."""
-        try:
-            return self.tf.lookup(self.cfg.base_frame, frame_id or self.camera_frames.get(camera, camera), stamp_ns)
-        except TransformError as exc:
-            self.fault("missing_tf", f"{camera}: {exc}; frame skipped")
-            return None
-
-    def _inputs(self, frameset: FrameSet):
-        """Decoded images and calibration of a frame set, or None (fault counted) if it cannot be used."""
-        images, intrinsics, cam_to_ego = [], [], []
-        for camera in self.cfg.cameras:
-            entry = frameset.frames[camera]
-            if entry is None:
-                extrinsic = (self.camera_to_base(camera, "", frameset.stamp_ns) if camera in self.intrinsics
-                             else None)
-                if extrinsic is None:
-                    self.fault("no_camera_info", f"{camera} is silent and was never calibrated; frame skipped")
-                    return None
-                self.fault("missing_camera", f"{camera} is silent; inferring with it blanked")
-                width, height = self.image_sizes[camera]
-                images.append(np.zeros((height, width, 3), np.uint8))
-                intrinsics.append(self.intrinsics[camera])
-                cam_to_ego.append(extrinsic.matrix)
-                continue
-            msg = entry[0]
-            if camera not in self.intrinsics:
-                self.fault("no_camera_info", f"no valid CameraInfo for {camera} yet; frame skipped")
-                return None
-            extrinsic = self.camera_to_base(camera, msg.header.frame_id, M.to_ns(msg.header.stamp))
-            if extrinsic is None:
-                return None
-            expected = self.image_sizes[camera]
-            reduction = 1
-            try:
-                if isinstance(msg, Image):
-                    image = M.decode_raw(msg, expected)
-                else:  # JPEG decoded at the smallest scale the model input allows (preprocess.decode_reduction)
-                    if self.cfg.jpeg_reduced_decode:
-                        reduction = decode_reduction(expected[0], self.predictor.config)
-                    image = M.decode_compressed(msg, expected, reduction)
-            except M.ImageSizeError as exc:
-                self.fault("wrong_image_size", f"{camera}: {exc}; frame skipped")
-                return None
-            except M.InputError as exc:
-                kind = "bad_encoding" if "encoding" in str(exc) else "corrupt_image"
-                self.fault(kind, f"{camera}: {exc}; frame skipped")
-                return None
-            images.append(image)
-            intrinsics.append(scale_intrinsics(self.intrinsics[camera], 1 / reduction, 1 / reduction))
-            cam_to_ego.append(extrinsic.matrix)
-        return images, np.stack(intrinsics), np.stack(cam_to_ego)
-
     def _process(self, frameset: FrameSet) -> None:
-        inputs = self._inputs(frameset)
+        frames = {camera: entry[0] if entry is not None else None for camera, entry in frameset.frames.items()}
+        inputs = self.core.assemble(frames, frameset.stamp_ns)
         if inputs is None:
             return
-        images, intrinsics, cam_to_ego = inputs
-        pred = self.predictor.predict(images, intrinsics, cam_to_ego, command=self.command(),
-                                      stamp_ns=frameset.stamp_ns,
-                                      ego_status=ego_status_from_tf(self.tf, self.cfg.map_frame,
-                                                                    self.cfg.base_frame, frameset.stamp_ns))
-        if broken := pred.non_finite():  # never publish garbage with status OK
-            self.fault("non_finite_output", f"frame at {frameset.stamp_ns}: the model output NaN/inf in "
-                                            f"{', '.join(broken)}; frame not published")
+        pred = self.core.infer(inputs, frameset.stamp_ns)
+        if pred is None:
             return
-        pred = pred.select(pred.scores >= self.cfg.score_threshold)
-        pred = self.tracker.update(pred, ego_to_world=self.pose_at(frameset.stamp_ns))
         self._publish(pred)
         if self.cfg.publish_images and self.pub_images is not None:
-            self._publish_images(pred, images, intrinsics, cam_to_ego)
+            self._publish_images(pred, inputs)
         received = max(entry[1] for entry in frameset.frames.values() if entry is not None)
         self._latency_ms.append((time.monotonic() - received) * 1e3)
         self._stamp_latency_ms.append((self.get_clock().now().nanoseconds - frameset.stamp_ns) / 1e6)
@@ -367,8 +280,7 @@ class PerceptionNode(Node):
         self.pub_paths.publish(M.forecast_markers(pred, frame))
         self.pub_markers.publish(M.box_markers(pred, frame))
 
-    def _publish_images(self, pred: Predictions, images: list[np.ndarray], intrinsics: np.ndarray,
-                        cam_to_ego: np.ndarray) -> None:
+    def _publish_images(self, pred: Predictions, inputs: FrameInputs) -> None:
         """The visualiser: BEV rendering and the six cameras with projected boxes, for rviz2's Image display."""
         import cv2
 
@@ -376,6 +288,7 @@ class PerceptionNode(Node):
         from tinybev_ros.visualization import draw_camera, render_bev
 
         frame = self.cfg.base_frame
+        images, intrinsics, cam_to_ego = inputs.images, inputs.intrinsics, inputs.cam_to_ego
         cameras = {name: CameraCalibration(name, intrinsics[i], Transform.from_matrix(cam_to_ego[i]),
                                            images[i].shape[1], images[i].shape[0])
                    for i, name in enumerate(self.cfg.cameras)}
@@ -410,7 +323,7 @@ class PerceptionNode(Node):
             if self._stamp_latency_ms else "n/a",
             "frames_published": str(self.published),
             "images_received": " ".join(f"{c}:{self.images_received[c]}" for c in self.cfg.cameras),
-            "calibrated_cameras": f"{sum(self._calibrated(c) for c in self.cfg.cameras)}"
+            "calibrated_cameras": f"{sum(self.core.calibrated(c) for c in self.cfg.cameras)}"
                                   f"/{len(self.cfg.cameras)}",
             "cameras_with_writers": f"{sum(self.camera_writers[c] > 0 for c in self.cfg.cameras)}"
                                     f"/{len(self.cfg.cameras)}",
@@ -428,11 +341,6 @@ class PerceptionNode(Node):
                        else "faults: " + ", ".join(sorted(self.faults)))
         return DiagnosticStatus(level=level, name="tinybev_node: perception", hardware_id="tinybev",
                                 message=message, values=[KeyValue(key=k, value=v) for k, v in values.items()])
-
-    def _calibrated(self, camera: str) -> bool:
-        """CameraInfo seen and its frame connected to base_frame."""
-        return camera in self.intrinsics and self.tf.can_transform(self.cfg.base_frame,
-                                                                    self.camera_frames.get(camera, camera))
 
     def _sync_stall(self) -> str:
         """'' while sets form; else, once images have kept arriving for sync_warn_after_s without a set, which

@@ -1,0 +1,159 @@
+"""The node's decisions without ROS running (tinybev_ros/perception_core.py): calibration and transforms, goal to
+command, frame assembly with its faults, camera blanking, inference, the publishing threshold and tracking.
+
+Inputs are what the node hands the core: real JPEG bytes in real sensor_msgs/CompressedImage messages (decoded by
+the node's own decoder), the shipped nuScenes rig as /tf_static, and the shipped tiny student."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from sensor_msgs.msg import CompressedImage
+
+from tinybev_ros.geometry import CAMERA_NAMES, Rig, Transform, yaw_to_quat
+from tinybev_ros.inference import Predictor
+from tinybev_ros.model.preprocess import decode_reduction
+from tinybev_ros.paths import default_checkpoint
+from tinybev_ros.perception_core import CameraImage, PerceptionCore, command_toward
+from tinybev_ros.ros import messages as M
+from tinybev_ros.ros.node_config import PerceptionNodeConfig
+from tinybev_ros.taxonomy import Command
+
+RIG = Rig.load()
+STAMP = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_checkpoint(default_checkpoint(), device="cpu")
+
+
+def jpeg(width: int = 1600, height: int = 900, seed: int = 0) -> bytes:
+    image = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def camera_image(data: bytes, frame_id: str, stamp_ns: int = STAMP) -> CameraImage:
+    msg = CompressedImage(format="jpeg", data=data)
+    return CameraImage(frame_id, stamp_ns, lambda size, r: M.decode_compressed(msg, size, r))
+
+
+class Faults(Counter):
+    def __call__(self, kind: str, message: str) -> None:
+        self[kind] += 1
+
+
+def calibrated_core(predictor: Predictor, **config) -> tuple[PerceptionCore, Faults]:
+    """A core that has seen every camera's CameraInfo, /tf_static of the rig and map -> base_link at STAMP."""
+    faults = Faults()
+    core = PerceptionCore(predictor, replace(PerceptionNodeConfig(), **config), faults)
+    for name, camera in RIG.cameras.items():
+        core.set_camera_info(name, camera.intrinsic, (camera.width, camera.height), name)
+        core.set_transform("base_link", name, 0, camera.sensor_to_ego, static=True)
+    core.set_transform("map", "base_link", STAMP, Transform(np.eye(3), np.array([100.0, 50.0, 0.0])), static=False)
+    return core, faults
+
+
+def test_command_follows_the_parameter_or_the_goal_in_any_frame(predictor) -> None:
+    assert command_toward(np.array([40.0, 12.0, 0.0]), 5.0) == Command.LEFT
+    assert command_toward(np.array([40.0, -12.0, 0.0]), 5.0) == Command.RIGHT
+    assert command_toward(np.array([40.0, 2.0, 0.0]), 5.0) == Command.STRAIGHT
+    core, faults = calibrated_core(predictor)
+    assert core.command() == Command.STRAIGHT  # "goal" without a goal
+    core.set_goal("map", np.array([140.0, 70.0, 0.0]))  # 40 m ahead, 20 m to the left of the ego at (100, 50)
+    assert core.command() == Command.LEFT
+    core.set_goal("", np.array([140.0, 30.0, 0.0]))  # no frame_id: the map frame
+    assert core.command() == Command.RIGHT
+    core.set_goal("odom", np.array([140.0, 30.0, 0.0]))  # a frame not in the tree: straight, not a crash
+    assert core.command() == Command.STRAIGHT
+    core.cfg = replace(core.cfg, command="left")  # a dynamic parameter change takes effect at once
+    assert core.command() == Command.LEFT
+    assert not faults
+
+
+def test_frames_assemble_at_the_reduced_decode_scale_with_intrinsics_scaled_alike(predictor) -> None:
+    core, faults = calibrated_core(predictor)
+    data = jpeg()
+    inputs = core.assemble({name: camera_image(data, name) for name in CAMERA_NAMES}, STAMP)
+    reduction = decode_reduction(1600, predictor.config)
+    assert reduction > 1 and not faults
+    assert [image.shape for image in inputs.images] == [(900 // reduction, 1600 // reduction, 3)] * 6
+    k = RIG.cameras[CAMERA_NAMES[0]].intrinsic
+    np.testing.assert_allclose(np.diag(inputs.intrinsics[0])[:2], np.diag(k)[:2] / reduction)  # focal lengths
+    np.testing.assert_allclose(inputs.intrinsics[0][:2, 2], (k[:2, 2] + 0.5) / reduction - 0.5)  # pixel centres
+    np.testing.assert_allclose(inputs.cam_to_ego[1], RIG.cameras[CAMERA_NAMES[1]].sensor_to_ego.matrix)
+    core.cfg = replace(core.cfg, jpeg_reduced_decode=False)
+    assert core.assemble({name: camera_image(data, name) for name in CAMERA_NAMES}, STAMP).images[0].shape == \
+        (900, 1600, 3)
+
+
+def test_optical_frames_through_a_chain_are_found_from_the_image_header(predictor) -> None:
+    core, faults = calibrated_core(predictor)
+    rotate = Transform.from_nuscenes([0.0, 0.0, 0.0], yaw_to_quat(0.3))
+    front = RIG.cameras["CAM_FRONT"].sensor_to_ego
+    core.set_transform("base_link", "camera_link", 0, front @ rotate, static=True)
+    core.set_transform("camera_link", "camera_optical_frame", 0, rotate.inverse(), static=True)
+    frames = {name: camera_image(jpeg(), name) for name in CAMERA_NAMES}
+    frames["CAM_FRONT"] = camera_image(jpeg(), "camera_optical_frame")
+    inputs = core.assemble(frames, STAMP)
+    np.testing.assert_allclose(inputs.cam_to_ego[CAMERA_NAMES.index("CAM_FRONT")], front.matrix, atol=1e-9)
+    assert not faults
+
+
+def test_each_unusable_input_is_one_named_fault_and_no_frame(predictor) -> None:
+    core, faults = calibrated_core(predictor)
+    good = jpeg()
+    cases = {
+        "missing_tf": ("CAM_FRONT", camera_image(good, "camera_nobody_published")),
+        "wrong_image_size": ("CAM_BACK", camera_image(jpeg(800, 450), "CAM_BACK")),
+        "corrupt_image": ("CAM_FRONT_LEFT", camera_image(b"\xff\xd8 not a jpeg", "CAM_FRONT_LEFT")),
+    }
+    for kind, (camera, bad) in cases.items():
+        frames = {name: camera_image(good, name) for name in CAMERA_NAMES}
+        frames[camera] = bad
+        assert core.assemble(frames, STAMP) is None, kind
+        assert faults[kind] == 1, (kind, faults)
+    fresh, fresh_faults = calibrated_core(predictor)
+    fresh.intrinsics.pop("CAM_BACK")  # CameraInfo never seen for one camera
+    assert fresh.assemble({name: camera_image(good, name) for name in CAMERA_NAMES}, STAMP) is None
+    assert fresh_faults == {"no_camera_info": 1}
+
+
+def test_a_silent_camera_is_blanked_when_it_was_calibrated_and_skipped_when_it_never_was(predictor) -> None:
+    core, faults = calibrated_core(predictor)
+    frames = {name: camera_image(jpeg(), name) for name in CAMERA_NAMES}
+    frames["CAM_BACK"] = None
+    inputs = core.assemble(frames, STAMP)
+    back = CAMERA_NAMES.index("CAM_BACK")
+    assert inputs.images[back].shape == (900, 1600, 3) and not inputs.images[back].any()
+    assert faults == {"missing_camera": 1}
+    core.intrinsics.pop("CAM_BACK")
+    assert core.assemble(frames, STAMP) is None and faults["no_camera_info"] == 1
+
+
+def test_inference_publishes_only_finite_frames_above_the_threshold_with_track_ids(predictor) -> None:
+    core, faults = calibrated_core(predictor, score_threshold=0.0)
+    frames = {name: camera_image(jpeg(seed=i), name) for i, name in enumerate(CAMERA_NAMES)}
+    everything = core.infer(core.assemble(frames, STAMP), STAMP)
+    assert len(everything) > 0 and (everything.track_ids[everything.scores >= 0.2] >= 0).all()
+    core.cfg = replace(core.cfg, score_threshold=float(np.median(everything.scores)))
+    fewer = core.infer(core.assemble(frames, STAMP + 500_000_000), STAMP + 500_000_000)
+    assert (fewer.scores >= core.cfg.score_threshold).all() and len(fewer) < len(everything)
+    assert not faults
+
+    broken = Predictor(predictor.model, predictor.config, "cpu")
+    original = broken.model.heads.planner.mlp[4].weight.detach().clone()
+    with torch.no_grad():
+        broken.model.heads.planner.mlp[4].weight.fill_(1e38)  # finite weights, overflowing output
+    try:
+        core.predictor = broken
+        assert core.infer(core.assemble(frames, STAMP), STAMP) is None
+        assert faults == {"non_finite_output": 1}
+    finally:
+        with torch.no_grad():
+            broken.model.heads.planner.mlp[4].weight.copy_(original)

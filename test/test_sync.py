@@ -97,6 +97,21 @@ def test_time_jump_backwards_resets():
     assert len(sets) == 1 and sync.stats.resets == 1 and sync.stats.emitted == 4
 
 
+def test_a_camera_processed_seconds_behind_the_others_is_no_time_jump():
+    """The node's callbacks may run one camera's backlog after the others' newer frames (a busy executor):
+    only a camera's own stream going backwards is a loop."""
+    sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(queue_size=16))
+    others = [c for c in CAMERA_NAMES if c != "CAM_BACK"]
+    frames = [10_000_000_000 + k * 500_000_000 for k in range(6)]  # 2.5 s of stream
+    for t in frames:
+        assert not feed_frame(sync, t, cameras=others)
+    sets = [s for t in frames for s in feed_frame(sync, t, cameras=["CAM_BACK"])]
+    assert sync.stats.resets == 0
+    assert [s.stamp_ns for s in sets] == [t + STAGGER["CAM_FRONT"] for t in frames]
+    feed_frame(sync, frames[0], cameras=["CAM_BACK"])  # now CAM_BACK itself goes back 2.5 s: a loop
+    assert sync.stats.resets == 1
+
+
 def test_missing_camera_waits_or_emits_masked():
     silent = "CAM_BACK_LEFT"
     live = [c for c in CAMERA_NAMES if c != silent]

@@ -3,8 +3,10 @@
 nuScenes cameras fire up to ~45 ms apart, so frames are grouped when all stamps lie within `tolerance_ns`
 of each other. Perception wants the freshest complete view, not every view: when a newer complete set
 exists, older partial ones are dropped (and counted). Frames older than the last emitted set are late and
-dropped. A stamp jump backwards by more than `reset_after_ns` (a bag loop) resets the state so the node
-recovers instead of waiting forever for time to catch up.
+dropped. A camera whose own stamps jump backwards by more than `reset_after_ns` (a bag loop, a restarted
+driver) resets the state so the node recovers instead of waiting forever for time to catch up. Only a camera's
+own stream is compared with itself: each topic arrives in order, but the cameras' callbacks may run seconds of
+stream time apart when the node is busy, and taking that lag for a loop threw away every set being formed.
 
 Missing cameras: a camera is silent when its last frame is more than `missing_timeout_ns` older than the
 newest frame seen. With `allow_missing=True` sets are then emitted without it (its entry is `None`), so the
@@ -25,7 +27,7 @@ class SyncConfig:
     reference_camera: str = "CAM_FRONT"  # its stamp is the stamp of the emitted set
     allow_missing: bool = False
     missing_timeout_ns: int = 300_000_000
-    reset_after_ns: int = 1_000_000_000
+    reset_after_ns: int = 500_000_000  # a camera's own stamps going back this far: a loop or a restart
 
 
 @dataclass
@@ -75,7 +77,7 @@ class CameraSynchronizer:
         if camera not in self._queues:
             raise KeyError(f"unknown camera {camera!r}; expected one of {self.cameras}")
         cfg = self.config
-        if self._newest_ns is not None and stamp_ns < self._newest_ns - cfg.reset_after_ns:
+        if stamp_ns < self._last_seen.get(camera, stamp_ns) - cfg.reset_after_ns:
             self.stats.resets += 1
             self.reset()
         # A late frame still shows its camera is alive: without this, a camera whose frames keep arriving just

@@ -40,6 +40,10 @@ class PerceptionNodeConfig:
                                    "drivers and DDS need a core: on 2 cores this doubled the frames published)", 0, 256)
     jpeg_reduced_decode: bool = _p(True, "decode JPEGs at 1/2, 1/4 or 1/8 scale where the model input is that "
                                          "much smaller (libjpeg DCT scaling: several times faster)")
+    executor: str = _p("single", "rclpy executor of the callbacks (inference has its own thread): single, or multi "
+                                 "(2 threads; its Python spin loop took most of a core from inference: 8 of 60 frame "
+                                 "sets published at 6 Hz on 2 cores, against 60 of 60 with single)",
+                       choices=("single", "multi"))
     image_transport: str = _p("compressed", "compressed (sensor_msgs/CompressedImage) or raw (sensor_msgs/Image)",
                               choices=("compressed", "raw"))
     compressed_topic: str = _p(COMPRESSED_IMAGE, "compressed image topic (image_transport naming, relative: "

@@ -32,7 +32,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -382,6 +382,13 @@ def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
         FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)])
 
 
+def make_executor(kind: str):
+    """The executor that spins the node's callbacks. They only file messages (inference has its own thread), so
+    one thread suffices and leaves the CPU to inference. (rclpy's experimental EventsExecutor never delivered the
+    subscription match events that /diagnostics reports.)"""
+    return MultiThreadedExecutor(num_threads=2) if kind == "multi" else SingleThreadedExecutor()
+
+
 STARTUP_ERRORS = (NodeConfigError, CheckpointError, ParameterException)
 
 
@@ -397,7 +404,7 @@ def main(args: list[str] | None = None) -> None:
         except STARTUP_ERRORS as exc:  # the user's parameters or files: one line, no traceback, exit 2
             print(f"tinybev_node: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        executor = MultiThreadedExecutor(num_threads=2)
+        executor = make_executor(node.cfg.executor)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -407,7 +414,6 @@ def main(args: list[str] | None = None) -> None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ScoreThresholds:
-    decode: float = 0.2
-    track: float = 0.2
-    publish: float = 0.3
-    evaluate: float = 0.01
+    """The four roles (module doc); one frozen instance, SCORE_THRESHOLDS, is what every reader imports."""
+
+    decode: float = 0.2  # the model decoder
+    track: float = 0.2  # the tracker
+    publish: float = 0.3  # the node, figures, motion metrics
+    evaluate: float = 0.01  # the nuScenes protocol's ranking
 
 
 SCORE_THRESHOLDS = ScoreThresholds()

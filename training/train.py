@@ -400,8 +400,8 @@ class Trainer:
         for name, value in values.items():
             if name != "step":
                 self.writer.add_scalar(f"{prefix}/{name}", value, self.step)
-        if prefix == "val":
-            log.info("step %d validation loss %.4f", self.step, values.get("total", float("nan")))
+        if prefix == "val" and "total" in values:
+            log.info("step %d validation loss %.4f", self.step, values["total"])
 
 
 # ------------------------------------------------------------------ command line

@@ -298,18 +298,37 @@ def test_backbone_weights_start_a_fresh_run_and_a_resume_keeps_its_checkpoint(sy
 
 @pytest.mark.parametrize("command", ["train", "distill"])
 def test_backbone_weights_flag_is_taken_from_the_shell_folder(command, tmp_path, monkeypatch):
+    """--backbone-weights (= backbone_weights=...) names a file relative to the shell, not to the YAML."""
     import argparse
 
     from training import distill, train
+    from training.distillation.config import load_distill_config
 
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "train.yaml").write_text(f"base: {REPO / 'config' / 'train_tiny.yaml'}\n")
+    (tmp_path / "configs" / "distill.yaml").write_text(f"base: {REPO / 'config' / 'distill_tiny.yaml'}\n"
+                                                       "train_config: train.yaml\n")
     parser = argparse.ArgumentParser()
     (train if command == "train" else distill).configure(parser)
-    args = parser.parse_args(["--config", "c.yaml", "--dataroot", "d", "--out", "o",
-                              "--backbone-weights", "weights/resnet18.pth"])
-    config = TrainConfig(source=str(tmp_path / "configs" / "train.yaml"))
+    yaml_path = tmp_path / "configs" / f"{command if command == 'distill' else 'train'}.yaml"
+    args = parser.parse_args(["--config", str(yaml_path), "--dataroot", "d", "--out", "o",
+                              "--backbone-weights", "weights/resnet18.pth", "--steps", "7", "optim.lr=0.005"])
     monkeypatch.chdir(tmp_path)
-    train.apply_backbone_weights_argument(config, args)
+    overrides = train.overrides_of(args)
+    config = load_train_config(yaml_path, overrides) if command == "train" else \
+        load_distill_config(yaml_path, overrides).training()
     assert config.backbone_weights == str(tmp_path / "weights" / "resnet18.pth")
+    assert (config.steps, config.optim.lr) == (7, 0.005)
+    assert config.student_config == str(REPO / "config" / "model_tiny.yaml")  # the base's file, beside the base
+
+
+def test_validation_log_keeps_the_last_line_of_each_step(tmp_path):
+    from training.train import VALIDATION_LOG, read_validation_log
+
+    (tmp_path / VALIDATION_LOG).write_text('{"step": 250, "NDS": 0.1}\n{"step": 500, "NDS": 0.2}\n'
+                                           '{"step": 500, "NDS": 0.25}\n{"step": 250, "NDS": 0.15}\n{"step": 75')
+    assert read_validation_log(tmp_path) == [{"step": 250, "NDS": 0.15}, {"step": 500, "NDS": 0.25}]
+    assert read_validation_log(tmp_path / "missing") == []
 
 
 REDUCED_CAMERA = {"image_height": 64, "image_width": 160, "depth_step": 4.0, "depth_max": 49.0,

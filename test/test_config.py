@@ -1,0 +1,92 @@
+"""Typed YAML configs: `base:` inheritance, key=value overrides, type checks and the errors users see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tinybev_ros.cli import main
+from tinybev_ros.config import load_yaml, path_field
+from tinybev_ros.errors import ConfigError
+from training.config import load_train_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Inner:
+    rate: float = 1.0
+    names: tuple[str, ...] = ("a",)
+
+
+@dataclass
+class Outer:
+    steps: int = 10
+    flag: bool = False
+    model: str = path_field("model.yaml")
+    inner: Inner = field(default_factory=Inner)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_base_chains_merge_mappings_replace_lists_and_resolve_paths_beside_their_file(tmp_path) -> None:
+    write(tmp_path / "shared" / "grand.yaml", "steps: 5\nmodel: m.yaml\ninner: {rate: 2.0, names: [x, y]}\n")
+    write(tmp_path / "shared" / "parent.yaml", "base: grand.yaml\nflag: true\ninner: {names: [z]}\n")
+    child = write(tmp_path / "mine" / "child.yaml", "base: ../shared/parent.yaml\nsteps: 7\n")
+    config = load_yaml(Outer, child)
+    assert config.steps == 7 and config.flag is True
+    assert config.inner == Inner(rate=2.0, names=("z",))  # merged key by key; the list replaced, not appended
+    assert config.model == str((tmp_path / "shared" / "m.yaml").resolve())  # relative to the file naming it
+
+
+def test_overrides_are_typed_yaml_values_and_paths_are_taken_from_the_shell(tmp_path, monkeypatch) -> None:
+    path = write(tmp_path / "c.yaml", "steps: 3\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_yaml(Outer, path, ["inner.rate=0.5", "inner.names=[p, q]", "flag=true", "model=sub/x.yaml"])
+    assert config.inner == Inner(rate=0.5, names=("p", "q")) and config.flag is True
+    assert config.model == str(tmp_path / "sub" / "x.yaml")
+    assert load_yaml(Outer, path, ["inner.rate=3"]).inner.rate == 3.0  # an int where a float is wanted is fine
+
+
+@pytest.mark.parametrize(("text", "overrides", "message"), [
+    ("steps: ten\n", (), r"c\.yaml\.steps: expected int, got 'ten'"),
+    ("flag: 1\n", (), r"flag: expected bool"),
+    ("stepz: 1\n", (), r"unknown config key\(s\) \['stepz'\] in .*c\.yaml"),
+    ("inner: 3\n", (), r"inner: expected a mapping"),
+    ("inner: {names: [1]}\n", (), r"inner\.names\[0\]: expected str"),
+    ("steps: 1\n", ("steps=1.5",), r"expected int, got 1\.5 \(command-line overrides: steps=1\.5\)"),
+    ("steps: 1\n", ("steps",), r"override 'steps': expected key=value"),
+    ("steps: 1\n", ("inner..rate=1",), r"expected key=value"),
+    ("base: nowhere.yaml\n", (), r"nowhere\.yaml \(base of .*c\.yaml\) not found"),
+    ("base: c.yaml\n", (), r"'base' chain loops back"),
+    ("- a list\n", (), r"expected a mapping at the top level"),
+])
+def test_bad_configs_are_one_clear_error_naming_file_and_key(tmp_path, text, overrides, message) -> None:
+    path = write(tmp_path / "c.yaml", text)
+    with pytest.raises(ConfigError, match=message):
+        load_yaml(Outer, path, overrides)
+
+
+def test_the_shipped_derived_configs_are_small_deltas_over_their_bases() -> None:
+    teacher = load_train_config(REPO / "config" / "train_tiny_teacher.yaml")
+    student = load_train_config(REPO / "config" / "train_tiny.yaml")
+    assert teacher.data.batch_size == student.data.batch_size and teacher.optim.lr == student.optim.lr
+    assert (teacher.steps, teacher.loss.depth, teacher.data.ego_motion_compensation) == (4000, 0.0, True)
+    for name in ("train_tiny_teacher.yaml", "train_base_teacher.yaml", "distill_ablation.yaml", "distill_base.yaml",
+                 "distill_ablation_train.yaml", "distill_ablation_student.yaml", "ablation_tiny_long.yaml"):
+        lines = [ln for ln in (REPO / "config" / name).read_text().splitlines() if ln and not ln.startswith("#")]
+        assert lines[0].startswith("base: ") and len(lines) <= 25, name
+
+
+def test_a_bad_override_on_the_command_line_is_one_line(tmp_path, capsys) -> None:
+    code = main(["train", "--config", str(REPO / "config" / "train_tiny.yaml"), "--dataroot", str(tmp_path),
+                 "--out", str(tmp_path / "run"), "optim.lr=fast"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "optim.lr: expected float, got 'fast'" in err[0]

@@ -362,6 +362,15 @@ def verdict_text(verdict: dict[str, Any], config: AblationConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_text(results: dict[str, Any], config: AblationConfig) -> tuple[str, dict[str, Any]]:
+    """table.md as written after every run: the table, what it was evaluated on, the verdict. A pure function of
+    ablation.json and the config, so a copy in docs/ can be checked against the figures it came from."""
+    table, verdict = render_table(results, config.stages, config.target_nds_gain, config.target_gap_recovered)
+    sets = ", ".join(results["eval_sets"])
+    return (f"{table}\n(evaluated on: {sets}; students: mean ± sample std over seeds)\n\n"
+            + verdict_text(verdict, config)), verdict
+
+
 # --------------------------------------------------------------------------------------------- command line
 def plot_validation(validation: dict[str, list[dict[str, float]]], path: Path) -> Path | None:
     """Every student's validation NDS over steps on one plot (colour = stage, line style = seed)."""
@@ -399,7 +408,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="v1.0-mini", help="dataset version folder")
     parser.add_argument("--out", required=True, help="work folder: teacher/, teacher_cache/, runs/, worlds/, "
                                                      "ablation.json, table.md, verdict.json, figures/")
-    parser.add_argument("--table", default=None, help="also write the Markdown table here (e.g. docs/ablation.md)")
+    parser.add_argument("--table", default=None,
+                        help="also write the Markdown table here and the figures behind it beside it "
+                             "(docs/ablation_worlds_table.md -> .json)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="ablation config overrides, e.g. student_steps=500 seeds=[0,1,2]")
@@ -412,10 +423,7 @@ def run(args: argparse.Namespace) -> int:
     ablation = Ablation(config, args.dataroot, args.version, out, args.device)
 
     def report(results: dict[str, Any]) -> None:
-        table, verdict = render_table(results, config.stages, config.target_nds_gain, config.target_gap_recovered)
-        sets = ", ".join(results["eval_sets"])
-        text = f"{table}\n(evaluated on: {sets}; students: mean ± sample std over seeds)\n\n" + \
-            verdict_text(verdict, config)
+        text, verdict = report_text(results, config)
         write_text(out / "table.md", text)
         write_json(out / "verdict.json", verdict)
         plot_validation(results["validation"], out / "figures" / "validation_nds.png")
@@ -423,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
             ablation.distillation_figure(Path(results["teacher_source"]), out / "figures" / "distillation_sample.png")
         if args.table:
             write_text(args.table, text)
+            write_json(Path(args.table).with_suffix(".json"), results)
         log.info("ablation so far:\n%s", text)
 
     results = ablation.run(report)

@@ -95,9 +95,11 @@ def test_ablation_configs_load() -> None:
         load_ablation_config(config_dir / "ablation_tiny.yaml", ("stages=[S9]",))
 
 
-def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resumes(synth_dataset, tmp_path) -> None:
+def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resumes(synth_dataset, tmp_path,
+                                                                                   capsys) -> None:
     """`tinybev ablate` at toy size: teacher, cache, supervised + S3 students with validation NDS on a fresh world,
-    evaluation on another fresh world, table/verdict/plots; a second call trains nothing again."""
+    evaluation on another fresh world, table/verdict/plots; a second call trains nothing again, nor does a call in
+    another work folder that has only the record kept beside the table."""
     import json
     from pathlib import Path
 
@@ -127,6 +129,7 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
         assert [r["step"] for r in curve] == [1, 2] and all(0.0 <= r["NDS"] <= 1.0 for r in curve)
     table = (tmp_path / "table.md").read_text()
     assert table == (out / "table.md").read_text()
+    assert json.loads((tmp_path / "table.json").read_text()) == results
     assert "| student + S3 (1 seeds) |" in table and "evaluated on: world 5" in table
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["target_met"] is None and "nds_gap_recovered" in verdict  # one seed: no spread to beat
@@ -139,3 +142,16 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert main(args) == 0  # everything is done: nothing is trained or evaluated again
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
     assert json.loads((out / "ablation.json").read_text())["students"] == results["students"]
+
+    # Another sitting, another disk: the record beside --table is all it has, so it trains and evaluates nothing.
+    later = tmp_path / "later"
+    assert main([*args[:8], str(later), *args[9:]]) == 0
+    assert not (later / "runs").exists() and not (later / "teacher").exists()
+    assert json.loads((later / "ablation.json").read_text()) == results
+    assert (tmp_path / "table.md").read_text() == table
+
+    # A record made with other settings is refused with one line, and left as it was.
+    record = (tmp_path / "table.json").read_bytes()
+    assert main([*args[:8], str(tmp_path / "other"), *args[9:], "student_steps=3"]) == 2
+    assert "made with other settings" in capsys.readouterr().err
+    assert (tmp_path / "table.json").read_bytes() == record and not (tmp_path / "other" / "runs").exists()

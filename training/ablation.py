@@ -16,6 +16,12 @@ finished run is never trained again, an interrupted one continues from its newes
 
 Everything that sets the cost (steps, seeds, stages, models, data, worlds) is in the ablation YAML and the YAML
 files it names, so the same command runs at `tiny` scale on a CPU and at `base` scale on a GPU.
+
+Sittings that do not share a disk: `--table docs/X.md` keeps the results in `docs/X.json`, which lives in git. A
+later call with the same `--table` takes the students recorded there as done (never trained again) when the
+record was made with the same settings and data (`settings_sha256`); the teacher is trained again only while
+distilled runs remain, and must come out with the recorded weights (`teacher_sha256`, training is deterministic),
+so every distilled student in the table learned from the same teacher.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -36,6 +43,7 @@ from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.config import load_yaml, path_field, resolve_relative
+from tinybev_ros.errors import ConfigError
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
@@ -97,6 +105,27 @@ def final_model(run_dir: Path, steps: int) -> Path:
     return run_dir / "checkpoints" / f"step_{steps:08d}" / MODEL_FILE
 
 
+def weights_sha256(path: Path) -> str:
+    """Digest of a checkpoint's tensors (names and bytes, not the file's metadata)."""
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as handle:
+        for key in sorted(handle.keys()):
+            digest.update(key.encode())
+            digest.update(handle.get_tensor(key).reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _settings_of(config: Any, *paths: str) -> dict[str, Any]:
+    """A config as data without where it lives: `source` and the named path fields (whose files' contents are
+    digested on their own) go, so the digest is the same in every checkout."""
+    data = dataclasses.asdict(config)
+    for key in ("source", *paths):
+        data.pop(key, None)
+    return data
+
+
 def mean_row(rows: dict[str, dict[str, float]]) -> dict[str, float]:
     """Per-metric mean over evaluation sets (NaN where no set has the metric)."""
     keys = list(next(iter(rows.values())))
@@ -121,6 +150,24 @@ class Ablation:
             resolve_relative(config.teacher_train_config, config.source, "teacher_train_config"))
         self.nusc = open_nuscenes(self.dataroot, version)
         self._ground_truths: dict[tuple[str, Any], dict] = {}
+
+    def settings_sha256(self) -> str:
+        """What a recorded run depends on: every setting but the list of stages and seeds, and the data."""
+        from tinybev_ros.model import load_model_config
+        from training.teachers import load_teacher_config
+
+        models = ("student_config", "teacher_config")
+        settings = {
+            "ablation": _settings_of(self.config, "stages", "seeds", "distill_config", "teacher_train_config"),
+            "distill": dataclasses.asdict(self.distill_run.distill),
+            "student_training": _settings_of(self.train_config, *models),
+            "teacher_training": _settings_of(self.teacher_train_config, *models),
+            "student_model": dataclasses.asdict(load_model_config(self.train_config.model_config_path("student"))),
+            "teacher_model": dataclasses.asdict(
+                load_teacher_config(self.teacher_train_config.model_config_path("teacher"))),
+            "data": [self.version, sorted(sample["token"] for sample in self.nusc.sample)],
+        }
+        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
     def train_teacher(self) -> Path:
         run_dir = self.out / "teacher"
@@ -166,15 +213,20 @@ class Ablation:
         return DetectionValidation(nusc, "mini_train", model_config, self.device)
 
     # ------------------------------------------------------------------------------------- evaluation
+    def eval_set_names(self) -> list[str]:
+        if not self.config.eval_worlds:
+            return [self.config.eval_split]
+        return [f"world {seed}" for seed in self.config.eval_worlds]
+
     @functools.cached_property
     def eval_sets(self) -> dict[str, tuple[NuScenes, str]]:
         """name -> (dataset, devkit split) of every evaluation set (generated on first use)."""
         if not self.config.eval_worlds:
             return {self.config.eval_split: (self.nusc, devkit_split(self.version, self.config.eval_split))}
         sets = {}
-        for seed in self.config.eval_worlds:
+        for seed, name in zip(self.config.eval_worlds, self.eval_set_names(), strict=True):
             root = world(self.out / "worlds", seed, self.config.world_scenes, self.config.world_duration_s)
-            sets[f"world {seed}"] = (NuScenes(version="v1.0-mini", dataroot=str(root), verbose=False), "mini_train")
+            sets[name] = (NuScenes(version="v1.0-mini", dataroot=str(root), verbose=False), "mini_train")
         return sets
 
     def ground_truths(self, name: str, grid) -> dict:
@@ -264,22 +316,48 @@ class Ablation:
                                    spec.grid.resolution * spec.det_stride, path, index)
 
     # ------------------------------------------------------------------------------------------- run
-    def run(self, report=None) -> dict[str, Any]:
-        """Everything not done yet; `report(results)` is called after every evaluated model (partial tables)."""
-        teacher_model = self.train_teacher()
-        teacher_source = self.teacher_cache(teacher_model) if self.config.cache_teacher else teacher_model
-        results: dict[str, Any] = {"teacher": self.evaluate_model(teacher_model, "teacher"), "students": {},
-                                   "eval_sets": list(self.eval_sets), "validation": {},
-                                   "teacher_source": str(teacher_source)}
-        for stage in self.config.stages:
-            for seed in self.config.seeds:
-                model = self.train_student(stage, seed, teacher_source)
+    def run(self, report=None, record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything not done yet; `report(results)` is called after every evaluated model (partial tables).
+        `record`: the results of an earlier sitting (module docstring); its students are kept as they are."""
+        settings = self.settings_sha256()
+        record = record or {}
+        if record and record.get("settings_sha256") != settings:
+            raise ConfigError("the ablation record beside --table was made with other settings or data (its "
+                              "settings_sha256 differs); move it away to start afresh, or use another --table")
+        kept = record.get("students", {})
+        pending = [(seed, stage) for seed in self.config.seeds for stage in self.config.stages
+                   if f"{stage}_seed{seed}" not in kept]
+        results: dict[str, Any] = {"settings_sha256": settings, "eval_sets": self.eval_set_names(), "students": {},
+                                   "validation": {}}
+        if "teacher" in record and all(stage == "none" for _, stage in pending):
+            results.update({key: record[key] for key in ("teacher", "teacher_sha256", "teacher_source")})
+        else:
+            teacher_model = self.train_teacher()
+            digest = weights_sha256(teacher_model)
+            if record.get("teacher_sha256", digest) != digest:
+                raise ConfigError(f"the teacher trained again to other weights than the record's ({digest[:12]} != "
+                                  f"{record['teacher_sha256'][:12]}): its distilled students cannot share a table "
+                                  "with new ones; move the record away to start afresh")
+            source = self.teacher_cache(teacher_model) if self.config.cache_teacher else teacher_model
+            row = record["teacher"] if "teacher" in record else self.evaluate_model(teacher_model, "teacher")
+            results.update(teacher=row, teacher_sha256=digest, teacher_source=str(source))
+        for seed in self.config.seeds:  # seed-major: a partial ablation already has the verdict's pair
+            for stage in self.config.stages:
                 name = f"{stage}_seed{seed}"
+                if name in kept:
+                    results["students"][name] = kept[name]
+                    results["validation"][name] = record.get("validation", {}).get(name, [])
+                    continue
+                model = self.train_student(stage, seed, Path(results["teacher_source"]))
                 results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student")}
                 results["validation"][name] = read_validation_log(self.run_dir(stage, seed))
                 write_json(self.out / "ablation.json", results)
                 if report is not None:
                     report(results)
+        if not pending:
+            write_json(self.out / "ablation.json", results)
+            if report is not None:
+                report(results)
         return results
 
 
@@ -416,6 +494,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="ablation config overrides, e.g. student_steps=500 seeds=[0,1,2]")
 
 
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The results an earlier sitting kept beside --table (None when there are none yet)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"ablation record {path} is not valid JSON ({exc}); move it away to start afresh") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("students"), dict):
+        raise ConfigError(f"ablation record {path} has no 'students' table; move it away to start afresh")
+    return record
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_ablation_config(args.config, tuple(args.overrides))
@@ -434,6 +525,7 @@ def run(args: argparse.Namespace) -> int:
             write_json(Path(args.table).with_suffix(".json"), results)
         log.info("ablation so far:\n%s", text)
 
-    results = ablation.run(report)
+    record = read_record(Path(args.table).with_suffix(".json")) if args.table else None
+    results = ablation.run(report, record)
     print((out / "table.md").read_text())
     return 0 if results["students"] else 1

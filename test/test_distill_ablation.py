@@ -150,8 +150,21 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert json.loads((later / "ablation.json").read_text()) == results
     assert (tmp_path / "table.md").read_text() == table
 
-    # A record made with other settings is refused with one line, and left as it was.
+    # A changed distillation recipe: the supervised run is kept, the distilled one is trained again, from a teacher
+    # trained again in this folder to the recorded weights (deterministic training).
+    recipe = [*args[:8], str(tmp_path / "recipe"), *args[9:-1], args[-1][:-1] + ", distill.attention=0.25]"]
+    assert main(recipe) == 0
+    assert not (tmp_path / "recipe" / "runs" / "none_seed0").exists()
+    assert (tmp_path / "recipe" / "runs" / "S3_seed0").is_dir()
+    rerun = json.loads((tmp_path / "table.json").read_text())
+    assert rerun["teacher_sha256"] == results["teacher_sha256"]
+    assert rerun["students"]["none_seed0"] == results["students"]["none_seed0"]
+    assert rerun["students"]["S3_seed0"]["settings_sha256"] != results["students"]["S3_seed0"]["settings_sha256"]
+
+    # A teacher that does not come out as recorded cannot teach new students for the same table: one line, and
+    # the record is left as it was.
+    (tmp_path / "table.json").write_text(json.dumps({**rerun, "teacher_sha256": "0" * 64}))
     record = (tmp_path / "table.json").read_bytes()
-    assert main([*args[:8], str(tmp_path / "other"), *args[9:], "student_steps=3"]) == 2
-    assert "made with other settings" in capsys.readouterr().err
-    assert (tmp_path / "table.json").read_bytes() == record and not (tmp_path / "other" / "runs").exists()
+    assert main(args) == 2  # today's recipe: S3 must be trained again, from a teacher that differs from the record
+    assert "trained again to other weights" in capsys.readouterr().err
+    assert (tmp_path / "table.json").read_bytes() == record

@@ -18,10 +18,10 @@ Everything that sets the cost (steps, seeds, stages, models, data, worlds) is in
 files it names, so the same command runs at `tiny` scale on a CPU and at `base` scale on a GPU.
 
 Sittings that do not share a disk: `--table docs/X.md` keeps the results in `docs/X.json`, which lives in git. A
-later call with the same `--table` takes the students recorded there as done (never trained again) when the
-record was made with the same settings and data (`settings_sha256`); the teacher is trained again only while
-distilled runs remain, and must come out with the recorded weights (`teacher_sha256`, training is deterministic),
-so every distilled student in the table learned from the same teacher.
+later call with the same `--table` takes a student recorded there as done (never trained again) when it was made
+with today's settings and data (its `settings_sha256`: a changed distillation recipe retrains the distilled runs
+only). The teacher is trained again only while distilled runs remain, and must come out with the recorded weights
+(`teacher_sha256`; training is deterministic), so every distilled student in the table learned from one teacher.
 """
 
 from __future__ import annotations
@@ -105,6 +105,9 @@ def final_model(run_dir: Path, steps: int) -> Path:
     return run_dir / "checkpoints" / f"step_{steps:08d}" / MODEL_FILE
 
 
+TEACHER_KEYS = ("teacher", "teacher_sha256", "teacher_settings_sha256", "teacher_source")
+
+
 def weights_sha256(path: Path) -> str:
     """Digest of a checkpoint's tensors (names and bytes, not the file's metadata)."""
     from safetensors import safe_open
@@ -151,22 +154,30 @@ class Ablation:
         self.nusc = open_nuscenes(self.dataroot, version)
         self._ground_truths: dict[tuple[str, Any], dict] = {}
 
-    def settings_sha256(self) -> str:
-        """What a recorded run depends on: every setting but the list of stages and seeds, and the data."""
+    def settings_sha256(self, stage: str | None) -> str:
+        """What a recorded run depends on (stage None: the teacher; "none": the supervised student; else a
+        distilled one): the ablation's settings but its lists of stages and seeds and its targets, the training
+        and model configs of the networks involved, the distillation's for a distilled run, and the data."""
         from tinybev_ros.model import load_model_config
         from training.teachers import load_teacher_config
 
         models = ("student_config", "teacher_config")
-        settings = {
-            "ablation": _settings_of(self.config, "stages", "seeds", "distill_config", "teacher_train_config"),
-            "distill": dataclasses.asdict(self.distill_run.distill),
-            "student_training": _settings_of(self.train_config, *models),
-            "teacher_training": _settings_of(self.teacher_train_config, *models),
-            "student_model": dataclasses.asdict(load_model_config(self.train_config.model_config_path("student"))),
-            "teacher_model": dataclasses.asdict(
-                load_teacher_config(self.teacher_train_config.model_config_path("teacher"))),
+        settings: dict[str, Any] = {
+            # student_overrides act through the training and distillation configs below
+            "ablation": _settings_of(self.config, "stages", "seeds", "distill_config", "teacher_train_config",
+                                     "student_overrides", "target_nds_gain", "target_gap_recovered"),
             "data": [self.version, sorted(sample["token"] for sample in self.nusc.sample)],
         }
+        if stage != "none":
+            settings["teacher_training"] = _settings_of(self.teacher_train_config, *models)
+            settings["teacher_model"] = dataclasses.asdict(
+                load_teacher_config(self.teacher_train_config.model_config_path("teacher")))
+        if stage is not None:
+            settings["student_training"] = _settings_of(self.train_config, *models)
+            settings["student_model"] = dataclasses.asdict(
+                load_model_config(self.train_config.model_config_path("student")))
+        if stage not in (None, "none"):
+            settings["distill"] = dataclasses.asdict(dataclasses.replace(self.distill_run.distill, stage=stage))
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
     def train_teacher(self) -> Path:
@@ -318,29 +329,32 @@ class Ablation:
     # ------------------------------------------------------------------------------------------- run
     def run(self, report=None, record: dict[str, Any] | None = None) -> dict[str, Any]:
         """Everything not done yet; `report(results)` is called after every evaluated model (partial tables).
-        `record`: the results of an earlier sitting (module docstring); its students are kept as they are."""
-        settings = self.settings_sha256()
+        `record`: the results of an earlier sitting (module docstring): its students made with today's settings
+        are kept as they are; the others are trained again."""
         record = record or {}
-        if record and record.get("settings_sha256") != settings:
-            raise ConfigError("the ablation record beside --table was made with other settings or data (its "
-                              "settings_sha256 differs); move it away to start afresh, or use another --table")
-        kept = record.get("students", {})
+        kept = {name: row for name, row in record.get("students", {}).items()
+                if row.get("settings_sha256") == self.settings_sha256(row.get("stage"))}
+        for name in sorted(set(record.get("students", {})) - set(kept)):
+            log.warning("the record's %s was made with other settings or data: it is trained again", name)
         pending = [(seed, stage) for seed in self.config.seeds for stage in self.config.stages
                    if f"{stage}_seed{seed}" not in kept]
-        results: dict[str, Any] = {"settings_sha256": settings, "eval_sets": self.eval_set_names(), "students": {},
-                                   "validation": {}}
-        if "teacher" in record and all(stage == "none" for _, stage in pending):
-            results.update({key: record[key] for key in ("teacher", "teacher_sha256", "teacher_source")})
+        results: dict[str, Any] = {"eval_sets": self.eval_set_names(), "students": {}, "validation": {}}
+        teacher_settings = self.settings_sha256(None)
+        same_teacher = record.get("teacher_settings_sha256") == teacher_settings
+        if same_teacher and all(stage == "none" for _, stage in pending):
+            results.update({key: record[key] for key in TEACHER_KEYS})
         else:
             teacher_model = self.train_teacher()
             digest = weights_sha256(teacher_model)
-            if record.get("teacher_sha256", digest) != digest:
+            if same_teacher and record["teacher_sha256"] != digest:
                 raise ConfigError(f"the teacher trained again to other weights than the record's ({digest[:12]} != "
-                                  f"{record['teacher_sha256'][:12]}): its distilled students cannot share a table "
-                                  "with new ones; move the record away to start afresh")
+                                  f"{record['teacher_sha256'][:12]}) with the same settings: training does not "
+                                  "reproduce on this machine, so new distilled students cannot share a table with "
+                                  "the recorded ones; move the record away to start afresh")
             source = self.teacher_cache(teacher_model) if self.config.cache_teacher else teacher_model
-            row = record["teacher"] if "teacher" in record else self.evaluate_model(teacher_model, "teacher")
-            results.update(teacher=row, teacher_sha256=digest, teacher_source=str(source))
+            row = record["teacher"] if same_teacher else self.evaluate_model(teacher_model, "teacher")
+            results.update(teacher=row, teacher_sha256=digest, teacher_settings_sha256=teacher_settings,
+                           teacher_source=str(source))
         for seed in self.config.seeds:  # seed-major: a partial ablation already has the verdict's pair
             for stage in self.config.stages:
                 name = f"{stage}_seed{seed}"
@@ -349,7 +363,8 @@ class Ablation:
                     results["validation"][name] = record.get("validation", {}).get(name, [])
                     continue
                 model = self.train_student(stage, seed, Path(results["teacher_source"]))
-                results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student")}
+                results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student"),
+                                             "settings_sha256": self.settings_sha256(stage)}
                 results["validation"][name] = read_validation_log(self.run_dir(stage, seed))
                 write_json(self.out / "ablation.json", results)
                 if report is not None:
@@ -502,8 +517,10 @@ def read_record(path: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"ablation record {path} is not valid JSON ({exc}); move it away to start afresh") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("students"), dict):
-        raise ConfigError(f"ablation record {path} has no 'students' table; move it away to start afresh")
+    if not isinstance(record, dict) or not isinstance(record.get("students"), dict) or (
+            "teacher" in record and not all(key in record for key in TEACHER_KEYS)):
+        raise ConfigError(f"ablation record {path} lacks the 'students' table or the teacher's {TEACHER_KEYS}; "
+                          "move it away to start afresh")
     return record
 
 

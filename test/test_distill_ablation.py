@@ -139,7 +139,7 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
 
     checkpoints = sorted((out / "runs").rglob("model.safetensors")) + sorted((out / "teacher").rglob("*.safetensors"))
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
-    assert main(args) == 0  # everything is done: nothing is trained or evaluated again
+    assert main(args[:9] + args[11:]) == 0  # the work folder alone: everything is done, nothing is trained again
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
     assert json.loads((out / "ablation.json").read_text())["students"] == results["students"]
 
@@ -147,7 +147,9 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     later = tmp_path / "later"
     assert main([*args[:8], str(later), *args[9:]]) == 0
     assert not (later / "runs").exists() and not (later / "teacher").exists()
-    assert json.loads((later / "ablation.json").read_text()) == results
+    here = json.loads((later / "ablation.json").read_text())
+    assert here.pop("teacher_source") == str(later / "teacher_cache")  # this disk's, where the record's was another's
+    assert here == {key: value for key, value in results.items() if key != "teacher_source"}
     assert (tmp_path / "table.md").read_text() == table
 
     # A changed distillation recipe: the supervised run is kept, the distilled one is trained again, from a teacher
@@ -160,6 +162,10 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert rerun["teacher_sha256"] == results["teacher_sha256"]
     assert rerun["students"]["none_seed0"] == results["students"]["none_seed0"]
     assert rerun["students"]["S3_seed0"]["settings_sha256"] != results["students"]["S3_seed0"]["settings_sha256"]
+
+    # The old work folder holds the old recipe's S3 run: refused, not passed off as the new recipe's.
+    assert main([*recipe[:8], str(out), *recipe[11:]]) == 2  # no record: the folder is all it has
+    assert "made with other settings than today's" in capsys.readouterr().err
 
     # A teacher that does not come out as recorded cannot teach new students for the same table: one line, and
     # the record is left as it was.

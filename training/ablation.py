@@ -129,6 +129,25 @@ def _settings_of(config: Any, *paths: str) -> dict[str, Any]:
     return data
 
 
+def _training_settings(config: Any) -> dict[str, Any]:
+    """A TrainConfig's settings without the machine's (cache folder, worker count) and with the ImageNet weights
+    by content (the model configs' contents are digested apart)."""
+    data = _settings_of(config, "student_config", "teacher_config", "backbone_weights")
+    for key in ("cache_dir", "num_workers"):
+        data["data"].pop(key)
+    weights = config.backbone_weights_path()
+    data["backbone_weights_sha256"] = _file_sha256(weights) if weights is not None else ""
+    return data
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def mean_row(rows: dict[str, dict[str, float]]) -> dict[str, float]:
     """Per-metric mean over evaluation sets (NaN where no set has the metric)."""
     keys = list(next(iter(rows.values())))
@@ -161,27 +180,48 @@ class Ablation:
         from tinybev_ros.model import load_model_config
         from training.teachers import load_teacher_config
 
-        models = ("student_config", "teacher_config")
         settings: dict[str, Any] = {
             # student_overrides act through the training and distillation configs below
             "ablation": _settings_of(self.config, "stages", "seeds", "distill_config", "teacher_train_config",
                                      "student_overrides", "target_nds_gain", "target_gap_recovered"),
-            "data": [self.version, sorted(sample["token"] for sample in self.nusc.sample)],
+            "data": self.data_sha256, "device": torch.device(self.device).type,
         }
         if stage != "none":
-            settings["teacher_training"] = _settings_of(self.teacher_train_config, *models)
+            settings["teacher_training"] = _training_settings(self.teacher_train_config)
             settings["teacher_model"] = dataclasses.asdict(
                 load_teacher_config(self.teacher_train_config.model_config_path("teacher")))
         if stage is not None:
-            settings["student_training"] = _settings_of(self.train_config, *models)
+            settings["student_training"] = _training_settings(self.train_config)
             settings["student_model"] = dataclasses.asdict(
                 load_model_config(self.train_config.model_config_path("student")))
         if stage not in (None, "none"):
             settings["distill"] = dataclasses.asdict(dataclasses.replace(self.distill_run.distill, stage=stage))
-        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+    @functools.cached_property
+    def data_sha256(self) -> str:
+        """The dataset's tables by content (the images follow from them for `tinybev synth` data)."""
+        digest = hashlib.sha256(self.version.encode())
+        for table in sorted((Path(self.dataroot) / self.version).glob("*.json")):
+            digest.update(table.name.encode())
+            digest.update(_file_sha256(table).encode())
+        return digest.hexdigest()
+
+    def claim(self, folder: Path, digest: str) -> None:
+        """Mark a work folder with the settings it is made with; refuse one made with others (a resume would
+        otherwise pass an old checkpoint or metric off as today's)."""
+        stamp = folder / "settings_sha256"
+        if stamp.is_file() and stamp.read_text().strip() != digest:
+            raise ConfigError(f"{folder} was made with other settings than today's; move it away (or use another "
+                              "--out) to train it again")
+        if not stamp.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text(stamp, digest + "\n")
 
     def train_teacher(self) -> Path:
         run_dir = self.out / "teacher"
+        self.claim(run_dir, self.settings_sha256(None))
+        self.claim(self.out / "teacher_cache", self.settings_sha256(None))
         model = final_model(run_dir, self.config.teacher_steps)
         if model.is_file():
             return model
@@ -204,6 +244,7 @@ class Ablation:
 
     def train_student(self, stage: str, seed: int, teacher: Path | None) -> Path:
         run_dir = self.run_dir(stage, seed)
+        self.claim(run_dir, self.settings_sha256(stage))
         model = final_model(run_dir, self.config.student_steps)
         if model.is_file():
             return model
@@ -336,13 +377,15 @@ class Ablation:
                 if row.get("settings_sha256") == self.settings_sha256(row.get("stage"))}
         for name in sorted(set(record.get("students", {})) - set(kept)):
             log.warning("the record's %s was made with other settings or data: it is trained again", name)
-        pending = [(seed, stage) for seed in self.config.seeds for stage in self.config.stages
-                   if f"{stage}_seed{seed}" not in kept]
-        results: dict[str, Any] = {"eval_sets": self.eval_set_names(), "students": {}, "validation": {}}
+        pending = [(seed, stage) for seed, stage in self.run_order() if f"{stage}_seed{seed}" not in kept]
+        # Every kept run is in the results from the start, so a sitting cut short still writes them all back.
+        results: dict[str, Any] = {"eval_sets": self.eval_set_names(), "students": kept,
+                                   "validation": {name: record.get("validation", {}).get(name, []) for name in kept}}
         teacher_settings = self.settings_sha256(None)
         same_teacher = record.get("teacher_settings_sha256") == teacher_settings
         if same_teacher and all(stage == "none" for _, stage in pending):
             results.update({key: record[key] for key in TEACHER_KEYS})
+            results["teacher_source"] = str(self.out / "teacher_cache")  # the record's is another disk's
         else:
             teacher_model = self.train_teacher()
             digest = weights_sha256(teacher_model)
@@ -355,25 +398,27 @@ class Ablation:
             row = record["teacher"] if same_teacher else self.evaluate_model(teacher_model, "teacher")
             results.update(teacher=row, teacher_sha256=digest, teacher_settings_sha256=teacher_settings,
                            teacher_source=str(source))
-        for seed in self.config.seeds:  # seed-major: a partial ablation already has the verdict's pair
-            for stage in self.config.stages:
-                name = f"{stage}_seed{seed}"
-                if name in kept:
-                    results["students"][name] = kept[name]
-                    results["validation"][name] = record.get("validation", {}).get(name, [])
-                    continue
-                model = self.train_student(stage, seed, Path(results["teacher_source"]))
-                results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student"),
-                                             "settings_sha256": self.settings_sha256(stage)}
-                results["validation"][name] = read_validation_log(self.run_dir(stage, seed))
-                write_json(self.out / "ablation.json", results)
-                if report is not None:
-                    report(results)
+        order = {name: i for i, name in enumerate(f"{stage}_seed{seed}" for seed, stage in self.run_order())}
+        for seed, stage in pending:
+            name = f"{stage}_seed{seed}"
+            model = self.train_student(stage, seed, Path(results["teacher_source"]))
+            results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student"),
+                                         "settings_sha256": self.settings_sha256(stage)}
+            results["validation"][name] = read_validation_log(self.run_dir(stage, seed))
+            for key in ("students", "validation"):
+                results[key] = dict(sorted(results[key].items(), key=lambda item: order.get(item[0], len(order))))
+            write_json(self.out / "ablation.json", results)
+            if report is not None:
+                report(results)
         if not pending:
             write_json(self.out / "ablation.json", results)
             if report is not None:
                 report(results)
         return results
+
+    def run_order(self) -> list[tuple[int, str]]:
+        """(seed, stage), seed-major: a partial ablation already has the verdict's pair."""
+        return [(seed, stage) for seed in self.config.seeds for stage in self.config.stages]
 
 
 # --------------------------------------------------------------------------------------------- table
@@ -518,7 +563,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"ablation record {path} is not valid JSON ({exc}); move it away to start afresh") from exc
     if not isinstance(record, dict) or not isinstance(record.get("students"), dict) or (
-            "teacher" in record and not all(key in record for key in TEACHER_KEYS)):
+            record["students"] and not all(key in record for key in TEACHER_KEYS)):
         raise ConfigError(f"ablation record {path} lacks the 'students' table or the teacher's {TEACHER_KEYS}; "
                           "move it away to start afresh")
     return record

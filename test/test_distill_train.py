@@ -6,6 +6,7 @@ Small models (the CPU-ablation configs: 64x192 images, 2 m grid), two samples pe
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,25 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     assert set(load_file(str(checkpoint / MODEL_FILE))) == student_keys
     model, _ = load_checkpoint(checkpoint / MODEL_FILE)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in spec.model.parameters())
+
+    # The probe: every weighted term's gradient against the supervised one, on the trained checkpoint.
+    probe = tmp_path / "probe.json"
+    assert main(["distill-probe", "--config", str(distill_yaml), "--teacher", str(cache), "--student",
+                 str(checkpoint / MODEL_FILE), "--dataroot", str(synth_dataset.dataroot), "--version",
+                 synth_dataset.version, "--batches", "2", "--out", str(probe)]) == 0
+    figures = json.loads(probe.read_text())
+    assert figures["batches"] == 2 and figures["sum_error"] < 0.05  # the summands' gradients add up to the total's
+    rows = figures["terms"]
+    assert {"supervised", "feature", "attention", "heatmap", "map"} <= set(rows)
+    assert rows["supervised"]["all"]["cosine"] == pytest.approx(1.0) and rows["supervised"]["all"]["ratio"] == 1.0
+    for name, row in rows.items():
+        assert {"camera", "encoder", "heads", "all"} <= set(row), name
+        # a term moves the student exactly when it is non-zero (untrained teacher: no detections, no heatmap term)
+        assert (row["all"]["norm"] > 0) == (row["value"] != 0), name
+        assert row["all"]["norm"] == 0 or -1.0 <= row["all"]["cosine"] <= 1.0, name
+    assert rows["feature"]["value"] > 0 and rows["map"]["value"] > 0
+    # Feature imitation reaches the heads only through the pre-head map, never the heads' own layers.
+    assert rows["feature"]["heads"]["norm"] < 1e-6 * rows["feature"]["camera"]["norm"] + 1e-12
 
     # Resume continues with the distillation state, and a step later every KD term is finite.
     config = dataclasses.replace(train, steps=2)

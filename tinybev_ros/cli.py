@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train", "supervised training of the student or the teacher (torchrun for several GPUs)"),
     "teacher-cache": ("training.teachers.caching", "run a teacher once over dataset splits into a teacher cache"),
     "distill": ("training.distill", "train the student with cross-modal distillation from a teacher (S1/S2/S3)"),
+    "distill-probe": ("training.distillation.probe", "each distillation term's gradient against the ground truth's"),
     "ablate": ("training.ablation", "teacher once, then the student without and with S1/S2/S3 distillation: one table"),
     "run": ("tinybev_ros.ros.run", "start tinybev_node with its params file (and replay a bag) without ros2 launch"),
     "bag": ("tinybev_ros.ros.bag.cli", "nuScenes -> rosbag2 conversion, and bag play/record without rosbag2"),

@@ -103,12 +103,17 @@ def average(probes: list[dict[str, Any]]) -> dict[str, Any]:
     return {"batches": len(probes), "terms": terms, "sum_error": max(p["sum_error"] for p in probes)}
 
 
+def _figure(value: float | None, spec: str) -> str:
+    """n/a where there is nothing to compare (a term without gradient there; NaN is null once saved as JSON)."""
+    return "n/a" if value is None or math.isnan(value) else format(value, spec)
+
+
 def render(result: dict[str, Any]) -> str:
     parts = [key for key in next(iter(result["terms"].values())) if key != "value"]
     header = "| term | weighted value | " + " | ".join(f"{p}: norm ratio, cos" for p in parts) + " |"
     lines = [header, "|" + "---|" * (2 + len(parts))]
     for name, row in result["terms"].items():
-        cells = [f"{row[p]['ratio']:.2f}, {row[p]['cosine']:+.2f}" for p in parts]
+        cells = [f"{_figure(row[p]['ratio'], '.2f')}, {_figure(row[p]['cosine'], '+.2f')}" for p in parts]
         lines.append(f"| {name} | {row['value']:.4f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + (f"\n\n(mean over {result['batches']} batches; norm ratio = the term's gradient norm / "
                                f"the supervised one's; per-term gradients add up to the total's within "

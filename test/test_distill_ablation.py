@@ -174,3 +174,20 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert main(args) == 2  # today's recipe: S3 must be trained again, from a teacher that differs from the record
     assert "trained again to other weights" in capsys.readouterr().err
     assert (tmp_path / "table.json").read_bytes() == record
+
+
+def test_documented_ablation_is_the_table_its_figures_give() -> None:
+    """docs/ablation_worlds_table.md (and the README's copy) must be what report_text makes of the figures saved
+    beside it (the record a later sitting resumes from): the verdict is computed from the runs, never typed."""
+    import json
+    from pathlib import Path
+
+    from training.ablation import TEACHER_KEYS, report_text
+
+    repo = Path(__file__).resolve().parent.parent
+    results = json.loads((repo / "docs" / "ablation_worlds_table.json").read_text())
+    config = load_ablation_config(repo / "config" / "ablation_worlds.yaml")
+    text, _ = report_text(results, config)
+    assert (repo / "docs" / "ablation_worlds_table.md").read_text() == text
+    assert results["students"] and all(key in results for key in TEACHER_KEYS)
+    assert text in (repo / "README.md").read_text(), "README's copy of the ablation table is not the table"

@@ -45,6 +45,7 @@ from tinybev_ros.atomic_file import write_text
 from tinybev_ros.config import load_yaml, path_field, resolve_relative
 from tinybev_ros.errors import ConfigError
 from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.release import sha256
 from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
 from training.data import cache_root, collate, move_batch
@@ -55,6 +56,7 @@ from training.evaluation.report import metric_at, summary_row, write_json
 from training.evaluation.suite import evaluate, load_ground_truths
 from training.evaluation.worlds import world
 from training.metrics.speed import measure_latency
+from training.sample_cache import dataset_fingerprint
 from training.splits import devkit_split, split_sample_tokens
 from training.teachers import load_teacher_checkpoint
 from training.teachers.caching import cache_splits
@@ -136,16 +138,8 @@ def _training_settings(config: Any) -> dict[str, Any]:
     for key in ("cache_dir", "num_workers"):
         data["data"].pop(key)
     weights = config.backbone_weights_path()
-    data["backbone_weights_sha256"] = _file_sha256(weights) if weights is not None else ""
+    data["backbone_weights_sha256"] = sha256(weights) if weights is not None else ""
     return data
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mean_row(rows: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -184,7 +178,7 @@ class Ablation:
             # student_overrides act through the training and distillation configs below
             "ablation": _settings_of(self.config, "stages", "seeds", "distill_config", "teacher_train_config",
                                      "student_overrides", "target_nds_gain", "target_gap_recovered"),
-            "data": self.data_sha256, "device": torch.device(self.device).type,
+            "data": self.data_fingerprint, "device": torch.device(self.device).type,
         }
         if stage != "none":
             settings["teacher_training"] = _training_settings(self.teacher_train_config)
@@ -199,13 +193,9 @@ class Ablation:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
     @functools.cached_property
-    def data_sha256(self) -> str:
+    def data_fingerprint(self) -> str:
         """The dataset's tables by content (the images follow from them for `tinybev synth` data)."""
-        digest = hashlib.sha256(self.version.encode())
-        for table in sorted((Path(self.dataroot) / self.version).glob("*.json")):
-            digest.update(table.name.encode())
-            digest.update(_file_sha256(table).encode())
-        return digest.hexdigest()
+        return dataset_fingerprint(self.dataroot, self.version)
 
     def claim(self, folder: Path, digest: str) -> None:
         """Mark a work folder with the settings it is made with; refuse one made with others (a resume would
@@ -220,8 +210,9 @@ class Ablation:
 
     def train_teacher(self) -> Path:
         run_dir = self.out / "teacher"
-        self.claim(run_dir, self.settings_sha256(None))
-        self.claim(self.out / "teacher_cache", self.settings_sha256(None))
+        settings = self.settings_sha256(None)
+        self.claim(run_dir, settings)
+        self.claim(self.out / "teacher_cache", settings)
         model = final_model(run_dir, self.config.teacher_steps)
         if model.is_file():
             return model

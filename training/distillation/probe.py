@@ -1,4 +1,4 @@
-"""`tinybev distill-probe`: what each distillation term does to the student's gradient, measured in a minute
+"""`tinybev distill-probe`: what each distillation term does to the student's gradient, measured in minutes
 instead of guessed from a 40-minute run.
 
 For a few training batches of a distillation setup (its YAML, its teacher, a fresh student or a checkpoint), the
@@ -29,26 +29,22 @@ from training.distill import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
 from training.evaluation.report import write_json
 
-log = logging.getLogger(__name__)
-
 
 def parameter_parts(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
-    """Trainable parameters by top-level child of the student (camera, encoder, heads), plus "all"."""
+    """Trainable parameters by top-level child of the student (camera, encoder, heads)."""
     parts: dict[str, list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             parts.setdefault(name.split(".")[0], []).append(parameter)
-    parts["all"] = [p for group in list(parts.values()) for p in group]
     return parts
 
 
 def weighted_terms(trainer: DistillTrainer, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The summands of the total loss: the supervised one and each weighted distillation term."""
-    out = {"supervised": trainer.distill.supervised * terms["supervised" if trainer.kd else "total"]}
-    if trainer.kd is not None:
-        for name, weight in trainer.kd.weights.items():
-            if f"kd_{name}" in terms:
-                out[name] = weight * terms[f"kd_{name}"]
+    out = {"supervised": trainer.distill.supervised * terms["supervised"]}
+    for name, weight in trainer.kd.weights.items():
+        if f"kd_{name}" in terms:
+            out[name] = weight * terms[f"kd_{name}"]
     return out
 
 
@@ -60,7 +56,7 @@ def _flat(grads: tuple[torch.Tensor | None, ...], parameters: list[torch.nn.Para
 def probe_batch(trainer: DistillTrainer, batch: dict[str, Any]) -> dict[str, Any]:
     """One batch: per term, its value and per part its gradient norm and cosine with the supervised gradient."""
     parts = parameter_parts(trainer.model)
-    everything = parts["all"]
+    everything = [p for group in parts.values() for p in group]
     trainer.wrapped.train()
     terms = trainer.losses(move_batch(batch, trainer.device))
     summands = weighted_terms(trainer, terms)
@@ -69,8 +65,6 @@ def probe_batch(trainer: DistillTrainer, batch: dict[str, Any]) -> dict[str, Any
     total = _flat(torch.autograd.grad(terms["total"], everything, allow_unused=True), everything)
     spans, start = {}, 0
     for part, parameters in parts.items():
-        if part == "all":
-            continue
         size = sum(p.numel() for p in parameters)
         spans[part] = slice(start, start + size)
         start += size
@@ -82,7 +76,7 @@ def probe_batch(trainer: DistillTrainer, batch: dict[str, Any]) -> dict[str, Any
             g, s = grad[span].double(), grads["supervised"][span].double()  # float32 sums drift over 10M cells
             norm, reference = float(g.norm()), float(s.norm())
             row[part] = {"norm": norm, "ratio": norm / reference if reference > 0 else math.nan,
-                         "cosine": float((torch.dot(g, s) / (g.norm() * s.norm())).clamp(-1.0, 1.0))
+                         "cosine": min(1.0, max(-1.0, float(torch.dot(g, s)) / (norm * reference)))
                          if norm and reference else math.nan}
         rows[name] = row
     summed = torch.stack(list(grads.values())).sum(0)

@@ -27,7 +27,7 @@ setup(
         "console_scripts": [
             "tinybev = tinybev_ros.cli:main",
             "nuscenes_to_bag = tinybev_ros.ros.bag.nuscenes_to_bag:main",
-            "tinybev_node = tinybev_ros.ros.perception_node:main",
+            "tinybev_node = tinybev_ros.ros.node_main:main",
         ],
     },
 )

@@ -207,17 +207,23 @@ def test_run_refuses_record_targets_that_would_destroy_data(scene_bag, tmp_path)
     assert _tree_digest(scene_bag) == before
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_a_stopped_run_leaves_no_process_behind(scene_bag, tmp_path, how):
+@pytest.mark.parametrize("how, when", [(signal.SIGKILL, "playing"), (signal.SIGINT, "playing"),
+                                       (signal.SIGINT, "starting")],
+                         ids=["SIGKILL-playing", "SIGINT-playing", "SIGINT-while-the-node-starts"])
+def test_a_stopped_run_leaves_no_process_behind(scene_bag, tmp_path, how, when):
     marker = f"score_threshold:=0.3{time.monotonic_ns() % 10**6:06d}"  # on the node's command line only
     run = subprocess.Popen([sys.executable, "-m", "tinybev_ros.cli", "run", "--bag", str(scene_bag), "--rate", "0.2",
                             "--device", "cpu", "-p", marker, "--record", str(tmp_path / "out")],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # the node, the recorder and the player are all up (the player's command line names the bag)
-        _wait_until(lambda: _processes_with(marker) and _processes_with(f"bag play {scene_bag}"), 180,
-                    "tinybev run started the node and the player")
-        time.sleep(1.0)  # past the player's interpreter start-up (a signal inside it is Python's, not ours)
+        if when == "playing":  # the node, the recorder and the player are all up (the player's command names the bag)
+            _wait_until(lambda: _processes_with(marker) and _processes_with(f"bag play {scene_bag}"), 180,
+                        "tinybev run started the node and the player")
+            time.sleep(1.0)  # past the player's interpreter start-up (a signal inside it is Python's, not ours)
+        else:  # while `tinybev run` waits on the ROS graph for the node to subscribe
+            _wait_until(lambda: _processes_with(marker), 180, "tinybev run started the node")
+            time.sleep(1.0)
+            assert not _processes_with(f"bag play {scene_bag}"), "the node started before the signal; no test"
         run.send_signal(how)
         _, stderr = run.communicate(timeout=60)
         if how == signal.SIGINT:

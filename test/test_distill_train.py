@@ -18,7 +18,7 @@ from tinybev_ros.checkpoint import load_checkpoint, save_checkpoint
 from tinybev_ros.cli import main
 from tinybev_ros.model import build_student
 from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint, load_train_state
-from training.config import load_train_config
+from training.config import LossRamp, load_train_config
 from training.distill import DistillTrainer, open_teacher
 from training.distillation.config import DistillConfig, load_distill_config
 from training.model_adapter import build_model_spec
@@ -106,8 +106,17 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     restored = trainer.kd.state_dict()
     for key in adapters:
         assert torch.equal(restored[key].cpu(), state["distill"][key])
+    # Imitating a ramped task follows that task's ramp (step 1 of 4: half weight); the other terms do not.
+    trainer.config = dataclasses.replace(config, loss_ramp=LossRamp(steps=4, tasks=("plan", "motion_reg")))
+    ramped = trainer.kd_weights()
+    assert ramped["plan"] == pytest.approx(trainer.kd.weights["plan"] / 2)
+    assert ramped["motion_traj"] == pytest.approx(trainer.kd.weights["motion_traj"] / 2)
+    assert {name: ramped[name] for name in ("feature", "map", "occupancy", "motion_mode")} == {
+        name: trainer.kd.weights[name] for name in ("feature", "map", "occupancy", "motion_mode")}
     trainer.fit()
     record = trainer.history[-1]
+    assert record["kd_total"] == pytest.approx(sum(w * record[f"kd_{name}"] for name, w in ramped.items()
+                                                   if f"kd_{name}" in record), rel=1e-5)
     kd_terms = {k: v for k, v in record.items() if k.startswith("kd_")}
     assert {"kd_feature", "kd_attention", "kd_map", "kd_occupancy", "kd_plan", "kd_total"} <= set(kd_terms)
     assert all(torch.isfinite(torch.tensor(v)) for v in kd_terms.values())

@@ -44,12 +44,15 @@ class LossRamp:
         if unknown or self.steps < 0:
             raise ValueError(f"loss_ramp: tasks {unknown} are not loss terms ({sorted(known)}) or steps < 0")
 
+    def share(self, task: str | None, step: int) -> float:
+        """The fraction of its full weight that `task` has at optimiser step `step` (0-based); 1 if not ramped."""
+        if task not in self.tasks or self.steps <= 0 or step >= self.steps:
+            return 1.0
+        return (step + 1) / self.steps
+
     def weights(self, loss: LossWeights, step: int) -> LossWeights:
-        """`loss` with the ramped tasks scaled for optimiser step `step` (0-based)."""
-        if self.steps <= 0 or step >= self.steps:
-            return loss
-        share = (step + 1) / self.steps
-        return dataclasses.replace(loss, **{name: getattr(loss, name) * share for name in self.tasks})
+        """`loss` with the ramped tasks scaled for optimiser step `step`."""
+        return dataclasses.replace(loss, **{name: getattr(loss, name) * self.share(name, step) for name in self.tasks})
 
 
 @dataclass

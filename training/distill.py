@@ -32,6 +32,12 @@ from training.train import Trainer, add_override_arguments, fit_to_end, override
 
 log = logging.getLogger(__name__)
 
+# Distillation terms that imitate a ramped task (training/config.py `LossRamp`) follow its ramp: before the BEV
+# features carry geometry the teacher's plan or forecast is as hard to follow as the ground truth's (measured,
+# unramped: over S3's first 60 steps the plan imitation, 9-12 m at weight 0.5, was the largest weighted term while
+# the supervised plan it mirrors was ramped to nearly 0).
+RAMPED_WITH = {"motion_traj": "motion_reg", "motion_mode": "motion_cls", "occupancy": "occupancy", "plan": "plan"}
+
 
 def open_teacher(path: str | Path, device: torch.device) -> Any:
     """A Teacher (training/teachers) from a teacher checkpoint file or a teacher-cache directory."""
@@ -95,11 +101,16 @@ class DistillTrainer(Trainer):
                 teacher = self.teacher(batch)
                 if not getattr(self.teacher, "needs_lidar", False):  # a cache: un-moved maps, move them
                     teacher = warp_teacher_output(teacher, batch["bev_transform"], self.grid)
-            kd = self.kd(outputs, teacher.features, teacher.outputs, batch["targets"])
+            kd = self.kd(outputs, teacher.features, teacher.outputs, batch["targets"], self.kd_weights())
         terms["supervised"] = terms["total"]
         terms.update(kd)
         terms["total"] = self.distill.supervised * terms["supervised"] + kd["kd_total"]
         return terms
+
+    def kd_weights(self) -> dict[str, float]:
+        """This step's weight of each distillation term: imitating a task follows that task's loss ramp."""
+        ramp = self.config.loss_ramp
+        return {name: weight * ramp.share(RAMPED_WITH.get(name), self.step) for name, weight in self.kd.weights.items()}
 
     def extra_state(self) -> dict[str, Any]:
         return {"distill_stage": self.distill.stage,

@@ -395,10 +395,10 @@ STARTUP_ERRORS = (NodeConfigError, CheckpointError, ParameterException)
 def main(args: list[str] | None = None) -> None:
     from tinybev_ros.ros.dds import use_large_message_profile
 
-    use_large_message_profile()  # before this process's first DDS participant: camera bursts need the big segment
-    rclpy.init(args=args)
     node = None
     try:
+        use_large_message_profile()  # before this process's first DDS participant: camera bursts need the big segment
+        rclpy.init(args=args)
         try:
             node = PerceptionNode()
         except STARTUP_ERRORS as exc:  # the user's parameters or files: one line, no traceback, exit 2

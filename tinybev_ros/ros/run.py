@@ -40,7 +40,7 @@ def output_topics(checkpoint: str) -> list[str]:
 
 
 def node_command(params: Path, checkpoint: str, device: str, sim_time: bool, overrides: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "tinybev_ros.ros.perception_node", "--ros-args", "--params-file", str(params),
+    cmd = [sys.executable, "-m", "tinybev_ros.ros.node_main", "--ros-args", "--params-file", str(params),
            "-r", f"__ns:={NAMESPACE}", *remap_arguments(PerceptionNodeConfig().cameras),
            "-p", f"use_sim_time:={'true' if sim_time else 'false'}", "-p", f"device:={device}"]
     if checkpoint:
@@ -61,10 +61,13 @@ class GraphWatcher:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
         from vision_msgs.msg import Detection3DArray
 
         self.rclpy = rclpy
-        rclpy.init()
+        # No rclpy signal handlers: a Ctrl-C is Python's KeyboardInterrupt wherever it lands (rclpy's own handler
+        # shuts the context down under a spin_once, which then raised its shutdown error instead of exiting 130).
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("tinybev_run_watcher")
         self.last_output = time.monotonic()
         self.outputs = 0

@@ -19,7 +19,7 @@ The EMA of the adaptive rule advances only when gradients are enabled (training 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -107,7 +107,9 @@ class DistillationLoss(nn.Module):
         return decompose_regions(targets, teacher_outputs["heatmap"], shape, self.cell_size, self.config.regions.gamma)
 
     def forward(self, student_outputs: dict, teacher_features: Sequence[torch.Tensor], teacher_outputs: dict,
-                targets: dict) -> dict[str, torch.Tensor]:
+                targets: dict, weights: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
+        """`weights`: this step's weight of each active term (default: the config's, `self.weights`)."""
+        weights = self.weights if weights is None else weights
         terms: dict[str, torch.Tensor] = {}
         student_heatmap = student_outputs["heatmap"]
         regions = self.regions(student_heatmap, teacher_outputs, targets)
@@ -118,7 +120,7 @@ class DistillationLoss(nn.Module):
         terms.update(self.output_terms(student_outputs, teacher_outputs, targets, regions, scale))
         if torch.is_grad_enabled():
             self.adaptive.update(regions, torch.sigmoid(student_heatmap.detach().float()).amax(1))
-        total = sum(self.weights[name] * value for name, value in terms.items())
+        total = sum(weights[name] * value for name, value in terms.items())
         terms = {f"kd_{name}": value for name, value in terms.items()}
         terms["kd_total"] = total if isinstance(total, torch.Tensor) else student_heatmap.new_zeros(())
         return terms

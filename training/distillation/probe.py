@@ -42,7 +42,7 @@ def parameter_parts(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter
 def weighted_terms(trainer: DistillTrainer, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The summands of the total loss: the supervised one and each weighted distillation term."""
     out = {"supervised": trainer.distill.supervised * terms["supervised"]}
-    for name, weight in trainer.kd.weights.items():
+    for name, weight in trainer.kd_weights().items():
         if f"kd_{name}" in terms:
             out[name] = weight * terms[f"kd_{name}"]
     return out

@@ -93,6 +93,9 @@ def test_ablation_configs_load() -> None:
     assert Path(worlds.teacher_train_config).name == "train_tiny_teacher.yaml"
     with pytest.raises(ConfigError, match="stages"):
         load_ablation_config(config_dir / "ablation_tiny.yaml", ("stages=[S9]",))
+    # The verdict's pairs of every seed come first: a partial ablation knows the seed spread of none and S3.
+    assert worlds.run_order() == [(0, "none"), (0, "S3"), (1, "none"), (1, "S3"),
+                                  (0, "S1"), (0, "S2"), (1, "S1"), (1, "S2")]
 
 
 def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resumes(synth_dataset, tmp_path,

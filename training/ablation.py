@@ -96,6 +96,13 @@ class AblationConfig:
         if unknown or not self.seeds:
             raise ValueError(f"ablation: stages {unknown} unknown (known {STAGES}) or no seeds")
 
+    def run_order(self) -> list[tuple[int, str]]:
+        """(seed, stage): the verdict's pair (none, S3) of every seed first, then the other stages, seed-major in
+        each group, so a partial ablation answers the verdict's question, with its seed spread, first."""
+        pair = [stage for stage in self.stages if stage in ("none", "S3")]
+        rest = [stage for stage in self.stages if stage not in pair]
+        return [(seed, stage) for group in (pair, rest) for seed in self.seeds for stage in group]
+
 
 def load_ablation_config(path: str | Path, overrides: tuple[str, ...] = ()) -> AblationConfig:
     config = load_yaml(AblationConfig, path, overrides)
@@ -368,7 +375,7 @@ class Ablation:
                 if row.get("settings_sha256") == self.settings_sha256(row.get("stage"))}
         for name in sorted(set(record.get("students", {})) - set(kept)):
             log.warning("the record's %s was made with other settings or data: it is trained again", name)
-        pending = [(seed, stage) for seed, stage in self.run_order() if f"{stage}_seed{seed}" not in kept]
+        pending = [(seed, stage) for seed, stage in self.config.run_order() if f"{stage}_seed{seed}" not in kept]
         # Every kept run is in the results from the start, so a sitting cut short still writes them all back.
         results: dict[str, Any] = {"eval_sets": self.eval_set_names(), "students": kept,
                                    "validation": {name: record.get("validation", {}).get(name, []) for name in kept}}
@@ -389,7 +396,7 @@ class Ablation:
             row = record["teacher"] if same_teacher else self.evaluate_model(teacher_model, "teacher")
             results.update(teacher=row, teacher_sha256=digest, teacher_settings_sha256=teacher_settings,
                            teacher_source=str(source))
-        order = {name: i for i, name in enumerate(f"{stage}_seed{seed}" for seed, stage in self.run_order())}
+        order = {name: i for i, name in enumerate(f"{stage}_seed{seed}" for seed, stage in self.config.run_order())}
         for seed, stage in pending:
             name = f"{stage}_seed{seed}"
             model = self.train_student(stage, seed, Path(results["teacher_source"]))
@@ -406,10 +413,6 @@ class Ablation:
             if report is not None:
                 report(results)
         return results
-
-    def run_order(self) -> list[tuple[int, str]]:
-        """(seed, stage), seed-major: a partial ablation already has the verdict's pair."""
-        return [(seed, stage) for seed in self.config.seeds for stage in self.config.stages]
 
 
 # --------------------------------------------------------------------------------------------- table

@@ -33,7 +33,8 @@ def test_launch_file_is_valid_python_naming_real_executables_and_files():
     assert "generate_launch_description" in functions
     strings = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     setup = (REPO / "setup.py").read_text()
-    assert "tinybev_node" in strings and "tinybev_node = tinybev_ros.ros.perception_node:main" in setup
+    assert "tinybev_node" in strings and "tinybev_node = tinybev_ros.ros.node_main:main" in setup
+    assert callable(importlib.import_module("tinybev_ros.ros.node_main").main)
     assert {"tinybev.yaml", "tinybev.rviz"} <= strings
     assert (REPO / "config" / "tinybev.yaml").exists() and (REPO / "config" / "tinybev.rviz").exists()
     for argument in ("checkpoint", "use_sim_time", "rviz", "bag", "params_file"):

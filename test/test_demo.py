@@ -42,6 +42,7 @@ def demo_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "demo_out"
     result = subprocess.run([sys.executable, "-m", "tinybev_ros.cli", "demo", "--out", str(out), "--device", "cpu"],
                             capture_output=True, text=True, timeout=900)
+    (out.parent / "demo.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert f"metrics in {out / 'metrics.md'}" in result.stdout
     return out
@@ -56,7 +57,8 @@ def test_demo_writes_every_artefact(demo_out, documented):
     summary = json.loads((demo_out / "summary.json").read_text())
     frames = summary["frames"]
     # playback starts after discovery and the node queues frames: every keyframe of the scene is published
-    assert frames["published_by_node"] == frames["keyframes"] == documented["frames"]["keyframes"]
+    assert frames["published_by_node"] == frames["keyframes"] == documented["frames"]["keyframes"], (
+        (demo_out.parent / "demo.log").read_text()[-3000:])
     with Reader(demo_out / "outputs") as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
     for topic in OUTPUT_TOPICS:

@@ -116,6 +116,10 @@ class Rosie:
         return t
 
     def send_calibration(self, nan_camera: str | None = None) -> None:
+        self.send_tf_static()
+        self.send_camera_infos(nan_camera)
+
+    def send_tf_static(self) -> None:
         transforms = []
         for camera in CAMERA_NAMES:
             sensor_to_ego = self.rig.cameras[camera].sensor_to_ego  # the optical frame in base_link
@@ -126,7 +130,6 @@ class Rosie:
             else:
                 transforms.append(self.transform("base_link", camera, sensor_to_ego))
         self.tf_static.publish(TFMessage(transforms=transforms))
-        self.send_camera_infos(nan_camera)
 
     def camera_info(self, camera: str, stamp_ns: int = 0, nan: bool = False) -> CameraInfo:
         k = self.rig.cameras[camera].intrinsic.copy()
@@ -365,6 +368,54 @@ def test_a_rep105_tree_with_optical_frames_and_best_effort_camera_info(ros_conte
     finally:
         stop_node(node)
     assert "Traceback" not in (tmp_path / "node.log").read_text()
+
+
+def test_reliable_images_for_replay_and_a_best_effort_driver_named(ros_context, untrained_checkpoint, tmp_path):
+    """image_reliability:=reliable (what `tinybev demo` sets for scoring every frame) reads a reliable publisher;
+    a best-effort camera driver cannot match it, and the node says so in /diagnostics and its log."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    log = tmp_path / "node.log"
+    node = start_node(untrained_checkpoint, log, "image_reliability:=reliable")
+    rosie = Rosie(scale=0.25)
+    try:
+        wait_subscribed(rosie, node)
+        rosie.calibrate(node)
+        stamp = rosie.send_frame(1_532_402_927_000_000_000)
+        rosie.spin_until(lambda: rosie.outputs(), 60, node)
+        assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
+        assert "fault_incompatible_qos" not in rosie.diagnostics()
+        driver = rosie.node.create_publisher(CompressedImage, image_topic("CAM_FRONT"), qos_profile_sensor_data)
+        rosie.spin_until(lambda: "fault_incompatible_qos" in rosie.diagnostics(), 30, node)
+        assert driver.get_subscription_count() == 0
+    finally:
+        stop_node(node)
+    text = log.read_text()
+    assert "CAM_FRONT/image_rect/compressed: a publisher's QoS does not match the subscription (policy RELIABILITY)" \
+        in text
+    assert "needs image_reliability:=best_effort" in text
+
+
+def test_the_first_frame_waits_for_a_camera_info_that_follows_its_image(ros_context, untrained_checkpoint,
+                                                                          tmp_path):
+    """The executor may deliver the image that completes the first set before that camera's CameraInfo (a loaded
+    machine skipped the first keyframe of a replay so): here every CameraInfo comes 0.1 s after the images."""
+    node = start_node(untrained_checkpoint, tmp_path / "node.log")
+    rosie = Rosie(scale=0.25)
+    rosie.infos_with_frames = False
+    try:
+        wait_subscribed(rosie, node)
+        rosie.send_tf_static()
+        rosie.spin_until(lambda: rosie.diagnostics().get("cameras_with_writers") == "6/6", 30, node)
+        stamp = rosie.send_frame(1_532_402_927_000_000_000)
+        later = time.monotonic() + 0.1
+        rosie.spin_until(lambda: time.monotonic() >= later, 5, node)
+        rosie.send_camera_infos()
+        rosie.spin_until(lambda: rosie.outputs(), 60, node)
+        assert M.to_ns(rosie.outputs()[0].header.stamp) == stamp
+        assert "fault_no_camera_info" not in rosie.diagnostics()
+    finally:
+        stop_node(node)
 
 
 def test_a_namespaced_node_with_its_inputs_remapped(ros_context, untrained_checkpoint, tmp_path):

@@ -44,6 +44,12 @@ class PerceptionNodeConfig:
                                  "(2 threads; its Python spin loop took most of a core from inference: 8 of 60 frame "
                                  "sets published at 6 Hz on 2 cores, against 60 of 60 with single)",
                        choices=("single", "multi"))
+    image_reliability: str = _p("best_effort", "QoS reliability of the image and camera_info subscriptions: "
+                                               "best_effort (live: matches any camera driver; a late image is "
+                                               "dropped, never waited for) or reliable (replay for evaluation: no "
+                                               "image lost on a busy machine; matches reliable publishers only, as "
+                                               "`bag play` is)",
+                                choices=("best_effort", "reliable"))
     image_transport: str = _p("compressed", "compressed (sensor_msgs/CompressedImage) or raw (sensor_msgs/Image)",
                               choices=("compressed", "raw"))
     compressed_topic: str = _p(COMPRESSED_IMAGE, "compressed image topic (image_transport naming, relative: "

@@ -34,7 +34,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
@@ -52,10 +52,8 @@ from tinybev_ros.taxonomy import MAP_CLASSES
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-CAMERA_INFO_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
-# Sensor-data QoS (best effort) with a deeper queue than its 5: while the inference thread holds the GIL the
-# callbacks fall behind, and a 12 Hz camera would lose frames in the reader's queue before the synchronizer sees them.
-IMAGE_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+CAMERA_INFO_GRACE_S = 0.5  # a frame set whose CameraInfo has never arrived waits this long for it
+IMAGE_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
 class PerceptionNode(Node):
@@ -94,19 +92,25 @@ class PerceptionNode(Node):
             allow_missing=cfg.allow_missing_cameras, missing_timeout_ns=int(cfg.missing_camera_timeout_ms * 1e6)))
 
         raw = cfg.image_transport == "raw"
+        # Sensor-data QoS with a deeper queue than its 5: while the inference thread holds the GIL the callbacks fall
+        # behind, and a 12 Hz camera would lose frames in the reader's queue before the synchronizer sees them.
+        image_qos = QoSProfile(depth=20, reliability=IMAGE_RELIABILITY[cfg.image_reliability],
+                               durability=DurabilityPolicy.VOLATILE)
+        camera_info_qos = QoSProfile(depth=10, reliability=image_qos.reliability)
         # Image writers matched per camera (DDS match events): best-effort images sent before the match are lost,
         # so a replay tool can wait for "cameras_with_writers" in /diagnostics before it starts publishing.
         self.camera_writers: Counter[str] = Counter()
         for camera in cfg.cameras:
             topic = (cfg.raw_topic if raw else cfg.compressed_topic).format(camera=camera)
-            matched = SubscriptionEventCallbacks(
-                matched=lambda info, c=camera: self.camera_writers.__setitem__(c, info.current_count))
+            events = SubscriptionEventCallbacks(
+                matched=lambda info, c=camera: self.camera_writers.__setitem__(c, info.current_count),
+                message_lost=lambda info, c=camera: self._on_images_lost(c, info.total_count_change),
+                incompatible_qos=lambda info, t=topic: self._on_incompatible_qos(t, info.last_policy_kind))
             self.create_subscription(Image if raw else CompressedImage, topic,
-                                     lambda msg, c=camera: self._on_image(c, msg), IMAGE_QOS,
-                                     event_callbacks=matched)
-            # best effort matches a driver's reliable and best-effort camera_info alike
+                                     lambda msg, c=camera: self._on_image(c, msg), image_qos,
+                                     event_callbacks=events)
             self.create_subscription(CameraInfo, cfg.camera_info_topic.format(camera=camera),
-                                     lambda msg, c=camera: self._on_camera_info(c, msg), CAMERA_INFO_QOS)
+                                     lambda msg, c=camera: self._on_camera_info(c, msg), camera_info_qos)
         self.create_subscription(TFMessage, "/tf_static", lambda msg: self._on_tf(msg, static=True), LATCHED)
         self.create_subscription(TFMessage, "/tf", lambda msg: self._on_tf(msg, static=False), RELIABLE)
         self.create_subscription(PoseStamped, cfg.goal_topic, self._on_goal, RELIABLE)
@@ -181,9 +185,9 @@ class PerceptionNode(Node):
         except ValueError as exc:  # a precision this device cannot run
             raise NodeConfigError(f"parameter precision is {cfg.precision!r}: {exc}") from None
 
-    def fault(self, kind: str, message: str) -> None:
+    def fault(self, kind: str, message: str, count: int = 1) -> None:
         """Count a fault and log it the first time this kind occurs."""
-        self.faults[kind] += 1
+        self.faults[kind] += count
         if kind not in self._logged:
             self._logged.add(kind)
             self.get_logger().warning(f"{message} (further '{kind}' faults are counted in /diagnostics)")
@@ -209,6 +213,17 @@ class PerceptionNode(Node):
                     self.faults["dropped_busy"] += 1  # inference is behind: the oldest waiting set goes
                 self._pending.append(frameset)
                 self._wakeup.set()
+
+    def _on_images_lost(self, camera: str, count: int) -> None:
+        self.fault("image_lost", f"{camera}: {count} image(s) lost in transport (best effort on a busy machine or "
+                                 "network; a replay for evaluation can set image_reliability:=reliable)", count)
+
+    def _on_incompatible_qos(self, topic: str, policy_kind: int) -> None:
+        reliability = self.get_parameter("image_reliability").value
+        self.fault("incompatible_qos", f"{topic}: a publisher's QoS does not match the subscription (policy "
+                                       f"{qos_policy_name_from_kind(policy_kind)}), no image of it arrives; with "
+                                       f"image_reliability:={reliability} a best-effort camera driver needs "
+                                       "image_reliability:=best_effort")
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         try:
@@ -252,6 +267,7 @@ class PerceptionNode(Node):
 
     def _process(self, frameset: FrameSet) -> None:
         frames = {camera: entry[0] if entry is not None else None for camera, entry in frameset.frames.items()}
+        self._await_camera_infos([camera for camera, image in frames.items() if image is not None])
         inputs = self.core.assemble(frames, frameset.stamp_ns)
         if inputs is None:
             return
@@ -266,6 +282,15 @@ class PerceptionNode(Node):
         self._stamp_latency_ms.append((self.get_clock().now().nanoseconds - frameset.stamp_ns) / 1e6)
         self._outputs.append(time.monotonic())
         self.published += 1
+
+    def _await_camera_infos(self, cameras: list[str]) -> None:
+        """A driver (or `bag play`) sends each CameraInfo with its image, but the executor may hand over the image
+        that completes the first set before that camera's CameraInfo: it gets a moment instead of a skipped frame
+        (a 2-core machine under load skipped the first keyframe of a replay this way)."""
+        deadline = time.monotonic() + CAMERA_INFO_GRACE_S
+        while any(c not in self.core.intrinsics for c in cameras) and time.monotonic() < deadline:
+            if self._stop.wait(0.01):
+                return
 
     def _publish(self, pred: Predictions) -> None:
         frame, stamp = self.cfg.base_frame, pred.stamp_ns

@@ -175,6 +175,10 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
         watcher.last_output = max(watcher.last_output, time.monotonic())
         watcher.spin_until(lambda: time.monotonic() - watcher.last_output > drain_s, 600,
                            "draining the node's last frames", [node])
+        faults = {k: v for k, v in watcher.node_diagnostics.items() if k.startswith("fault_")}
+        if faults:  # what cost frames (lost images, a busy queue...), in the user's terminal, not only in a bag
+            print("run: tinybev_node counted faults: " + ", ".join(f"{k.removeprefix('fault_')} {v}"
+                                                                   for k, v in sorted(faults.items())), file=sys.stderr)
         return watcher.outputs
     finally:
         stop(player)

@@ -205,6 +205,15 @@ def wait_subscribed(rosie: Rosie, node: subprocess.Popen, timeout_s: float = 120
     rosie.spin_until(lambda: all(p.get_subscription_count() > 0 for p in publishers), timeout_s, node)
 
 
+def one_frame_through(rosie: Rosie, node: subprocess.Popen) -> None:
+    """Match, calibrate, send one frame set: the node publishes it at its stamp."""
+    wait_subscribed(rosie, node)
+    rosie.calibrate(node)
+    stamp = rosie.send_frame(1_532_402_927_000_000_000)
+    rosie.spin_until(lambda: rosie.outputs(), 60, node)
+    assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
+
+
 def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untrained_checkpoint, tmp_path):
     log = tmp_path / "node.log"
     node = start_node(untrained_checkpoint, log, "allow_missing_cameras:=true", "missing_camera_timeout_ms:=600.0")
@@ -379,11 +388,7 @@ def test_reliable_images_for_replay_and_a_best_effort_driver_named(ros_context, 
     node = start_node(untrained_checkpoint, log, "image_reliability:=reliable")
     rosie = Rosie(scale=0.25)
     try:
-        wait_subscribed(rosie, node)
-        rosie.calibrate(node)
-        stamp = rosie.send_frame(1_532_402_927_000_000_000)
-        rosie.spin_until(lambda: rosie.outputs(), 60, node)
-        assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
+        one_frame_through(rosie, node)
         assert "fault_incompatible_qos" not in rosie.diagnostics()
         driver = rosie.node.create_publisher(CompressedImage, image_topic("CAM_FRONT"), qos_profile_sensor_data)
         rosie.spin_until(lambda: "fault_incompatible_qos" in rosie.diagnostics(), 30, node)
@@ -425,11 +430,7 @@ def test_a_namespaced_node_with_its_inputs_remapped(ros_context, untrained_check
                       camera_root="/robot1")
     rosie = Rosie(scale=0.25, root="/robot1", outputs="/robot1/perception")
     try:
-        wait_subscribed(rosie, node)
-        rosie.calibrate(node)
-        stamp = rosie.send_frame(1_532_402_927_000_000_000)
-        rosie.spin_until(lambda: rosie.outputs(), 60, node)
-        assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
+        one_frame_through(rosie, node)
         assert rosie.node.count_publishers("/tinybev/detections") == 0
         assert rosie.node.count_subscribers("/CAM_FRONT/image_rect/compressed") == 0
     finally:

@@ -61,7 +61,7 @@ def test_table_and_verdict_follow_the_issue_target() -> None:
     assert not verdict["nds_gain_beyond_spread"] and not verdict["target_met"]
     del results["students"]["S3_seed1"]  # one seed: no spread to beat, so the target cannot be judged
     table, verdict = render_table(results, ("none", "S3"))
-    assert "| student + S3 (1 seeds) | 0.200 | 0.400 |" in table
+    assert "| student + S3 (1 seed) | 0.200 | 0.400 |" in table
     assert verdict["target_met"] is None and verdict["plan_target_met"] is None
     assert math.isnan(verdict["nds_seed_spread"])
     del results["students"]["S3_seed0"]  # no S3 yet (a partial ablation): a table, no verdict
@@ -99,7 +99,7 @@ def test_ablation_configs_load() -> None:
 
 
 def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resumes(synth_dataset, tmp_path,
-                                                                                   capsys) -> None:
+                                                                                   capsys, monkeypatch) -> None:
     """`tinybev ablate` at toy size: teacher, cache, supervised + S3 students with validation NDS on a fresh world,
     evaluation on another fresh world, table/verdict/plots; a second call trains nothing again, nor does a call in
     another work folder that has only the record kept beside the table."""
@@ -165,6 +165,18 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert rerun["teacher_sha256"] == results["teacher_sha256"]
     assert rerun["students"]["none_seed0"] == results["students"]["none_seed0"]
     assert rerun["students"]["S3_seed0"]["settings_sha256"] != results["students"]["S3_seed0"]["settings_sha256"]
+
+    # Another revision of the distillation code is another recipe too (its runs are trained again); the
+    # supervised student does not depend on it.
+    from training.ablation import Ablation
+    from training.distillation import config as distillation_config
+
+    ablation = Ablation(load_ablation_config(tmp_path / "ablation.yaml"), synth_dataset.dataroot,
+                        synth_dataset.version, tmp_path / "unused")
+    before = {stage: ablation.settings_sha256(stage) for stage in ("none", "S3")}
+    monkeypatch.setattr(distillation_config, "REVISION", distillation_config.REVISION + 1)
+    assert ablation.settings_sha256("none") == before["none"] and ablation.settings_sha256("S3") != before["S3"]
+    monkeypatch.undo()
 
     # The old work folder holds the old recipe's S3 run: refused, not passed off as the new recipe's.
     assert main([*recipe[:8], str(out), *recipe[11:]]) == 2  # no record: the folder is all it has

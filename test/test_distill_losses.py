@@ -28,6 +28,7 @@ from training.distillation.outputs import (
     teacher_plans_better,
 )
 from training.distillation.regions import FN, FP, TN, TP, RegionMaps, decompose_regions
+from training.teachers.bev_warp import OUTSIDE_LOGIT
 
 H = W = 16
 LOGIT_HIGH, LOGIT_LOW = 4.0, -6.0  # sigmoid 0.98 / 0.0025
@@ -325,3 +326,37 @@ def test_trust_gating_imitates_the_teacher_only_where_it_is_right() -> None:
     better = teacher_plans_better(student_plan, teacher_plan, driven, torch.ones(2, 6, dtype=torch.bool))
     assert better.tolist() == [1.0, 0.0]
     assert plan_distill_loss(student_plan, teacher_plan, better).item() == pytest.approx(2.0 * math.sqrt(2.0))
+
+
+def test_resized_weights_keep_every_objects_total() -> None:
+    """Onto a coarser level each object keeps its total weight (1/area per cell sums to 1): a 4-cell car and a
+    1-cell pedestrian count alike there, as on the detection grid."""
+    weight = torch.zeros(1, 1, 8, 8)
+    weight[0, 0, 2:4, 2:4] = 0.25  # the car, 2x2 cells
+    weight[0, 0, 6, 6] = 1.0  # the pedestrian
+    coarse = resize_weight(weight, (4, 4))
+    assert float(coarse[0, 0, 1, 1]) == pytest.approx(1.0) and float(coarse[0, 0, 3, 3]) == pytest.approx(1.0)
+    assert float(coarse.sum()) == pytest.approx(float(weight.sum()))
+
+
+def test_cells_the_teacher_did_not_see_are_not_imitated() -> None:
+    """Where a BEV-augmented batch has no teacher (coverage 0), the student may differ from the teacher's zeros
+    at no cost in any dense term; the same difference on seen cells costs."""
+    student, s_feats = make_outputs(0, (4, 8, 12, 6))
+    teacher, t_feats = make_outputs(0, (4, 8, 12, 6))  # the same tensors: every term is zero...
+    coverage = torch.ones(2, 1, H, W)
+    coverage[..., : H // 2, :] = 0.0  # ...the teacher saw only the second half of the rows
+    for feature in t_feats:  # what the warp reads beyond the teacher's grid
+        feature[..., : feature.shape[-2] // 2, :] = 0.0
+    for name in ("heatmap", "map", "occupancy"):
+        teacher[name][..., : H // 2, :] = OUTSIDE_LOGIT
+    targets = full_targets([(2.5, 3.5, 2.0, 2.0, 0.0), (12.5, 11.5, 2.0, 2.0, 0.0)])
+    config = DistillConfig(stage="S3", plan=0.0, box=0.0, motion_traj=0.0, motion_mode=0.0, trust_gating=False)
+    config.regions.output_weights = (1.0, 1.0, 1.0, 1.0)
+    loss = DistillationLoss.from_example(config, s_feats, t_feats, cell_size=1.0)
+    with torch.no_grad():
+        seen_only = loss(student, t_feats, teacher, targets, teacher_coverage=coverage)
+        everywhere = loss(student, t_feats, teacher, targets)
+    for name in ("kd_feature", "kd_attention", "kd_heatmap", "kd_map", "kd_occupancy"):
+        assert float(seen_only[name]) == pytest.approx(0.0, abs=1e-5), name
+        assert float(everywhere[name]) > 1e-3, name

@@ -107,7 +107,9 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     for key in adapters:
         assert torch.equal(restored[key].cpu(), state["distill"][key])
     # Imitating a ramped task follows that task's ramp (step 1 of 4: half weight); the other terms do not.
-    trainer.config = dataclasses.replace(config, loss_ramp=LossRamp(steps=4, tasks=("plan", "motion_reg")))
+    # (and a clip norm that every step's gradient exceeds: the clipping is checked below)
+    trainer.config = dataclasses.replace(config, loss_ramp=LossRamp(steps=4, tasks=("plan", "motion_reg")),
+                                         optim=dataclasses.replace(config.optim, grad_clip_norm=1e-6))
     ramped = trainer.kd_weights()
     assert ramped["plan"] == pytest.approx(trainer.kd.weights["plan"] / 2)
     assert ramped["motion_traj"] == pytest.approx(trainer.kd.weights["motion_traj"] / 2)
@@ -122,6 +124,11 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     assert all(torch.isfinite(torch.tensor(v)) for v in kd_terms.values())
     assert record["total"] == pytest.approx(record["supervised"] + record["kd_total"], rel=1e-5)
     assert int(trainer.kd.adaptive.updates) == 2  # one update per training step, none in validation
+    # The gradient clipping covers the adapters too: every trained parameter's gradient together is at the norm.
+    grads = [p.grad for group in trainer.optimizer.param_groups for p in group["params"] if p.grad is not None]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.kd.parameters())
+    clipped = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    assert record["grad_norm"] > 1e-3 and clipped == pytest.approx(1e-6, rel=1e-3)
 
     # A run folder of one stage is not silently continued as another.
     other = DistillTrainer(config, DistillConfig(stage="S1"), cache, synth_dataset.dataroot, synth_dataset.version,

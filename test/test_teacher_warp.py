@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from tinybev_ros.geometry import BevGrid
@@ -88,3 +89,21 @@ def test_moved_box_and_motion_codes_decode_to_the_moved_boxes():
     # Where the moved view has no source (corners), the teacher sees nothing, not probability 0.5.
     assert moved.outputs["heatmap"][0, 0, 0, 0] == OUTSIDE_LOGIT
     assert peak_cells(moved)
+
+
+def test_cells_moved_in_from_beyond_the_grid_are_marked_unseen():
+    """A 45 degree turn brings the corners of the raster from outside the teacher's grid: coverage 0 there (not
+    imitated), 1 where the whole cell came from inside, and no coverage at all for an un-moved batch."""
+    teacher = teacher_of(BOXES)
+    assert warp_teacher_output(teacher, torch.eye(3)[None], GRID).coverage is None
+    turn = BevTransform.compose(flip_x=False, flip_y=False, rotation_rad=np.radians(45.0), scale=1.0)
+    moved = warp_teacher_output(teacher, torch.tensor(turn.matrix, dtype=torch.float32)[None], GRID)
+    coverage = moved.coverage[0, 0]
+    assert coverage.shape == GRID.shape
+    assert float(coverage[50, 50]) == pytest.approx(1.0) and float(coverage[0, 0]) == 0.0
+    centres = torch.stack(torch.meshgrid(torch.arange(100.0) - 49.5, torch.arange(100.0) - 49.5, indexing="ij"))
+    inside = (centres.abs().sum(0) <= 50.0 * np.sqrt(2.0) - 1.0)  # the turned square, a cell away from its edge
+    outside = (centres.abs().sum(0) >= 50.0 * np.sqrt(2.0) + 1.0)
+    assert bool((coverage[inside] > 0.999).all()) and bool((coverage[outside] == 0.0).all())
+    # the four corners beyond |x| + |y| = 50 sqrt(2): triangles with legs 100 - 50 sqrt(2), 17 % of the raster
+    assert 0.15 < float((coverage == 0).float().mean()) < 0.2

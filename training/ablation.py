@@ -50,6 +50,7 @@ from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
 from training.data import cache_root, collate, move_batch
 from training.distill import DistillTrainer
+from training.distillation import config as distillation_config
 from training.distillation.config import STAGES, load_distill_config
 from training.evaluation.inference import evaluation_predictor, for_evaluation, model_frame, predict_split
 from training.evaluation.report import metric_at, summary_row, write_json
@@ -197,6 +198,7 @@ class Ablation:
                 load_model_config(self.train_config.model_config_path("student")))
         if stage not in (None, "none"):
             settings["distill"] = dataclasses.asdict(dataclasses.replace(self.distill_run.distill, stage=stage))
+            settings["distill_revision"] = distillation_config.REVISION
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
     @functools.cached_property
@@ -461,7 +463,7 @@ def render_table(results: dict[str, Any], stages: tuple[str, ...], target_nds_ga
             continue
         stats[stage] = {key: _mean_std([metric_at(r, key) for r in runs]) for _, key, _ in COLUMNS}
         label = "student, no distillation" if stage == "none" else f"student + {stage}"
-        lines.append(f"| {label} ({len(runs)} seeds) | " + " | ".join(
+        lines.append(f"| {label} ({len(runs)} seed{'s' if len(runs) > 1 else ''}) | " + " | ".join(
             _cell(*stats[stage][key], digits) for _, key, digits in COLUMNS) + " |")
     verdict: dict[str, Any] = {}
     if "none" in stats and "S3" in stats:

@@ -101,7 +101,8 @@ class DistillTrainer(Trainer):
                 teacher = self.teacher(batch)
                 if not getattr(self.teacher, "needs_lidar", False):  # a cache: un-moved maps, move them
                     teacher = warp_teacher_output(teacher, batch["bev_transform"], self.grid)
-            kd = self.kd(outputs, teacher.features, teacher.outputs, batch["targets"], self.kd_weights())
+            kd = self.kd(outputs, teacher.features, teacher.outputs, batch["targets"], self.kd_weights(),
+                         teacher.coverage)
         terms["supervised"] = terms["total"]
         terms.update(kd)
         terms["total"] = self.distill.supervised * terms["supervised"] + kd["kd_total"]

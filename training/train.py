@@ -267,7 +267,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip_norm)
+        # every parameter the optimiser updates (a distillation's adapters too), not only the model's
+        trained = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, self.config.optim.grad_clip_norm)
         if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():  # fp16's scaler skips such steps itself
             self.diverged(f"the gradient norm is {float(grad_norm)}")
         self.scaler.step(self.optimizer)

@@ -92,7 +92,7 @@ class AdaptiveRegionWeights(nn.Module):
         return torch.where(active, ratio.clamp(cfg.min_multiplier, cfg.max_multiplier), ones)
 
     def cell_weights(self, regions: RegionMaps, base: tuple[float, ...], scale: bool = True) -> torch.Tensor:
-        """(B, 1, Hd, Wd) weights: base[region] x multiplier[region] (x FP confidence) (x scale^2)."""
+        """(B, 1, Hd, Wd) weights: base[region] x multiplier[region] (x FP confidence) (x scale^2) x coverage."""
         if len(base) != len(REGIONS):
             raise ValueError(f"region weights need {len(REGIONS)} values {REGIONS}, got {base}")
         per_region = torch.tensor(base, device=regions.region.device) * self.multipliers(base).to(
@@ -102,4 +102,6 @@ class AdaptiveRegionWeights(nn.Module):
             weight = torch.where(regions.region == FP, weight * regions.confidence, weight)
         if scale:
             weight = weight * regions.scale.pow(2)
+        if regions.coverage is not None:
+            weight = weight * regions.coverage
         return weight[:, None].detach()

@@ -14,6 +14,10 @@ from pathlib import Path
 from tinybev_ros.config import load_yaml, path_field, resolve_relative
 from training.distillation.adaptive import AdaptiveConfig
 
+# What the distillation code makes of a recipe, by number: bump it with any change to the code that changes what
+# a distilled run learns. Recorded ablation runs of another revision are trained again (training/ablation.py).
+# 2: cells moved in from beyond the teacher's grid are not imitated, weights sum-pooled, adapters clipped.
+REVISION = 2
 STAGES = ("none", "S1", "S2", "S3")
 FEATURE_TERMS = ("feature", "attention")
 OUTPUT_TERMS = ("heatmap", "box", "motion_traj", "motion_mode", "map", "occupancy", "plan")

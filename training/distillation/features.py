@@ -33,29 +33,51 @@ def resize_feature(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resize_weight(w: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, 1, H, W) cell weights onto another raster: max-pooled when shrinking (a one-cell object must keep its
-    weight on a coarser level), nearest when growing (each fine cell inherits its coarse cell's weight)."""
+    """(B, 1, H, W) cell weights onto another raster: summed when shrinking (each object keeps its total weight on
+    a coarser level, as the 1/area scaling intends: max-pooling kept a pedestrian's 1 but cut a car's 1 to 1/4),
+    nearest when growing (each fine cell inherits its coarse cell's weight)."""
     if tuple(w.shape[-2:]) == tuple(size):
         return w
     if w.shape[-2] >= size[0] and w.shape[-1] >= size[1]:
-        return F.adaptive_max_pool2d(w, size)
+        cells = (w.shape[-2] * w.shape[-1]) / (size[0] * size[1])
+        return F.adaptive_avg_pool2d(w, size) * cells
     return F.interpolate(w, size=size, mode="nearest")
 
 
-def spatial_attention(feature: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 1, H, W) attention with mean 1 over the map (see module doc)."""
+def resize_coverage(coverage: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+    """(B, 1, H, W) teacher coverage onto another raster: a coarse cell is covered as far as its least covered
+    fine cell (min-pooled), a fine cell as its coarse cell (nearest)."""
+    if coverage is None or tuple(coverage.shape[-2:]) == tuple(size):
+        return coverage
+    if coverage.shape[-2] >= size[0] and coverage.shape[-1] >= size[1]:
+        return -F.adaptive_max_pool2d(-coverage, size)
+    return F.interpolate(coverage, size=size, mode="nearest")
+
+
+def spatial_attention(feature: torch.Tensor, temperature: float = 1.0,
+                      coverage: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 1, H, W) attention with mean 1 over the (covered) map (see module doc).
+
+    coverage: (B, 1, H, W) weights of the cells the attention is spread over (the teacher's view); None: all."""
     g = feature.float().abs().mean(1, keepdim=True)
     if temperature != 1.0:
         g = g.clamp(min=EPS).pow(1.0 / temperature)
-    height, width = g.shape[-2:]
-    return g * (height * width) / g.sum((2, 3), keepdim=True).clamp(min=EPS)
+    if coverage is None:
+        coverage = torch.ones_like(g)
+    g = g * coverage
+    return g * coverage.sum((2, 3), keepdim=True) / g.sum((2, 3), keepdim=True).clamp(min=EPS)
 
 
-def attention_imitation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Mean |A_student - A_teacher| over cells; the teacher map is resized to the student's raster first."""
-    a_t = spatial_attention(resize_feature(teacher.detach().float(), tuple(student.shape[-2:])), temperature)
-    a_s = spatial_attention(student, temperature)
-    return (a_s - a_t).abs().mean()
+def attention_imitation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
+                             coverage: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |A_student - A_teacher| over the cells the teacher saw (`coverage` on the student's raster, None: all);
+    the teacher map is resized to the student's raster first."""
+    a_t = spatial_attention(resize_feature(teacher.detach().float(), tuple(student.shape[-2:])), temperature,
+                            coverage)
+    a_s = spatial_attention(student, temperature, coverage)
+    if coverage is None:
+        return (a_s - a_t).abs().mean()
+    return ((a_s - a_t).abs() * coverage).sum() / coverage.sum().clamp(min=EPS)
 
 
 CELL_EPS = 1e-3  # energy floor of the per-cell normalisation: near-empty cells shrink to 0 instead of to noise

@@ -30,6 +30,7 @@ from training.distillation.features import (
     FeatureAdapters,
     attention_imitation_loss,
     feature_imitation_loss,
+    resize_coverage,
     resize_feature,
     resize_weight,
     spatial_attention,
@@ -107,17 +108,22 @@ class DistillationLoss(nn.Module):
         return decompose_regions(targets, teacher_outputs["heatmap"], shape, self.cell_size, self.config.regions.gamma)
 
     def forward(self, student_outputs: dict, teacher_features: Sequence[torch.Tensor], teacher_outputs: dict,
-                targets: dict, weights: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
-        """`weights`: this step's weight of each active term (default: the config's, `self.weights`)."""
+                targets: dict, weights: Mapping[str, float] | None = None,
+                teacher_coverage: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`weights`: this step's weight of each active term (default: the config's, `self.weights`);
+        `teacher_coverage`: TeacherOutput.coverage (cells the teacher did not see are not imitated)."""
         weights = self.weights if weights is None else weights
         terms: dict[str, torch.Tensor] = {}
         student_heatmap = student_outputs["heatmap"]
         regions = self.regions(student_heatmap, teacher_outputs, targets)
+        if teacher_coverage is not None:
+            regions.coverage = resize_coverage(teacher_coverage.float(), tuple(student_heatmap.shape[-2:]))[:, 0]
         scale = self.config.regions.adaptive_scaling
         if self.use_features:
             weight = self.adaptive.cell_weights(regions, self.config.regions.feature_weights, scale)
-            terms.update(self.feature_terms(student_outputs["bev_features"], teacher_features, weight))
-        terms.update(self.output_terms(student_outputs, teacher_outputs, targets, regions, scale))
+            terms.update(self.feature_terms(student_outputs["bev_features"], teacher_features, weight,
+                                            teacher_coverage))
+        terms.update(self.output_terms(student_outputs, teacher_outputs, targets, regions, scale, teacher_coverage))
         if torch.is_grad_enabled():
             self.adaptive.update(regions, torch.sigmoid(student_heatmap.detach().float()).amax(1))
         total = sum(weights[name] * value for name, value in terms.items())
@@ -126,7 +132,7 @@ class DistillationLoss(nn.Module):
         return terms
 
     def feature_terms(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
-                      weight: torch.Tensor) -> dict[str, torch.Tensor]:
+                      weight: torch.Tensor, coverage: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config
         if max(s for s, _ in self.pairs) >= len(student) or max(t for _, t in self.pairs) >= len(teacher):
             raise ValueError(f"feature pairs {self.pairs} do not fit {len(student)} student / {len(teacher)} "
@@ -139,14 +145,16 @@ class DistillationLoss(nn.Module):
                 level_weight = resize_weight(weight, size)
                 if cfg.attention_weighting:
                     with torch.no_grad():
-                        a_s = spatial_attention(s_feat.detach(), cfg.attention_temperature)
+                        level_coverage = resize_coverage(coverage, size)
+                        a_s = spatial_attention(s_feat.detach(), cfg.attention_temperature, level_coverage)
                         a_t = spatial_attention(resize_feature(t_feat.detach().float(), size),
-                                                cfg.attention_temperature)
+                                                cfg.attention_temperature, level_coverage)
                     level_weight = level_weight * 0.5 * (a_s + a_t)
                 imitation.append(feature_imitation_loss(self.adapters(i, s_feat), t_feat, level_weight,
                                                         cfg.normalize_features))
             if "attention" in self.weights:
-                attention.append(attention_imitation_loss(s_feat, t_feat, cfg.attention_temperature))
+                attention.append(attention_imitation_loss(s_feat, t_feat, cfg.attention_temperature,
+                                                          resize_coverage(coverage, size)))
         out = {}
         if imitation:
             out["feature"] = torch.stack(imitation).mean()
@@ -155,7 +163,7 @@ class DistillationLoss(nn.Module):
         return out
 
     def output_terms(self, student: dict, teacher: dict, targets: dict, regions: RegionMaps,
-                     scale: bool) -> dict[str, torch.Tensor]:
+                     scale: bool, coverage: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config
         wanted = [name for name in OUTPUT_KEYS if name in self.weights]
         for name in wanted:
@@ -182,6 +190,9 @@ class DistillationLoss(nn.Module):
             if name in wanted:
                 weight = teacher_correct_cells(teacher[name], targets[name], student[name],
                                                targets.get(f"{name}_mask")) if cfg.trust_gating else None
+                seen = resize_coverage(coverage, tuple(student[name].shape[-2:]))
+                if seen is not None:
+                    weight = seen.expand_as(student[name]) * (1.0 if weight is None else weight)
                 out[name] = dense_distill_loss(student[name], teacher[name], cfg.temperature, weight)
         if "plan" in wanted:
             weight = teacher_plans_better(student["plan"], teacher["plan"], targets["ego_future"],

@@ -32,15 +32,18 @@ class RegionMaps:
     region:     (B, Hd, Wd) int64, index into REGIONS
     scale:      (B, Hd, Wd) float, 1/sqrt(area) on object cells, 1 elsewhere
     confidence: (B, Hd, Wd) float, teacher's class-agnostic heatmap probability
+    coverage:   (B, Hd, Wd) float, share of the cell the teacher saw (TeacherOutput.coverage), or None (all)
     """
 
     region: torch.Tensor
     scale: torch.Tensor
     confidence: torch.Tensor
+    coverage: torch.Tensor | None = None
 
     def one_hot(self) -> torch.Tensor:
-        """(B, 4, Hd, Wd) float region masks."""
-        return F.one_hot(self.region, len(REGIONS)).permute(0, 3, 1, 2).float()
+        """(B, 4, Hd, Wd) float region masks; a cell the teacher did not see belongs to no region."""
+        masks = F.one_hot(self.region, len(REGIONS)).permute(0, 3, 1, 2).float()
+        return masks if self.coverage is None else masks * self.coverage[:, None]
 
 
 def resize_probability(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -25,6 +25,9 @@ class TeacherOutput:
 
     features: list[torch.Tensor]
     outputs: dict[str, torch.Tensor]
+    # (B, 1, H, W) on the finest feature raster: the share of each cell the teacher saw (a BEV-augmented batch
+    # moves cells in from beyond its grid: zeros there are no knowledge and are not imitated). None: all of it.
+    coverage: torch.Tensor | None = None
 
 
 @runtime_checkable

@@ -6,7 +6,8 @@ resampled at A^-1 of every cell (F.grid_sample: bilinear for features and logits
 codes, which belong to one cell), with the geometric channels transformed like the labels are: the box centre
 (cell + offset) moved by A and re-expressed from its new cell, z and sizes scaled, the heading and the velocity
 turned by A, the motion displacements and the plan waypoints mapped by A. Cells whose source lies outside the
-grid read "nothing there" (zero features, logits of a near-zero probability).
+grid read "nothing there" (zero features, logits of a near-zero probability) and are marked in `coverage`, so the
+distillation leaves them out instead of teaching "nothing there" where the teacher simply did not look.
 
 The result is what a BEV-equivariant teacher would have said; a live teacher run on the moved input (LiDAR and
 extrinsics moved) may differ where the network is not equivariant (e.g. the LiDAR's own sensor position).
@@ -106,5 +107,8 @@ def warp_teacher_output(teacher: TeacherOutput, bev: torch.Tensor, grid: BevGrid
             outputs[name] = torch.einsum("bij,btj->bti", bev[:, :2, :2].float(), value.float())
         else:
             raise ValueError(f"teacher output {name!r}: no rule to move it with the BEV augmentation")
-    return TeacherOutput(features=features, outputs=outputs)
+    finest = teacher.features[0] if teacher.features else teacher.outputs["heatmap"]
+    ones = torch.ones_like(finest[:, :1], dtype=torch.float32)
+    coverage = F.grid_sample(ones, where(finest), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return TeacherOutput(features=features, outputs=outputs, coverage=coverage)
 

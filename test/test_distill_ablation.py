@@ -191,7 +191,7 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert (tmp_path / "table.json").read_bytes() == record
 
 
-@pytest.mark.parametrize("record", ["ablation_worlds_table", "ablation_worlds_v2_table"])
+@pytest.mark.parametrize("record", ["ablation_worlds_table", "ablation_worlds_revision1_table"])
 def test_documented_ablation_is_the_table_its_figures_give(record: str) -> None:
     """docs/ablation_worlds_table.md (and the README's copy) must be what report_text makes of the figures saved
     beside it (the record a later sitting resumes from): the verdict is computed from the runs, never typed. The

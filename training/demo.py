@@ -28,7 +28,7 @@ SUMMARY_FILE = "summary.json"
 # Every keyframe is scored: the node reads the images reliably (best effort lost one of 16 on a loaded CI
 # machine), queues frames instead of keeping only the latest (a slow frame on a busy machine would otherwise drop
 # the next one), and the pipeline waits this long for the last outputs.
-REPLAY_QUEUE = 32
+REPLAY_PARAMS = ["command:=straight", "frame_queue_size:=32", "image_reliability:=reliable"]
 DRAIN_S = 10.0
 TASKS = ("detection", "tracking", "motion", "map", "occupancy", "planning")
 
@@ -153,9 +153,7 @@ def _demo(args: argparse.Namespace, out: Path, checkpoint: str, start: float) ->
     outputs_bag = out / "outputs"
     log.info("demo: replaying %s through tinybev_node (rate %.2f) and recording the outputs", bag, args.rate)
     frames = run_pipeline(bag, share_file("config/tinybev.yaml"), checkpoint, args.device, args.rate,
-                          record=outputs_bag, overrides=["command:=straight", f"frame_queue_size:={REPLAY_QUEUE}",
-                                     "image_reliability:=reliable"],
-                          drain_s=DRAIN_S, force=True)
+                          record=outputs_bag, overrides=REPLAY_PARAMS, drain_s=DRAIN_S, force=True)
     if frames == 0:
         log.error("demo: the node published nothing; see its log above")
         return 1

@@ -219,11 +219,10 @@ class PerceptionNode(Node):
                                  "network; a replay for evaluation can set image_reliability:=reliable)", count)
 
     def _on_incompatible_qos(self, topic: str, policy_kind: int) -> None:
-        reliability = self.get_parameter("image_reliability").value
         self.fault("incompatible_qos", f"{topic}: a publisher's QoS does not match the subscription (policy "
                                        f"{qos_policy_name_from_kind(policy_kind)}), no image of it arrives; with "
-                                       f"image_reliability:={reliability} a best-effort camera driver needs "
-                                       "image_reliability:=best_effort")
+                                       f"image_reliability:={self.cfg.image_reliability} a best-effort camera "
+                                       "driver needs image_reliability:=best_effort")
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         try:

@@ -76,7 +76,7 @@ def attention_imitation_loss(student: torch.Tensor, teacher: torch.Tensor, tempe
                             coverage)
     a_s = spatial_attention(student, temperature, coverage)
     if coverage is None:
-        return (a_s - a_t).abs().mean()
+        coverage = torch.ones_like(a_s)
     return ((a_s - a_t).abs() * coverage).sum() / coverage.sum().clamp(min=EPS)
 
 

@@ -19,6 +19,7 @@ The EMA of the adaptive rule advances only when gradients are enabled (training 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -117,7 +118,8 @@ class DistillationLoss(nn.Module):
         student_heatmap = student_outputs["heatmap"]
         regions = self.regions(student_heatmap, teacher_outputs, targets)
         if teacher_coverage is not None:
-            regions.coverage = resize_coverage(teacher_coverage.float(), tuple(student_heatmap.shape[-2:]))[:, 0]
+            seen = resize_coverage(teacher_coverage.float(), tuple(student_heatmap.shape[-2:]))[:, 0]
+            regions = dataclasses.replace(regions, coverage=seen)
         scale = self.config.regions.adaptive_scaling
         if self.use_features:
             weight = self.adaptive.cell_weights(regions, self.config.regions.feature_weights, scale)
@@ -141,11 +143,11 @@ class DistillationLoss(nn.Module):
         for i, (s_index, t_index) in enumerate(self.pairs):
             s_feat, t_feat = student[s_index], teacher[t_index]
             size = tuple(s_feat.shape[-2:])
+            level_coverage = resize_coverage(coverage, size)
             if "feature" in self.weights:
                 level_weight = resize_weight(weight, size)
                 if cfg.attention_weighting:
                     with torch.no_grad():
-                        level_coverage = resize_coverage(coverage, size)
                         a_s = spatial_attention(s_feat.detach(), cfg.attention_temperature, level_coverage)
                         a_t = spatial_attention(resize_feature(t_feat.detach().float(), size),
                                                 cfg.attention_temperature, level_coverage)
@@ -153,8 +155,7 @@ class DistillationLoss(nn.Module):
                 imitation.append(feature_imitation_loss(self.adapters(i, s_feat), t_feat, level_weight,
                                                         cfg.normalize_features))
             if "attention" in self.weights:
-                attention.append(attention_imitation_loss(s_feat, t_feat, cfg.attention_temperature,
-                                                          resize_coverage(coverage, size)))
+                attention.append(attention_imitation_loss(s_feat, t_feat, cfg.attention_temperature, level_coverage))
         out = {}
         if imitation:
             out["feature"] = torch.stack(imitation).mean()

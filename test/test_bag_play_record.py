@@ -199,6 +199,14 @@ def test_play_and_record_refuse_bad_input_with_clear_errors(small_bag, tmp_path)
     exists = tinybev("bag", "record", small_bag, "--topics", "/odom")
     assert exists.wait(timeout=60) == 2
     assert "already exists" in exists.stdout.read()
+    invalid = tinybev("bag", "record", tmp_path / "out", "--topics", "/odom", "/camera-front/image", "--duration", "2")
+    assert invalid.wait(timeout=60) == 2
+    assert "topic '/camera-front/image' is not a valid ROS name" in invalid.stdout.read()
+    assert not (tmp_path / "out").exists()  # refused before the bag was made: a retry needs no --force
+    with AtomicBagWriter(tmp_path / "empty"):
+        pass
+    looping = tinybev("bag", "play", tmp_path / "empty", "--loop")  # nothing to repeat: it ends, it does not spin
+    assert looping.wait(timeout=60) == 0, looping.stdout.read()
 
 
 def test_loop_replays_the_bag_until_interrupted(small_bag):

@@ -52,6 +52,8 @@ def test_overrides_are_typed_yaml_values_and_paths_are_taken_from_the_shell(tmp_
     assert config.inner == Inner(rate=0.5, names=("p", "q")) and config.flag is True
     assert config.model == str(tmp_path / "sub" / "x.yaml")
     assert load_yaml(Outer, path, ["inner.rate=3"]).inner.rate == 3.0  # an int where a float is wanted is fine
+    # YAML 1.1 reads 1e-3 as text; where a float is wanted it is the number
+    assert load_yaml(Outer, write(tmp_path / "e.yaml", "inner: {rate: 1e-3}\n")).inner.rate == 0.001
 
 
 @pytest.mark.parametrize(("text", "overrides", "message"), [
@@ -66,6 +68,8 @@ def test_overrides_are_typed_yaml_values_and_paths_are_taken_from_the_shell(tmp_
     ("base: nowhere.yaml\n", (), r"nowhere\.yaml \(base of .*c\.yaml\) not found"),
     ("base: c.yaml\n", (), r"'base' chain loops back"),
     ("- a list\n", (), r"expected a mapping at the top level"),
+    ("steps: 10\n  inner: {rate: 1", (), r"c\.yaml line 2, column 8: not valid YAML"),
+    ("inner: {rate: fast}\n", (), r"inner\.rate: expected float, got 'fast'"),
 ])
 def test_bad_configs_are_one_clear_error_naming_file_and_key(tmp_path, text, overrides, message) -> None:
     path = write(tmp_path / "c.yaml", text)
@@ -82,6 +86,18 @@ def test_the_shipped_derived_configs_are_small_deltas_over_their_bases() -> None
                  "distill_ablation_train.yaml", "distill_ablation_student.yaml", "ablation_tiny_long.yaml"):
         lines = [ln for ln in (REPO / "config" / name).read_text().splitlines() if ln and not ln.startswith("#")]
         assert lines[0].startswith("base: ") and len(lines) <= 25, name
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("val_every=0", "val_every must be >= 1, got 0"),
+    ("checkpoint_every=-5", "checkpoint_every must be >= 1"),
+    ("steps=0", "steps must be >= 1"),
+    ("data.batch_size=0", "data.batch_size must be >= 1"),
+    ("val_batches=-1", "val_batches must be >= 0"),
+])
+def test_a_training_interval_that_cannot_work_is_refused_when_the_config_loads(override, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(REPO / "config" / "train_tiny.yaml", [override])
 
 
 def test_a_bad_override_on_the_command_line_is_one_line(tmp_path, capsys) -> None:

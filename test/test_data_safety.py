@@ -207,6 +207,46 @@ def test_run_refuses_record_targets_that_would_destroy_data(scene_bag, tmp_path)
     assert _tree_digest(scene_bag) == before
 
 
+def test_run_reports_a_failed_node_in_one_line_with_its_exit_status(scene_bag, tmp_path):
+    cases = {  # name: (arguments, exit status, what the output says)
+        "bad parameter, no bag": (("-p", "score_threshold:=2.0"), 2, "score_threshold"),
+        "bad parameter with a bag": (("--bag", scene_bag, "-p", "score_threshold:=2.0"), 2,
+                                     "run: error: tinybev_node exited with 2"),
+        "zero rate": (("--bag", scene_bag, "--rate", "0"), 2, "--rate must be positive, got 0.0"),
+    }
+    for name, (args, status, message) in cases.items():
+        run = tinybev("run", "--device", "cpu", *args)
+        assert run.wait(timeout=180) == status, (name, run.stdout.read())
+        output = run.stdout.read()
+        assert message in output and "Traceback" not in output, (name, output)
+    images_missing = tmp_path / "no_images"
+    with AtomicBagWriter(images_missing):
+        pass
+    run = tinybev("run", "--bag", images_missing)
+    assert run.wait(timeout=60) == 2
+    assert "has no images of camera(s) CAM_FRONT" in run.stdout.read()
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 9\n")
+    run = tinybev("run", "--bag", unreadable)
+    assert run.wait(timeout=60) == 2
+    output = run.stdout.read()
+    assert "cannot be read as a rosbag2 bag" in output and "Traceback" not in output, output
+
+
+def test_run_replays_a_bag_of_raw_images(synth_dataset, tmp_path):
+    from nuscenes.nuscenes import NuScenes
+
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    bag = tmp_path / "raw"
+    convert_scene(nusc, nusc.scene[0]["name"], bag, ConvertOptions(progress=False, sweeps=False, raw_images=True))
+    run = tinybev("run", "--bag", bag, "--device", "cpu", "-p", "image_reliability:=reliable")
+    assert run.wait(timeout=400) == 0, run.stdout.read()[-3000:]
+    output = run.stdout.read()
+    assert "6 cameras (raw)" in output, output  # the run told the node what the bag holds
+    assert int(output.split("run: the node published ")[1].split()[0]) > 0, output
+
+
 @pytest.mark.parametrize("how, when", [(signal.SIGKILL, "playing"), (signal.SIGINT, "playing"),
                                        (signal.SIGINT, "starting")],
                          ids=["SIGKILL-playing", "SIGINT-playing", "SIGINT-while-the-node-starts"])

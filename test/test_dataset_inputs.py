@@ -7,6 +7,7 @@ stay, as in the plain nuScenes download); the mistakes are real files and real c
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from nuscenes.nuscenes import NuScenes
 from rosbags.rosbag2 import Reader
 
+from tinybev_ros.errors import DatasetError
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.ros.bag import nuscenes_to_bag
 from tinybev_ros.taxonomy import MAP_CLASSES
@@ -39,6 +41,15 @@ def without_expansion(synth_dataset, tmp_path_factory) -> Path:
         elif entry.is_dir():
             shutil.copytree(entry, root / entry.name)
     assert not (root / "maps" / "expansion").exists() and list((root / "maps").glob("*.png"))
+    return root
+
+
+def tables_copy(synth_dataset, root: Path, version: str | None = None) -> Path:
+    """`root` with a copy of the synthetic dataset's tables (in a folder named `version`) beside links to its
+    samples and maps: tables to edit, files left as they are."""
+    shutil.copytree(synth_dataset.dataroot / synth_dataset.version, root / (version or synth_dataset.version))
+    for folder in ("samples", "maps"):
+        (root / folder).symlink_to(synth_dataset.dataroot / folder)
     return root
 
 
@@ -105,6 +116,85 @@ def test_convert_without_expansion_puts_the_prior_on_map(synth_dataset, without_
     assert 0.1 < (values == 100).mean() < 0.9
 
 
+def test_training_without_expansion_learns_the_drivable_layer_only(synth_dataset, without_expansion, tmp_path,
+                                                                    caplog):
+    """Plain nuScenes trains: the map target is the semantic prior, and the layers it lacks are out of the loss."""
+    import torch
+
+    from tinybev_ros.model.config import load_model_config
+    from training.data import DataConfig, NuScenesBevDataset, collate
+    from training.losses import LossWeights, supervised_losses
+    from training.targets import TargetConfig
+
+    model = load_model_config(REPO / "config" / "model_tiny.yaml")
+    plain = NuScenes(version=synth_dataset.version, dataroot=str(without_expansion), verbose=False)
+    with caplog.at_level(logging.WARNING):
+        data = NuScenesBevDataset(plain, "train", model.grid, model.det_stride, model,
+                                  DataConfig(max_samples=2, cache_dir=str(tmp_path / "cache")), TargetConfig(),
+                                  train=False, with_lidar=False)
+    assert "no map expansion for boston-seaport, singapore-onenorth" in caplog.text and "not trained" in caplog.text
+    targets = collate([data[0], data[1]])["targets"]
+    known = torch.tensor([name == "drivable_area" for name in MAP_CLASSES])
+    assert (targets["map_valid"] == known).all() and targets["map"][:, known].mean() > 0.05
+
+    def map_loss(logits: torch.Tensor) -> torch.Tensor:
+        return supervised_losses({"map": logits}, targets, LossWeights(map_dice=1.0), model.grid)["map"]
+
+    logits = torch.zeros(targets["map"].shape)
+    unknown_moved, known_moved = logits.clone(), logits.clone()
+    unknown_moved[:, ~known] = 5.0
+    known_moved[:, known] = 5.0
+    assert map_loss(unknown_moved) == map_loss(logits) != map_loss(known_moved)
+
+
+def test_a_keyframes_only_download_takes_the_earlier_sweep_from_the_files_it_has(synth_dataset, tmp_path):
+    """Real nuScenes tables list every 20 Hz sweep; the keyframes-only download lacks their files. A sweep 0.46 s
+    back whose file is absent gives way to the previous keyframe, as on a dataset without sweeps."""
+    from tinybev_ros.model.config import load_model_config
+    from training.sample_cache import map_grid_of, read_sample
+
+    root = tables_copy(synth_dataset, tmp_path / "keyframes_only")
+    tables = root / synth_dataset.version
+    records = json.loads((tables / "sample_data.json").read_text())
+    poses = json.loads((tables / "ego_pose.json").read_text())
+    full = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    sample = full.get("sample", full.get("sample", full.scene[0]["first_sample_token"])["next"])
+    keyframe = next(r for r in records if r["token"] == sample["data"]["LIDAR_TOP"])
+    previous = next(r for r in records if r["token"] == keyframe["prev"])
+    sweep = {**keyframe, "token": "f" * 32, "ego_pose_token": "f" * 32, "is_key_frame": False,
+             "timestamp": keyframe["timestamp"] - 460_000, "prev": previous["token"], "next": keyframe["token"]}
+    sweep["filename"] = f"sweeps/LIDAR_TOP/absent__LIDAR_TOP__{sweep['timestamp']}.pcd.bin"
+    previous["next"], keyframe["prev"] = sweep["token"], sweep["token"]
+    pose = next(p for p in poses if p["token"] == keyframe["ego_pose_token"])
+    poses.append({**pose, "token": sweep["token"], "timestamp": sweep["timestamp"]})
+    (tables / "sample_data.json").write_text(json.dumps(records + [sweep]))
+    (tables / "ego_pose.json").write_text(json.dumps(poses))
+
+    model = load_model_config(REPO / "config" / "model_tiny.yaml")
+    listed = NuScenes(version=synth_dataset.version, dataroot=str(root), verbose=False)
+    assert listed.get("sample_data", sample["data"]["LIDAR_TOP"])["prev"] == sweep["token"]
+    want = read_sample(full, sample["token"], model.image_width, map_grid_of(model.grid), {})
+    got = read_sample(listed, sample["token"], model.image_width, map_grid_of(model.grid), {})
+    assert len(want.lidar_previous) > 1000 and got.previous_lag_s == want.previous_lag_s > 0.45
+    np.testing.assert_array_equal(got.lidar_previous, want.lidar_previous)
+
+
+def test_a_split_of_ones_own_is_scored_by_the_devkit_only_from_the_version_folder(synth_dataset, tmp_path):
+    """The devkit evaluators read a split name they do not define from <dataroot>/<version>/splits.json."""
+    from training.splits import check_devkit_split
+
+    root = tables_copy(synth_dataset, tmp_path / "own")
+    splits = root / synth_dataset.version / "splits.json"
+    table = {**json.loads(splits.read_text()), "holdout": ["scene-0103"]}
+    splits.write_text(json.dumps(table))
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(root), verbose=False)
+    check_devkit_split(nusc, "holdout")
+    check_devkit_split(nusc, "mini_val")
+    splits.rename(root / "splits.json")  # ours reads it there too; the devkit does not
+    with pytest.raises(DatasetError, match=f"from {splits} only, which does not hold it"):
+        check_devkit_split(nusc, "holdout")
+
+
 def _tinybev(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tinybev_ros.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=300, cwd=REPO)
@@ -124,13 +214,26 @@ def test_dataset_mistakes_get_one_line_each(synth_dataset, tiny_checkpoint, tmp_
     image = truncated / nusc.get("sample_data", nusc.get("sample", scene["first_sample_token"])["data"]["CAM_BACK"])[
         "filename"]
     image.write_bytes(image.read_bytes()[:5000])
-    no_val = tmp_path / "no_val"
-    shutil.copytree(synth_dataset.dataroot / synth_dataset.version, no_val / synth_dataset.version)
-    for folder in ("samples", "maps"):
-        (no_val / folder).symlink_to(synth_dataset.dataroot / folder)
+    no_val = tables_copy(synth_dataset, tmp_path / "no_val")
     (no_val / synth_dataset.version / "splits.json").write_text(json.dumps({"mini_train": ["scene-0061"]}))
+    bad_splits = tmp_path / "bad_splits"
+    shutil.copytree(no_val, bad_splits, symlinks=True)
+    (bad_splits / synth_dataset.version / "splits.json").write_text('{"mini_train": [')
     eval_args = ("eval", "--checkpoint", tiny_checkpoint, "--figure-scenes", "0", "--no-speed", "--tasks", "map",
                  "--out", tmp_path / "never")
+    def relabelled(name: str, version: str, splits: dict | None) -> Path:  # the same scenes as another version
+        root = tables_copy(synth_dataset, tmp_path / name, version)
+        (root / version / "splits.json").unlink()
+        if splits is not None:
+            (root / version / "splits.json").write_text(json.dumps(splits))
+        return root
+
+    trainval = relabelled("trainval", "v1.0-trainval", None)  # scene-0061 is in train, scene-0103 in val
+    test_set = relabelled("test_set", "v1.0-test", {"test": ["scene-0061", "scene-0103"]})
+    (test_set / "v1.0-test" / "sample_annotation.json").write_text("[]")
+    own_split = relabelled("own_split", synth_dataset.version, {"mini_val": ["scene-0061", "scene-0103"]})
+    detection_args = ("eval", "--checkpoint", tiny_checkpoint, "--figure-scenes", "0", "--no-speed", "--tasks",
+                      "detection", "--out", tmp_path / "never")
     cases = {
         "wrong version": (("eval", "--checkpoint", tiny_checkpoint, "--dataroot", synth_dataset.dataroot,
                            "--version", "v1.0-trainval", "--out", tmp_path / "never"),
@@ -146,6 +249,19 @@ def test_dataset_mistakes_get_one_line_each(synth_dataset, tiny_checkpoint, tmp_
         "no val split": (("train", "--config", REPO / "config" / "train_tiny.yaml", "--model", "student",
                           "--dataroot", no_val, "--version", synth_dataset.version, "--out", tmp_path / "never"),
                          "has no split 'val'", "mini_train"),
+        "scene without a dataset": (("demo", "--scene", "scene-0103", "--out", tmp_path / "never"),
+                                    "--scene scene-0103 names a scene of --dataroot, and none is given", ""),
+        "splits not JSON": (("train", "--config", REPO / "config" / "train_tiny.yaml", "--model", "student",
+                             "--dataroot", bad_splits, "--version", synth_dataset.version, "--out", tmp_path / "never"),
+                            "splits.json is not valid JSON", ""),
+        "mini split of trainval": ((*detection_args, "--dataroot", trainval, "--version", "v1.0-trainval", "--split",
+                                    "mini_val"), "scores split 'mini_val' on v1.0-mini only, not on v1.0-trainval",
+                                   "other metrics (map, motion"),
+        "test split, no annotations": ((*detection_args, "--dataroot", test_set, "--version", "v1.0-test",
+                                        "--split", "test"), "has no annotations", "other metrics (map, motion"),
+        "own split for detection": ((*detection_args, "--dataroot", own_split, "--split", "val"),
+                                    "split 'mini_val' here holds 2 of the dataroot's scenes and the devkit's "
+                                    "'mini_val' 1", "scene-0061"),
     }
     for name, (args, *expected) in cases.items():
         result = _tinybev(*args)

@@ -96,6 +96,11 @@ def test_ablation_configs_load() -> None:
     # The verdict's pairs of every seed come first: a partial ablation knows the seed spread of none and S3.
     assert worlds.run_order() == [(0, "none"), (0, "S3"), (1, "none"), (1, "S3"),
                                   (0, "S1"), (0, "S2"), (1, "S1"), (1, "S2")]
+    # The long verdict pairs: the same setting but the students' budget (and validation spacing), none and S3 only.
+    long = load_ablation_config(config_dir / "ablation_worlds_long.yaml")
+    assert long.student_steps == 4 * worlds.student_steps and long.run_order() == worlds.run_order()[:4]
+    same = ("distill_config", "teacher_train_config", "teacher_steps", "seeds", "eval_worlds", "validation_world")
+    assert all(getattr(long, key) == getattr(worlds, key) for key in same)
 
 
 def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resumes(synth_dataset, tmp_path,

@@ -36,7 +36,7 @@ def small_run_configs(tmp: Path) -> Path:
     return tmp / "distill.yaml"
 
 
-def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_path):
+def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_path, capsys):
     torch.manual_seed(0)
     distill_yaml = small_run_configs(tmp_path)
     run_config = load_distill_config(distill_yaml)
@@ -52,9 +52,11 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     spec = build_model_spec("student", train.model_config_path("student"))
     cache = tmp_path / "cache"
     args = ["teacher-cache", "--teacher", str(teacher_file), "--dataroot", str(synth_dataset.dataroot), "--version",
-            synth_dataset.version, "--out", str(cache), "--batch-size", "8"]
+            synth_dataset.version, "--out", str(cache), "--batch-size", "8",
+            "--sample-cache", str(tmp_path / "samples")]
     assert main(args) == 0
     assert len(list(cache.glob("*.safetensors"))) == 32  # every keyframe of both splits
+    assert len(list((tmp_path / "samples").rglob("*.safetensors"))) == 32  # its inputs, cached where it was told
     stamp = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert main(args) == 0 and {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamp  # resumed: no rewrite
     assert isinstance(open_teacher(cache, torch.device("cpu")), CachedTeacher)
@@ -97,6 +99,22 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     assert rows["feature"]["value"] > 0 and rows["map"]["value"] > 0
     # Feature imitation reaches the heads only through the pre-head map, never the heads' own layers.
     assert rows["feature"]["heads"]["norm"] < 1e-6 * rows["feature"]["camera"]["norm"] + 1e-12
+    # A candidate recipe is probed from the command line's overrides, which the figures record.
+    assert main(["distill-probe", "--config", str(distill_yaml), "--teacher", str(cache), "--dataroot",
+                 str(synth_dataset.dataroot), "--version", synth_dataset.version, "--batches", "1", "--out",
+                 str(probe), "distill.feature=0", "distill.regions.feature_weights=[1,1,0.5,0.1]"]) == 0
+    figures = json.loads(probe.read_text())
+    assert figures["overrides"] == ["distill.feature=0", "distill.regions.feature_weights=[1,1,0.5,0.1]"]
+    assert "feature" not in figures["terms"] and "attention" in figures["terms"]
+
+    # A --teacher that cannot be one is one line, before the datasets are opened (no run folder is made).
+    for teacher, message in ((tmp_path / "missing", "is neither a teacher checkpoint file nor a teacher-cache"),
+                             (checkpoint / MODEL_FILE, "holds a student, not a teacher")):
+        assert main(["distill", "--config", str(distill_yaml), "--teacher", str(teacher), "--stage", "S3",
+                     "--dataroot", str(synth_dataset.dataroot), "--version", synth_dataset.version,
+                     "--out", str(tmp_path / "wrong_teacher"), "--steps", "1"]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "wrong_teacher").exists()
 
     # Resume continues with the distillation state, and a step later every KD term is finite.
     config = dataclasses.replace(train, steps=2)

@@ -310,8 +310,9 @@ def test_tinybev_eval_on_a_teacher_checkpoint(synth_dataset, tmp_path) -> None:
     out = tmp_path / "eval"
     code = main(["eval", "--checkpoint", str(checkpoint), "--dataroot", str(synth_dataset.dataroot), "--version",
                  synth_dataset.version, "--split", "val", "--out", str(out), "--tasks", "detection,map,planning",
-                 "--figure-scenes", "0"])
+                 "--figure-scenes", "0", "--sample-cache", str(tmp_path / "samples")])
     assert code == 0
+    assert len(list((tmp_path / "samples").rglob("*.safetensors"))) == 16  # where it was told (a read-only dataroot)
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"detection", "map", "planning"} <= set(metrics) and "speed" not in metrics
     assert metrics["samples"] == 16 and 0.0 <= metrics["map"]["mIoU"] <= 1.0

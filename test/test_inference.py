@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 
-from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, write_tensors
 from tinybev_ros.cli import main as tinybev
 from tinybev_ros.geometry import CAMERA_NAMES, Rig
 from tinybev_ros.inference import Predictor
@@ -212,6 +213,15 @@ def test_release_halves_the_file_and_keeps_the_predictions(tmp_path, tiny, rig_i
     assert tinybev(["release", str(tmp_path / "big.safetensors"), "--out", str(tmp_path / "b.safetensors")]) == 2
     assert "heads.box.1.bias has values float16 cannot represent" in capsys.readouterr().err
     assert not (tmp_path / "b.safetensors").exists()
+    # A source whose weights do not build its model is refused before the target is replaced.
+    tensors, metadata = read_checkpoint(trained)
+    del tensors["heads.box.1.bias"]
+    metadata["config"] = yaml.safe_dump(metadata["config"])
+    write_tensors(tmp_path / "broken.safetensors", tensors, metadata)
+    before = shipped.read_bytes()
+    assert tinybev(["release", str(tmp_path / "broken.safetensors"), "--out", str(shipped)]) == 2
+    assert "heads.box.1.bias" in capsys.readouterr().err
+    assert shipped.read_bytes() == before and not list(tmp_path.glob(".ship.safetensors.*"))
 
 
 def _yaml_rest(config) -> str:

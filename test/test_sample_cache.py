@@ -13,6 +13,7 @@ from test_training import TINY  # noqa: I001  (test helper module)
 
 from tinybev_ros.model.config import load_model_config
 from tinybev_ros.nuscenes_dataset import read_image_rgb
+from tinybev_ros.ros.bag.nuscenes_to_bag import read_jpeg
 from training.bev_augmentation import BevTransform
 from training.evaluation.suite import load_ground_truths
 from training.sample_cache import CacheKey, SampleCache, dataset_fingerprint, map_grid_of
@@ -93,3 +94,9 @@ def test_a_truncated_jpeg_is_an_error_naming_the_file(synth_dataset, tmp_path):
         read_image_rgb(broken)
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
         read_image_rgb(tmp_path / "missing.jpg")
+    padded = tmp_path / "padded.jpg"  # zeros after the end-of-image marker, as some writers align files
+    padded.write_bytes(source.read_bytes() + bytes(4096))
+    np.testing.assert_array_equal(read_image_rgb(padded), read_image_rgb(source))
+    assert read_jpeg(padded) == padded.read_bytes()  # the bag converter reads the same files alike
+    with pytest.raises(ValueError, match="broken.jpg: truncated"):
+        read_jpeg(broken)

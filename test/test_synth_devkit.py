@@ -102,3 +102,16 @@ def test_predict_helper_gives_futures(nusc):
         if np.linalg.norm(future[-1]) > 2.0:
             moving += 1
     assert moving > 10
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--scenes", "0"], "scenes must be >= 1, got 0"),
+    (["--duration", "0.5"], "duration_s must be >= 1 s, got 0.5"),
+])
+def test_impossible_synth_settings_are_one_line_and_write_nothing(tmp_path, caplog, flags, message):
+    from tinybev_ros.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "out"), *flags]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
+    assert not (tmp_path / "out").exists()

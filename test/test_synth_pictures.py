@@ -22,3 +22,6 @@ def test_render_sample_picture(synth_dataset, tmp_path):
     assert (np.abs(bev.astype(int) - (255, 158, 0)).sum(axis=2) < 60).sum() > 20
     assert main(["synth-render", "--dataroot", str(synth_dataset.dataroot), "--scene", "scene-9999",
                  "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["synth-render", "--dataroot", str(synth_dataset.dataroot), "--version", synth_dataset.version,
+                 "--scene", "scene-0103", "--index", "999", "--out", str(tmp_path / "y.png")]) == 2
+    assert not (tmp_path / "y.png").exists()

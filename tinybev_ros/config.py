@@ -86,6 +86,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _is_float(value):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as text; everyone means the number
     if hint in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     if hint in (int, float, str, bool) and not isinstance(value, hint):
@@ -93,6 +95,14 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if hint is type(None) and value is not None:
         raise ConfigError(f"{where}: expected null, got {value!r}")
     return value
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -140,7 +150,13 @@ def read_yaml(cls: type, path: str | Path, _chain: tuple[Path, ...] = ()) -> dic
     if not path.is_file():
         where = f" (base of {_chain[-1]})" if _chain else ""
         raise ConfigError(f"config {path}{where} not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or error
+        raise ConfigError(f"config {path}{where}: not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level, got {type(raw).__name__}")
     base = raw.pop(BASE_KEY, None)

@@ -16,6 +16,7 @@ import numpy as np
 
 from tinybev_ros.errors import DatasetError, DatasetFileMissing
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, CameraCalibration, Rig, Transform
+from tinybev_ros.jpeg import is_truncated_jpeg
 
 
 def open_nuscenes(dataroot: str | Path, version: str):
@@ -55,6 +56,18 @@ def find_scene(nusc, name: str) -> dict:
     raise DatasetError(f"unknown scene {name!r} in {nusc.dataroot}/{nusc.version}; scenes: {', '.join(names)}")
 
 
+def load_map_expansion(dataroot: str | Path, location: str):
+    """The devkit's NuScenesMap of a location. Any failure is a DatasetError naming the file: the devkit raises a
+    bare Exception for a map expansion older than v1.3, and a truncated JSON fails inside its parser."""
+    from nuscenes.map_expansion.map_api import NuScenesMap
+
+    try:
+        return NuScenesMap(dataroot=str(dataroot), map_name=location)
+    except Exception as exc:  # the devkit raises bare Exceptions (docstring)
+        path = Path(dataroot) / "maps" / "expansion" / f"{location}.json"
+        raise DatasetError(f"cannot load the map expansion {path}: {exc}") from exc
+
+
 def read_image_rgb(path: str | Path, reduction: int = 1) -> np.ndarray:
     """An image file as RGB uint8 (at 1/`reduction` scale, as the node decodes it: preprocess.decode_image); a
     missing, truncated or corrupt file is an error naming it."""
@@ -63,7 +76,7 @@ def read_image_rgb(path: str | Path, reduction: int = 1) -> np.ndarray:
     if not Path(path).is_file():
         raise DatasetFileMissing(f"image {path} does not exist")
     data = Path(path).read_bytes()
-    if data[:2] == b"\xff\xd8" and data[-2:] != b"\xff\xd9":
+    if is_truncated_jpeg(data):
         raise DatasetError(f"image {path} is a truncated JPEG (no end-of-image marker)")
     image = decode_image(data, reduction)
     if image is None:

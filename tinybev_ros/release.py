@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors.torch import save_file
 
-from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint, write_tensors
+from tinybev_ros.atomic_file import atomic_path
+from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint
 from tinybev_ros.errors import CheckpointError
 
 FLOAT16_MAX = torch.finfo(torch.float16).max
@@ -46,8 +48,10 @@ def release(source: str | Path, target: str | Path) -> Path:
         raise CheckpointError(f"checkpoint {source} holds a {metadata['kind']}; only students are shipped")
     metadata["config"] = yaml.safe_dump(metadata["config"], sort_keys=False)
     metadata.update(precision="float16", released_from=f"{source.name} sha256:{sha256(source)}")
-    write_tensors(target, {name: to_float16(name, t) for name, t in tensors.items()}, metadata)
-    load_checkpoint(target)
+    halved = {name: to_float16(name, t) for name, t in tensors.items()}
+    with atomic_path(target) as tmp:  # loaded back before it replaces `target` (often the shipped file itself)
+        save_file(halved, str(tmp), metadata=metadata)
+        load_checkpoint(tmp)
     return target
 
 

@@ -92,6 +92,13 @@ class TrainConfig:
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        # intervals divide step counts: 0 would fail only after the sample cache is built and the first step ran
+        for name in ("steps", "val_every", "checkpoint_every", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("val_batches", "bn_recalibration_batches"):  # 0 means "all" and "off"
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def model_config_path(self, kind: str) -> Path:
         """Path of the student or teacher model YAML, relative paths taken from the training YAML's folder."""

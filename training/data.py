@@ -76,6 +76,9 @@ class DataConfig:
         if self.bev.enabled and self.bev.reach() > MAP_REACH:
             raise ValueError(f"data.bev: rotation {self.bev.rotation_deg} deg at scale {self.bev.scale_range[0]} "
                              f"reaches {self.bev.reach():.2f} x the grid, beyond the cached map ({MAP_REACH} x)")
+        if self.batch_size < 1 or self.max_samples < 0:
+            raise ValueError(f"data.batch_size must be >= 1 and data.max_samples >= 0, got {self.batch_size} and "
+                             f"{self.max_samples}")
         if self.num_workers < AUTO_WORKERS:
             raise ValueError(f"data.num_workers must be >= 0 or -1 (auto), got {self.num_workers}")
 

@@ -117,6 +117,7 @@ def write_summary(path: Path, metrics: dict, checkpoint: Path, args: argparse.Na
 
 def run(args: argparse.Namespace) -> int:
     from tinybev_ros.checkpoint import read_checkpoint
+    from tinybev_ros.errors import ConfigError
     from tinybev_ros.paths import default_checkpoint
     from tinybev_ros.ros.run import check_inputs
 
@@ -126,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
     # The user's inputs are checked before any synthesis, conversion or node start-up.
     checkpoint = args.checkpoint or str(default_checkpoint())
     read_checkpoint(checkpoint)
-    check_inputs(args.bag, None, force=False)
+    check_inputs(args.bag, None, force=False, rate=args.rate)
+    if args.scene and args.dataroot is None:
+        raise ConfigError(f"--scene {args.scene} names a scene of --dataroot, and none is given (without one the "
+                          "demo makes its own scene: --seed)")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace, out: Path, checkpoint: str, start: float) -> int:
     from tinybev_ros.paths import share_file
-    from tinybev_ros.ros.run import run_pipeline
+    from tinybev_ros.ros.run import ChildExited, RunTimeout, run_pipeline
 
     dataroot = version = scene = None
     bag = args.bag
@@ -152,8 +156,12 @@ def _demo(args: argparse.Namespace, out: Path, checkpoint: str, start: float) ->
             convert_scene(open_nuscenes(dataroot, version), scene, bag, ConvertOptions(progress=False))
     outputs_bag = out / "outputs"
     log.info("demo: replaying %s through tinybev_node (rate %.2f) and recording the outputs", bag, args.rate)
-    frames = run_pipeline(bag, share_file("config/tinybev.yaml"), checkpoint, args.device, args.rate,
-                          record=outputs_bag, overrides=REPLAY_PARAMS, drain_s=DRAIN_S, force=True)
+    try:
+        frames = run_pipeline(bag, share_file("config/tinybev.yaml"), checkpoint, args.device, args.rate,
+                              record=outputs_bag, overrides=REPLAY_PARAMS, drain_s=DRAIN_S, force=True)
+    except (ChildExited, RunTimeout) as exc:  # the child's own line is above this one
+        log.error("demo: %s", exc)
+        return 1
     if frames == 0:
         log.error("demo: the node published nothing; see its log above")
         return 1

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from tinybev_ros.checkpoint import read_checkpoint
+from tinybev_ros.errors import CheckpointError, CheckpointNotFound
 from training.config import TrainConfig
 from training.data import collate, move_batch
 from training.distillation.config import STAGES, DistillConfig, load_distill_config
@@ -39,16 +41,24 @@ log = logging.getLogger(__name__)
 RAMPED_WITH = {"motion_traj": "motion_reg", "motion_mode": "motion_cls", "occupancy": "occupancy", "plan": "plan"}
 
 
+def check_teacher(path: Path) -> None:
+    """A wrong --teacher is one line before the datasets are opened and cached (minutes on a first run)."""
+    if path.is_dir():
+        return
+    if not path.is_file():
+        raise CheckpointNotFound(f"teacher {path} is neither a teacher checkpoint file nor a teacher-cache directory")
+    kind = read_checkpoint(path)[1]["kind"]
+    if kind != "teacher":
+        raise CheckpointError(f"teacher {path} holds a {kind}, not a teacher (a teacher checkpoint or cache)")
+
+
 def open_teacher(path: str | Path, device: torch.device) -> Any:
     """A Teacher (training/teachers) from a teacher checkpoint file or a teacher-cache directory."""
     from training.teachers import CachedTeacher, LiveTeacher
 
     path = Path(path)
-    if path.is_dir():
-        return CachedTeacher(path, device=device)
-    if path.is_file():
-        return LiveTeacher.from_checkpoint(path, device=device)
-    raise FileNotFoundError(f"teacher {path} is neither a teacher checkpoint file nor a teacher-cache directory")
+    check_teacher(path)
+    return CachedTeacher(path, device=device) if path.is_dir() else LiveTeacher.from_checkpoint(path, device=device)
 
 
 class DistillTrainer(Trainer):
@@ -57,6 +67,8 @@ class DistillTrainer(Trainer):
     def __init__(self, config: TrainConfig, distill: DistillConfig, teacher: Any, dataroot: str | Path, version: str,
                  out_dir: str | Path, device: str | None = None, nusc=None) -> None:
         """`teacher`: a Teacher object, or the path of a teacher checkpoint / cache (opened on this rank's device)."""
+        if distill.stage != "none" and isinstance(teacher, str | Path):
+            check_teacher(Path(teacher))
         super().__init__(config, "student", dataroot, version, out_dir, device=device, nusc=nusc)
         self.distill = distill
         self.kd: DistillationLoss | None = None

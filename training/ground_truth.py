@@ -32,7 +32,7 @@ from nuscenes.nuscenes import NuScenes
 from tinybev_ros.ego_motion import EGO_VELOCITY_LAG_S, ego_status, unknown_ego_status
 from tinybev_ros.errors import DatasetFileMissing
 from tinybev_ros.geometry import LIDAR_NAME, BevGrid, Transform, quat_to_yaw
-from tinybev_ros.nuscenes_dataset import ego_pose, sample_data
+from tinybev_ros.nuscenes_dataset import ego_pose, load_map_expansion, sample_data
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES, DYNAMIC_CLASSES, MAP_CLASSES, Command
 
@@ -85,13 +85,15 @@ def ego_pose_of_sample(nusc: NuScenes, sample: dict) -> tuple[Transform, int]:
     return ego_pose(nusc, lidar), int(lidar["timestamp"])
 
 
-def earlier_lidar_record(nusc: NuScenes, record: dict, lag_s: float) -> dict | None:
+def earlier_lidar_record(nusc: NuScenes, record: dict, lag_s: float, on_disk: bool = False) -> dict | None:
     """The LIDAR_TOP sample_data about `lag_s` before `record`: the newest one at least 0.9 lag_s earlier (a 20 Hz
-    sweep on real nuScenes, the previous keyframe on a keyframes-only dataset); None at a scene's start."""
+    sweep on real nuScenes, the previous keyframe on a keyframes-only dataset); None at a scene's start.
+    `on_disk`: only a record whose point file exists (a keyframes-only download lacks the sweeps' files)."""
     token = record["prev"]
     while token:
         earlier = nusc.get("sample_data", token)
-        if record["timestamp"] - earlier["timestamp"] >= 0.9 * lag_s * 1e6:
+        if (record["timestamp"] - earlier["timestamp"] >= 0.9 * lag_s * 1e6
+                and (not on_disk or (Path(nusc.dataroot) / earlier["filename"]).is_file())):
             return earlier
         token = earlier["prev"]
     return None
@@ -115,7 +117,7 @@ def map_name_of_sample(nusc: NuScenes, sample: dict) -> str:
 def get_map(nusc: NuScenes, cache: MutableMapping[str, NuScenesMap], map_name: str) -> NuScenesMap:
     """The NuScenesMap of `map_name`, loaded once per cache (loading a real map takes seconds)."""
     if map_name not in cache:
-        cache[map_name] = NuScenesMap(dataroot=str(nusc.dataroot), map_name=map_name)
+        cache[map_name] = load_map_expansion(nusc.dataroot, map_name)
     return cache[map_name]
 
 
@@ -344,12 +346,18 @@ def load_ground_truth(nusc: NuScenes, nusc_map_cache: MutableMapping[str, NuScen
                       grid: BevGrid) -> GroundTruth:
     """All task ground truth of one keyframe. `nusc_map_cache` may start as `{}`; maps are added by name."""
     labels = read_sample_labels(nusc, sample_token)
-    if has_map_expansion(nusc, labels.map_name):
-        nusc_map = get_map(nusc, nusc_map_cache, labels.map_name)
-        masks, valid = map_masks_for_pose(nusc_map, labels.ego_to_global, grid), None
-    else:
-        masks, valid = prior_masks_for_pose(nusc, labels.sample, labels.ego_to_global, grid)
+    masks, valid = sample_map_masks(nusc, nusc_map_cache, labels, grid)
     return ground_truth_from_labels(labels, masks, labels.occupancy.rasterize(grid), valid)
+
+
+def sample_map_masks(nusc: NuScenes, nusc_map_cache: MutableMapping[str, NuScenesMap], labels: SampleLabels,
+                     grid: BevGrid) -> tuple[np.ndarray, np.ndarray]:
+    """(masks, valid) of a keyframe on `grid`: the map expansion's layers, all known, or without it the semantic
+    prior's drivable area only."""
+    if not has_map_expansion(nusc, labels.map_name):
+        return prior_masks_for_pose(nusc, labels.sample, labels.ego_to_global, grid)
+    masks = map_masks_for_pose(get_map(nusc, nusc_map_cache, labels.map_name), labels.ego_to_global, grid)
+    return masks, np.ones(len(masks), dtype=bool)
 
 
 def ground_truth_from_labels(labels: SampleLabels, map_masks: np.ndarray, occupancy: np.ndarray,

@@ -88,20 +88,26 @@ def motion_losses(motion_map: torch.Tensor, logits_map: torch.Tensor,
     return reg, cls
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    prob = torch.sigmoid(logits.float())
-    inter = (prob * target).sum((-2, -1))
-    total = prob.sum((-2, -1)) + target.sum((-2, -1))
-    return (1.0 - (2.0 * inter + 1.0) / (total + 1.0)).mean()
-
-
-def masked_bce(logits: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean BCE over pixels of (B, T, H, W) logits; frames with frame_mask False (B, T) do not count."""
-    loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean((-2, -1))
+def _frame_mean(loss: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of a (B, T) per-frame loss over the frames whose mask is True (all when no mask)."""
     if frame_mask is None:
         return loss.mean()
     weight = frame_mask.float()
     return (loss * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    prob = torch.sigmoid(logits.float())
+    inter = (prob * target).sum((-2, -1))
+    total = prob.sum((-2, -1)) + target.sum((-2, -1))
+    return _frame_mean(1.0 - (2.0 * inter + 1.0) / (total + 1.0), frame_mask)
+
+
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean BCE over pixels of (B, T, H, W) logits; frames (or map layers) with frame_mask False (B, T) do not
+    count."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean((-2, -1))
+    return _frame_mean(loss, frame_mask)
 
 
 def plan_l2_loss(plan: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -146,9 +152,11 @@ def supervised_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch
         terms["motion_reg"], terms["motion_cls"] = motion_losses(outputs["motion"], outputs["motion_logits"],
                                                                  targets)
     if "map" in outputs:
-        terms["map"] = masked_bce(outputs["map"], targets["map"])
+        # Layers a dataset without the map expansion does not know (map_valid False) teach nothing.
+        terms["map"] = masked_bce(outputs["map"], targets["map"], targets["map_valid"])
         if weights.map_dice > 0:
-            terms["map"] = terms["map"] + weights.map_dice * dice_loss(outputs["map"], targets["map"])
+            terms["map"] = terms["map"] + weights.map_dice * dice_loss(outputs["map"], targets["map"],
+                                                                       targets["map_valid"])
     if "occupancy" in outputs:
         terms["occupancy"] = masked_bce(outputs["occupancy"], targets["occupancy"], targets["occupancy_mask"])
     if "plan" in outputs:

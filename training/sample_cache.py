@@ -48,10 +48,10 @@ from training.ground_truth import (
     SampleLabels,
     command_from_ego_future,
     earlier_lidar_record,
-    get_map,
-    map_masks_for_pose,
+    has_map_expansion,
     read_sample_labels,
     sample_ego_status,
+    sample_map_masks,
 )
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class CachedSample:
     future_mask: np.ndarray  # (N, T) bool
     occupancy: OccupancyFootprints
     map_masks: np.ndarray  # (4, H', W') bool on map_grid_of(grid)
+    map_valid: np.ndarray  # (4,) bool: the layers the dataset knows (without the map expansion: the prior's only)
     ego_future: np.ndarray  # (6, 2)
     ego_future_mask: np.ndarray  # (6,) bool
     instance_tokens: list[str]
@@ -151,13 +152,16 @@ class CachedSample:
             futures=bev.vectors_xy(self.futures), future_mask=self.future_mask,
             map_masks=bev.resample(self.map_masks, map_grid, grid), occupancy=occupancy.rasterize(grid),
             ego_future=ego_future, ego_future_mask=self.ego_future_mask, command=command,
-            occupancy_mask=self.occupancy.valid.copy())
+            occupancy_mask=self.occupancy.valid.copy(), map_valid=self.map_valid.copy())
 
+
+SAMPLE_CACHE_HELP = ("where the training-resolution sample cache is kept (default: <dataroot>/tinybev_cache; give a "
+                     "folder for a read-only dataroot)")
 
 _ARRAYS = ("images", "intrinsics", "cam_to_ego", "cam_to_ego_compensated", "lidar", "lidar_previous",
            "ego_to_global", "ego_status", "centers",
            "sizes_wlh", "yaws", "velocities", "labels", "num_lidar_pts", "num_radar_pts", "futures", "future_mask",
-           "map_masks", "ego_future", "ego_future_mask")
+           "map_masks", "map_valid", "ego_future", "ego_future_mask")
 
 
 def _camera_inputs(nusc: NuScenes, sample: dict, ego_to_global: Transform,
@@ -202,10 +206,11 @@ def read_sample(nusc: NuScenes, sample_token: str, image_width: int, map_grid: B
     labels: SampleLabels = read_sample_labels(nusc, sample_token)
     sample = labels.sample
     images, intrinsics, static, compensated = _camera_inputs(nusc, sample, labels.ego_to_global, image_width)
-    nusc_map = get_map(nusc, map_cache, labels.map_name)
+    map_masks, map_valid = sample_map_masks(nusc, map_cache, labels, map_grid)
     boxes = labels.boxes
     lidar_record = sample_data(nusc, sample, LIDAR_NAME)
-    earlier = earlier_lidar_record(nusc, lidar_record, PREVIOUS_SWEEP_S)
+    # On disk: a keyframes-only download lists every 20 Hz sweep in its tables but holds only keyframe files.
+    earlier = earlier_lidar_record(nusc, lidar_record, PREVIOUS_SWEEP_S, on_disk=True)
     previous = (read_lidar_points(nusc, earlier, labels.ego_to_global) if earlier is not None
                 else np.zeros((0, 5), np.float32))
     lag = (lidar_record["timestamp"] - earlier["timestamp"]) / 1e6 if earlier is not None else 0.0
@@ -218,7 +223,7 @@ def read_sample(nusc: NuScenes, sample_token: str, image_width: int, map_grid: B
         centers=boxes["centers"], sizes_wlh=boxes["sizes_wlh"], yaws=boxes["yaws"],
         velocities=boxes["velocities"], labels=boxes["labels"], num_lidar_pts=boxes["num_lidar_pts"],
         num_radar_pts=boxes["num_radar_pts"], futures=labels.futures, future_mask=labels.future_mask,
-        occupancy=labels.occupancy, map_masks=map_masks_for_pose(nusc_map, labels.ego_to_global, map_grid),
+        occupancy=labels.occupancy, map_masks=map_masks, map_valid=map_valid,
         ego_future=labels.ego_future, ego_future_mask=labels.ego_future_mask,
         instance_tokens=list(boxes["instance_tokens"]))
 
@@ -238,6 +243,8 @@ def decode(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> CachedSa
     occupancy = OccupancyFootprints(tensors["occupancy.centers_xy"], tensors["occupancy.sizes_wl"],
                                     tensors["occupancy.yaws"], tensors["occupancy.frame"],
                                     tensors["occupancy.valid"])
+    if "map_valid" not in tensors:  # written before map_valid was stored: only datasets with the map expansion
+        tensors = {**tensors, "map_valid": np.ones(len(tensors["map_masks"]), dtype=bool)}
     return CachedSample(sample_token=metadata["sample_token"], scene_token=metadata["scene_token"],
                         timestamp_us=int(metadata["timestamp_us"]), occupancy=occupancy,
                         previous_lag_s=float(metadata["previous_lag_s"]),
@@ -265,6 +272,11 @@ class SampleCache:
 
     def ensure(self, sample_tokens: list[str], desc: str = "caching samples") -> int:
         """Write every missing sample (a crash leaves only whole files: rerun to continue); returns how many."""
+        without = sorted({r["location"] for r in self.nusc.log if not has_map_expansion(self.nusc, r["location"])})
+        if without:
+            log.warning("no map expansion for %s under %s/maps/expansion: map targets there are the semantic prior "
+                        "(drivable surface, walkways included) and the other map layers are not trained",
+                        ", ".join(without), self.nusc.dataroot)
         missing = [t for t in sample_tokens if not self.path(t).is_file()]
         if not missing:
             return 0

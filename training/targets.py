@@ -115,6 +115,7 @@ def build_targets(gt: GroundTruth, grid: BevGrid, det_stride: int, config: Targe
         "motion": motion,
         "motion_mask": motion_mask,
         "map": gt.map_masks.astype(np.float32),
+        "map_valid": gt.map_valid.astype(bool),
         "occupancy": gt.occupancy.astype(np.float32),
         "occupancy_mask": gt.occupancy_mask.astype(bool),
         "ego_future": gt.ego_future.astype(np.float32),

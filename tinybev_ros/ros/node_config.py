@@ -56,7 +56,7 @@ class PerceptionNodeConfig:
                                                  "remap or namespace it); {camera} = channel")
     raw_topic: str = _p(RAW_IMAGE, "raw image topic used with image_transport=raw")
     camera_info_topic: str = _p(CAMERA_INFO, "CameraInfo topic per camera")
-    cameras: list[str] = _p(list(CAMERA_NAMES), "camera channels, in the model's order")
+    cameras: list[str] = _p(list(CAMERA_NAMES), "the 6 camera channels, in the model's order")
     base_frame: str = _p("base_link", "frame of all outputs (REP 105)")
     map_frame: str = _p("map", "fixed frame of the ego pose (map -> [odom ->] base_link in /tf): tracking, ego "
                                "speed, goals without a frame_id")
@@ -141,5 +141,29 @@ def validate(cfg: PerceptionNodeConfig) -> None:
                                   "becomes each camera's name (one topic per camera)")
     if not cfg.cameras or len(set(cfg.cameras)) != len(cfg.cameras):
         raise NodeConfigError(f"parameter cameras is {cfg.cameras}; it must list each camera once")
+    if len(cfg.cameras) != len(CAMERA_NAMES):  # else every frame would fail in the model, after a "ready"
+        raise NodeConfigError(f"parameter cameras lists {len(cfg.cameras)} camera(s); the model takes "
+                              f"{len(CAMERA_NAMES)}, in the order {', '.join(CAMERA_NAMES)} (a rig with other "
+                              "names lists its own in that order)")
+    check_topic_names(cfg)
     if not cfg.base_frame:
         raise NodeConfigError("parameter base_frame is empty; outputs need a frame (base_link, REP 105)")
+
+
+def check_topic_names(cfg: PerceptionNodeConfig) -> None:
+    """Every input topic the parameters make is a valid ROS name (else create_subscription fails after the model
+    has loaded, with a traceback)."""
+    from rclpy.exceptions import NameValidationException
+    from rclpy.validate_topic_name import validate_topic_name
+
+    names = {name: [getattr(cfg, name).format(camera=camera) for camera in cfg.cameras]
+             for name in ("compressed_topic", "raw_topic", "camera_info_topic")}
+    names["goal_topic"] = [cfg.goal_topic]
+    for parameter, topics in names.items():
+        for topic in topics:
+            try:
+                validate_topic_name(topic)
+            except NameValidationException as exc:
+                reason = str(exc).splitlines()[0].removeprefix("Invalid topic name: ").rstrip(":")
+                raise NodeConfigError(f"parameter {parameter} makes the topic {topic!r}, not a valid ROS name: "
+                                      f"{reason}") from None

@@ -33,6 +33,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -414,6 +415,7 @@ def make_executor(kind: str):
 
 
 STARTUP_ERRORS = (NodeConfigError, CheckpointError, ParameterException)
+RCLError = _rclpy.RCLError  # what rclpy.init raises for an unusable --ros-args rule
 
 
 def main(args: list[str] | None = None) -> None:
@@ -422,7 +424,11 @@ def main(args: list[str] | None = None) -> None:
     node = None
     try:
         use_large_message_profile()  # before this process's first DDS participant: camera bursts need the big segment
-        rclpy.init(args=args)
+        try:
+            rclpy.init(args=args)
+        except RCLError as exc:  # a params file that does not open or parse, a malformed -p / -r rule
+            print(f"tinybev_node: error: {str(exc).split(', at /')[0]}", file=sys.stderr)
+            raise SystemExit(2) from None
         try:
             node = PerceptionNode()
         except STARTUP_ERRORS as exc:  # the user's parameters or files: one line, no traceback, exit 2

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from tinybev_ros.errors import DatasetError
@@ -24,6 +25,7 @@ from tinybev_ros.ros.interface import OUTPUT_TOPICS as NODE_OUTPUTS
 from tinybev_ros.ros.node_config import PerceptionNodeConfig
 
 OUTPUT_TOPICS = (*(output_topic(name) for name in NODE_OUTPUTS), "/diagnostics")
+RECEIVE_GRACE_S = 10.0  # after the player exits, for the node to take the bag's last images
 PLAYER_SETTLE_S = 1.0  # after the player's writers are visible, before it is resumed (see run_pipeline)
 
 
@@ -74,6 +76,7 @@ class GraphWatcher:
         self.node.create_subscription(Detection3DArray, "/tinybev/detections", self._on_output,
                                       QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.node_diagnostics: dict[str, str] = {}  # the latest values tinybev_node published on /diagnostics
+        self.diagnostics_at = 0.0  # when they came (monotonic)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
                                       QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
 
@@ -85,16 +88,23 @@ class GraphWatcher:
         for status in msg.status:
             if status.name.startswith("tinybev_node"):
                 self.node_diagnostics = {kv.key: kv.value for kv in status.values}
+                self.diagnostics_at = time.monotonic()
 
     def spin_until(self, condition, timeout_s: float, what: str, processes: list[subprocess.Popen]) -> None:
         deadline = time.monotonic() + timeout_s
         while not condition():
             for process in processes:
                 if process.poll() is not None:
-                    raise RuntimeError(f"{' '.join(process.args[:4])} exited with {process.returncode} while {what}")
+                    raise ChildExited(f"{child_name(process)} exited with {process.returncode} while {what}",
+                                      process.returncode)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout_s:.0f} s {what}")
+                raise RunTimeout(f"timed out after {timeout_s:.0f} s {what}")
             self.rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def images_received(self) -> dict[str, int]:
+        """Images of each camera the node has taken, from its /diagnostics ("CAM_FRONT:16 CAM_BACK:16 ...")."""
+        items = self.node_diagnostics.get("images_received", "").split()
+        return {camera: int(count) for camera, count in (item.rsplit(":", 1) for item in items)}
 
     def subscribed(self, topics: list[str]) -> bool:
         return all(self.node.count_subscribers(t) > 0 for t in topics)
@@ -116,13 +126,33 @@ def stop(process: subprocess.Popen | None, timeout_s: float = 20.0) -> None:
 
 
 class RunInputError(DatasetError):
-    """A bag or record target that cannot be used; found before any process starts."""
+    """A bag, rate or record target that cannot be used; found before any process starts."""
 
 
-def check_inputs(bag: Path | None, record: Path | None, force: bool) -> None:
+class ChildExited(RuntimeError):
+    """The node, player or recorder ended before its part was done (it has said why on its own stderr)."""
+
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+class RunTimeout(TimeoutError):
+    """The ROS graph did not reach a state the run waits for."""
+
+
+def child_name(process: subprocess.Popen) -> str:
+    """`tinybev_node`, `bag play`, `bag record`: what a child is, from its command line."""
+    args = [str(a) for a in process.args]
+    return "tinybev_node" if "tinybev_ros.ros.node_main" in args else " ".join(args[3:5])
+
+
+def check_inputs(bag: Path | None, record: Path | None, force: bool, rate: float = 1.0) -> None:
     """The bag must be a bag; the recording must not replace anything but a bag (with force), least of all the input."""
     if bag is not None and not is_bag(bag):
         raise RunInputError(f"{bag} is not a rosbag2 bag (no such directory or no metadata.yaml in it)")
+    if not rate > 0:
+        raise RunInputError(f"--rate must be positive, got {rate}")
     if record is None:
         return
     if bag is not None:
@@ -132,23 +162,49 @@ def check_inputs(bag: Path | None, record: Path | None, force: bool) -> None:
     check_target(record.absolute(), force)
 
 
+def bag_camera_topics(bag: Path, cameras: tuple[str, ...]) -> tuple[list[str], bool, list[int]]:
+    """The bag's image topic of every camera, whether they are raw (`bag convert --raw-images`) and how many
+    images each holds: the node is told to read what the bag holds, and the run waits for those subscriptions
+    and, at the end, for those images."""
+    from rosbags.rosbag2 import ReaderError
+
+    from tinybev_ros.ros.bag.play import open_reader
+
+    try:
+        with open_reader(bag) as reader:
+            held = Counter()
+            for connection in reader.connections:
+                held[connection.topic] += connection.msgcount
+    except ReaderError as exc:
+        raise RunInputError(f"{bag} cannot be read as a rosbag2 bag: {str(exc).splitlines()[0]}") from None
+    for raw in (False, True):
+        topics = [image_topic(camera, raw) for camera in cameras]
+        if all(topic in held for topic in topics):
+            return topics, raw, [held[topic] for topic in topics]
+    missing = [camera for camera in cameras if not {image_topic(camera), image_topic(camera, True)} & held.keys()]
+    raise RunInputError(f"{bag} has no images of camera(s) {', '.join(missing)} (the node needs all of "
+                        f"{', '.join(cameras)} on {image_topic('CAMERA')} or {image_topic('CAMERA', True)})")
+
+
 def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: str = "auto", rate: float = 1.0,
                  record: Path | None = None, overrides: list[str] | None = None, drain_s: float = 3.0,
                  startup_timeout_s: float = 180.0, force: bool = False) -> int:
-    """Node (+ bag replay + recorder); returns the number of detection frames the node published.
+    """Node (+ bag replay + recorder); returns the number of detection frames the node published, or without a
+    bag the node's exit status.
 
     Every child dies with this process (child_process.spawn); `force` lets the recording replace an older bag.
     """
-    check_inputs(bag, record, force)
+    check_inputs(bag, record, force, rate)
     cameras = PerceptionNodeConfig().cameras
+    camera_topics, raw, images = bag_camera_topics(bag, cameras) if bag is not None else ([], False, [])
+    transport = ["image_transport:=raw"] if raw else []  # before the user's -p, which win
     node = recorder = player = None
     use_large_message_profile()  # for our watcher and, inherited, every child: node, player, recorder
     watcher = GraphWatcher()
     try:
-        node = spawn(node_command(params, checkpoint, device, bag is not None, overrides or []))
+        node = spawn(node_command(params, checkpoint, device, bag is not None, [*transport, *(overrides or [])]))
         if bag is None:
             return node.wait()
-        camera_topics = [image_topic(c) for c in cameras]
         watcher.spin_until(lambda: watcher.subscribed(camera_topics), startup_timeout_s,
                            "waiting for tinybev_node to subscribe to the cameras", [node])
         if record is not None:
@@ -171,7 +227,17 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
         player.send_signal(signal.SIGUSR1)
         watcher.spin_until(lambda: player.poll() is not None, 24 * 3600, "playing the bag", [node])
         if player.returncode != 0:
-            raise RuntimeError(f"bag play failed with exit code {player.returncode}")
+            raise ChildExited(f"bag play failed with exit code {player.returncode}", player.returncode)
+        expected = dict(zip(cameras, images, strict=True))
+        played = time.monotonic()
+        grace = played + RECEIVE_GRACE_S  # best-effort images lost on the way never come
+
+        def short() -> dict[str, int]:  # cameras the node's latest report has fewer images of than the bag
+            received = watcher.images_received()
+            return {c: received.get(c, 0) for c, count in expected.items() if received.get(c, 0) < count}
+
+        watcher.spin_until(lambda: (watcher.diagnostics_at > played and not short()) or time.monotonic() > grace,
+                           RECEIVE_GRACE_S + 5, "waiting for tinybev_node to receive the bag's last images", [node])
         watcher.last_output = max(watcher.last_output, time.monotonic())
         watcher.spin_until(lambda: time.monotonic() - watcher.last_output > drain_s, 600,
                            "draining the node's last frames", [node])
@@ -179,6 +245,9 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
         if faults:  # what cost frames (lost images, a busy queue...), in the user's terminal, not only in a bag
             print("run: tinybev_node counted faults: " + ", ".join(f"{k.removeprefix('fault_')} {v}"
                                                                    for k, v in sorted(faults.items())), file=sys.stderr)
+        if watcher.diagnostics_at > played and short():
+            print("run: tinybev_node did not receive every image of the bag: " + ", ".join(
+                f"{camera} {count}/{expected[camera]}" for camera, count in short().items()), file=sys.stderr)
         return watcher.outputs
     finally:
         stop(player)
@@ -207,10 +276,17 @@ def run(args: argparse.Namespace) -> int:
     except (RunInputError, BagExistsError) as exc:
         print(f"run: error: {exc}", file=sys.stderr)
         return 2
+    except ChildExited as exc:  # the child's own line (a bad parameter, a missing checkpoint) is just above
+        print(f"run: error: {exc}", file=sys.stderr)
+        return exc.returncode if exc.returncode > 0 else 1
+    except RunTimeout as exc:
+        print(f"run: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # every child was stopped on the way out (run_pipeline's finally)
         print("run: interrupted; the node, player and recorder were stopped", file=sys.stderr)
         return 130
-    if args.bag is not None:
-        print(f"run: the node published {frames} frames" + (f"; outputs recorded in {args.record}" if args.record
-                                                             else ""))
-    return 0 if args.bag is None or frames > 0 else 1
+    if args.bag is None:
+        return frames  # the node's exit status: 2 for a bad parameter or checkpoint, as the node itself says
+    print(f"run: the node published {frames} frames" + (f"; outputs recorded in {args.record}" if args.record
+                                                         else ""))
+    return 0 if frames > 0 else 1

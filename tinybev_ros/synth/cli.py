@@ -28,10 +28,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = SynthConfig(scenes=args.scenes, seed=args.seed, version=args.version, duration_s=args.duration,
-                         sweeps=args.sweeps, maps=tuple(args.maps))
     start = time.perf_counter()
     try:
+        config = SynthConfig(scenes=args.scenes, seed=args.seed, version=args.version, duration_s=args.duration,
+                             sweeps=args.sweeps, maps=tuple(args.maps))
         root = generate(args.out, config, overwrite=args.force)
     except (FileExistsError, ValueError) as exc:
         log.error("synth: %s", exc)

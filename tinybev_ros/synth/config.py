@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tinybev_ros.errors import ConfigError
+
 # The devkit's map API accepts only these names; Singapore drives on the left, Boston on the right.
 MAP_NAMES: tuple[str, ...] = (
     "singapore-onenorth", "boston-seaport", "singapore-hollandvillage", "singapore-queenstown",
@@ -47,11 +49,11 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.scenes < 1:
-            raise ValueError(f"SynthConfig.scenes must be >= 1, got {self.scenes}")
+            raise ConfigError(f"SynthConfig.scenes must be >= 1, got {self.scenes}")
         if self.duration_s < 1.0:
-            raise ValueError(f"SynthConfig.duration_s must be >= 1 s, got {self.duration_s}")
+            raise ConfigError(f"SynthConfig.duration_s must be >= 1 s, got {self.duration_s}")
         if self.version not in ("v1.0-mini", "v1.0-trainval"):
-            raise ValueError(f"SynthConfig.version must be 'v1.0-mini' or 'v1.0-trainval', got {self.version!r}")
+            raise ConfigError(f"SynthConfig.version must be 'v1.0-mini' or 'v1.0-trainval', got {self.version!r}")
         unknown = [m for m in self.maps if m not in MAP_NAMES]
         if unknown or not self.maps:
-            raise ValueError(f"SynthConfig.maps must name nuScenes maps {MAP_NAMES}, got {list(self.maps)}")
+            raise ConfigError(f"SynthConfig.maps must name nuScenes maps {MAP_NAMES}, got {list(self.maps)}")

@@ -13,13 +13,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from nuscenes.map_expansion.map_api import NuScenesMap
 from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.data_classes import LidarPointCloud
 from nuscenes.utils.geometry_utils import BoxVisibility
 
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, quat_to_yaw
-from tinybev_ros.nuscenes_dataset import data_path, ego_pose, open_nuscenes, sample_data, sensor_to_ego
+from tinybev_ros.nuscenes_dataset import (
+    data_path,
+    ego_pose,
+    load_map_expansion,
+    open_nuscenes,
+    sample_data,
+    sensor_to_ego,
+)
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES
 
 log = logging.getLogger(__name__)
@@ -65,7 +71,7 @@ def bev_panel(nusc: NuScenes, sample: dict, size: int, extent_m: float = 100.0) 
     # map layers: rasterise the devkit's map geometry in the ego frame
     scene = nusc.get("scene", sample["scene_token"])
     location = nusc.get("log", scene["log_token"])["location"]
-    nmap = NuScenesMap(nusc.dataroot, location)
+    nmap = load_map_expansion(nusc.dataroot, location)
     x, y = ego_to_global.translation[:2]
     yaw = quat_to_yaw(ego_to_global.quat_wxyz)
     layers = list(MAP_COLOURS)
@@ -135,8 +141,12 @@ def run(args: argparse.Namespace) -> int:
             log.error("synth-render: no scene named %r in %s", args.scene, args.dataroot)
             return 2
         token = scenes[0]["first_sample_token"]
-        for _ in range(args.index):
-            token = nusc.get("sample", token)["next"] or token
+        for step in range(args.index):
+            token = nusc.get("sample", token)["next"]
+            if not token:
+                log.error("synth-render: scene %s has %d keyframes; --index %d is beyond its last",
+                          scenes[0]["name"], step + 1, args.index)
+                return 2
     picture = render_sample(nusc, token, args.camera_width)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from training.data import move_batch
 from training.distill import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
 from training.evaluation.report import write_json
+from training.train import add_override_arguments, overrides_of
 
 
 def parameter_parts(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
@@ -126,6 +127,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="v1.0-trainval")
     parser.add_argument("--out", default=None, help="also write the figures here (JSON)")
     parser.add_argument("--device", default=None)
+    add_override_arguments(parser)  # a candidate recipe is probed without writing its YAML
 
 
 def training_batches(trainer: DistillTrainer) -> Iterator[dict[str, Any]]:
@@ -136,7 +138,8 @@ def training_batches(trainer: DistillTrainer) -> Iterator[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run_config = load_distill_config(args.config, [f"distill.stage={args.stage}"])
+    overrides = overrides_of(args)
+    run_config = load_distill_config(args.config, [*overrides, f"distill.stage={args.stage}"])
     config = run_config.training()
     with tempfile.TemporaryDirectory() as scratch:  # the trainer wants a run folder; the probe saves nothing
         trainer = DistillTrainer(config, run_config.distill, args.teacher, args.dataroot, args.version, scratch,
@@ -145,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
             trainer.spec.load_weights(trainer.model, Path(args.student), trainer.device)
         trainer.step = args.step
         probes = [probe_batch(trainer, batch) for batch in itertools.islice(training_batches(trainer), args.batches)]
-    result = {"config": str(args.config), "stage": args.stage, "student": args.student or "fresh",
-              "step": args.step, **average(probes)}
+    result = {"config": str(args.config), "overrides": overrides, "stage": args.stage,
+              "student": args.student or "fresh", "step": args.step, **average(probes)}
     print(render(result))
     if args.out:
         write_json(Path(args.out), result)

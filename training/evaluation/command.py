@@ -14,8 +14,16 @@ from tinybev_ros.nuscenes_dataset import open_nuscenes
 from training.evaluation.figures import render_scene
 from training.evaluation.inference import evaluation_predictor, predict_split, predictor_speed, teacher_predictions
 from training.evaluation.report import write_report
-from training.evaluation.suite import ALL_TASKS, evaluate, load_ground_truths, parse_tasks, samples_by_scene
-from training.splits import devkit_split, split_sample_tokens
+from training.evaluation.suite import (
+    ALL_TASKS,
+    DEVKIT_TASKS,
+    evaluate,
+    load_ground_truths,
+    parse_tasks,
+    samples_by_scene,
+)
+from training.sample_cache import SAMPLE_CACHE_HELP
+from training.splits import check_devkit_split, devkit_split, split_sample_tokens
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,18 +37,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default=",".join(ALL_TASKS), help="comma-separated subset of " + ",".join(ALL_TASKS))
     parser.add_argument("--figure-scenes", type=int, default=1, help="scenes drawn as figures + GIF (0: none)")
     parser.add_argument("--no-speed", dest="speed", action="store_false", help="skip parameters/FLOPs/latency")
+    parser.add_argument("--sample-cache", default="", metavar="DIR",
+                        help="teacher checkpoints: " + SAMPLE_CACHE_HELP)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, nusc: NuScenes, eval_set: str, out: str | Path,
                         tasks: tuple[str, ...] = ALL_TASKS, device: str | None = None, figure_scenes: int = 1,
-                        speed: bool = True) -> dict[str, Any]:
+                        speed: bool = True, sample_cache: str | Path = "") -> dict[str, Any]:
     """`tinybev eval` as a function: a student or teacher checkpoint over a split; report (+ figures) in `out`."""
     tokens = split_sample_tokens(nusc, eval_set)
-    if not tokens:
-        raise SystemExit(f"tinybev eval: split {eval_set!r} has no scenes in {nusc.dataroot} ({nusc.version})")
+    if any(task in DEVKIT_TASKS for task in tasks):
+        check_devkit_split(nusc, eval_set)
     student = read_checkpoint(checkpoint)[1]["kind"] == "student"
     if not student:
-        predictions, ground_truths, grid = teacher_predictions(checkpoint, device, nusc, eval_set, tokens)
+        predictions, ground_truths, grid = teacher_predictions(checkpoint, device, nusc, eval_set, tokens,
+                                                               sample_cache)
     else:
         predictor = evaluation_predictor(checkpoint, device)
         print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
@@ -66,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
     read_checkpoint(args.checkpoint)  # a wrong checkpoint is reported before any dataset work
     nusc = open_nuscenes(args.dataroot, args.version)
     evaluate_checkpoint(args.checkpoint, nusc, devkit_split(args.version, args.split), args.out, tasks, args.device,
-                        args.figure_scenes, args.speed)
+                        args.figure_scenes, args.speed, args.sample_cache)
     return 0

@@ -91,7 +91,8 @@ def predictor_speed(predictor: Any, nusc: NuScenes, sample_token: str, times_ms:
 
 
 def teacher_predictions(checkpoint: str | Path, device: str | None, nusc: NuScenes, eval_set: str,
-                         tokens: list[str]) -> tuple[dict[str, Predictions], dict[str, GroundTruth], BevGrid]:
+                         tokens: list[str], sample_cache: str | Path = "",
+                         ) -> tuple[dict[str, Predictions], dict[str, GroundTruth], BevGrid]:
     """A teacher checkpoint needs LiDAR: its predictions come from the sample cache (training/teachers/predict.py)."""
     from training.teachers import load_teacher_checkpoint
     from training.teachers.predict import predict_split_teacher, teacher_dataset
@@ -99,7 +100,7 @@ def teacher_predictions(checkpoint: str | Path, device: str | None, nusc: NuScen
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     net, config = load_teacher_checkpoint(checkpoint, device)
     print(f"tinybev eval: teacher {config.name}, {len(tokens)} samples of {eval_set} on {device}")
-    dataset = teacher_dataset(nusc, eval_set, config)
+    dataset = teacher_dataset(nusc, eval_set, config, sample_cache)
     missing = sorted(set(tokens) - set(dataset.tokens))
     if missing:
         raise SystemExit(f"tinybev eval: {len(missing)} samples of {eval_set} are not in the teacher's data")

@@ -29,6 +29,7 @@ from training.ground_truth import GroundTruth, load_ground_truth
 from training.metrics.motion import VEHICLE_CLASSES, MotionAccumulator
 from training.metrics.planning import PlanningAccumulator, obstacle_corners
 from training.metrics.segmentation import MapAccumulator, OccupancyAccumulator
+from training.splits import check_devkit_split
 
 ALL_TASKS: tuple[str, ...] = ("detection", "tracking", "motion", "map", "occupancy", "planning")
 
@@ -97,8 +98,10 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
     unknown = sorted(set(tasks) - set(ALL_TASKS))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; known: {list(ALL_TASKS)}")
-    if eval_set is None and any(task in DEVKIT_TASKS for task in tasks):
-        raise ValueError("detection and tracking run the nuScenes devkit over a whole split: pass eval_set")
+    if any(task in DEVKIT_TASKS for task in tasks):
+        if eval_set is None:
+            raise ValueError("detection and tracking run the nuScenes devkit over a whole split: pass eval_set")
+        check_devkit_split(nusc, eval_set)
     tokens = list(predictions_by_sample)
     if not tokens:
         raise ValueError("no predictions to evaluate")
@@ -149,7 +152,8 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
         metrics["map"] = map_acc.result()
         if not all(ground_truths[token].map_valid.all() for token in tokens):
             metrics["map_note"] = (f"n/a: no map expansion in {Path(nusc.dataroot) / 'maps' / 'expansion'} (a separate "
-                                   "nuScenes download); drivable_area is scored against the semantic prior")
+                                   "nuScenes download); drivable_area is scored against the semantic prior "
+                                   "(drivable surface and walkways)")
     if "occupancy" in tasks:
         metrics["occupancy"] = occupancy.result()
     if "planning" in tasks:

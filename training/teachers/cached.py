@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from tinybev_ros.checkpoint import write_tensors
+from tinybev_ros.errors import CheckpointNotFound
 from training.teachers.base import OUTPUT_KEYS, Teacher, TeacherOutput
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class CachedTeacher:
     def __init__(self, root: str | Path, device: str | torch.device = "cpu") -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"teacher cache directory {self.root} does not exist")
+            raise CheckpointNotFound(f"teacher cache directory {self.root} does not exist")
         self.device = torch.device(device)
 
     def __call__(self, batch: dict[str, Any]) -> TeacherOutput:

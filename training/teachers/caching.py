@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from training.data import collate, move_batch
+from training.sample_cache import SAMPLE_CACHE_HELP
 from training.teachers.cached import cache_teacher
 from training.teachers.fusion_teacher import LiveTeacher
 from training.teachers.predict import teacher_dataset
@@ -51,6 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="teacher-cache directory (created; resumed if it exists)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    parser.add_argument("--sample-cache", default="", metavar="DIR",
+                        help=SAMPLE_CACHE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     nusc = open_nuscenes(args.dataroot, args.version)
     with torch.no_grad():
-        written = cache_splits(args.teacher, nusc, args.splits, args.out, device, args.batch_size)
+        written = cache_splits(args.teacher, nusc, args.splits, args.out, device, args.batch_size,
+                               args.sample_cache)
     print(f"tinybev teacher-cache: wrote {written} sample files to {args.out}")
     return 0

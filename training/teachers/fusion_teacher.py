@@ -22,6 +22,7 @@ from torch import nn
 
 from tinybev_ros.checkpoint import load_state, read_checkpoint
 from tinybev_ros.config import from_dict, load_yaml
+from tinybev_ros.errors import CheckpointError
 from tinybev_ros.model.bev_encoder import BevEncoder
 from tinybev_ros.model.config import ModelConfig
 from tinybev_ros.model.heads import TaskHeads
@@ -106,11 +107,11 @@ def load_teacher_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     """A FusionTeacher (eval mode) and its config from a checkpoint written by `save_checkpoint(kind="teacher")`."""
     tensors, metadata = read_checkpoint(path)
     if metadata["kind"] != "teacher":
-        raise ValueError(f"checkpoint {path} holds a {metadata['kind']}, not a teacher")
+        raise CheckpointError(f"checkpoint {path} holds a {metadata['kind']}, not a teacher")
     try:
         config = from_dict(FusionTeacherConfig, metadata["config"], where=f"{path}:config")
     except (ValueError, TypeError) as error:
-        raise ValueError(f"checkpoint {path}: bad teacher config in metadata: {error}") from error
+        raise CheckpointError(f"checkpoint {path}: bad teacher config in metadata: {error}") from error
     model = build_teacher(config)
     load_state(model, tensors, path)
     return model.to(device).eval(), config

@@ -14,7 +14,8 @@ the sensor's own timestamp, nuScenes microseconds -> nanoseconds):
   /odom                         nav_msgs/Odometry            ego pose in map, twist in base_link (LiDAR stamps)
   /markers/annotations          visualization_msgs/MarkerArray  ground-truth boxes in map at keyframes
   /map                          nav_msgs/OccupancyGrid       drivable area (100 = drivable, 0 = not) covering the
-                                                             scene's ego path plus a margin, once, latched
+                                                             scene's ego path plus a margin, once, latched; without
+                                                             the map expansion the semantic prior (walkways too)
   /clock                        rosgraph_msgs/Clock          at every distinct message stamp
 
 Keyframes (2 Hz) only by default; `--sweeps` writes the full 12 Hz camera / 20 Hz LiDAR streams.
@@ -40,10 +41,12 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 
 from tinybev_ros.errors import DatasetError
 from tinybev_ros.geometry import Transform, matrix_to_quat
+from tinybev_ros.jpeg import JPEG_SOI, is_truncated_jpeg
 from tinybev_ros.nuscenes_dataset import (
     camera_intrinsic,
     ego_pose,
     find_scene,
+    load_map_expansion,
     open_nuscenes,
     sample_data,
     sensor_to_ego,
@@ -57,7 +60,6 @@ from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES
 log = logging.getLogger("tinybev.nuscenes_to_bag")
 
 POINT_BYTES = 5 * 4  # .pcd.bin: x, y, z, intensity, ring as float32
-JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 
 # Order of messages that share one timestamp: time and transforms before the data that needs them.
 _ORDER = {"clock": 0, "tf_static": 1, "map": 2, "tf": 3, "camera_info": 4, "image": 5, "lidar": 5, "odom": 6,
@@ -136,7 +138,7 @@ def read_jpeg(path: Path) -> bytes:
     data = read_file(path)
     if not data.startswith(JPEG_SOI):
         raise ConversionError(f"corrupt JPEG {path}: no start-of-image marker")
-    if not data[-64:].rstrip(b"\x00").endswith(JPEG_EOI):
+    if is_truncated_jpeg(data):
         raise ConversionError(f"corrupt JPEG {path}: truncated (no end-of-image marker), {len(data)} bytes")
     return data
 
@@ -360,10 +362,7 @@ class SceneMessages:
         x1, y1 = np.ceil((xy.max(axis=0) + margin) / res) * res
         width, height = int(round((x1 - x0) / res)), int(round((y1 - y0) / res))
         if path.is_file():
-            try:
-                nusc_map = load_map(str(self.root), location)
-            except (OSError, ValueError, KeyError, AssertionError) as exc:
-                raise ConversionError(f"cannot load map expansion {path}: {exc}") from exc
+            nusc_map = load_map(str(self.root), location)
             # devkit patch (x_centre, y_centre, height along y, width along x); mask rows follow +y from y0.
             patch = ((x0 + x1) / 2.0, (y0 + y1) / 2.0, y1 - y0, x1 - x0)
             mask = nusc_map.get_map_mask(patch, 0.0, ["drivable_area"], canvas_size=(height, width))[0]
@@ -379,9 +378,7 @@ class SceneMessages:
 @functools.lru_cache(maxsize=4)
 def load_map(dataroot: str, location: str):
     """The devkit's map of a location, loaded once per process (real map files take seconds to parse)."""
-    from nuscenes.map_expansion.map_api import NuScenesMap
-
-    return NuScenesMap(dataroot=dataroot, map_name=location)
+    return load_map_expansion(dataroot, location)
 
 
 def class_color(label: str) -> tuple[float, float, float, float]:

@@ -143,12 +143,18 @@ class BagPlayer:
         msg.clock.sec, msg.clock.nanosec = divmod(stamp_ns, 1_000_000_000)
         self.clock_publisher.publish(msg)
 
-    def flush(self, timeout_s: float = 5.0) -> None:
-        """Wait until reliable subscribers acknowledged everything, so exiting loses nothing in flight."""
+    def flush(self, timeout_s: float = 10.0, linger_s: float = 1.0) -> None:
+        """Wait until reliable subscribers acknowledged everything, then keep the writers `linger_s` longer: a
+        subscriber whose writer vanishes may drop samples its executor has not taken yet (a CI replay once lost
+        the last images of five cameras as the player exited)."""
         from rclpy.duration import Duration
 
-        for publisher in self.publishers.values():
-            publisher.wait_for_all_acked(Duration(seconds=timeout_s))
+        deadline = time.monotonic() + timeout_s
+        late = [topic for topic, publisher in self.publishers.items()
+                if not publisher.wait_for_all_acked(Duration(seconds=max(deadline - time.monotonic(), 0.01)))]
+        if late:
+            log.warning("not acknowledged by every subscriber within %.0f s: %s", timeout_s, ", ".join(late))
+        time.sleep(linger_s)
 
 
 def play(path: str | Path, rate: float = 1.0, loop: bool = False, clock_hz: float | None = None,
@@ -189,8 +195,9 @@ def play(path: str | Path, rate: float = 1.0, loop: bool = False, clock_hz: floa
                  ", looping" if loop else "")
         started = time.monotonic()
         while True:
-            published += player.play_once()
-            if not loop:
+            sent = player.play_once()
+            published += sent
+            if not loop or not sent:  # a loop over nothing would spin without ever looking at a stop request
                 break
         player.flush()
         log.info("published %d messages in %.2f s", published, time.monotonic() - started)

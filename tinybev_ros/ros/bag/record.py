@@ -76,6 +76,20 @@ class BagRecorder:
         self.counts[topic] += 1
 
 
+def absolute_topic(topic: str) -> str:
+    """`chatter` -> `/chatter` (the graph lists absolute names); a name ROS cannot have is a ValueError."""
+    from rclpy.exceptions import NameValidationException
+    from rclpy.validate_full_topic_name import validate_full_topic_name
+
+    name = topic if topic.startswith("/") else "/" + topic
+    try:
+        validate_full_topic_name(name)
+    except NameValidationException as exc:
+        reason = str(exc).splitlines()[0].split(": ", 1)[-1].rstrip(":")
+        raise ValueError(f"topic {topic!r} is not a valid ROS name: {reason}") from None
+    return name
+
+
 def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force: bool = False,
            duration_s: float | None = None, max_messages: int | None = None) -> dict[str, int]:
     """Record until SIGINT/SIGTERM, `duration_s` or `max_messages`; returns messages per topic."""
@@ -88,6 +102,7 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
 
     if not topics:
         raise ValueError("no topics to record (give --topics)")
+    topics = [absolute_topic(topic) for topic in topics]  # before the bag exists: a bad name leaves nothing
     stop = False
 
     def request_stop(signum: int, frame: object) -> None:

@@ -93,12 +93,13 @@ def test_ablation_configs_load() -> None:
     assert Path(worlds.teacher_train_config).name == "train_tiny_teacher.yaml"
     with pytest.raises(ConfigError, match="stages"):
         load_ablation_config(config_dir / "ablation_tiny.yaml", ("stages=[S9]",))
-    # The verdict's pairs of every seed come first: a partial ablation knows the seed spread of none and S3.
-    assert worlds.run_order() == [(0, "none"), (0, "S3"), (1, "none"), (1, "S3"),
+    # The verdict's stages of every seed come first (a partial ablation knows the seed spread of none and S3), the
+    # supervised ones, which need no teacher, before any distilled one.
+    assert worlds.run_order() == [(0, "none"), (1, "none"), (0, "S3"), (1, "S3"),
                                   (0, "S1"), (0, "S2"), (1, "S1"), (1, "S2")]
     # The long verdict pairs: the same setting but the students' budget (and validation spacing), none and S3 only.
     long = load_ablation_config(config_dir / "ablation_worlds_long.yaml")
-    assert long.student_steps == 4 * worlds.student_steps and long.run_order() == worlds.run_order()[:4]
+    assert long.student_steps == 2 * worlds.student_steps and long.run_order() == worlds.run_order()[:4]
     same = ("distill_config", "teacher_train_config", "teacher_steps", "seeds", "eval_worlds", "validation_world")
     assert all(getattr(long, key) == getattr(worlds, key) for key in same)
 
@@ -124,7 +125,17 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     args = ["ablate", "--config", str(tmp_path / "ablation.yaml"), "--dataroot", str(synth_dataset.dataroot),
             "--version", synth_dataset.version, "--out", str(out), "--table", str(tmp_path / "table.md"),
             "student_overrides=[val_every=1, data.max_samples=4, data.num_workers=0]"]
-    assert main(args) == 0
+    # A sitting with only supervised runs to do trains no teacher; its record says so, and the table reads n/a.
+    assert main([*args, "stages=[none]"]) == 0
+    assert not (out / "teacher").exists() and not (out / "teacher_cache").exists()
+    supervised_only = json.loads((tmp_path / "table.json").read_text())
+    assert set(supervised_only["students"]) == {"none_seed0"} and "teacher" not in supervised_only
+    assert "| teacher | n/a | n/a |" in (tmp_path / "table.md").read_text()
+    supervised_model = out / "runs" / "none_seed0" / "checkpoints" / "step_00000002" / "model.safetensors"
+    supervised_stamp = supervised_model.stat().st_mtime_ns
+
+    assert main(args) == 0  # then the teacher, for S3; the supervised run is kept as it is
+    assert supervised_model.stat().st_mtime_ns == supervised_stamp
 
     results = json.loads((out / "ablation.json").read_text())
     assert results["eval_sets"] == ["world 5"]

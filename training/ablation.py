@@ -20,8 +20,9 @@ files it names, so the same command runs at `tiny` scale on a CPU and at `base` 
 Sittings that do not share a disk: `--table docs/X.md` keeps the results in `docs/X.json`, which lives in git. A
 later call with the same `--table` takes a student recorded there as done (never trained again) when it was made
 with today's settings and data (its `settings_sha256`: a changed distillation recipe retrains the distilled runs
-only). The teacher is trained again only while distilled runs remain, and must come out with the recorded weights
-(`teacher_sha256`; training is deterministic), so every distilled student in the table learned from one teacher.
+only). The teacher is trained (again) only when a distilled run is pending, and must come out with the recorded
+weights (`teacher_sha256`; training is deterministic), so every distilled student in the table learned from one
+teacher; until the first distilled run the record has no teacher (its table row reads n/a).
 """
 
 from __future__ import annotations
@@ -98,11 +99,12 @@ class AblationConfig:
             raise ValueError(f"ablation: stages {unknown} unknown (known {STAGES}) or no seeds")
 
     def run_order(self) -> list[tuple[int, str]]:
-        """(seed, stage): the verdict's pair (none, S3) of every seed first, then the other stages, seed-major in
-        each group, so a partial ablation answers the verdict's question, with its seed spread, first."""
-        pair = [stage for stage in self.stages if stage in ("none", "S3")]
-        rest = [stage for stage in self.stages if stage not in pair]
-        return [(seed, stage) for group in (pair, rest) for seed in self.seeds for stage in group]
+        """(seed, stage): the supervised runs of every seed, then S3's, then the other stages seed by seed. The
+        verdict's pairs come first, so a partial ablation answers it with its seed spread; the supervised runs
+        before any distilled one, because they need no teacher: a sitting too short for the teacher and a
+        distilled run still finishes runs that count."""
+        first = [(seed, stage) for stage in ("none", "S3") if stage in self.stages for seed in self.seeds]
+        return first + [(seed, stage) for seed in self.seeds for stage in self.stages if stage not in ("none", "S3")]
 
 
 def load_ablation_config(path: str | Path, overrides: tuple[str, ...] = ()) -> AblationConfig:
@@ -250,7 +252,7 @@ class Ablation:
             return model
         config = dataclasses.replace(self.train_config, steps=self.config.student_steps, seed=seed)
         distill = dataclasses.replace(self.distill_run.distill, stage=stage)
-        trainer = DistillTrainer(config, distill, teacher if stage != "none" else None, self.dataroot, self.version,
+        trainer = DistillTrainer(config, distill, teacher, self.dataroot, self.version,
                                  run_dir, device=self.device, nusc=self.nusc)
         if self.config.validation_world >= 0:
             trainer.validation_metrics = self.detection_validation(trainer.spec.camera_config)
@@ -368,6 +370,23 @@ class Ablation:
                                    spec.grid.resolution * spec.det_stride, path, index)
 
     # ------------------------------------------------------------------------------------------- run
+    def prepare_teacher(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Train (or resume) and cache the teacher for the distilled runs; the record's teacher keys. It must come
+        out with the recorded weights, or distilled students of two teachers would share one table."""
+        settings = self.settings_sha256(None)
+        same_teacher = record.get("teacher_settings_sha256") == settings
+        teacher_model = self.train_teacher()
+        digest = weights_sha256(teacher_model)
+        if same_teacher and record["teacher_sha256"] != digest:
+            raise ConfigError(f"the teacher trained again to other weights than the record's ({digest[:12]} != "
+                              f"{record['teacher_sha256'][:12]}) with the same settings: training does not "
+                              "reproduce on this machine, so new distilled students cannot share a table with "
+                              "the recorded ones; move the record away to start afresh")
+        source = self.teacher_cache(teacher_model) if self.config.cache_teacher else teacher_model
+        row = record["teacher"] if same_teacher else self.evaluate_model(teacher_model, "teacher")
+        return {"teacher": row, "teacher_sha256": digest, "teacher_settings_sha256": settings,
+                "teacher_source": str(source)}
+
     def run(self, report=None, record: dict[str, Any] | None = None) -> dict[str, Any]:
         """Everything not done yet; `report(results)` is called after every evaluated model (partial tables).
         `record`: the results of an earlier sitting (module docstring): its students made with today's settings
@@ -381,27 +400,16 @@ class Ablation:
         # Every kept run is in the results from the start, so a sitting cut short still writes them all back.
         results: dict[str, Any] = {"eval_sets": self.eval_set_names(), "students": kept,
                                    "validation": {name: record.get("validation", {}).get(name, []) for name in kept}}
-        teacher_settings = self.settings_sha256(None)
-        same_teacher = record.get("teacher_settings_sha256") == teacher_settings
-        if same_teacher and all(stage == "none" for _, stage in pending):
+        if any(stage != "none" for _, stage in pending):
+            results.update(self.prepare_teacher(record))
+        elif record.get("teacher_settings_sha256") == self.settings_sha256(None):
             results.update({key: record[key] for key in TEACHER_KEYS})
             results["teacher_source"] = str(self.out / "teacher_cache")  # the record's is another disk's
-        else:
-            teacher_model = self.train_teacher()
-            digest = weights_sha256(teacher_model)
-            if same_teacher and record["teacher_sha256"] != digest:
-                raise ConfigError(f"the teacher trained again to other weights than the record's ({digest[:12]} != "
-                                  f"{record['teacher_sha256'][:12]}) with the same settings: training does not "
-                                  "reproduce on this machine, so new distilled students cannot share a table with "
-                                  "the recorded ones; move the record away to start afresh")
-            source = self.teacher_cache(teacher_model) if self.config.cache_teacher else teacher_model
-            row = record["teacher"] if same_teacher else self.evaluate_model(teacher_model, "teacher")
-            results.update(teacher=row, teacher_sha256=digest, teacher_settings_sha256=teacher_settings,
-                           teacher_source=str(source))
         order = {name: i for i, name in enumerate(f"{stage}_seed{seed}" for seed, stage in self.config.run_order())}
         for seed, stage in pending:
             name = f"{stage}_seed{seed}"
-            model = self.train_student(stage, seed, Path(results["teacher_source"]))
+            teacher = Path(results["teacher_source"]) if stage != "none" else None
+            model = self.train_student(stage, seed, teacher)
             results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student"),
                                          "settings_sha256": self.settings_sha256(stage)}
             results["validation"][name] = read_validation_log(self.run_dir(stage, seed))
@@ -453,7 +461,7 @@ def render_table(results: dict[str, Any], stages: tuple[str, ...], target_nds_ga
     `target_gap_recovered` of the teacher-student NDS gap."""
     header = ["model", *(name for name, _, _ in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    teacher = results["teacher"]
+    teacher = results.get("teacher", {})  # none before the first distilled run
     lines.append("| teacher | " + " | ".join(_cell(metric_at(teacher, key), None, digits)
                                              for _, key, digits in COLUMNS) + " |")
     stats: dict[str, dict[str, tuple[float, float]]] = {}
@@ -558,10 +566,14 @@ def read_record(path: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"ablation record {path} is not valid JSON ({exc}); move it away to start afresh") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("students"), dict) or (
-            record["students"] and not all(key in record for key in TEACHER_KEYS)):
-        raise ConfigError(f"ablation record {path} lacks the 'students' table or the teacher's {TEACHER_KEYS}; "
-                          "move it away to start afresh")
+    teacher_keys = {key in record for key in TEACHER_KEYS} if isinstance(record, dict) else set()
+    distilled = isinstance(record, dict) and isinstance(record.get("students"), dict) and any(
+        isinstance(row, dict) and row.get("stage") != "none" for row in record["students"].values())
+    if not isinstance(record, dict) or not isinstance(record.get("students"), dict) or len(teacher_keys) > 1 or (
+            distilled and teacher_keys != {True}):
+        raise ConfigError(f"ablation record {path} lacks the 'students' table or the teacher's {TEACHER_KEYS} "
+                          "(all of them, or none while only supervised runs are recorded); move it away to start "
+                          "afresh")
     return record
 
 
@@ -576,7 +588,7 @@ def run(args: argparse.Namespace) -> int:
         write_text(out / "table.md", text)
         write_json(out / "verdict.json", verdict)
         plot_validation(results["validation"], out / "figures" / "validation_nds.png")
-        if config.cache_teacher:
+        if config.cache_teacher and "teacher_source" in results:
             ablation.distillation_figure(Path(results["teacher_source"]), out / "figures" / "distillation_sample.png")
         if args.table:
             write_text(args.table, text)

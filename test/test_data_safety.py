@@ -252,9 +252,12 @@ def test_run_replays_a_bag_of_raw_images(synth_dataset, tmp_path):
                          ids=["SIGKILL-playing", "SIGINT-playing", "SIGINT-while-the-node-starts"])
 def test_a_stopped_run_leaves_no_process_behind(scene_bag, tmp_path, how, when):
     marker = f"score_threshold:=0.3{time.monotonic_ns() % 10**6:06d}"  # on the node's command line only
+    # started as from a terminal, where Ctrl-C is SIGINT's default action (pytest itself may run in the background,
+    # where a shell ignores SIGINT for its children)
     run = subprocess.Popen([sys.executable, "-m", "tinybev_ros.cli", "run", "--bag", str(scene_bag), "--rate", "0.2",
                             "--device", "cpu", "-p", marker, "--record", str(tmp_path / "out")],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         if when == "playing":  # the node, the recorder and the player are all up (the player's command names the bag)
             _wait_until(lambda: _processes_with(marker) and _processes_with(f"bag play {scene_bag}"), 180,
@@ -275,6 +278,20 @@ def test_a_stopped_run_leaves_no_process_behind(scene_bag, tmp_path, how, when):
             os.kill(pid, signal.SIGKILL)
         if run.poll() is None:
             run.kill()
+
+
+def test_a_child_stops_on_sigint_even_when_its_parent_ignores_it():
+    """`tinybev run ... &` from a script: the shell ignores SIGINT in it, but its children must still stop cleanly on
+    the SIGINT it sends them (not wait out the timeout and be killed, a recorder with them)."""
+    script = ("import signal, sys, time\n"
+              "from tinybev_ros.ros.child_process import spawn\n"
+              "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              "child = spawn(['sleep', '60'])\n"
+              "time.sleep(1.0)\n"
+              "child.send_signal(signal.SIGINT)\n"
+              "print(child.wait(timeout=20))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == str(-signal.SIGINT), done.stdout + done.stderr
 
 
 def test_a_full_disk_during_convert_is_one_line_and_leaves_nothing(synth_dataset, tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from nuscenes.nuscenes import NuScenes
 from rosbags.rosbag2 import Reader
+from scipy.optimize import linear_sum_assignment
 
 from tinybev_ros.checkpoint import save_checkpoint
 from tinybev_ros.inference import Predictor
@@ -118,13 +119,19 @@ def test_metrics_through_ros_equal_offline_evaluation(ros_run, checkpoint):
     assert ros_metrics["detection"]["mAP"] == pytest.approx(offline_metrics["detection"]["mAP"], abs=0.01)
     for layer, iou in offline_metrics["map"].items():
         assert ros_metrics["map"][layer] == pytest.approx(iou, abs=0.01, nan_ok=True), layer
-    # boxes agree one by one, not just in aggregate
+    # boxes agree one by one, not just in aggregate, except at the top-30 cut: a fresh head's scores are equal to
+    # 1e-7, so the last bits of two runs' float sums may decide which of the lowest peaks make the 30
     for token in tokens:
         a, b = through_ros[token], offline[token]
         assert len(a) == len(b) == 30, token
-        order_a, order_b = np.argsort(-a.scores), np.argsort(-b.scores)
-        np.testing.assert_allclose(a.centers[order_a], b.centers[order_b], atol=0.05)
-        assert a.labels[order_a].tolist() == b.labels[order_b].tolist()
+        distance = np.linalg.norm(a.centers[:, None] - b.centers[None], axis=-1)
+        rows, cols = linear_sum_assignment(distance)
+        same = distance[rows, cols] < 0.05
+        assert same.sum() >= 25, token
+        assert a.labels[rows[same]].tolist() == b.labels[cols[same]].tolist(), token
+        np.testing.assert_allclose(a.scores[rows[same]], b.scores[cols[same]], atol=1e-6)
+        for boxes, unmatched in ((a, rows[~same]), (b, cols[~same])):
+            assert (boxes.scores[unmatched] <= boxes.scores.min() + 1e-5).all(), token  # only at the cut
     # the plan reads the ego status: the node's (from its /tf history) equals the dataset's (from the ego poses)
     assert predictor.config.ego_status
     moving = [t for t in tokens if nusc.get("sample", t)["prev"]]

@@ -4,7 +4,9 @@ A SIGINT from the terminal reaches the whole foreground process group, and `tiny
 order on any exit it sees. A SIGKILL of the parent is never seen: the kernel's parent-death signal (Linux
 `prctl(PR_SET_PDEATHSIG)`) sends the child SIGTERM when its parent dies, and rclpy nodes shut down cleanly on
 SIGTERM. The signal is armed by this module run as a tiny launcher that then execs the real command (it survives
-exec), rather than by a `preexec_fn`, which is unsafe in a process that runs threads (rclpy does).
+exec), rather than by a `preexec_fn`, which is unsafe in a process that runs threads (rclpy does). The launcher
+also gives the child SIGINT's default action back: a shell starts background commands (`tinybev run ... &`) with
+SIGINT ignored, exec keeps it ignored, and SIGINT is how `tinybev run` asks a child to stop cleanly.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # the parent died before the signal was armed
         sys.exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execvp(command[0], command)
 
 

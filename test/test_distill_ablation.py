@@ -125,17 +125,20 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     args = ["ablate", "--config", str(tmp_path / "ablation.yaml"), "--dataroot", str(synth_dataset.dataroot),
             "--version", synth_dataset.version, "--out", str(out), "--table", str(tmp_path / "table.md"),
             "student_overrides=[val_every=1, data.max_samples=4, data.num_workers=0]"]
-    # A sitting with only supervised runs to do trains no teacher; its record says so, and the table reads n/a.
-    assert main([*args, "stages=[none]"]) == 0
-    assert not (out / "teacher").exists() and not (out / "teacher_cache").exists()
-    supervised_only = json.loads((tmp_path / "table.json").read_text())
-    assert set(supervised_only["students"]) == {"none_seed0"} and "teacher" not in supervised_only
-    assert "| teacher | n/a | n/a |" in (tmp_path / "table.md").read_text()
-    supervised_model = out / "runs" / "none_seed0" / "checkpoints" / "step_00000002" / "model.safetensors"
-    supervised_stamp = supervised_model.stat().st_mtime_ns
+    assert main(args) == 0
+    # The supervised run comes first, and the teacher is trained only then, for S3.
+    supervised_model, teacher_model = (folder / "checkpoints" / "step_00000002" / "model.safetensors"
+                                       for folder in (out / "runs" / "none_seed0", out / "teacher"))
+    assert teacher_model.stat().st_mtime_ns > supervised_model.stat().st_mtime_ns
 
-    assert main(args) == 0  # then the teacher, for S3; the supervised run is kept as it is
-    assert supervised_model.stat().st_mtime_ns == supervised_stamp
+    # A sitting cut short after the supervised runs (here: asked for them only) trains no teacher; its record has
+    # none, and the table's teacher row reads n/a.
+    short = [*args[:8], str(tmp_path / "short"), "--table", str(tmp_path / "short.md"), *args[11:], "stages=[none]"]
+    assert main(short) == 0
+    assert not (tmp_path / "short" / "teacher").exists() and not (tmp_path / "short" / "teacher_cache").exists()
+    supervised_only = json.loads((tmp_path / "short.json").read_text())
+    assert set(supervised_only["students"]) == {"none_seed0"} and "teacher" not in supervised_only
+    assert "| teacher | n/a | n/a |" in (tmp_path / "short.md").read_text()
 
     results = json.loads((out / "ablation.json").read_text())
     assert results["eval_sets"] == ["world 5"]

@@ -400,14 +400,16 @@ class Ablation:
         # Every kept run is in the results from the start, so a sitting cut short still writes them all back.
         results: dict[str, Any] = {"eval_sets": self.eval_set_names(), "students": kept,
                                    "validation": {name: record.get("validation", {}).get(name, []) for name in kept}}
-        if any(stage != "none" for _, stage in pending):
-            results.update(self.prepare_teacher(record))
-        elif record.get("teacher_settings_sha256") == self.settings_sha256(None):
+        if record.get("teacher_settings_sha256") == self.settings_sha256(None):
             results.update({key: record[key] for key in TEACHER_KEYS})
             results["teacher_source"] = str(self.out / "teacher_cache")  # the record's is another disk's
+        teacher_ready = False  # trained (or resumed) and cached here, just before the first distilled run needs it
         order = {name: i for i, name in enumerate(f"{stage}_seed{seed}" for seed, stage in self.config.run_order())}
         for seed, stage in pending:
             name = f"{stage}_seed{seed}"
+            if stage != "none" and not teacher_ready:
+                results.update(self.prepare_teacher(record))
+                teacher_ready = True
             teacher = Path(results["teacher_source"]) if stage != "none" else None
             model = self.train_student(stage, seed, teacher)
             results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student"),

@@ -187,6 +187,8 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
 
     # Another revision of the distillation code is another recipe too (its runs are trained again); the
     # supervised student does not depend on it.
+    import torch
+
     from training.ablation import Ablation
     from training.distillation import config as distillation_config
 
@@ -195,6 +197,10 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     before = {stage: ablation.settings_sha256(stage) for stage in ("none", "S3")}
     monkeypatch.setattr(distillation_config, "REVISION", distillation_config.REVISION + 1)
     assert ablation.settings_sha256("none") == before["none"] and ablation.settings_sha256("S3") != before["S3"]
+    monkeypatch.undo()
+    # So is another compute type (precision auto: bfloat16 on a CPU that has it, float32 on one that has not).
+    monkeypatch.setattr("training.ablation.autocast_dtype", lambda precision, device: torch.float16)
+    assert all(ablation.settings_sha256(stage) != before[stage] for stage in ("none", "S3"))
     monkeypatch.undo()
 
     # The old work folder holds the old recipe's S3 run: refused, not passed off as the new recipe's.

@@ -46,6 +46,7 @@ from tinybev_ros.atomic_file import write_text
 from tinybev_ros.config import load_yaml, path_field, resolve_relative
 from tinybev_ros.errors import ConfigError
 from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.precision import autocast_dtype
 from tinybev_ros.release import sha256
 from training.checkpointing import MODEL_FILE
 from training.config import load_train_config
@@ -141,12 +142,14 @@ def _settings_of(config: Any, *paths: str) -> dict[str, Any]:
     return data
 
 
-def _training_settings(config: Any) -> dict[str, Any]:
-    """A TrainConfig's settings without the machine's (cache folder, worker count) and with the ImageNet weights
-    by content (the model configs' contents are digested apart)."""
+def _training_settings(config: Any, device: str) -> dict[str, Any]:
+    """A TrainConfig's settings without the machine's (cache folder, worker count), with the ImageNet weights by
+    content (the model configs' contents are digested apart) and with the type the steps compute in on `device`
+    (precision auto is bfloat16 on a CPU that has it, float32 on one that has not: other numerics, another run)."""
     data = _settings_of(config, "student_config", "teacher_config", "backbone_weights")
     for key in ("cache_dir", "num_workers"):
         data["data"].pop(key)
+    data["compute_dtype"] = str(autocast_dtype(config.precision, torch.device(device)) or torch.float32)
     weights = config.backbone_weights_path()
     data["backbone_weights_sha256"] = sha256(weights) if weights is not None else ""
     return data
@@ -191,11 +194,11 @@ class Ablation:
             "data": self.data_fingerprint, "device": torch.device(self.device).type,
         }
         if stage != "none":
-            settings["teacher_training"] = _training_settings(self.teacher_train_config)
+            settings["teacher_training"] = _training_settings(self.teacher_train_config, self.device)
             settings["teacher_model"] = dataclasses.asdict(
                 load_teacher_config(self.teacher_train_config.model_config_path("teacher")))
         if stage is not None:
-            settings["student_training"] = _training_settings(self.train_config)
+            settings["student_training"] = _training_settings(self.train_config, self.device)
             settings["student_model"] = dataclasses.asdict(
                 load_model_config(self.train_config.model_config_path("student")))
         if stage not in (None, "none"):

@@ -216,6 +216,32 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert (tmp_path / "table.json").read_bytes() == record
 
 
+def test_a_broken_record_is_refused_in_one_line(tmp_path) -> None:
+    import json
+
+    from tinybev_ros.errors import ConfigError
+    from training.ablation import TEACHER_KEYS, read_record
+
+    path = tmp_path / "table.json"
+    assert read_record(path) is None  # no record yet: a first sitting
+    teacher = {key: "x" for key in TEACHER_KEYS}
+    supervised = {"none_seed0": {"stage": "none", "seed": 0}}
+    for valid in ({"students": {}}, {"students": supervised}, {"students": {**supervised, "S3_seed0": {"stage": "S3"}},
+                                                                **teacher}):
+        path.write_text(json.dumps(valid))
+        assert read_record(path) == valid
+    broken = {
+        "{": "is not valid JSON",
+        "[]": "has no 'students' table",
+        json.dumps({"students": {"S3_seed0": {"stage": "S3"}}}): "has distilled students",
+        json.dumps({"students": supervised, "teacher_sha256": "x"}): "part of the teacher's",
+    }
+    for text, message in broken.items():
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            read_record(path)
+
+
 @pytest.mark.parametrize("record", ["ablation_worlds_table", "ablation_worlds_revision1_table"])
 def test_documented_ablation_is_the_table_its_figures_give(record: str) -> None:
     """docs/ablation_worlds_table.md (and the README's copy) must be what report_text makes of the figures saved

@@ -571,14 +571,13 @@ def read_record(path: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"ablation record {path} is not valid JSON ({exc}); move it away to start afresh") from exc
-    teacher_keys = {key in record for key in TEACHER_KEYS} if isinstance(record, dict) else set()
-    distilled = isinstance(record, dict) and isinstance(record.get("students"), dict) and any(
-        isinstance(row, dict) and row.get("stage") != "none" for row in record["students"].values())
-    if not isinstance(record, dict) or not isinstance(record.get("students"), dict) or len(teacher_keys) > 1 or (
-            distilled and teacher_keys != {True}):
-        raise ConfigError(f"ablation record {path} lacks the 'students' table or the teacher's {TEACHER_KEYS} "
-                          "(all of them, or none while only supervised runs are recorded); move it away to start "
-                          "afresh")
+    if not isinstance(record, dict) or not isinstance(record.get("students"), dict):
+        raise ConfigError(f"ablation record {path} has no 'students' table; move it away to start afresh")
+    has_teacher = [key in record for key in TEACHER_KEYS]
+    distilled = any(not isinstance(row, dict) or row.get("stage") != "none" for row in record["students"].values())
+    if (distilled or any(has_teacher)) and not all(has_teacher):
+        raise ConfigError(f"ablation record {path} has distilled students or part of the teacher's {TEACHER_KEYS} "
+                          "but not all of the teacher's keys; move it away to start afresh")
     return record
 
 

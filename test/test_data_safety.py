@@ -287,7 +287,9 @@ def test_a_child_stops_on_sigint_even_when_its_parent_ignores_it():
               "from tinybev_ros.ros.child_process import spawn\n"
               "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
               "child = spawn(['sleep', '60'])\n"
-              "time.sleep(1.0)\n"
+              "comm = f'/proc/{child.pid}/comm'\n"
+              "while open(comm).read().strip() != 'sleep':  # the launcher has exec'd its command\n"
+              "    time.sleep(0.05)\n"
               "child.send_signal(signal.SIGINT)\n"
               "print(child.wait(timeout=20))\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)

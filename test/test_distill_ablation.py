@@ -106,9 +106,9 @@ def test_ablation_configs_load() -> None:
 
 def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resumes(synth_dataset, tmp_path,
                                                                                    capsys, monkeypatch) -> None:
-    """`tinybev ablate` at toy size: teacher, cache, supervised + S3 students with validation NDS on a fresh world,
-    evaluation on another fresh world, table/verdict/plots; a second call trains nothing again, nor does a call in
-    another work folder that has only the record kept beside the table."""
+    """`tinybev ablate` at toy size: the supervised student, then teacher, cache and S3, with validation NDS on a
+    fresh world, evaluation on another fresh world, table/verdict/plots; a second call trains nothing again, nor
+    does a call in another work folder that has only the record kept beside the table."""
     import json
     from pathlib import Path
 

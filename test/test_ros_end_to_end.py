@@ -125,10 +125,10 @@ def test_metrics_through_ros_equal_offline_evaluation(ros_run, checkpoint):
         a, b = through_ros[token], offline[token]
         assert len(a) == len(b) == 30, token
         distance = np.linalg.norm(a.centers[:, None] - b.centers[None], axis=-1)
-        rows, cols = linear_sum_assignment(distance)
-        same = distance[rows, cols] < 0.05
+        other_label = a.labels[:, None] != b.labels[None]  # two classes may peak in one cell: one centre, two boxes
+        rows, cols = linear_sum_assignment(distance + 1e3 * other_label)
+        same = (distance[rows, cols] < 0.05) & ~other_label[rows, cols]
         assert same.sum() >= 25, token
-        assert a.labels[rows[same]].tolist() == b.labels[cols[same]].tolist(), token
         np.testing.assert_allclose(a.scores[rows[same]], b.scores[cols[same]], atol=1e-6)
         for boxes, unmatched in ((a, rows[~same]), (b, cols[~same])):
             assert (boxes.scores[unmatched] <= boxes.scores.min() + 1e-5).all(), token  # only at the cut

@@ -1,17 +1,19 @@
-"""`tinybev ablate`: does distillation work? Teacher once, then the student without and with S1 / S2 / S3.
+"""`tinybev ablate`: does distillation work? The student without distillation, the teacher, then the student with
+S1 / S2 / S3.
 
 Steps (each one skipped when its result is already in the output folder, so an interrupted ablation resumes: a
 finished run is never trained again, an interrupted one continues from its newest checkpoint):
-1. train the teacher with the supervised trainer (`teacher_steps`, `teacher_train_config`);
-2. cache its features and outputs for the train and val splits (`CachedTeacher`), so the student runs do not
-   pay for the teacher or for LiDAR loading;
-3. train the student for every stage x seed with `DistillTrainer` (stage `none` = ground truth only, same loop,
-   same steps and data), measuring NDS on a fresh validation world at every validation (`validation_world`);
+1. train the supervised student (stage `none`: ground truth only, the same loop, steps and data as the distilled
+   ones) of every seed, measuring NDS on a fresh validation world at every validation (`validation_world`);
+2. before the first distilled run, train the teacher with the supervised trainer (`teacher_steps`,
+   `teacher_train_config`) and cache its features and outputs for the train and val splits (`CachedTeacher`), so
+   the student runs do not pay for the teacher or for LiDAR loading;
+3. train the distilled students, S3 of every seed first, then S1 and S2 seed by seed (`run_order`);
 4. evaluate the teacher and every student with the evaluation suite (devkit detection/tracking, motion, map,
    occupancy, planning) as saved, on fresh synthetic worlds no run saw (`eval_worlds`; or the dataroot's
    `eval_split`), and time the forward pass;
-5. after every run, write the table so far (mean +- std over seeds), the verdict against the targets, the
-   validation-NDS plot and, once S3 is done, the picture of what the distillation looks at
+5. after the teacher and after every run, write the table so far (mean +- std over seeds), the verdict against the
+   targets, the validation-NDS plot and, once S3 is done, the picture of what the distillation looks at
    (training/distillation/figures.py).
 
 Everything that sets the cost (steps, seeds, stages, models, data, worlds) is in the ablation YAML and the YAML
@@ -403,30 +405,33 @@ class Ablation:
         # Every kept run is in the results from the start, so a sitting cut short still writes them all back.
         results: dict[str, Any] = {"eval_sets": self.eval_set_names(), "students": kept,
                                    "validation": {name: record.get("validation", {}).get(name, []) for name in kept}}
-        if record.get("teacher_settings_sha256") == self.settings_sha256(None):
+        if "teacher_settings_sha256" in record and record["teacher_settings_sha256"] == self.settings_sha256(None):
             results.update({key: record[key] for key in TEACHER_KEYS})
             results["teacher_source"] = str(self.out / "teacher_cache")  # the record's is another disk's
-        teacher_ready = False  # trained (or resumed) and cached here, just before the first distilled run needs it
         order = {name: i for i, name in enumerate(f"{stage}_seed{seed}" for seed, stage in self.config.run_order())}
-        for seed, stage in pending:
-            name = f"{stage}_seed{seed}"
-            if stage != "none" and not teacher_ready:
-                results.update(self.prepare_teacher(record))
-                teacher_ready = True
-            teacher = Path(results["teacher_source"]) if stage != "none" else None
-            model = self.train_student(stage, seed, teacher)
-            results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student"),
-                                         "settings_sha256": self.settings_sha256(stage)}
-            results["validation"][name] = read_validation_log(self.run_dir(stage, seed))
+
+        def save() -> None:
             for key in ("students", "validation"):
                 results[key] = dict(sorted(results[key].items(), key=lambda item: order.get(item[0], len(order))))
             write_json(self.out / "ablation.json", results)
             if report is not None:
                 report(results)
+
+        teacher_ready = False  # trained (or resumed) and cached here, just before the first distilled run needs it
+        for seed, stage in pending:
+            name = f"{stage}_seed{seed}"
+            if stage != "none" and not teacher_ready:
+                results.update(self.prepare_teacher(record))
+                teacher_ready = True
+                save()  # the teacher's digest and row reach the record before the long distilled run
+            teacher = Path(results["teacher_source"]) if stage != "none" else None
+            model = self.train_student(stage, seed, teacher)
+            results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student"),
+                                         "settings_sha256": self.settings_sha256(stage)}
+            results["validation"][name] = read_validation_log(self.run_dir(stage, seed))
+            save()
         if not pending:
-            write_json(self.out / "ablation.json", results)
-            if report is not None:
-                report(results)
+            save()
         return results
 
 

@@ -6,7 +6,8 @@ order on any exit it sees. A SIGKILL of the parent is never seen: the kernel's p
 SIGTERM. The signal is armed by this module run as a tiny launcher that then execs the real command (it survives
 exec), rather than by a `preexec_fn`, which is unsafe in a process that runs threads (rclpy does). The launcher
 also gives the child SIGINT's default action back: a shell starts background commands (`tinybev run ... &`) with
-SIGINT ignored, exec keeps it ignored, and SIGINT is how `tinybev run` asks a child to stop cleanly.
+SIGINT ignored, exec keeps it ignored, and SIGINT is how `tinybev run` asks a child to stop cleanly. (A Ctrl-C
+in such a shell then stops the children; `tinybev run` sees them exit and stops in turn.)
 """
 
 from __future__ import annotations

@@ -242,6 +242,26 @@ def test_a_broken_record_is_refused_in_one_line(tmp_path) -> None:
             read_record(path)
 
 
+def test_a_table_path_that_is_not_an_ablation_table_is_refused_before_any_work(tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    from tinybev_ros.cli import main
+
+    config = Path(__file__).resolve().parent.parent / "config" / "ablation_tiny.yaml"
+    readme = tmp_path / "README.md"
+    readme.write_text("# a project\n")
+    (tmp_path / "folder.md").mkdir()
+    cases = {readme: "has no ablation record beside it", tmp_path / "table.json": "give a Markdown file's path",
+             tmp_path / "folder.md": "give a Markdown file's path"}
+    for table, message in cases.items():
+        args = ["ablate", "--config", str(config), "--dataroot", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                "--table", str(table)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert readme.read_text() == "# a project\n" and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("record", ["ablation_worlds_table", "ablation_worlds_revision1_table"])
 def test_documented_ablation_is_the_table_its_figures_give(record: str) -> None:
     """docs/ablation_worlds_table.md (and the README's copy) must be what report_text makes of the figures saved

@@ -586,8 +586,24 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return record
 
 
+def read_table_record(table: Path) -> dict[str, Any] | None:
+    """The record kept beside `--table` (None for a new table). A table path that is not an ablation table (the
+    record's own name, a folder, a file with no record beside it, such as a README) is refused before any work,
+    rather than overwritten after hours of it."""
+    record_path = table.with_suffix(".json")
+    if record_path == table or table.is_dir():
+        raise ConfigError(f"--table {table}: give a Markdown file's path (its record is written beside it as "
+                          f"{record_path.name})")
+    record = read_record(record_path)
+    if record is None and table.exists():
+        raise ConfigError(f"--table {table} exists and has no ablation record beside it ({record_path.name}): it is "
+                          "not an ablation table, and the ablation would overwrite it; choose another path")
+    return record
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    record = read_table_record(Path(args.table)) if args.table else None
     config = load_ablation_config(args.config, tuple(args.overrides))
     out = Path(args.out)
     ablation = Ablation(config, args.dataroot, args.version, out, args.device)
@@ -604,7 +620,6 @@ def run(args: argparse.Namespace) -> int:
             write_json(Path(args.table).with_suffix(".json"), results)
         log.info("ablation so far:\n%s", text)
 
-    record = read_record(Path(args.table).with_suffix(".json")) if args.table else None
     results = ablation.run(report, record)
     print((out / "table.md").read_text())
     return 0 if results["students"] else 1

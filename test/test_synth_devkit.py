@@ -115,3 +115,13 @@ def test_impossible_synth_settings_are_one_line_and_write_nothing(tmp_path, capl
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_synth_into_a_folder_holding_files_refuses_and_keeps_them(tmp_path, caplog):
+    from tinybev_ros.cli import main
+
+    (tmp_path / "notes.md").write_text("mine\n")
+    assert main(["synth", "--out", str(tmp_path), "--scenes", "1", "--duration", "1"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"synth: output directory {tmp_path} exists and is not empty (use --force to replace)"]
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.md"] and (tmp_path / "notes.md").read_text() == "mine\n"

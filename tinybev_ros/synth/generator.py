@@ -143,7 +143,7 @@ def generate(out_dir: str | Path, config: SynthConfig, overwrite: bool = False) 
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"synth: output directory {out_dir} exists and is not empty (use --force to replace)")
+            raise FileExistsError(f"output directory {out_dir} exists and is not empty (use --force to replace)")
         if not (out_dir / MARKER).is_file():
             raise FileExistsError(f"synth: {out_dir} was not written by tinybev synth (no {MARKER}); --force replaces "
                                   "only a synthetic dataset: remove it yourself or choose another directory")

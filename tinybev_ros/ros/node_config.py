@@ -153,17 +153,13 @@ def validate(cfg: PerceptionNodeConfig) -> None:
 def check_topic_names(cfg: PerceptionNodeConfig) -> None:
     """Every input topic the parameters make is a valid ROS name (else create_subscription fails after the model
     has loaded, with a traceback)."""
-    from rclpy.exceptions import NameValidationException
-    from rclpy.validate_topic_name import validate_topic_name
+    from tinybev_ros.ros.topic_name import topic_name_problem
 
     names = {name: [getattr(cfg, name).format(camera=camera) for camera in cfg.cameras]
              for name in ("compressed_topic", "raw_topic", "camera_info_topic")}
     names["goal_topic"] = [cfg.goal_topic]
     for parameter, topics in names.items():
         for topic in topics:
-            try:
-                validate_topic_name(topic)
-            except NameValidationException as exc:
-                reason = str(exc).splitlines()[0].removeprefix("Invalid topic name: ").rstrip(":")
+            if (reason := topic_name_problem(topic)) is not None:
                 raise NodeConfigError(f"parameter {parameter} makes the topic {topic!r}, not a valid ROS name: "
-                                      f"{reason}") from None
+                                      f"{reason}")

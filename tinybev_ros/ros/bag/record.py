@@ -78,15 +78,11 @@ class BagRecorder:
 
 def absolute_topic(topic: str) -> str:
     """`chatter` -> `/chatter` (the graph lists absolute names); a name ROS cannot have is a ValueError."""
-    from rclpy.exceptions import NameValidationException
-    from rclpy.validate_full_topic_name import validate_full_topic_name
+    from tinybev_ros.ros.topic_name import topic_name_problem
 
     name = topic if topic.startswith("/") else "/" + topic
-    try:
-        validate_full_topic_name(name)
-    except NameValidationException as exc:
-        reason = str(exc).splitlines()[0].split(": ", 1)[-1].rstrip(":")
-        raise ValueError(f"topic {topic!r} is not a valid ROS name: {reason}") from None
+    if (reason := topic_name_problem(name, absolute=True)) is not None:
+        raise ValueError(f"topic {topic!r} is not a valid ROS name: {reason}")
     return name
 
 

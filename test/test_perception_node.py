@@ -438,6 +438,18 @@ def test_a_namespaced_node_with_its_inputs_remapped(ros_context, untrained_check
         stop_node(node)
 
 
+def test_topic_parameters_may_use_rcl_substitutions(ros_context, untrained_checkpoint, tmp_path):
+    """`{node}` is rcl's to expand (str.format used to stop the node with a KeyError traceback)."""
+    node = start_node(untrained_checkpoint, tmp_path / "node.log",
+                      "compressed_topic:='{node}/{camera}/image_rect/compressed'",  # quoted: YAML reads {..} as a map
+                      "camera_info_topic:='{node}/{camera}/camera_info'")
+    rosie = Rosie(scale=0.25, root="/tinybev/tinybev_node")
+    try:
+        one_frame_through(rosie, node)
+    finally:
+        stop_node(node)
+
+
 def test_a_camera_out_of_sync_turns_diagnostics_to_warn_naming_it(ros_context, untrained_checkpoint, tmp_path):
     node = start_node(untrained_checkpoint, tmp_path / "node.log", "sync_warn_after_s:=1.0")
     rosie = Rosie(scale=0.25)

@@ -78,6 +78,11 @@ class PerceptionNodeConfig:
     diagnostics_period_s: float = _p(1.0, "period of /diagnostics", 0.05, 3600.0)
     tracker_max_age: int = _p(3, "frames a track survives without a matching detection", 0, 1000)
 
+    def camera_topic(self, parameter: str, camera: str) -> str:
+        """The topic a `{camera}` parameter makes for one camera. Only `{camera}` is ours: `{node}` and `{ns}`
+        are rcl's substitutions, left for create_subscription to expand (str.format would raise on them)."""
+        return getattr(self, parameter).replace("{camera}", camera)
+
 
 @dataclass(frozen=True)
 class ParameterSpec:
@@ -155,7 +160,7 @@ def check_topic_names(cfg: PerceptionNodeConfig) -> None:
     has loaded, with a traceback)."""
     from tinybev_ros.ros.topic_name import topic_name_problem
 
-    names = {name: [getattr(cfg, name).format(camera=camera) for camera in cfg.cameras]
+    names = {name: [cfg.camera_topic(name, camera) for camera in cfg.cameras]
              for name in ("compressed_topic", "raw_topic", "camera_info_topic")}
     names["goal_topic"] = [cfg.goal_topic]
     for parameter, topics in names.items():

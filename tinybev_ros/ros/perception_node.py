@@ -102,7 +102,7 @@ class PerceptionNode(Node):
         # so a replay tool can wait for "cameras_with_writers" in /diagnostics before it starts publishing.
         self.camera_writers: Counter[str] = Counter()
         for camera in cfg.cameras:
-            topic = (cfg.raw_topic if raw else cfg.compressed_topic).format(camera=camera)
+            topic = cfg.camera_topic("raw_topic" if raw else "compressed_topic", camera)
             events = SubscriptionEventCallbacks(
                 matched=lambda info, c=camera: self.camera_writers.__setitem__(c, info.current_count),
                 message_lost=lambda info, c=camera: self._on_images_lost(c, info.total_count_change),
@@ -110,7 +110,7 @@ class PerceptionNode(Node):
             self.create_subscription(Image if raw else CompressedImage, topic,
                                      lambda msg, c=camera: self._on_image(c, msg), image_qos,
                                      event_callbacks=events)
-            self.create_subscription(CameraInfo, cfg.camera_info_topic.format(camera=camera),
+            self.create_subscription(CameraInfo, cfg.camera_topic("camera_info_topic", camera),
                                      lambda msg, c=camera: self._on_camera_info(c, msg), camera_info_qos)
         self.create_subscription(TFMessage, "/tf_static", lambda msg: self._on_tf(msg, static=True), LATCHED)
         self.create_subscription(TFMessage, "/tf", lambda msg: self._on_tf(msg, static=False), RELIABLE)

@@ -220,7 +220,7 @@ def test_no_boxes_at_all_scores_zero(world) -> None:
     assert metrics["tracking"]["AMOTA"] == 0.0 and metrics["tracking"]["recall"] == 0.0
     assert metrics["motion"]["all"]["matched"] == 0 and metrics["motion"]["all"]["EPA"] == 0.0
     markdown = to_markdown(metrics)
-    assert "No boxes predicted in the whole split" in markdown and "No ground truth" not in markdown
+    assert "No boxes predicted in any scored sample" in markdown and "No ground truth" not in markdown
 
 
 def test_scenes_are_ordered_in_time(world) -> None:
@@ -349,3 +349,58 @@ def test_eval_worlds_reports_each_fresh_seed_and_their_mean(tmp_path) -> None:
     table = (tmp_path / "out" / "worlds.md").read_text()
     assert "| mean ± std (2 seeds) |" in table and "n/a" in table  # detection was not asked for
     assert sorted(p.name for p in (tmp_path / "worlds").iterdir()) == ["synth_seed5_2x2s", "synth_seed6_2x2s"]
+
+
+# ------------------------------------------------------------------ keyframes the devkit scores
+
+def test_the_devkit_scores_the_same_through_its_own_evaluator(world, tmp_path) -> None:
+    """SampleDetectionEval only chooses the keyframes: over a whole split it is the devkit's DetectionEval."""
+    import contextlib
+    import io
+
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    from training.metrics.detection import DETECTION_CONFIG, detection_results, sample_ego_poses, write_results_json
+
+    nusc, eval_set, tokens, gts, oracle, _ = world
+    noisy = {t: replace(p, centers=p.centers + 0.7, scores=np.linspace(0.9, 0.2, len(p))) for t, p in oracle.items()}
+    ours = evaluate(noisy, nusc, eval_set, tasks=("detection",), ground_truths=gts, progress=False)["detection"]
+    poses = sample_ego_poses(nusc, tokens)
+    path = write_results_json({t: detection_results(noisy[t], t, poses[t], None) for t in tokens},
+                              tmp_path / "results.json")
+    devkit = DetectionEval(nusc, config_factory(DETECTION_CONFIG), str(path), eval_set,
+                           output_dir=str(tmp_path / "devkit"), verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        summary = devkit.main(plot_examples=0, render_curves=False)
+    assert 0.0 < ours["NDS"] < 1.0
+    assert ours["NDS"] == summary["nd_score"] and ours["mAP"] == summary["mean_ap"]
+
+
+@pytest.fixture(scope="module")
+def two_scene_split(tmp_path_factory):
+    """A v1.0-mini world of three scenes: its mini_train split holds two (the demo scores one of them)."""
+    from tinybev_ros.synth import SynthConfig, generate
+
+    config = SynthConfig(scenes=3, seed=11, duration_s=4.0, version="v1.0-mini")
+    root = generate(tmp_path_factory.mktemp("synth3") / "nuscenes", config)
+    nusc = NuScenes(version=config.version, dataroot=str(root), verbose=False)
+    by_scene = samples_by_scene(nusc, split_sample_tokens(nusc, "mini_train"))
+    assert len(by_scene) == 2
+    return nusc, list(by_scene.values())
+
+
+def test_one_scene_of_a_split_is_scored_on_its_own_keyframes(two_scene_split) -> None:
+    nusc, (scene, other) = two_scene_split
+    gts = load_ground_truths(nusc, scene, progress=False)
+    ids = TrackIds()
+    oracle = {token: ground_truth_as_predictions(gts[token], ids) for token in scene}
+    tasks = ("detection", "tracking")
+    with pytest.raises(ValueError, match=f"predictions lack {len(other)} of the {len(scene) + len(other)} "):
+        evaluate(oracle, nusc, "mini_train", tasks=tasks, ground_truths=gts, progress=False)
+    metrics = evaluate(oracle, nusc, "mini_train", tasks=tasks, ground_truths=gts, progress=False,
+                       devkit_samples=scene)
+    present = _present(gts, DETECTION_CLASSES)
+    assert present and all(metrics["detection"]["per_class_AP"][name] == pytest.approx(1.0) for name in present)
+    assert metrics["tracking"]["recall"] == pytest.approx(1.0) and metrics["tracking"]["IDS"] == 0
+    with pytest.raises(ValueError, match="are not in split 'mini_val'"):
+        evaluate(oracle, nusc, "mini_val", tasks=tasks, ground_truths=gts, progress=False, devkit_samples=scene)

@@ -94,7 +94,7 @@ def evaluate_outputs(dataroot: Path, version: str, scene_name: str, outputs_bag:
     padded = {t: by_sample.get(t) or replace(empty, stamp_ns=s) for s, t in stamps.items()}
     ground_truths = load_ground_truths(nusc, list(padded), template.grid, progress=False)
     metrics = evaluate(padded, nusc, devkit_split_of(scene_name, version), tasks=TASKS,
-                       ground_truths=ground_truths, progress=False)
+                       ground_truths=ground_truths, progress=False, devkit_samples=list(padded))
     metrics["frames"] = {"keyframes": len(stamps), "published_by_node": len(by_sample)}
     write_report(metrics, out)
     tokens = [t for t in stamps.values() if t in by_sample]

@@ -10,7 +10,7 @@ tracker is run over each scene in time order with the ground-truth ego poses (as
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -87,12 +87,13 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
              tasks: Iterable[str] = ALL_TASKS, ground_truths: Mapping[str, GroundTruth] | None = None,
              grid: BevGrid | None = None, motion_score_threshold: float = SCORE_THRESHOLDS.publish,
              attributes_by_sample: Mapping[str, list[str]] | None = None, devkit_output_dir: str | Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, devkit_samples: Sequence[str] | None = None) -> dict[str, Any]:
     """Metrics of every requested task (see the module docstring); a dict ready for `write_report`.
 
     `eval_set` (a devkit split name such as "val" or "mini_val") is required for detection and tracking.
     `ground_truths` may be passed to avoid reloading them (e.g. in every validation round); they must be
-    rasterised on the predictions' grid.
+    rasterised on the predictions' grid. Detection and tracking score the whole of `eval_set`, or only
+    `devkit_samples` (whole scenes of it, e.g. the demo's one scene).
     """
     tasks = tuple(tasks)
     unknown = sorted(set(tasks) - set(ALL_TASKS))
@@ -123,14 +124,15 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
         from training.metrics.detection import evaluate_detection
 
         metrics["detection"] = evaluate_detection(nusc, predictions_by_sample, eval_set, _sub(devkit_output_dir, "det"),
-                                                  attributes_by_sample)
+                                                  attributes_by_sample, devkit_samples)
     if "tracking" in tasks:
         from training.metrics.tracking import evaluate_tracking
 
         tracked = predictions_by_sample
         if all((p.track_ids < 0).all() for p in predictions_by_sample.values()):
             tracked = track_scenes(predictions_by_sample, nusc, ground_truths)
-        metrics["tracking"] = evaluate_tracking(nusc, tracked, eval_set, _sub(devkit_output_dir, "track"))
+        metrics["tracking"] = evaluate_tracking(nusc, tracked, eval_set, _sub(devkit_output_dir, "track"),
+                                                devkit_samples)
 
     motion = MotionAccumulator(score_threshold=motion_score_threshold)
     map_acc = MapAccumulator()

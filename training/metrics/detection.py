@@ -5,7 +5,9 @@ Each box is mapped with that sample's ego pose (the pose the devkit itself uses 
 centre and heading rotated/translated, velocity rotated (it is an over-ground velocity in base_link axes).
 Attributes are not predicted by the student; `default_attribute` derives one from class and speed, and a
 caller that knows the attributes (the ground-truth oracle) can pass them. The results JSON lives in a
-temporary directory beside the devkit's output, and the devkit's config is `detection_cvpr_2019`.
+temporary directory beside the devkit's output, and the devkit's config is `detection_cvpr_2019`. The devkit's
+evaluator runs on a list of keyframes (SampleDetectionEval: its own loaders, filters and metrics), so one scene of
+a split can be scored (the demo on real nuScenes) as well as the whole split.
 """
 
 from __future__ import annotations
@@ -14,12 +16,21 @@ import contextlib
 import io
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from nuscenes.eval.common.config import config_factory
+from nuscenes.eval.common.data_classes import EvalBoxes
+from nuscenes.eval.common.loaders import (
+    add_center_dist,
+    filter_eval_boxes,
+    load_gt_of_sample_tokens,
+    load_prediction_of_sample_tokens,
+)
+from nuscenes.eval.detection.config import DetectionConfig
+from nuscenes.eval.detection.data_classes import DetectionBox
 from nuscenes.eval.detection.evaluate import DetectionEval
 from nuscenes.nuscenes import NuScenes
 
@@ -98,20 +109,61 @@ def write_results_json(results: dict[str, list[dict[str, Any]]], path: str | Pat
     return write_text(path, json.dumps({"meta": RESULTS_META, "results": results}))
 
 
-def check_coverage(predictions_by_sample: Mapping[str, Predictions], expected: list[str], eval_set: str) -> None:
-    """The devkit evaluates whole splits: every keyframe of the split needs predictions (possibly empty)."""
-    missing = [token for token in expected if token not in predictions_by_sample]
+def devkit_samples(nusc: NuScenes, eval_set: str, sample_tokens: Sequence[str] | None,
+                   predictions_by_sample: Mapping[str, Predictions]) -> list[str]:
+    """The keyframes the devkit scores: the whole split by default, or some of its keyframes (one scene's, for
+    the demo); every one needs predictions (possibly empty), so a partial run is never scored as complete."""
+    split = split_sample_tokens(nusc, eval_set)
+    if sample_tokens is None:
+        tokens = split
+    else:
+        tokens = list(sample_tokens)
+        outside = sorted(set(tokens) - set(split))
+        if outside or not tokens:
+            raise ValueError(f"{len(outside)} of the {len(tokens)} samples to score are not in split {eval_set!r} "
+                             f"(first: {outside[0] if outside else 'none given'})")
+    missing = [token for token in tokens if token not in predictions_by_sample]
     if missing:
-        raise ValueError(f"predictions lack {len(missing)} of the {len(expected)} samples of split {eval_set!r} "
-                         f"(first: {missing[0]}); the nuScenes evaluators need every keyframe of the split")
+        what = f"split {eval_set!r}" if sample_tokens is None else "samples to score"
+        raise ValueError(f"predictions lack {len(missing)} of the {len(tokens)} {what} (first: {missing[0]}); the "
+                         "nuScenes evaluators need a prediction (possibly empty) for every keyframe they score")
+    return tokens
+
+
+def load_devkit_boxes(nusc: NuScenes, result_path: str | Path, sample_tokens: list[str], box_cls: type,
+                      config: Any) -> tuple[EvalBoxes, EvalBoxes, dict]:
+    """Predicted and ground-truth boxes of these keyframes, centre distances added and the devkit's range and
+    point filters applied: what DetectionEval and TrackingEval do in their constructors for a whole split."""
+    pred, meta = load_prediction_of_sample_tokens(str(result_path), config.max_boxes_per_sample, box_cls,
+                                                  sample_tokens=sample_tokens)
+    gt = load_gt_of_sample_tokens(nusc, sample_tokens, box_cls)
+    pred = filter_eval_boxes(nusc, add_center_dist(nusc, pred), config.class_range)
+    gt = filter_eval_boxes(nusc, add_center_dist(nusc, gt), config.class_range)
+    return pred, gt, meta
+
+
+class SampleDetectionEval(DetectionEval):
+    """The devkit's DetectionEval (its metrics, summary and files) over a list of keyframes instead of a whole
+    split: its constructor can only load a predefined split or one listed in the dataset's own splits.json."""
+
+    def __init__(self, nusc: NuScenes, config: DetectionConfig, result_path: str | Path, eval_set: str,
+                 sample_tokens: list[str], output_dir: str | Path) -> None:
+        self.nusc, self.cfg, self.eval_set, self.verbose = nusc, config, eval_set, False
+        self.result_path, self.output_dir = str(result_path), str(output_dir)
+        self.plot_dir = str(Path(output_dir) / "plots")
+        Path(self.plot_dir).mkdir(parents=True, exist_ok=True)
+        self.pred_boxes, self.gt_boxes, self.meta = load_devkit_boxes(nusc, result_path, sample_tokens,
+                                                                      DetectionBox, config)
+        self.sample_tokens = self.gt_boxes.sample_tokens
 
 
 def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predictions], eval_set: str,
                        output_dir: str | Path | None = None,
-                       attributes_by_sample: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
-    """Run `DetectionEval` on the split; returns mAP, NDS, the five TP errors and per-class AP/errors."""
-    tokens = split_sample_tokens(nusc, eval_set)
-    check_coverage(predictions_by_sample, tokens, eval_set)
+                       attributes_by_sample: Mapping[str, list[str]] | None = None,
+                       sample_tokens: Sequence[str] | None = None) -> dict[str, Any]:
+    """The devkit's detection metrics of the split (or of `sample_tokens`, keyframes of it): mAP, NDS, the five
+    TP errors and per-class AP/errors."""
+    tokens = devkit_samples(nusc, eval_set, sample_tokens, predictions_by_sample)
     poses = sample_ego_poses(nusc, tokens)
     attributes_by_sample = attributes_by_sample or {}
     results = {token: detection_results(predictions_by_sample[token], token, poses[token],
@@ -120,8 +172,8 @@ def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predi
         return _nothing_detected()
     with tempfile.TemporaryDirectory(prefix="tinybev-det-") as tmp:
         result_path = write_results_json(results, Path(tmp) / "results_nusc.json")
-        evaluator = DetectionEval(nusc, config_factory(DETECTION_CONFIG), str(result_path), eval_set,
-                                  output_dir=str(output_dir or Path(tmp) / "devkit"), verbose=False)
+        evaluator = SampleDetectionEval(nusc, config_factory(DETECTION_CONFIG), result_path, eval_set, tokens,
+                                        output_dir or Path(tmp) / "devkit")
         with contextlib.redirect_stdout(io.StringIO()):  # the devkit prints its tables regardless of verbose
             summary = evaluator.main(plot_examples=0, render_curves=False)
         evaluated = sorted({box.detection_name for box in evaluator.gt_boxes.all})
@@ -148,4 +200,4 @@ def _nothing_detected() -> dict[str, Any]:
     return {"mAP": 0.0, "NDS": 0.0, "mATE": 1.0, "mASE": 1.0, "mAOE": 1.0, "mAVE": 1.0, "mAAE": 1.0,
             "per_class_AP": dict.fromkeys(DETECTION_CLASSES, 0.0),
             "per_class_errors": {name: dict(worst) for name in DETECTION_CLASSES},
-            "classes_with_ground_truth": [], "note": "no boxes predicted in the whole split"}
+            "classes_with_ground_truth": [], "note": "no boxes predicted in any scored sample"}

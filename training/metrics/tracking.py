@@ -2,8 +2,8 @@
 
 Tracked boxes (track id >= 0) of the seven nuScenes tracking classes become global-frame tracking results the
 same way detection results do (`detection.to_global_boxes`); `tracking_id` is the track id as a string, scoped
-by scene so that ids never collide across scenes. Config: the devkit's `tracking_nips_2019`. The devkit's
-TrackingEval loads the dataset itself from version and dataroot.
+by scene so that ids never collide across scenes. Config: the devkit's `tracking_nips_2019`. As for detection,
+the devkit's evaluator runs on a list of keyframes (SampleTrackingEval), with the dataset already loaded.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from nuscenes.eval.common.config import config_factory
+from nuscenes.eval.tracking.data_classes import TrackingBox, TrackingConfig
 from nuscenes.eval.tracking.evaluate import TrackingEval
+from nuscenes.eval.tracking.loaders import create_tracks
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.geometry import Transform
@@ -25,12 +27,12 @@ from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 from training.metrics.detection import (
     MAX_BOXES_PER_SAMPLE,
-    check_coverage,
+    devkit_samples,
+    load_devkit_boxes,
     sample_ego_poses,
     to_global_boxes,
     write_results_json,
 )
-from training.splits import split_sample_tokens
 
 TRACKING_CONFIG = "tracking_nips_2019"
 TRACKING_CLASSES: tuple[str, ...] = ("bicycle", "bus", "car", "motorcycle", "pedestrian", "trailer", "truck")
@@ -55,11 +57,28 @@ def tracking_results(predictions: Predictions, sample_token: str, scene_token: s
     } for i in keep]
 
 
+class SampleTrackingEval(TrackingEval):
+    """The devkit's TrackingEval over a list of keyframes of `eval_set` (whole scenes: tracks are built per scene)
+    and an already loaded dataset (its constructor loads the dataset again, and only whole splits)."""
+
+    def __init__(self, nusc: NuScenes, config: TrackingConfig, result_path: str | Path, eval_set: str,
+                 sample_tokens: list[str], output_dir: str | Path) -> None:
+        self.cfg, self.eval_set, self.verbose, self.render_classes = config, eval_set, False, None
+        self.result_path, self.output_dir = str(result_path), str(output_dir)
+        self.plot_dir = str(Path(output_dir) / "plots")
+        Path(self.plot_dir).mkdir(parents=True, exist_ok=True)
+        pred, gt, self.meta = load_devkit_boxes(nusc, result_path, sample_tokens, TrackingBox, config)
+        self.sample_tokens = gt.sample_tokens
+        self.tracks_gt = create_tracks(gt, nusc, eval_set, gt=True)
+        self.tracks_pred = create_tracks(pred, nusc, eval_set, gt=False)
+
+
 def evaluate_tracking(nusc: NuScenes, predictions_by_sample: Mapping[str, Predictions], eval_set: str,
-                      output_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run `TrackingEval` on the split; `predictions_by_sample` must already carry track ids."""
-    tokens = split_sample_tokens(nusc, eval_set)
-    check_coverage(predictions_by_sample, tokens, eval_set)
+                      output_dir: str | Path | None = None,
+                      sample_tokens: Sequence[str] | None = None) -> dict[str, Any]:
+    """The devkit's tracking metrics of the split (or of `sample_tokens`, whole scenes of it); the predictions
+    must already carry track ids."""
+    tokens = devkit_samples(nusc, eval_set, sample_tokens, predictions_by_sample)
     poses = sample_ego_poses(nusc, tokens)
     results = {token: tracking_results(predictions_by_sample[token], token, nusc.get("sample", token)["scene_token"],
                                        poses[token]) for token in tokens}
@@ -67,9 +86,8 @@ def evaluate_tracking(nusc: NuScenes, predictions_by_sample: Mapping[str, Predic
         return _nothing_tracked()
     with tempfile.TemporaryDirectory(prefix="tinybev-track-") as tmp:
         result_path = write_results_json(results, Path(tmp) / "results_tracking.json")
-        evaluator = TrackingEval(config_factory(TRACKING_CONFIG), str(result_path), eval_set,
-                                 output_dir=str(output_dir or Path(tmp) / "devkit"), nusc_version=nusc.version,
-                                 nusc_dataroot=str(nusc.dataroot), verbose=False)
+        evaluator = SampleTrackingEval(nusc, config_factory(TRACKING_CONFIG), result_path, eval_set, tokens,
+                                       output_dir or Path(tmp) / "devkit")
         with contextlib.redirect_stdout(io.StringIO()):  # the devkit prints its tables regardless of verbose
             summary = evaluator.main(render_curves=False)
     keys = ("amota", "amotp", "recall", "motar", "mota", "motp", "ids", "frag", "tp", "fp", "fn", "gt")
@@ -84,4 +102,4 @@ def _nothing_tracked() -> dict[str, Any]:
     nan = float("nan")
     return {"AMOTA": 0.0, "AMOTP": 2.0, "recall": 0.0, "motar": 0.0, "mota": 0.0, "motp": nan, "IDS": 0, "frag": 0,
             "tp": 0, "fp": 0, "fn": nan, "gt": nan, "per_class_AMOTA": dict.fromkeys(TRACKING_CLASSES, 0.0),
-            "note": "no tracked boxes in the whole split"}
+            "note": "no tracked boxes in any scored sample"}

@@ -69,11 +69,25 @@ def test_command_follows_the_parameter_or_the_goal_in_any_frame(predictor) -> No
     assert core.command() == Command.LEFT
     core.set_goal("", np.array([140.0, 30.0, 0.0]))  # no frame_id: the map frame
     assert core.command() == Command.RIGHT
-    core.set_goal("odom", np.array([140.0, 30.0, 0.0]))  # a frame not in the tree: straight, not a crash
-    assert core.command() == Command.STRAIGHT
+    assert not faults
+    core.set_goal("odom", np.array([140.0, 30.0, 0.0]))  # a frame not in the tree: straight and a fault naming it
+    assert core.command() == Command.STRAIGHT and faults["goal_frame_unknown"] == 1
     core.cfg = replace(core.cfg, command="left")  # a dynamic parameter change takes effect at once
     assert core.command() == Command.LEFT
-    assert not faults
+
+
+def test_a_goal_given_in_base_link_is_a_fixed_place_the_car_drives_to(predictor) -> None:
+    """rviz2's 2D Goal Pose comes in its fixed frame, base_link in the shipped config: 40 m ahead and 20 m to the
+    left is a place in the map, reached when the car gets there (it used to stay 20 m to the left for ever)."""
+    core, faults = calibrated_core(predictor)
+    core.set_goal("base_link", np.array([40.0, 20.0, 0.0]), STAMP)
+    assert core.command() == Command.LEFT
+    at_goal = Transform(np.eye(3), np.array([140.0, 70.0, 0.0]))
+    core.set_transform("map", "base_link", STAMP + 10**10, at_goal, static=False)
+    assert core.command() == Command.STRAIGHT
+    np.testing.assert_allclose(core.goal_in_map(), [140.0, 70.0, 0.0])
+    core.set_goal("base_link", np.array([40.0, -20.0, 0.0]), STAMP + 10**10)  # a new goal from the new place
+    assert core.command() == Command.RIGHT and not faults
 
 
 def test_frames_assemble_at_the_reduced_decode_scale_with_intrinsics_scaled_alike(predictor) -> None:
@@ -144,7 +158,8 @@ def test_inference_publishes_only_finite_frames_above_the_threshold_with_track_i
     core.cfg = replace(core.cfg, score_threshold=float(np.median(everything.scores)))
     fewer = core.infer(core.assemble(frames, STAMP + 500_000_000), STAMP + 500_000_000)
     assert (fewer.scores >= core.cfg.score_threshold).all() and len(fewer) < len(everything)
-    assert not faults
+    assert faults == {"no_ego_pose": 1}  # map -> base_link is known at STAMP only (never extrapolated)
+    faults.clear()
 
     broken = Predictor(predictor.model, predictor.config, "cpu")
     original = broken.model.heads.planner.mlp[4].weight.detach().clone()

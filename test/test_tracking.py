@@ -75,6 +75,22 @@ def test_coasting_death_and_low_scores() -> None:
     assert weak.track_ids.tolist() == [-1]
 
 
+def test_a_frame_without_the_pose_is_left_untracked_not_mixed_with_world_tracks() -> None:
+    """A late /tf for one frame: its base_link positions are not world positions, so it is not associated
+    (ids -1) and the track coasts through it, keeping its id; without any pose, base_link tracking goes on."""
+    tracker = Tracker()
+    ids = []
+    for step in range(6):
+        ego = None if step == 3 else Transform(np.eye(3), np.array([6.0 * step, 0.0, 0.0]))
+        ids.append(int(tracker.update(_frame(step, [[30.0 - 6.0 * step, 2.0]], [CAR]), ego).track_ids[0]))
+    assert ids[3] == -1 and ids[:3] + ids[4:] == [ids[0]] * 5
+    for step in range(6, 6 + tracker.config.max_age + 3):  # the pose is gone for good: the world tracks die,
+        ids.append(int(tracker.update(_frame(step, [[2.0, 2.0]], [CAR])).track_ids[0]))  # then base_link ones
+    assert ids[-2] >= 0 and ids[-1] == ids[-2] and ids[-2] != ids[0]
+    ego = Transform(np.eye(3), np.array([500.0, 0.0, 0.0]))  # a pose again: base_link tracks are not continued
+    assert int(tracker.update(_frame(20, [[2.0, 2.0]], [CAR]), ego).track_ids[0]) not in (ids[0], ids[-1])
+
+
 def test_time_running_backwards_resets() -> None:
     tracker = Tracker()
     first = int(tracker.update(_frame(10, [[0.0, 0.0]], [CAR])).track_ids[0])

@@ -79,7 +79,8 @@ class PerceptionCore:
         self.intrinsics: dict[str, np.ndarray] = {}
         self.image_sizes: dict[str, tuple[int, int]] = {}  # (width, height) from CameraInfo
         self.camera_frames: dict[str, str] = {}  # camera -> its frame_id (from CameraInfo)
-        self.goal: tuple[str, np.ndarray] | None = None  # (frame_id, position) of the last goal
+        self.goal: tuple[str, np.ndarray, int] | None = None  # (frame_id, position, stamp) of the last goal
+        self._goal_in_map: np.ndarray | None = None  # the goal fixed in map_frame, once its frame could be placed
         self.tracker = Tracker(TrackerConfig(max_age=cfg.tracker_max_age))
 
     # ------------------------------------------------------------------------------------------ inputs
@@ -94,24 +95,44 @@ class PerceptionCore:
         except TransformError as exc:
             self.fault("bad_tf", str(exc))
 
-    def set_goal(self, frame_id: str, position: np.ndarray) -> None:
-        self.goal = (frame_id or self.cfg.map_frame, np.asarray(position, dtype=float))
+    def set_goal(self, frame_id: str, position: np.ndarray, stamp_ns: int = 0) -> None:
+        self.goal = (frame_id or self.cfg.map_frame, np.asarray(position, dtype=float), stamp_ns)
+        self._goal_in_map = None
 
     # --------------------------------------------------------------------------------------- decisions
     def command(self) -> int:
         """The planning command: the fixed one the `command` parameter names, or towards the goal (straight
-        without a goal or without a transform to it)."""
+        without a goal or while the goal's frame cannot be placed in map_frame, a fault)."""
         choice = self.cfg.command.lower()
         if choice in ("left", "right", "straight"):
             return int(Command[choice.upper()])
-        if self.goal is None:
+        goal = self.goal_in_map()
+        if goal is None:
             return int(Command.STRAIGHT)
-        frame, position = self.goal
         try:
-            goal_in_base = self.tf.lookup(self.cfg.base_frame, frame).apply(position[None])[0]
-        except TransformError:
+            goal_in_base = self.tf.lookup(self.cfg.base_frame, self.cfg.map_frame).apply(goal[None])[0]
+        except TransformError as exc:
+            self.fault("no_ego_pose", f"goal not used: {exc}")
             return int(Command.STRAIGHT)
         return command_toward(goal_in_base, self.cfg.goal_lateral_threshold_m)
+
+    def goal_in_map(self) -> np.ndarray | None:
+        """The goal as a fixed point of map_frame: a goal given in base_link (rviz2 with base_link as its fixed
+        frame) is where the car was asked to go when it was set, not a point that drives along with the car."""
+        if self.goal is None or self._goal_in_map is not None:
+            return self._goal_in_map
+        frame, position, stamp_ns = self.goal
+        try:
+            try:  # where the frame was when the goal was given; its newest pose if the buffer does not reach back
+                to_map = self.tf.lookup(self.cfg.map_frame, frame, stamp_ns or None)
+            except TransformError:
+                to_map = self.tf.lookup(self.cfg.map_frame, frame)
+        except TransformError as exc:
+            self.fault("goal_frame_unknown", f"goal in {frame!r} cannot be placed in map_frame "
+                                             f"{self.cfg.map_frame!r} ({exc}); planning straight")
+            return None
+        self._goal_in_map = to_map.apply(position[None])[0]
+        return self._goal_in_map
 
     def pose_at(self, stamp_ns: int) -> Transform | None:
         """base_link in the fixed frame (map_frame, through odom if there is one) at `stamp_ns`, interpolated."""
@@ -185,4 +206,9 @@ class PerceptionCore:
                                             f"{', '.join(broken)}; frame not published")
             return None
         pred = pred.select(pred.scores >= self.cfg.score_threshold)
-        return self.tracker.update(pred, ego_to_world=self.pose_at(stamp_ns))
+        pose = self.pose_at(stamp_ns)
+        if pose is None:  # the planner had no ego speed either (ego_status_from_tf)
+            self.fault("no_ego_pose", f"no {self.cfg.map_frame} -> {self.cfg.base_frame} transform at {stamp_ns} ns: "
+                                      "tracked in base_link, ego speed unknown (a robot localised in odom only: "
+                                      "map_frame:=odom)")
+        return self.tracker.update(pred, ego_to_world=pose)

@@ -8,8 +8,10 @@ id); unmatched tracks coast on their velocity and die after `max_age` missed fra
 
 Association runs in a fixed world frame when the caller gives the ego pose (`ego_to_world`, e.g. from /tf or
 the nuScenes ego pose), so ego motion does not look like object motion; without it, base_link is treated as
-fixed. Velocities in `Predictions` are over-ground velocities expressed in base_link axes (nuScenes convention),
-so they are rotated, not differentiated, into the world frame.
+fixed. Positions of the two frames are never compared: a frame without a pose while world tracks live (a late
+/tf) leaves its detections untracked (id -1) and the tracks coasting, and the first pose after base_link tracking
+starts the tracks afresh. Velocities in `Predictions` are over-ground velocities expressed in base_link axes
+(nuScenes convention), so they are rotated, not differentiated, into the world frame.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Tracker:
     _tracks: list[_Track] = field(default_factory=list)
     _last_stamp_ns: int | None = None
     _next_id: int = 0
+    _in_world: bool = False  # the live tracks' positions are world (pose given), not base_link, coordinates
 
     def reset(self) -> None:
         """Forget all tracks; ids keep increasing so an id is never reused."""
@@ -71,6 +74,8 @@ class Tracker:
     def update(self, predictions: Predictions, ego_to_world: Transform | None = None) -> Predictions:
         """A copy of `predictions` with `track_ids` filled (-1 for detections below the score threshold)."""
         cfg = self.config
+        if ego_to_world is not None and not self._in_world:
+            self.reset()  # base_link tracks cannot be continued in the world frame
         dt = 0.0
         if self._last_stamp_ns is not None:
             dt = (predictions.stamp_ns - self._last_stamp_ns) * 1e-9
@@ -78,6 +83,10 @@ class Tracker:
                 self.reset()
                 dt = 0.0
         self._last_stamp_ns = predictions.stamp_ns
+        if ego_to_world is None and self._in_world and self._tracks:
+            self._coast(dt)
+            return replace(predictions, track_ids=np.full(len(predictions), -1, dtype=np.int64))
+        self._in_world = ego_to_world is not None
 
         pose = ego_to_world or Transform()
         n = len(predictions)
@@ -113,6 +122,13 @@ class Tracker:
                 self._tracks.append(track)
                 track_ids[det] = track.track_id
         return replace(predictions, track_ids=track_ids)
+
+    def _coast(self, dt: float) -> None:
+        """A frame whose detections cannot be compared with the tracks: every track moves on and misses it."""
+        for track in self._tracks:
+            track.position = track.position + track.velocity * dt
+            track.misses += 1
+        self._tracks = [track for track in self._tracks if track.misses <= self.config.max_age]
 
     def _associate(self, positions: np.ndarray, labels: np.ndarray, candidates: np.ndarray) -> list[tuple[int, int]]:
         """Greedy closest-first (detection, track) pairs of the same class within the class gate."""

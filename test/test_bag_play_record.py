@@ -209,6 +209,39 @@ def test_play_and_record_refuse_bad_input_with_clear_errors(small_bag, tmp_path)
     assert looping.wait(timeout=60) == 0, looping.stdout.read()
 
 
+def test_paths_and_numbers_the_bag_tools_cannot_use_are_refused_before_anything_is_written(small_bag, tmp_path):
+    """rosbags opens sqlite3 storage as an unquoted URI: at 'w#1' it wrote a stray '.w' file and a bag without
+    its database. Numbers that mean nothing (a rate of nan, a negative /clock, a zero duration, which meant
+    'forever') and a folder without metadata.yaml get one line each."""
+    import shutil
+
+    from tinybev_ros.ros.bag.play import open_reader, play
+    from tinybev_ros.ros.bag.record import record
+    from tinybev_ros.ros.bag.recover import recover
+
+    with pytest.raises(ValueError, match=r"cannot contain '#'.*--storage mcap"), AtomicBagWriter(tmp_path / "w#1"):
+        pass
+    with pytest.raises(ValueError, match=r"cannot contain '#'"):
+        record(tmp_path / "r#1", ["/odom"], duration_s=1.0)
+    with AtomicBagWriter(tmp_path / "w#2", storage="mcap"):  # mcap is written with ordinary file I/O
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w#2"]
+    for bad in ({"duration_s": 0.0}, {"duration_s": float("nan")}, {"max_messages": 0}):
+        with pytest.raises(ValueError, match="--duration must be a positive|--max-messages must be at least 1"):
+            record(tmp_path / "r", ["/odom"], **bad)
+    assert not (tmp_path / "r").exists()
+    for bad in ({"rate": float("nan")}, {"rate": 0.0}, {"clock_hz": -1.0}):
+        with pytest.raises(ValueError, match="--rate must be a positive|--clock must be a positive"):
+            play(small_bag, **bad)
+    (tmp_path / "not_a_bag").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a rosbag2 bag: no metadata.yaml in it"):
+        open_reader(tmp_path / "not_a_bag")
+    killed = tmp_path / "run#3"  # what a killed recorder leaves: a database without metadata.yaml
+    killed.mkdir()
+    shutil.copy(next(Path(small_bag).glob("*.db3")), killed / "run.db3")
+    assert recover(killed, tmp_path / "recovered") == sum(1 for _ in read_bag(small_bag))
+
+
 def test_loop_replays_the_bag_until_interrupted(small_bag):
     bag_messages = read_bag(small_bag)
     topics = {m[0]: m[1] for m in bag_messages}

@@ -41,6 +41,15 @@ def is_bag(path: Path) -> bool:
     return path.is_dir() and (path / "metadata.yaml").is_file()
 
 
+def check_sqlite_path(path: Path, storage: str = "sqlite3") -> None:
+    """rosbags opens sqlite3 storage as the URI `file:<path>` without quoting it, so a '#' or '?' ends the path
+    there and '%XX' is decoded: the database would be written to (or looked for at) another file."""
+    bad = sorted(set(str(path)) & set("#?%"))
+    if storage == "sqlite3" and bad:
+        raise ValueError(f"{path}: a sqlite3 bag's path cannot contain {' or '.join(repr(c) for c in bad)} (the "
+                         "storage library reads the path as a URI); rename it, or use --storage mcap")
+
+
 def check_target(target: Path, force: bool) -> None:
     """Refuse an existing target unless --force; even then, refuse anything that is not a bag."""
     if not (target.exists() or target.is_symlink()):
@@ -117,6 +126,7 @@ class AtomicBagWriter:
         self.writer: Writer | None = None
 
     def __enter__(self) -> Writer:
+        check_sqlite_path(self.target, self.storage)
         check_target(self.target, self.force)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         for staging in stale_staging(self.target):

@@ -33,11 +33,19 @@ def open_reader(path: str | Path):
     """rosbags Reader of a bag directory, or of the bag containing a .db3/.mcap file given directly."""
     from rosbags.rosbag2 import Reader
 
+    from tinybev_ros.ros.bag.atomic_writer import check_sqlite_path
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no bag at {path}")
     if path.is_file() and (path.parent / "metadata.yaml").is_file():
         path = path.parent
+    if not (path / "metadata.yaml").is_file():
+        raise FileNotFoundError(f"{path} is not a rosbag2 bag: no metadata.yaml {'beside' if path.is_file() else 'in'} "
+                                "it (give the bag's folder, or its .db3/.mcap file; `tinybev bag recover` rebuilds "
+                                "the metadata of a killed recording)")
+    if any(path.glob("*.db3")):
+        check_sqlite_path(path)
     return Reader(path)
 
 
@@ -50,8 +58,10 @@ class BagPlayer:
 
         from tinybev_ros.ros.bag.rclpy_bridge import message_class, playback_qos
 
-        if rate <= 0:
-            raise ValueError(f"--rate must be positive, got {rate}")
+        if not 0 < rate < float("inf"):
+            raise ValueError(f"--rate must be a positive number, got {rate}")
+        if clock_hz is not None and not 0 < clock_hz < float("inf"):
+            raise ValueError(f"--clock must be a positive rate in Hz, got {clock_hz}")
         self.node, self.reader, self.rate, self.clock_hz = node, reader, rate, clock_hz
         available = {c.topic for c in reader.connections}
         if topics:

@@ -92,12 +92,17 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter, flush
+    from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter, check_sqlite_path, flush
     from tinybev_ros.ros.bag.recover import recover_stale_recording
     from tinybev_ros.ros.dds import use_large_message_profile
 
     if not topics:
         raise ValueError("no topics to record (give --topics)")
+    if duration_s is not None and not 0 < duration_s < float("inf"):
+        raise ValueError(f"--duration must be a positive number of seconds, got {duration_s}")
+    if max_messages is not None and max_messages < 1:
+        raise ValueError(f"--max-messages must be at least 1, got {max_messages}")
+    check_sqlite_path(Path(path), storage)
     topics = [absolute_topic(topic) for topic in topics]  # before the bag exists: a bad name leaves nothing
     stop = False
 
@@ -114,7 +119,7 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
         with AtomicBagWriter(path, storage, force, on_stale=recover_stale_recording) as writer:
             recorder = BagRecorder(node, writer, topics, max_messages)
             log.info("recording to %s: %s", path, " ".join(topics))
-            deadline = time.monotonic() + duration_s if duration_s else None
+            deadline = time.monotonic() + duration_s if duration_s is not None else None
             last_discovery = last_flush = 0.0
             try:
                 while not stop and not recorder.done and (deadline is None or time.monotonic() < deadline):

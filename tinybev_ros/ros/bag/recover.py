@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.request import pathname2url
 
 log = logging.getLogger("tinybev.bag.recover")
 
@@ -52,7 +53,7 @@ def _read_sqlite(path: Path) -> Salvage:
     salvage = Salvage()
     try:
         # Read-write on purpose: opening rolls back the transaction the killed writer left in its journal.
-        with sqlite3.connect(f"file:{path}", uri=True) as conn:
+        with sqlite3.connect(f"file:{pathname2url(str(path))}", uri=True) as conn:
             names = {}
             for topic_id, topic, msgtype, qos in conn.execute(
                     "SELECT id, name, type, offered_qos_profiles FROM topics"):

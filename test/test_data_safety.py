@@ -19,7 +19,7 @@ import pytest
 from bag_helpers import REPO, tinybev
 from rosbags.rosbag2 import Reader
 
-from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter, BagExistsError
+from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter, BagTargetError
 from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene
 
 RATE_HZ = 20.0
@@ -141,7 +141,7 @@ def test_force_replaces_only_what_the_tools_write(tmp_path, synth_dataset):
     precious = tmp_path / "thesis"
     precious.mkdir()
     (precious / "chapter1.tex").write_text("years of work")
-    with pytest.raises(BagExistsError, match="not a rosbag2 bag"), AtomicBagWriter(precious, force=True):
+    with pytest.raises(BagTargetError, match="not a rosbag2 bag"), AtomicBagWriter(precious, force=True):
         pass
     assert (precious / "chapter1.tex").read_text() == "years of work"
 
@@ -212,7 +212,9 @@ def test_run_reports_a_failed_node_in_one_line_with_its_exit_status(scene_bag, t
         "bad parameter, no bag": (("-p", "score_threshold:=2.0"), 2, "score_threshold"),
         "bad parameter with a bag": (("--bag", scene_bag, "-p", "score_threshold:=2.0"), 2,
                                      "run: error: tinybev_node exited with 2"),
-        "zero rate": (("--bag", scene_bag, "--rate", "0"), 2, "--rate must be positive, got 0.0"),
+        "zero rate": (("--bag", scene_bag, "--rate", "0"), 2, "--rate must be a positive number, got 0.0"),
+        "'#' in the recording's path": (("--bag", scene_bag, "--record", tmp_path / "out#1"), 2,
+                                        "a sqlite3 bag's path cannot contain '#'"),
     }
     for name, (args, status, message) in cases.items():
         run = tinybev("run", "--device", "cpu", *args)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tinybev_ros.errors import DatasetError
 from tinybev_ros.paths import share_file
-from tinybev_ros.ros.bag.atomic_writer import BagExistsError, check_target, is_bag
+from tinybev_ros.ros.bag.atomic_writer import BagTargetError, check_sqlite_path, check_target, is_bag
 from tinybev_ros.ros.child_process import spawn
 from tinybev_ros.ros.dds import use_large_message_profile
 from tinybev_ros.ros.interface import NAMESPACE, image_topic, output_topic, remap_arguments
@@ -151,14 +151,15 @@ def check_inputs(bag: Path | None, record: Path | None, force: bool, rate: float
     """The bag must be a bag; the recording must not replace anything but a bag (with force), least of all the input."""
     if bag is not None and not is_bag(bag):
         raise RunInputError(f"{bag} is not a rosbag2 bag (no such directory or no metadata.yaml in it)")
-    if not rate > 0:
-        raise RunInputError(f"--rate must be positive, got {rate}")
+    if not 0 < rate < float("inf"):
+        raise RunInputError(f"--rate must be a positive number, got {rate}")
     if record is None:
         return
     if bag is not None:
         played, recorded = bag.resolve(), record.resolve()
         if recorded == played or played in recorded.parents or recorded in played.parents:
             raise RunInputError(f"--record {record} would overwrite the bag being played ({bag}); record elsewhere")
+    check_sqlite_path(record)
     check_target(record.absolute(), force)
 
 
@@ -273,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         frames = run_pipeline(args.bag, params, args.checkpoint, args.device, args.rate, args.record, args.param,
                               force=args.force)
-    except (RunInputError, BagExistsError) as exc:
+    except (RunInputError, BagTargetError) as exc:
         print(f"run: error: {exc}", file=sys.stderr)
         return 2
     except ChildExited as exc:  # the child's own line (a bad parameter, a missing checkpoint) is just above

@@ -29,8 +29,9 @@ STORAGES: dict[str, StoragePlugin] = {"sqlite3": StoragePlugin.SQLITE3, "mcap": 
 BAG_VERSION = 9  # metadata.yaml version of Jazzy/Kilted rosbag2 (carries RIHS01 type hashes)
 
 
-class BagExistsError(FileExistsError):
-    """The target path exists and overwriting was not asked for."""
+class BagTargetError(ValueError):
+    """A bag cannot be written at the target path: it exists (and --force was not given, or it is not a bag), or
+    the storage cannot use that path."""
 
 
 STALE_UNOWNED_S = 3600.0  # a staging folder without an owner pid in its name (older versions) is stale after this
@@ -46,7 +47,7 @@ def check_sqlite_path(path: Path, storage: str = "sqlite3") -> None:
     there and '%XX' is decoded: the database would be written to (or looked for at) another file."""
     bad = sorted(set(str(path)) & set("#?%"))
     if storage == "sqlite3" and bad:
-        raise ValueError(f"{path}: a sqlite3 bag's path cannot contain {' or '.join(repr(c) for c in bad)} (the "
+        raise BagTargetError(f"{path}: a sqlite3 bag's path cannot contain {' or '.join(repr(c) for c in bad)} (the "
                          "storage library reads the path as a URI); rename it, or use --storage mcap")
 
 
@@ -55,9 +56,9 @@ def check_target(target: Path, force: bool) -> None:
     if not (target.exists() or target.is_symlink()):
         return
     if not force:
-        raise BagExistsError(f"{target} already exists; pass --force to overwrite it")
+        raise BagTargetError(f"{target} already exists; pass --force to overwrite it")
     if not is_bag(target):
-        raise BagExistsError(f"{target} exists and is not a rosbag2 bag (no metadata.yaml); --force replaces only "
+        raise BagTargetError(f"{target} exists and is not a rosbag2 bag (no metadata.yaml); --force replaces only "
                              "bags: remove it yourself or choose another path")
 
 

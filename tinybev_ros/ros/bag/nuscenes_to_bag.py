@@ -51,7 +51,7 @@ from tinybev_ros.nuscenes_dataset import (
     sample_data,
     sensor_to_ego,
 )
-from tinybev_ros.ros.bag.atomic_writer import STORAGES, AtomicBagWriter, BagExistsError, bag_size_bytes, check_target
+from tinybev_ros.ros.bag.atomic_writer import STORAGES, AtomicBagWriter, BagTargetError, bag_size_bytes, check_target
 from tinybev_ros.ros.bag.nuscenes_messages import MessageFactory
 from tinybev_ros.ros.bag.typestore import standard_typestore
 from tinybev_ros.ros.interface import camera_info_topic, image_topic
@@ -462,7 +462,7 @@ def run(args: argparse.Namespace) -> int:
         for name, target in targets:
             summary = convert_scene(nusc, name, target, options)
             print(summary.format(), flush=True)
-    except (DatasetError, BagExistsError) as exc:
+    except (DatasetError, BagTargetError) as exc:
         print(f"nuscenes_to_bag: error: {exc}", file=sys.stderr)
         return 2
     except (sqlite3.OperationalError, OSError) as exc:  # e.g. the disk filled up: the staging folder is gone

@@ -161,14 +161,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinybev_ros.ros.bag.atomic_writer import BagExistsError
+    from tinybev_ros.ros.bag.atomic_writer import BagTargetError
     from tinybev_ros.ros.bag.typestore import MissingInterfaceError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         record(args.path, args.topics, storage=args.storage, force=args.force, duration_s=args.duration,
                max_messages=args.max_messages)
-    except (BagExistsError, ValueError, MissingInterfaceError) as exc:
+    except (BagTargetError, ValueError, MissingInterfaceError) as exc:
         print(f"bag record: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -149,13 +149,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinybev_ros.ros.bag.atomic_writer import BagExistsError
+    from tinybev_ros.ros.bag.atomic_writer import BagTargetError
     from tinybev_ros.ros.bag.typestore import MissingInterfaceError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         count = recover(args.source, args.out, args.force)
-    except (RecoveryError, BagExistsError, MissingInterfaceError) as exc:
+    except (RecoveryError, BagTargetError, MissingInterfaceError) as exc:
         print(f"bag recover: error: {exc}", file=sys.stderr)
         return 2
     print(f"bag recover: {count} messages written to {args.out}")

@@ -450,7 +450,8 @@ def test_topic_parameters_may_use_rcl_substitutions(ros_context, untrained_check
         stop_node(node)
 
 
-def test_a_camera_out_of_sync_turns_diagnostics_to_warn_naming_it(ros_context, untrained_checkpoint, tmp_path):
+def test_a_camera_out_of_sync_or_a_frozen_clock_turns_diagnostics_to_warn_naming_it(ros_context, untrained_checkpoint,
+                                                                                   tmp_path):
     node = start_node(untrained_checkpoint, tmp_path / "node.log", "sync_warn_after_s:=1.0")
     rosie = Rosie(scale=0.25)
     try:
@@ -468,6 +469,16 @@ def test_a_camera_out_of_sync_turns_diagnostics_to_warn_naming_it(ros_context, u
         offset = 150 + (STAGGER_NS["CAM_BACK"] - STAGGER_NS["CAM_FRONT"]) / 1e6
         assert f"CAM_BACK {offset:+.0f} ms off CAM_FRONT (sync_tolerance_ms 60)" in status.message, status.message
         assert not rosie.outputs()
+        rosie.send_frame(t + 10_000_000_000)  # in sync: one set forms, then the clock freezes
+        rosie.spin_until(lambda: rosie.outputs(), 60, node)
+        for _ in range(4):
+            rosie.send_frame(t + 10_000_000_000)
+            paced_until = time.monotonic() + 0.5
+            rosie.spin_until(lambda until=paced_until: time.monotonic() >= until, 1, node)
+        rosie.spin_until(lambda: "advancing" in rosie.outputs("/diagnostics")[-1].status[0].message, 10, node)
+        assert "images arrived stamped at or before the last set's stamp" in \
+            rosie.outputs("/diagnostics")[-1].status[0].message
+        assert len(rosie.outputs()) == 1
     finally:
         stop_node(node)
 

@@ -82,6 +82,7 @@ class PerceptionNode(Node):
         self.published = 0
         self.images_received: Counter[str] = Counter()
         self._last_set = time.monotonic()  # when the synchronizer last formed a camera set (or start-up)
+        self._late_at_last_set = 0  # the synchronizer's count of late images then
 
         self.predictor = self._load_predictor(cfg)
         self.get_logger().info(f"warm-up frame (default rig) took {self.predictor.warm_up():.0f} ms")
@@ -209,6 +210,7 @@ class PerceptionNode(Node):
                 self.fault("time_jump", f"{camera} stamp jumped backwards (bag loop?): synchronizer and tracker reset")
             if frameset is not None:
                 self._last_set = time.monotonic()
+                self._late_at_last_set = self.sync.stats.late
                 if len(self._pending) == self.cfg.frame_queue_size:
                     self._pending.popleft()
                     self.faults["dropped_busy"] += 1  # inference is behind: the oldest waiting set goes
@@ -376,10 +378,17 @@ class PerceptionNode(Node):
             return ""
         with self._lock:
             offsets = self.sync.out_of_sync()
+            late = self.sync.stats.late - self._late_at_last_set
+        waited = f"no synchronized camera set for {now - self._last_set:.1f} s"
+        if not offsets and late:  # nothing waits: every image was older than the last set (a frozen clock)
+            return (f"{waited}: {late} images arrived stamped at or before the last set's stamp; are the camera "
+                    "stamps advancing (a driver that does not stamp, a paused /clock)?")
+        if not offsets:
+            return f"{waited}: no image of {self.sync.config.reference_camera}, the reference camera, is waiting"
         named = ", ".join(f"{camera} {'no frame' if offset is None else f'{offset / 1e6:+.0f} ms'}"
                           for camera, offset in offsets.items())
-        return (f"no synchronized camera set for {now - self._last_set:.1f} s: {named or 'cameras'} off "
-                f"{self.sync.config.reference_camera} (sync_tolerance_ms {self.cfg.sync_tolerance_ms:g})")
+        return (f"{waited}: {named} off {self.sync.config.reference_camera} (sync_tolerance_ms "
+                f"{self.cfg.sync_tolerance_ms:g})")
 
     def _publish_diagnostics(self) -> None:
         array = DiagnosticArray(status=[self.diagnostics()])

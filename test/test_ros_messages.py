@@ -114,6 +114,17 @@ def test_image_size_is_read_from_the_header_and_checked_before_decoding():
     assert M.decode_compressed(CompressedImage(format="jpeg", data=jpeg), expected_size=(160, 90)).shape == (90, 160, 3)
 
 
+@pytest.mark.parametrize("reduction", [2, 4, 8])
+def test_an_odd_sized_png_decodes_reduced_to_the_sizes_a_jpeg_would(reduction):
+    """libjpeg rounds reduced sizes up, OpenCV's reduced PNG read rounds down: a 1241x375 PNG camera was
+    refused on every frame as 'image is 1240x374'."""
+    image = np.random.default_rng(0).integers(0, 255, (375, 1241, 3), dtype=np.uint8)
+    for ext, fmt in ((".png", "png"), (".jpg", "jpeg")):
+        data = cv2.imencode(ext, image)[1].tobytes()
+        decoded = M.decode_compressed(CompressedImage(format=fmt, data=data), (1241, 375), reduction)
+        assert decoded.shape == (-(-375 // reduction), -(-1241 // reduction), 3), (fmt, decoded.shape)
+
+
 def test_reduced_decode_keeps_the_pixel_geometry():
     """A JPEG decoded at 1/4 (what the node does for a 352-pixel model) shows a point where the scaled K says."""
     from tinybev_ros.model.config import load_model_config

@@ -100,7 +100,16 @@ def decode_reduction(image_width: int, config: ModelConfig) -> int:
 def decode_image(data: bytes, reduction: int = 1) -> np.ndarray | None:
     """RGB uint8 of JPEG/PNG bytes decoded at 1/`reduction` scale (K scales by `scale_intrinsics(k, 1/r, 1/r)`);
     None when the bytes do not decode. The node and the evaluation both read images here."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED_DECODE[reduction]) if data else None
+    if not data:
+        return None
+    buffer = np.frombuffer(data, np.uint8)
+    if reduction == 1 or data[:2] == b"\xff\xd8":  # JPEG: libjpeg scales in the DCT, sizes rounded up
+        image = cv2.imdecode(buffer, REDUCED_DECODE[reduction])
+    else:  # PNG: OpenCV's reduced read rounds sizes down; decode whole and shrink to the JPEG sizes instead
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        if image is not None:
+            height, width = image.shape[:2]
+            image = cv2.resize(image, (-(-width // reduction), -(-height // reduction)), interpolation=cv2.INTER_AREA)
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

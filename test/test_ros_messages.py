@@ -162,15 +162,31 @@ def test_camera_info_and_transform_validation():
     info = CameraInfo()
     info.k = [1266.4, 0.0, 816.3, 0.0, 1266.4, 491.5, 0.0, 0.0, 1.0]
     with pytest.raises(M.InputError, match="image size of 0x0"):  # valid K, but no size: not a calibration
-        M.intrinsics_from_camera_info(info)
+        M.camera_from_camera_info(info)
     info.width, info.height = 1600, 900
-    assert M.intrinsics_from_camera_info(info)[0, 2] == pytest.approx(816.3)
+    k, size = M.camera_from_camera_info(info)
+    assert k[0, 2] == pytest.approx(816.3) and size == (1600, 900)
     info.p = [1000.0, 0.0, 800.0, 0.0, 0.0, 1000.0, 450.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # rectified: P describes it
-    np.testing.assert_allclose(M.intrinsics_from_camera_info(info), [[1000, 0, 800], [0, 1000, 450], [0, 0, 1]])
+    np.testing.assert_allclose(M.camera_from_camera_info(info)[0], [[1000, 0, 800], [0, 1000, 450], [0, 0, 1]])
+    # image_proc's crop_decimate: the full calibration, a region and a binning describe the image it sends
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 200, 100, 1200, 700
+    info.binning_x = info.binning_y = 2
+    k, size = M.camera_from_camera_info(info)
+    np.testing.assert_allclose(k, [[500, 0, 299.75], [0, 500, 174.75], [0, 0, 1]])  # pixel centres kept
+    assert size == (600, 350)
+    point = np.array([1.0, -0.5, 10.0])  # the same pixel in the full image and in the cropped, binned one
+    full = info.p[0] * point[0] / point[2] + info.p[2], info.p[5] * point[1] / point[2] + info.p[6]
+    cropped = k @ point / point[2]
+    np.testing.assert_allclose(cropped[:2], [(full[0] - 200 + 0.5) / 2 - 0.5, (full[1] - 100 + 0.5) / 2 - 0.5])
+    info.roi.width = 1500
+    with pytest.raises(M.InputError, match="region of interest 1500x700 at \\(200, 100\\) outside"):
+        M.camera_from_camera_info(info)
+    info.roi.width = info.roi.height = 0
+    info.binning_x = info.binning_y = 0
     info.p = [0.0] * 12
     info.k[0] = float("nan")
     with pytest.raises(M.InputError, match="invalid K"):
-        M.intrinsics_from_camera_info(info)
+        M.camera_from_camera_info(info)
     q_wxyz = np.array([0.4998, -0.5030, 0.4998, -0.4974])
     msg = TransformStamped()
     msg.transform.translation.x = 1.7

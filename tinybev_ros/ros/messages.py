@@ -24,7 +24,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from tinybev_ros.errors import ImageSizeError, InputError
 from tinybev_ros.geometry import BevGrid, Transform, quat_to_yaw, wxyz_to_xyzw, xyzw_to_wxyz, yaw_to_quat
-from tinybev_ros.model.preprocess import decode_image
+from tinybev_ros.model.preprocess import decode_image, scale_intrinsics
 from tinybev_ros.predictions import STEP_SECONDS, Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 
@@ -138,16 +138,29 @@ def decode_raw(msg: Image, expected_size: tuple[int, int] | None = None) -> np.n
     return np.ascontiguousarray(image) if code is None else cv2.cvtColor(image, code)
 
 
-def intrinsics_from_camera_info(msg: CameraInfo) -> np.ndarray:
-    """The 3x3 intrinsics of a CameraInfo for its rectified image: P's left 3x3 (what image_rect is described by;
-    equal to K for nuScenes), K where P is unset. Rejects a 0x0 image size, NaN/inf and a degenerate focal length."""
+def camera_from_camera_info(msg: CameraInfo) -> tuple[np.ndarray, tuple[int, int]]:
+    """The 3x3 intrinsics and (width, height) of the image a CameraInfo describes: P's left 3x3 (what image_rect
+    is described by; equal to K for nuScenes), K where P is unset, moved to the region of interest and divided by
+    the binning (a binned pixel's centre is its block's, as for a reduced JPEG decode; image_proc's crop/decimate
+    keep the full calibration and set these).
+    Rejects a 0x0 image size, NaN/inf, a degenerate focal length and a region outside the image."""
     if msg.width == 0 or msg.height == 0:
         raise InputError(f"CameraInfo of {msg.header.frame_id!r} gives an image size of {msg.width}x{msg.height}")
     p = np.asarray(msg.p, dtype=float).reshape(3, 4)
     k = p[:, :3].copy() if np.any(p) else np.asarray(msg.k, dtype=float).reshape(3, 3)
     if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise InputError(f"CameraInfo of {msg.header.frame_id!r} has an invalid K: {k.ravel().tolist()}")
-    return k
+    roi = msg.roi
+    x, y, width, height = roi.x_offset, roi.y_offset, roi.width, roi.height
+    if width == 0 and height == 0:  # no region: the full image
+        x, y, width, height = 0, 0, msg.width, msg.height
+    if width == 0 or height == 0 or x + width > msg.width or y + height > msg.height:
+        raise InputError(f"CameraInfo of {msg.header.frame_id!r} has a region of interest {width}x{height} at "
+                         f"({x}, {y}) outside its {msg.width}x{msg.height} image")
+    bx, by = max(msg.binning_x, 1), max(msg.binning_y, 1)
+    k[0, 2] -= x
+    k[1, 2] -= y
+    return scale_intrinsics(k, 1 / bx, 1 / by), (width // bx, height // by)
 
 
 # ---------------------------------------------------------------- outputs

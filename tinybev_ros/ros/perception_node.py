@@ -229,11 +229,11 @@ class PerceptionNode(Node):
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         try:
-            intrinsic = M.intrinsics_from_camera_info(msg)
+            intrinsic, size = M.camera_from_camera_info(msg)
         except InputError as exc:
             self.fault("bad_camera_info", f"{camera}: {exc}; keeping the last valid calibration")
             return
-        self.core.set_camera_info(camera, intrinsic, (int(msg.width), int(msg.height)), msg.header.frame_id)
+        self.core.set_camera_info(camera, intrinsic, size, msg.header.frame_id)
 
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
         for t in msg.transforms:

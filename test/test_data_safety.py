@@ -137,6 +137,34 @@ def test_a_killed_recorder_loses_at_most_the_last_second(tmp_path, storage):
     assert not staging.exists() and (target / "metadata.yaml").is_file()
 
 
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_recovery_streams_the_messages_in_time_order(tmp_path, storage):
+    """Messages stream from the killed file into the new bag (a camera recording can be larger than memory);
+    an mcap written out of time order is still recovered in order."""
+    import shutil
+    from collections.abc import Iterator
+
+    from tinybev_ros.ros.bag.recover import recover, salvage
+    from tinybev_ros.ros.bag.typestore import typestore
+
+    store = typestore()
+    string = store.types["std_msgs/msg/String"]
+    stamps = [3, 1, 2, 5, 4] if storage == "mcap" else [1, 2, 3, 4, 5]
+    with AtomicBagWriter(tmp_path / "written", storage) as writer:
+        connection = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
+        for stamp in stamps:
+            writer.write(connection, stamp, store.serialize_cdr(string(data=f"m{stamp}"), "std_msgs/msg/String"))
+    killed = tmp_path / "killed"  # its storage file without metadata.yaml, as a killed recorder leaves it
+    killed.mkdir()
+    storage_file = next(p for p in (tmp_path / "written").iterdir() if p.suffix in (".db3", ".mcap"))
+    shutil.copy(storage_file, killed / storage_file.name)
+    found = salvage(killed)
+    assert isinstance(found.messages, Iterator) and list(found.topics) == ["/chatter"]
+    assert [stamp for stamp, _, _ in found.messages] == [1, 2, 3, 4, 5]
+    assert recover(killed, tmp_path / "recovered") == 5
+    assert _messages(tmp_path / "recovered") == ["m1", "m2", "m3", "m4", "m5"]
+
+
 def test_force_replaces_only_what_the_tools_write(tmp_path, synth_dataset):
     precious = tmp_path / "thesis"
     precious.mkdir()

@@ -4,8 +4,10 @@ A recorder that is killed (SIGKILL, power loss) never writes metadata.yaml, so n
 can open what it left. The recorder flushes every second (atomic_writer.flush), so the storage file holds every
 message up to the last flush: the committed rows of a .db3 (sqlite rolls the unfinished transaction back on
 open), or the complete records of a .mcap up to where the file was cut (read with the `mcap` library, which
-stops at the first truncated record). Those messages are copied, in time order, into a new bag written through
-AtomicBagWriter; the types come from the shared type store, so the recovered bag carries the same type hashes.
+stops at the first truncated record). Those messages are streamed, in time order, into a new bag written through
+AtomicBagWriter (never all in memory: a killed camera recording can be larger than it, and the next recording of
+that target waits for the recovery); the types come from the shared type store, so the recovered bag carries the
+same type hashes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import sqlite3
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.request import pathname2url
@@ -29,10 +32,11 @@ class RecoveryError(RuntimeError):
 
 @dataclass
 class Salvage:
-    """What could be read back: connections (topic -> type, offered QoS) and messages in time order."""
+    """What could be read back: connections (topic -> type, offered QoS), and the messages in time order as a
+    stream (a killed camera recording can be larger than memory)."""
 
     topics: dict[str, tuple[str, list]] = field(default_factory=dict)
-    messages: list[tuple[int, str, bytes]] = field(default_factory=list)
+    messages: Iterator[tuple[int, str, bytes]] = field(default_factory=lambda: iter(()))
 
 
 def storage_file(path: Path) -> Path:
@@ -50,20 +54,29 @@ def storage_file(path: Path) -> Path:
 def _read_sqlite(path: Path) -> Salvage:
     from rosbags.rosbag2.metadata import parse_qos
 
+    uri = f"file:{pathname2url(str(path))}"
     salvage = Salvage()
+    names = {}
     try:
         # Read-write on purpose: opening rolls back the transaction the killed writer left in its journal.
-        with sqlite3.connect(f"file:{pathname2url(str(path))}", uri=True) as conn:
-            names = {}
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
             for topic_id, topic, msgtype, qos in conn.execute(
                     "SELECT id, name, type, offered_qos_profiles FROM topics"):
                 names[topic_id] = topic
                 salvage.topics[topic] = (msgtype, parse_qos(qos) if qos else [])
-            for topic_id, stamp, data in conn.execute(
-                    "SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, id"):
-                salvage.messages.append((stamp, names[topic_id], bytes(data)))
     except sqlite3.DatabaseError as exc:
         raise RecoveryError(f"{path}: not a readable rosbag2 sqlite3 file ({exc})") from exc
+
+    def messages() -> Iterator[tuple[int, str, bytes]]:
+        try:
+            with closing(sqlite3.connect(uri, uri=True)) as conn:
+                for topic_id, stamp, data in conn.execute(
+                        "SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, id"):
+                    yield stamp, names[topic_id], bytes(data)
+        except sqlite3.DatabaseError as exc:
+            raise RecoveryError(f"{path}: its messages cannot be read ({exc})") from exc
+
+    salvage.messages = messages()
     return salvage
 
 
@@ -79,12 +92,15 @@ def _mcap_records(path: Path) -> Iterator[object]:
 
 
 def _read_mcap(path: Path) -> Salvage:
+    """Two passes: connections and whether the messages are in time order (a recorder writes them as they
+    arrive, so they are), then the messages streamed; only out-of-order ones are sorted in memory."""
     from mcap.records import Channel, Message, Schema
     from rosbags.rosbag2.metadata import parse_qos
 
     salvage = Salvage()
     schemas: dict[int, str] = {}
     channels: dict[int, str] = {}
+    in_order, last = True, -1
     for record in _mcap_records(path):
         if isinstance(record, Schema):
             schemas[record.id] = record.name
@@ -93,8 +109,14 @@ def _read_mcap(path: Path) -> Salvage:
             salvage.topics[record.topic] = (schemas[record.schema_id], parse_qos(qos) if qos else [])
             channels[record.id] = record.topic
         elif isinstance(record, Message):
-            salvage.messages.append((record.log_time, channels[record.channel_id], bytes(record.data)))
-    salvage.messages.sort(key=lambda m: m[0])
+            in_order, last = in_order and record.log_time >= last, record.log_time
+
+    def messages() -> Iterator[tuple[int, str, bytes]]:
+        for record in _mcap_records(path):
+            if isinstance(record, Message):
+                yield record.log_time, channels[record.channel_id], bytes(record.data)
+
+    salvage.messages = messages() if in_order else iter(sorted(messages(), key=lambda m: m[0]))
     return salvage
 
 
@@ -119,9 +141,11 @@ def recover(source: str | Path, target: str | Path, force: bool = False) -> int:
         for topic, (msgtype, qos) in found.topics.items():
             ensure_msgtype(store, msgtype)
             connections[topic] = writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=qos)
+        count = 0
         for stamp, topic, data in found.messages:
             writer.write(connections[topic], stamp, data)
-    return len(found.messages)
+            count += 1
+    return count
 
 
 def recover_stale_recording(staging: Path) -> None:

@@ -18,7 +18,7 @@ from nuscenes.nuscenes import NuScenes
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
-from training.evaluation.inference import evaluation_predictor, for_evaluation
+from training.evaluation.inference import evaluation_predictor, for_evaluation, predict_split
 from training.evaluation.report import to_markdown, write_report
 from training.evaluation.suite import evaluate, load_ground_truths, planning_obstacles, samples_by_scene, track_scenes
 from training.metrics.oracle import TrackIds, ground_truth_as_predictions, ground_truth_attributes
@@ -293,6 +293,23 @@ def test_tinybev_eval_on_a_tiny_checkpoint(synth_dataset, tmp_path) -> None:
     assert len(figures) == metrics["samples"] and len(gifs) == 1
     with Image.open(gifs[0]) as gif:
         assert gif.n_frames == metrics["samples"]
+
+    # Without figures every sample's rasters are scored as it is predicted and dropped: the same figures as
+    # scoring the predictions held in memory.
+    code = main(["eval", "--checkpoint", str(checkpoint), "--dataroot", str(synth_dataset.dataroot), "--version",
+                 synth_dataset.version, "--split", "val", "--out", str(tmp_path / "streamed"), "--figure-scenes", "0",
+                 "--no-speed"])
+    assert code == 0 and not (tmp_path / "streamed" / "figures").exists()
+    streamed = json.loads((tmp_path / "streamed" / "metrics.json").read_text())
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    eval_set = devkit_split(synth_dataset.version, "val")
+    predictor = evaluation_predictor(checkpoint, "cpu")
+    tokens = split_sample_tokens(nusc, eval_set)
+    truths = load_ground_truths(nusc, tokens, predictor.config.grid, progress=False)
+    held = evaluate(predict_split(predictor, nusc, tokens, truths, progress=False), nusc, eval_set,
+                    ground_truths=truths, progress=False)
+    held_json, _ = write_report(held, tmp_path / "held")
+    assert streamed == json.loads(held_json.read_text()) and streamed["map"]["mIoU"] > 0
 
 
 def test_tinybev_eval_on_a_teacher_checkpoint(synth_dataset, tmp_path) -> None:

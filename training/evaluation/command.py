@@ -8,20 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from nuscenes.nuscenes import NuScenes
+from tqdm import tqdm
 
 from tinybev_ros.checkpoint import read_checkpoint
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from training.evaluation.figures import render_scene
-from training.evaluation.inference import evaluation_predictor, predict_split, predictor_speed, teacher_predictions
+from training.evaluation.inference import evaluation_predictor, predict_sample, predictor_speed, teacher_predictions
 from training.evaluation.report import write_report
 from training.evaluation.suite import (
     ALL_TASKS,
     DEVKIT_TASKS,
+    SampleMetrics,
     evaluate,
-    load_ground_truths,
     parse_tasks,
     samples_by_scene,
+    without_rasters,
 )
+from training.ground_truth import load_ground_truth
 from training.sample_cache import SAMPLE_CACHE_HELP
 from training.splits import check_devkit_split, devkit_split, split_sample_tokens
 
@@ -49,22 +52,31 @@ def evaluate_checkpoint(checkpoint: str | Path, nusc: NuScenes, eval_set: str, o
     if any(task in DEVKIT_TASKS for task in tasks):
         check_devkit_split(nusc, eval_set)
     student = read_checkpoint(checkpoint)[1]["kind"] == "student"
+    figure_scene_tokens = list(samples_by_scene(nusc, tokens).values())[: max(figure_scenes, 0)]
     if not student:
         predictions, ground_truths, grid = teacher_predictions(checkpoint, device, nusc, eval_set, tokens,
                                                                sample_cache)
+        metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, grid)
     else:
         predictor = evaluation_predictor(checkpoint, device)
         print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
+        # One sample at a time: its rasters are scored, then dropped unless a figure shows them.
         grid = predictor.config.grid
-        ground_truths = load_ground_truths(nusc, tokens, grid)
+        drawn = {token for scene in figure_scene_tokens for token in scene}
+        samples = SampleMetrics(tasks, grid)
+        predictions, ground_truths, map_cache = {}, {}, {}
         times_ms: list[float] = []
-        predictions = predict_split(predictor, nusc, tokens, ground_truths, times_ms=times_ms)
-    metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, grid)
-    if speed and student:
-        metrics["speed"] = predictor_speed(predictor, nusc, tokens[0], times_ms)
+        for token in tqdm(tokens, desc="inference"):
+            gt = load_ground_truth(nusc, map_cache, token, grid)
+            prediction = predict_sample(predictor, nusc, token, gt, times_ms)
+            samples.add(prediction, gt)
+            predictions[token] = prediction if token in drawn else without_rasters(prediction)
+            ground_truths[token] = gt if token in drawn else without_rasters(gt)
+        metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, grid, sample_metrics=samples)
+        if speed:
+            metrics["speed"] = predictor_speed(predictor, nusc, tokens[0], times_ms)
     json_path, md_path = write_report(metrics, out)
-    scenes = samples_by_scene(nusc, tokens)
-    for scene_tokens in list(scenes.values())[: max(figure_scenes, 0)]:
+    for scene_tokens in figure_scene_tokens:
         pngs, gif = render_scene(nusc, scene_tokens, predictions, ground_truths, Path(out) / "figures")
         print(f"tinybev eval: {len(pngs)} figures and {gif}")
     print(md_path.read_text())

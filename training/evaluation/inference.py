@@ -54,25 +54,30 @@ def model_frame(nusc: NuScenes, sample_token: str, config: ModelConfig) -> tuple
             [c.sensor_to_ego for c in cameras])
 
 
+def predict_sample(predictor: Any, nusc: NuScenes, token: str, ground_truth: GroundTruth,
+                   times_ms: list[float] | None = None) -> Predictions:
+    """Run a `tinybev_ros.inference.Predictor` on one sample, planning with the ground-truth command and the
+    ego status from the dataset's ego poses.
+
+    When `times_ms` is given, the wall-clock milliseconds of the `predict` call (preprocess, network, decode;
+    image loading excluded) are appended to it: the latency reported is that of real frames.
+    """
+    images, intrinsics, cam_to_ego = model_frame(nusc, token, predictor.config)
+    status = sample_ego_status(nusc, nusc.get("sample", token))  # what the node derives from /tf
+    start = time.perf_counter()
+    prediction = predictor.predict(images, intrinsics, cam_to_ego, ground_truth.command,
+                                   int(ground_truth.timestamp_us) * 1000, status)
+    if times_ms is not None:
+        times_ms.append((time.perf_counter() - start) * 1000.0)
+    return prediction
+
+
 def predict_split(predictor: Any, nusc: NuScenes, sample_tokens: list[str],
                   ground_truths: Mapping[str, GroundTruth], progress: bool = True,
                   times_ms: list[float] | None = None) -> dict[str, Predictions]:
-    """Run a `tinybev_ros.inference.Predictor` on every sample, planning with the ground-truth command and the
-    ego status from the dataset's ego poses.
-
-    When `times_ms` is given, the wall-clock milliseconds of each `predict` call (preprocess, network, decode;
-    image loading excluded) are appended to it: the latency reported is that of real frames.
-    """
-    out = {}
-    for token in tqdm(sample_tokens, desc="inference", disable=not progress):
-        images, intrinsics, cam_to_ego = model_frame(nusc, token, predictor.config)
-        status = sample_ego_status(nusc, nusc.get("sample", token))  # what the node derives from /tf
-        start = time.perf_counter()
-        out[token] = predictor.predict(images, intrinsics, cam_to_ego, ground_truths[token].command,
-                                       int(ground_truths[token].timestamp_us) * 1000, status)
-        if times_ms is not None:
-            times_ms.append((time.perf_counter() - start) * 1000.0)
-    return out
+    """`predict_sample` of every sample."""
+    return {token: predict_sample(predictor, nusc, token, ground_truths[token], times_ms)
+            for token in tqdm(sample_tokens, desc="inference", disable=not progress)}
 
 
 def predictor_speed(predictor: Any, nusc: NuScenes, sample_token: str, times_ms: list[float]) -> dict[str, Any]:

@@ -83,17 +83,73 @@ def planning_obstacles(gt: GroundTruth, steps: int = PLAN_STEPS) -> tuple[list[n
     return vehicles, pedestrians
 
 
+class SampleMetrics:
+    """The metrics scored sample by sample (motion, map, occupancy, planning), accumulated as samples arrive, so
+    a caller that predicts a split one sample at a time holds none of its rasters (over nuScenes val a 200x200
+    grid's would be about 11 GB); `evaluate` runs the same accumulators over predictions it is given."""
+
+    def __init__(self, tasks: Iterable[str], grid: BevGrid,
+                 motion_score_threshold: float = SCORE_THRESHOLDS.publish) -> None:
+        self.tasks = set(tasks)
+        self.motion = MotionAccumulator(score_threshold=motion_score_threshold)
+        self.map = MapAccumulator()
+        self.occupancy = OccupancyAccumulator(grid)
+        self.planning = PlanningAccumulator()
+        self.map_layers_missing = False
+
+    def add(self, pred: Predictions, gt: GroundTruth) -> None:
+        if {"map", "occupancy"} & self.tasks and (pred.map_probs.shape[1:] != gt.map_masks.shape[1:]
+                                                   or pred.occupancy.shape[1:] != gt.occupancy.shape[1:]):
+            raise ValueError(f"sample {gt.sample_token}: prediction rasters {pred.map_probs.shape[1:]} do not match "
+                             f"the ground truth's {gt.map_masks.shape[1:]}; load the ground truth on the "
+                             "predictions' grid")
+        if "motion" in self.tasks:
+            self.motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask, gt_ignore=~gt.evaluable)
+        if "map" in self.tasks:
+            self.map.add(pred.map_probs, gt.map_masks, gt.map_valid)
+            self.map_layers_missing |= not gt.map_valid.all()
+        if "occupancy" in self.tasks:
+            self.occupancy.add(pred.occupancy, gt.occupancy, gt.occupancy_mask)
+        if "planning" in self.tasks:
+            self.planning.add(pred.ego_plan, gt.ego_future, gt.ego_future_mask, *planning_obstacles(gt))
+
+    def result(self, nusc: NuScenes) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        if "motion" in self.tasks:
+            metrics["motion"] = self.motion.summary()
+        if "map" in self.tasks:
+            metrics["map"] = self.map.result()
+            if self.map_layers_missing:
+                metrics["map_note"] = (f"n/a: no map expansion in {Path(nusc.dataroot) / 'maps' / 'expansion'} (a "
+                                       "separate nuScenes download); drivable_area is scored against the semantic "
+                                       "prior (drivable surface and walkways)")
+        if "occupancy" in self.tasks:
+            metrics["occupancy"] = self.occupancy.result()
+        if "planning" in self.tasks:
+            metrics["planning"] = self.planning.result()
+        return metrics
+
+
+def without_rasters(item: Predictions | GroundTruth) -> Predictions | GroundTruth:
+    """Boxes, plan and poses only: what detection, tracking and figure-less reports need of a scored sample."""
+    if isinstance(item, Predictions):
+        return replace(item, map_probs=item.map_probs[:, :0, :0], occupancy=item.occupancy[:, :0, :0])
+    return replace(item, map_masks=item.map_masks[:, :0, :0], occupancy=item.occupancy[:, :0, :0])
+
+
 def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, eval_set: str | None = None,
              tasks: Iterable[str] = ALL_TASKS, ground_truths: Mapping[str, GroundTruth] | None = None,
              grid: BevGrid | None = None, motion_score_threshold: float = SCORE_THRESHOLDS.publish,
              attributes_by_sample: Mapping[str, list[str]] | None = None, devkit_output_dir: str | Path | None = None,
-             progress: bool = True, devkit_samples: Sequence[str] | None = None) -> dict[str, Any]:
+             progress: bool = True, devkit_samples: Sequence[str] | None = None,
+             sample_metrics: SampleMetrics | None = None) -> dict[str, Any]:
     """Metrics of every requested task (see the module docstring); a dict ready for `write_report`.
 
     `eval_set` (a devkit split name such as "val" or "mini_val") is required for detection and tracking.
     `ground_truths` may be passed to avoid reloading them (e.g. in every validation round); they must be
     rasterised on the predictions' grid. Detection and tracking score the whole of `eval_set`, or only
-    `devkit_samples` (whole scenes of it, e.g. the demo's one scene).
+    `devkit_samples` (whole scenes of it, e.g. the demo's one scene). `sample_metrics`: the per-sample tasks
+    already accumulated by the caller (the predictions may then be `without_rasters`).
     """
     tasks = tuple(tasks)
     unknown = sorted(set(tasks) - set(ALL_TASKS))
@@ -112,12 +168,10 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
     missing = [token for token in tokens if token not in ground_truths]
     if missing:
         raise ValueError(f"no ground truth for {len(missing)} sample(s), first {missing[0]}")
-
-    for token in tokens if {"map", "occupancy"} & set(tasks) else ():
-        pred, gt = predictions_by_sample[token], ground_truths[token]
-        if pred.map_probs.shape[1:] != gt.map_masks.shape[1:] or pred.occupancy.shape[1:] != gt.occupancy.shape[1:]:
-            raise ValueError(f"sample {token}: prediction rasters {pred.map_probs.shape[1:]} do not match the ground "
-                             f"truth's {gt.map_masks.shape[1:]}; load the ground truth on the predictions' grid")
+    if sample_metrics is None:
+        sample_metrics = SampleMetrics(tasks, grid, motion_score_threshold)
+        for token in tqdm(tokens, desc="metrics", disable=not progress, leave=False):
+            sample_metrics.add(predictions_by_sample[token], ground_truths[token])
 
     metrics: dict[str, Any] = {"samples": len(tokens), "eval_set": eval_set, "version": nusc.version}
     if "detection" in tasks:
@@ -133,33 +187,7 @@ def evaluate(predictions_by_sample: Mapping[str, Predictions], nusc: NuScenes, e
             tracked = track_scenes(predictions_by_sample, nusc, ground_truths)
         metrics["tracking"] = evaluate_tracking(nusc, tracked, eval_set, _sub(devkit_output_dir, "track"),
                                                 devkit_samples)
-
-    motion = MotionAccumulator(score_threshold=motion_score_threshold)
-    map_acc = MapAccumulator()
-    occupancy = OccupancyAccumulator(grid)
-    planning = PlanningAccumulator()
-    for token in tqdm(tokens, desc="metrics", disable=not progress, leave=False):
-        pred, gt = predictions_by_sample[token], ground_truths[token]
-        if "motion" in tasks:
-            motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask, gt_ignore=~gt.evaluable)
-        if "map" in tasks:
-            map_acc.add(pred.map_probs, gt.map_masks, gt.map_valid)
-        if "occupancy" in tasks:
-            occupancy.add(pred.occupancy, gt.occupancy, gt.occupancy_mask)
-        if "planning" in tasks:
-            planning.add(pred.ego_plan, gt.ego_future, gt.ego_future_mask, *planning_obstacles(gt))
-    if "motion" in tasks:
-        metrics["motion"] = motion.summary()
-    if "map" in tasks:
-        metrics["map"] = map_acc.result()
-        if not all(ground_truths[token].map_valid.all() for token in tokens):
-            metrics["map_note"] = (f"n/a: no map expansion in {Path(nusc.dataroot) / 'maps' / 'expansion'} (a separate "
-                                   "nuScenes download); drivable_area is scored against the semantic prior "
-                                   "(drivable surface and walkways)")
-    if "occupancy" in tasks:
-        metrics["occupancy"] = occupancy.result()
-    if "planning" in tasks:
-        metrics["planning"] = planning.result()
+    metrics.update(sample_metrics.result(nusc))
     return metrics
 
 

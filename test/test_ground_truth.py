@@ -112,6 +112,26 @@ def test_futures_equal_annotation_future_positions(nusc, map_cache, busy_sample)
     assert checked >= FORECAST_STEPS  # at least one full trajectory was compared
 
 
+def test_a_gap_in_an_annotation_chain_keeps_later_positions_at_their_times(synth_dataset, nusc, map_cache,
+                                                                              busy_sample):
+    """An instance not annotated in some keyframe (occluded on real nuScenes): its chain skips that keyframe, and
+    the positions after the gap stay at their own times (they used to move one step earlier)."""
+    full = load_ground_truth(nusc, map_cache, busy_sample, GRID)
+    i = int(np.flatnonzero(full.future_mask.all(axis=1))[0])  # an agent annotated over the whole horizon
+    gapped = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    current = next(token for token in gapped.get("sample", busy_sample)["anns"]
+                   if gapped.get("sample_annotation", token)["instance_token"] == full.instance_tokens[i])
+    first = gapped.get("sample_annotation", gapped.get("sample_annotation", current)["next"])
+    missing = gapped.get("sample_annotation", first["next"])  # the instance at step 1 (+1.0 s) is dropped
+    after = gapped.get("sample_annotation", missing["next"])
+    first["next"], after["prev"] = after["token"], first["token"]
+    gapped.get("sample", missing["sample_token"])["anns"].remove(missing["token"])
+    gt = load_ground_truth(gapped, {}, busy_sample, GRID)
+    j = gt.instance_tokens.index(full.instance_tokens[i])
+    assert gt.future_mask[j].tolist() == [True, False] + [True] * (FORECAST_STEPS - 2)
+    np.testing.assert_allclose(gt.futures[j][gt.future_mask[j]], full.futures[i][gt.future_mask[j]])
+
+
 def test_map_masks_equal_devkit_and_point_queries(nusc, map_cache, busy_sample):
     """Our (row = x, col = y) masks are the devkit's get_map_mask transposed, and agree with layers_on_point."""
     gt = load_ground_truth(nusc, map_cache, busy_sample, GRID)

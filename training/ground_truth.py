@@ -5,8 +5,9 @@ evaluation uses). Everything the devkit can compute it computes (boxes, velociti
 frames and raster conventions:
 
 - detection: `nusc.get_box` + `nusc.box_velocity`, global -> ego; classes via taxonomy.CATEGORY_TO_DETECTION.
-- agent futures: the annotation `next` chain (one annotation per following keyframe, 2 Hz), so future step k is
-  the instance's centre k keyframes later, in THIS ego frame; invalid where the chain ends.
+- agent futures: the annotation `next` chain, each annotation in the slot of the keyframe it belongs to, so
+  future step k is the instance's centre k keyframes (k/2 s) later, in THIS ego frame; invalid where the
+  instance was not annotated (a gap in the chain, or its end).
 - map: `NuScenesMap.get_map_mask` with a patch centred on the grid and rotated by the ego yaw. The devkit's
   canvas has rows along the patch's local y and columns along its local x; our `BevGrid` has rows along x
   (forward) and columns along y (left), so the devkit mask is transposed (see `map_masks_for_pose`).
@@ -236,15 +237,20 @@ def _boxes_in_ego(nusc: NuScenes, sample: dict, global_to_ego: Transform) -> dic
     }
 
 
-def _agent_futures(nusc: NuScenes, ann_tokens: list[str], global_to_ego: Transform) -> tuple[np.ndarray, np.ndarray]:
+def _agent_futures(nusc: NuScenes, ann_tokens: list[str], global_to_ego: Transform,
+                   future_samples: list[dict | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Each annotation's later positions, slotted by the keyframe they were annotated in: an instance missing
+    from some keyframes (occluded, out of range) keeps its later positions at their own times."""
+    step_of = {record["token"]: step for step, record in enumerate(future_samples[:FORECAST_STEPS]) if record}
     futures = np.zeros((len(ann_tokens), FORECAST_STEPS, 2))
     mask = np.zeros((len(ann_tokens), FORECAST_STEPS), dtype=bool)
     for i, token in enumerate(ann_tokens):
         token = nusc.get("sample_annotation", token)["next"]
-        for step in range(FORECAST_STEPS):
-            if not token:
-                break
+        while token:
             ann = nusc.get("sample_annotation", token)
+            step = step_of.get(ann["sample_token"])
+            if step is None:  # beyond the horizon
+                break
             futures[i, step] = global_to_ego.apply(ann["translation"])[:2]
             mask[i, step] = True
             token = ann["next"]
@@ -334,8 +340,8 @@ def read_sample_labels(nusc: NuScenes, sample_token: str) -> SampleLabels:
     ego_to_global, timestamp = ego_pose_of_sample(nusc, sample)
     global_to_ego = ego_to_global.inverse()
     boxes = _boxes_in_ego(nusc, sample, global_to_ego)
-    futures, future_mask = _agent_futures(nusc, boxes["ann_tokens"], global_to_ego)
-    future_samples = following_samples(nusc, sample, max(PLAN_STEPS, OCCUPANCY_STEPS - 1))
+    future_samples = following_samples(nusc, sample, max(PLAN_STEPS, OCCUPANCY_STEPS - 1, FORECAST_STEPS))
+    futures, future_mask = _agent_futures(nusc, boxes["ann_tokens"], global_to_ego, future_samples)
     ego_future, ego_future_mask = ego_future_of(nusc, future_samples, global_to_ego)
     return SampleLabels(sample, ego_to_global, timestamp, boxes, futures, future_mask,
                         occupancy_footprints(nusc, sample, future_samples, global_to_ego), ego_future,

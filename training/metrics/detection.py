@@ -142,16 +142,23 @@ def load_devkit_boxes(nusc: NuScenes, result_path: str | Path, sample_tokens: li
     return pred, gt, meta
 
 
+def set_up_devkit_evaluator(evaluator: Any, config: Any, eval_set: str, result_path: str | Path,
+                            output_dir: str | Path) -> None:
+    """The attributes the devkit's evaluators set in their constructors and use in `main` (quiet, plots folder)."""
+    evaluator.cfg, evaluator.eval_set, evaluator.verbose = config, eval_set, False
+    evaluator.result_path, evaluator.output_dir = str(result_path), str(output_dir)
+    evaluator.plot_dir = str(Path(output_dir) / "plots")
+    Path(evaluator.plot_dir).mkdir(parents=True, exist_ok=True)
+
+
 class SampleDetectionEval(DetectionEval):
     """The devkit's DetectionEval (its metrics, summary and files) over a list of keyframes instead of a whole
     split: its constructor can only load a predefined split or one listed in the dataset's own splits.json."""
 
     def __init__(self, nusc: NuScenes, config: DetectionConfig, result_path: str | Path, eval_set: str,
                  sample_tokens: list[str], output_dir: str | Path) -> None:
-        self.nusc, self.cfg, self.eval_set, self.verbose = nusc, config, eval_set, False
-        self.result_path, self.output_dir = str(result_path), str(output_dir)
-        self.plot_dir = str(Path(output_dir) / "plots")
-        Path(self.plot_dir).mkdir(parents=True, exist_ok=True)
+        set_up_devkit_evaluator(self, config, eval_set, result_path, output_dir)
+        self.nusc = nusc
         self.pred_boxes, self.gt_boxes, self.meta = load_devkit_boxes(nusc, result_path, sample_tokens,
                                                                       DetectionBox, config)
         self.sample_tokens = self.gt_boxes.sample_tokens

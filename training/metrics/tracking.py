@@ -30,6 +30,7 @@ from training.metrics.detection import (
     devkit_samples,
     load_devkit_boxes,
     sample_ego_poses,
+    set_up_devkit_evaluator,
     to_global_boxes,
     write_results_json,
 )
@@ -63,10 +64,8 @@ class SampleTrackingEval(TrackingEval):
 
     def __init__(self, nusc: NuScenes, config: TrackingConfig, result_path: str | Path, eval_set: str,
                  sample_tokens: list[str], output_dir: str | Path) -> None:
-        self.cfg, self.eval_set, self.verbose, self.render_classes = config, eval_set, False, None
-        self.result_path, self.output_dir = str(result_path), str(output_dir)
-        self.plot_dir = str(Path(output_dir) / "plots")
-        Path(self.plot_dir).mkdir(parents=True, exist_ok=True)
+        set_up_devkit_evaluator(self, config, eval_set, result_path, output_dir)
+        self.render_classes = None
         pred, gt, self.meta = load_devkit_boxes(nusc, result_path, sample_tokens, TrackingBox, config)
         self.sample_tokens = gt.sample_tokens
         self.tracks_gt = create_tracks(gt, nusc, eval_set, gt=True)

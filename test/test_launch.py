@@ -59,13 +59,19 @@ def test_a_users_dds_profile_is_kept():
     assert _plan({}, {"FASTDDS_DEFAULT_PROFILES_FILE": "/home/me/dds.xml"}).environment == {}
 
 
-def test_missing_tools_fail_before_anything_starts_and_odd_paths_pass_intact():
+def test_missing_tools_and_paths_fail_before_anything_starts_and_odd_paths_pass_intact(tmp_path):
+    quoted = tmp_path / "it's a \"bag\""
+    quoted.mkdir()
     with pytest.raises(LaunchPlanError, match="rviz2 is not installed.*nothing was started"):
         _plan({"rviz": "true"}, rviz2=False)
     with pytest.raises(LaunchPlanError, match="needs `ros2 bag`.*nothing was started"):
-        _plan({"bag": "/data/bag"}, ros2_bag=False)
-    quoted = "/data/it's a \"bag\""
-    assert _plan({"bag": quoted}).bag_command == ["ros2", "bag", "play", quoted, "--clock"]
+        _plan({"bag": str(quoted)}, ros2_bag=False)
+    with pytest.raises(LaunchPlanError, match="bag:=.*no_bag does not exist; nothing was started"):
+        _plan({"bag": str(tmp_path / "no_bag")})
+    with pytest.raises(LaunchPlanError, match="params_file:=.*mine.yml is not a file; nothing was started"):
+        _plan({"params_file": str(tmp_path / "mine.yml")})
+    assert _plan({"params_file": str(REPO / "config" / "tinybev.yaml")}).overrides == {}
+    assert _plan({"bag": str(quoted)}).bag_command == ["ros2", "bag", "play", str(quoted), "--clock"]
     assert _plan({"bag": ""}).bag_command is None and not _plan({"rviz": "false"}).rviz
 
 

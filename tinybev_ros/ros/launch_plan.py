@@ -5,13 +5,16 @@ The launch file reads its arguments at launch time (an OpaqueFunction) and asks 
   saying `device: cpu` stays cpu unless `device:=...` is on the command line;
 - the environment: FASTDDS_DEFAULT_PROFILES_FILE is set to the shipped profile only if the user has none;
 - what else to start (rviz2, the bag player), after checking that each is installed: a missing rviz2 or
-  `ros2 bag` fails the launch with one clear message before any process starts, so nothing is orphaned.
+  `ros2 bag` fails the launch with one clear message before any process starts, so nothing is orphaned; so does
+  a params file or a bag that does not exist (launch_ros would start the node on its defaults, or leave it
+  waiting for a player that exited at once).
 The player is started by the launch file only once the node logs its ready line (`READY_MARKER`), never on a
 timer: the node needs seconds to import torch and warm up, and frames played before that are lost.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +63,9 @@ def plan_launch(arguments: Mapping[str, str], environ: Mapping[str, str], dds_pr
                 ros2_bag_available: Callable[[], bool] = _ros2_bag_available) -> LaunchPlan:
     """The plan for these launch arguments (strings as given, "" = not given) in this environment."""
     plan = LaunchPlan()
+    params_file = arguments.get("params_file", "")
+    if params_file and not os.path.isfile(params_file):  # launch_ros would warn and start on the defaults
+        raise LaunchPlanError(f"params_file:={params_file} is not a file; nothing was started")
     for name, kind in OVERRIDABLE.items():
         text = arguments.get(name, "")
         if text != "":
@@ -72,6 +78,8 @@ def plan_launch(arguments: Mapping[str, str], environ: Mapping[str, str], dds_pr
                               "nothing was started")
     bag = arguments.get("bag", "")
     if bag:
+        if not os.path.exists(bag):  # the player would exit at once and leave the node waiting for images
+            raise LaunchPlanError(f"bag:={bag} does not exist; nothing was started")
         if not ros2_bag_available():
             raise LaunchPlanError(f"bag:={bag} needs `ros2 bag` (apt install ros-$ROS_DISTRO-ros2bag), which is not "
                                   "installed; nothing was started (without ROS: tinybev run --bag)")

@@ -94,6 +94,10 @@ def test_the_shipped_derived_configs_are_small_deltas_over_their_bases() -> None
     ("steps=0", "steps must be >= 1"),
     ("data.batch_size=0", "data.batch_size must be >= 1"),
     ("val_batches=-1", "val_batches must be >= 0"),
+    ("optim.grad_clip_norm=0", "optim.grad_clip_norm must be a positive number, got 0"),
+    ("optim.lr=-1e-3", "optim.lr must be a positive number"),
+    ("optim.lr=0", "optim.lr must be a positive number"),
+    ("optim.min_lr_ratio=2", "min_lr_ratio must lie in"),
 ])
 def test_a_training_interval_that_cannot_work_is_refused_when_the_config_loads(override, message) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -7,6 +7,7 @@ Network architectures are not repeated here: `student_config` / `teacher_config`
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,15 @@ class OptimConfig:
     warmup_steps: int = 500
     min_lr_ratio: float = 0.01
     grad_clip_norm: float = 35.0
+
+    def __post_init__(self) -> None:
+        # a clip norm of 0 zeroes every gradient: the run would "finish" having learnt nothing
+        for name in ("lr", "grad_clip_norm"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"optim.{name} must be a positive number, got {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError(f"optim: min_lr_ratio must lie in [0, 1] (got {self.min_lr_ratio}), weight_decay and "
+                             f"warmup_steps must be >= 0 (got {self.weight_decay}, {self.warmup_steps})")
 
 
 @dataclass

@@ -93,6 +93,8 @@ def test_ablation_configs_load() -> None:
     assert Path(worlds.teacher_train_config).name == "train_tiny_teacher.yaml"
     with pytest.raises(ConfigError, match="stages"):
         load_ablation_config(config_dir / "ablation_tiny.yaml", ("stages=[S9]",))
+    with pytest.raises(ConfigError, match="world_scenes 11: a fresh world holds 1 to 10 scenes"):
+        load_ablation_config(config_dir / "ablation_worlds.yaml", ("world_scenes=11",))  # known before any training
     # The verdict's stages of every seed come first (a partial ablation knows the seed spread of none and S3), the
     # supervised ones, which need no teacher, before any distilled one.
     assert worlds.run_order() == [(0, "none"), (1, "none"), (0, "S3"), (1, "S3"),

@@ -366,6 +366,10 @@ def test_eval_worlds_reports_each_fresh_seed_and_their_mean(tmp_path) -> None:
     table = (tmp_path / "out" / "worlds.md").read_text()
     assert "| mean ± std (2 seeds) |" in table and "n/a" in table  # detection was not asked for
     assert sorted(p.name for p in (tmp_path / "worlds").iterdir()) == ["synth_seed5_2x2s", "synth_seed6_2x2s"]
+    too_many = [*args[:args.index("--scenes") + 1], "11", *args[args.index("--scenes") + 2:]]
+    too_many[too_many.index("--out") + 1] = str(tmp_path / "out11")
+    assert main(too_many) == 2 and not (tmp_path / "out11").exists()  # one line, before any world is made
+    assert len(list((tmp_path / "worlds").iterdir())) == 2
 
 
 # ------------------------------------------------------------------ keyframes the devkit scores

@@ -59,7 +59,7 @@ from training.distillation.config import STAGES, load_distill_config
 from training.evaluation.inference import evaluation_predictor, for_evaluation, model_frame, predict_split
 from training.evaluation.report import metric_at, summary_row, write_json
 from training.evaluation.suite import evaluate, load_ground_truths
-from training.evaluation.worlds import world
+from training.evaluation.worlds import check_world_size, world
 from training.metrics.speed import measure_latency
 from training.sample_cache import dataset_fingerprint
 from training.splits import devkit_split, split_sample_tokens
@@ -100,6 +100,8 @@ class AblationConfig:
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.seeds:
             raise ValueError(f"ablation: stages {unknown} unknown (known {STAGES}) or no seeds")
+        check_world_size(self.world_scenes, self.world_duration_s, "world_scenes")  # else known after a student
+        check_world_size(self.validation_scenes, self.world_duration_s, "validation_scenes")
 
     def run_order(self) -> list[tuple[int, str]]:
         """(seed, stage): the supervised runs of every seed, then S3's, then the other stages seed by seed. The

@@ -15,6 +15,7 @@ import numpy as np
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
+from tinybev_ros.errors import ConfigError
 from tinybev_ros.synth import SynthConfig, generate
 from training.evaluation.command import evaluate_checkpoint
 from training.evaluation.report import summary_row, write_json
@@ -23,6 +24,16 @@ from training.evaluation.suite import ALL_TASKS, parse_tasks
 COLUMNS = (("mAP", "mAP", 3), ("NDS", "NDS", 3), ("AMOTA", "AMOTA", 3), ("minADE (m)", "minADE", 2),
            ("map mIoU", "map_iou", 3), ("occ IoU", "occ_iou", 3), ("plan L2 (m)", "plan_l2", 2),
            ("collision (%)", "collision", 2))
+
+
+MAX_WORLD_SCENES = 10  # a world is a v1.0-mini dataset: the devkit's mini scene names (8 mini_train, 2 mini_val)
+
+
+def check_world_size(scenes: int, duration_s: float, what: str = "--scenes") -> None:
+    """Before any world is generated or model trained: what `world` can make."""
+    if not 1 <= scenes <= MAX_WORLD_SCENES or not duration_s > 0:
+        raise ConfigError(f"{what} {scenes}: a fresh world holds 1 to {MAX_WORLD_SCENES} scenes (the v1.0-mini scene "
+                          f"names) of a positive duration (got {duration_s:g} s)")
 
 
 def world(work: Path, seed: int, scenes: int, duration_s: float) -> Path:
@@ -66,6 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     tasks = parse_tasks(args.tasks)
+    check_world_size(args.scenes, args.duration)
     if not Path(args.checkpoint).is_file():
         raise SystemExit(f"tinybev eval-worlds: checkpoint {args.checkpoint} does not exist")
     out = Path(args.out)

@@ -241,7 +241,9 @@ def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path, caplog
     assert main(args) == 0
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_00000001"
     args[-1] = "2"
-    assert main(args) == 0  # resumes at step 1 and runs one more step
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        assert main(args) == 0  # resumes at step 1 and runs one more step
+    assert "with settings that differ from its run's: steps 1 -> 2" in caplog.text  # said, not refused
     checkpoints = tmp_path / "run" / "checkpoints"
     assert latest_checkpoint(checkpoints).name == "step_00000002"
     # a training state cut short (disk full, copy interrupted): resume falls back to step 1, naming the bad file
@@ -262,6 +264,10 @@ def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path, caplog
     bad.write_text("steps: 3\nlearning_rate: 0.1\n")
     assert main([*args[:2], str(bad), *args[3:]]) == 2  # one line naming the key, no traceback
     assert "unknown config key(s) ['learning_rate']" in capsys.readouterr().err
+    # a fresh run into this folder would mix with the one there (pruning, `latest`, logs): refused, nothing touched
+    before = sorted(p.name for p in checkpoints.iterdir())
+    assert main([*args, "--no-resume"]) == 2
+    assert "--no-resume: " in capsys.readouterr().err and sorted(p.name for p in checkpoints.iterdir()) == before
 
 
 @pytest.mark.parametrize("kind", ["student", "teacher"])

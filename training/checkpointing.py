@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from tinybev_ros.atomic_file import write_text
+from tinybev_ros.errors import ConfigError
 
 STATE_FILE = "train_state.safetensors"
 MODEL_FILE = "model.safetensors"
@@ -148,6 +149,16 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 class NoIntactCheckpoint(RuntimeError):
     """Checkpoints exist but none reads back."""
+
+
+def check_fresh_start(run_dir: str | Path) -> None:
+    """`--no-resume` into a folder that already holds a run would mix the two: the pruning of old checkpoints
+    deletes the new run's first ones, `latest` can name a deleted folder and a later resume picks the old run's
+    newest step; validation.jsonl and TensorBoard would interleave both runs."""
+    found = sorted((Path(run_dir) / "checkpoints").glob("step_*"))
+    if found:
+        raise ConfigError(f"--no-resume: {run_dir} already holds a run (up to {found[-1].name}); starting another "
+                          "there would mix the two runs' checkpoints and logs: give another --out, or remove it")
 
 
 def resume_point(out_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:

@@ -16,6 +16,7 @@ the determinism of the kernels). With several ranks, only rank 0's RNG state is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from training.batchnorm import recalibrate_batchnorm
 from training.checkpointing import (
     MODEL_FILE,
     NoIntactCheckpoint,
+    check_fresh_start,
     resume_point,
     rng_state,
     set_rng_state,
@@ -317,7 +319,8 @@ class Trainer:
             self.diverged("the weights are not finite")
         self.refresh_batchnorm()
         state = {"step": self.step, "kind": self.kind, "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "rng": rng_state(), **self.extra_state()}
+                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "settings": settings_text(self.config),
+                 **self.extra_state()}
         path = write_checkpoint_dir(self.out_dir / "checkpoints", self.step, self.spec.save, state,
                                     keep=self.config.keep_checkpoints)
         log.info("saved checkpoint %s", path)
@@ -344,6 +347,12 @@ class Trainer:
         """Refuse a checkpoint of another kind of run (a subclass adds its own conditions)."""
         if state.get("kind") != self.kind:
             raise ValueError(f"{path} holds a {state.get('kind')} run, not a {self.kind} run")
+        if "settings" in state:  # a changed setting may be meant (more steps), but the run is then two runs' mix
+            before, now = json.loads(state["settings"]), json.loads(settings_text(self.config))
+            changed = [f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
+                       if before.get(key) != now.get(key)]
+            if changed:
+                log.warning("resuming %s with settings that differ from its run's: %s", path, "; ".join(changed))
 
     def restore_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what `extra_state` added to the checkpoint."""
@@ -427,6 +436,21 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config overrides, e.g. optim.lr=0.002 data.batch_size=2 (values are YAML)")
 
 
+def settings_text(config: TrainConfig) -> str:
+    """Every setting of a run as flat JSON (`optim.lr`: value), stored in its checkpoints for resume to compare."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}{key}.", item)
+        else:
+            flat[prefix[:-1]] = value
+
+    walk("", json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+    return json.dumps(flat, sort_keys=True)
+
+
 def overrides_of(args: argparse.Namespace) -> list[str]:
     """The command line's config overrides: the flags that are shorthands for keys, then the KEY=VALUE words."""
     flags = ("steps", "seed", "backbone_weights")  # --steps N is steps=N, and so on
@@ -437,6 +461,8 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_train_config(args.config, overrides_of(args))
+    if args.no_resume:
+        check_fresh_start(args.out)
     trainer = Trainer(config, args.model, args.dataroot, args.version, args.out, device=args.device)
     return fit_to_end(trainer, resume=not args.no_resume)
 

@@ -22,8 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    rig = Rig.load(args.rig)  # a bad rig is one line before the model is built
     model, config = load_checkpoint(args.checkpoint)
-    splat = rig_splat_index(model, Rig.load(args.rig))
+    splat = rig_splat_index(model, rig)
     images = torch.zeros(1, len(CAMERA_NAMES), 3, config.image_height, config.image_width)
     out = export_onnx(model, export_inputs(model, images, splat, torch.tensor([int(Command.STRAIGHT)])), args.out)
     index_path = out.with_suffix(".splat.safetensors")

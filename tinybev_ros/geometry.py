@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinybev_ros.errors import ConfigError
+
 CAMERA_NAMES: tuple[str, ...] = (
     "CAM_FRONT_LEFT",
     "CAM_FRONT",
@@ -158,10 +160,17 @@ class Rig:
     def load(path: str | Path | None = None) -> Rig:
         """Load a rig JSON (default: the real nuScenes calibration shipped with the package)."""
         if path is None:
-            text = resources.files("tinybev_ros.data").joinpath("nuscenes_rig.json").read_text()
-        else:
-            text = Path(path).read_text()
-        raw = json.loads(text)
+            return Rig._parse(json.loads(resources.files("tinybev_ros.data").joinpath("nuscenes_rig.json").read_text()))
+        try:
+            return Rig._parse(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = f"no key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ConfigError(f"rig {path} cannot be read as a rig JSON ({reason}); it needs 'sensors' with "
+                              f"{', '.join(CAMERA_NAMES)} and {LIDAR_NAME} (see tinybev_ros/data/nuscenes_rig.json)"
+                              ) from None
+
+    @staticmethod
+    def _parse(raw: dict) -> Rig:
         sensors = raw["sensors"]
         width, height = raw.get("image_size", (1600, 900))
         cameras = {

@@ -43,6 +43,8 @@ def sha256(path: Path) -> str:
 def release(source: str | Path, target: str | Path) -> Path:
     """Write `source` (a student checkpoint) to `target` with float16 weights; load it back to prove it works."""
     source, target = Path(source), Path(target)
+    if target.is_dir():
+        raise CheckpointError(f"--out {target} is a folder; give the checkpoint file to write")
     tensors, metadata = read_checkpoint(source)
     if metadata["kind"] != "student":
         raise CheckpointError(f"checkpoint {source} holds a {metadata['kind']}; only students are shipped")

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from tinybev_ros.checkpoint import read_checkpoint
-from tinybev_ros.errors import CheckpointError, CheckpointNotFound
+from tinybev_ros.errors import CheckpointError, CheckpointNotFound, ConfigError
 from training.checkpointing import check_fresh_start
 from training.config import TrainConfig
 from training.data import collate, move_batch
@@ -133,7 +133,7 @@ class DistillTrainer(Trainer):
     def check_resumable(self, path: Path, state: dict[str, Any]) -> None:
         super().check_resumable(path, state)
         if state.get("distill_stage") != self.distill.stage:
-            raise ValueError(f"{path} is a distillation run of stage {state.get('distill_stage')!r}, not "
+            raise ConfigError(f"{path} is a distillation run of stage {state.get('distill_stage')!r}, not "
                              f"{self.distill.stage!r}; use another --out or --no-resume")
 
     def restore_extra_state(self, state: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from tinybev_ros.errors import ConfigError
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.model.backbone import load_imagenet_weights
 from tinybev_ros.nuscenes_dataset import open_nuscenes
@@ -173,7 +174,7 @@ class Trainer:
         weights = config.backbone_weights_path()
         if weights is not None:
             if getattr(self.spec.model, "camera", None) is None:
-                raise ValueError(f"backbone_weights {weights}: this {kind} has no camera branch to initialise")
+                raise ConfigError(f"backbone_weights {weights}: this {kind} has no camera branch to initialise")
             load_imagenet_weights(self.spec.model.camera.backbone, weights)
         self.model: nn.Module = self.spec.model.to(self.device)
         if config.channels_last:
@@ -197,7 +198,7 @@ class Trainer:
         self.bn_step = -1  # the step whose weights the BatchNorm statistics were last estimated for
         batch = config.data.batch_size
         if len(self.train_set) < batch * self.ddp.world_size:
-            raise ValueError(f"split {config.train_split!r} has {len(self.train_set)} samples, fewer than one "
+            raise ConfigError(f"split {config.train_split!r} has {len(self.train_set)} samples, fewer than one "
                              f"batch of {batch} per rank x {self.ddp.world_size} ranks")
         self.sampler = ResumableSampler(self.train_set, self.ddp.world_size, self.ddp.rank, config.seed, batch)
         self.wrapped: nn.Module = self.model
@@ -346,7 +347,7 @@ class Trainer:
     def check_resumable(self, path: Path, state: dict[str, Any]) -> None:
         """Refuse a checkpoint of another kind of run (a subclass adds its own conditions)."""
         if state.get("kind") != self.kind:
-            raise ValueError(f"{path} holds a {state.get('kind')} run, not a {self.kind} run")
+            raise ConfigError(f"{path} holds a {state.get('kind')} run, not a {self.kind} run; use another --out")
         if "settings" in state:  # a changed setting may be meant (more steps), but the run is then two runs' mix
             before, now = json.loads(state["settings"]), json.loads(settings_text(self.config))
             changed = [f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))

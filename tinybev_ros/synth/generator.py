@@ -141,6 +141,8 @@ def scene_time(sample_timestamp_us: int, scene_first_timestamp_us: int) -> float
 def generate(out_dir: str | Path, config: SynthConfig, overwrite: bool = False) -> Path:
     """Write a complete nuScenes-format dataroot to `out_dir` (built beside it, then renamed into place)."""
     out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"output directory {out_dir} is a file; choose a directory")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f"output directory {out_dir} exists and is not empty (use --force to replace)")

@@ -112,7 +112,7 @@ def test_a_bad_override_on_the_command_line_is_one_line(tmp_path, capsys) -> Non
     assert len(err) == 1 and "optim.lr: expected float, got 'fast'" in err[0]
 
 
-def test_paths_of_the_wrong_kind_get_one_line_and_write_nothing(tmp_path, capsys) -> None:
+def test_paths_of_the_wrong_kind_get_one_line_and_write_nothing(tmp_path, capsys, caplog) -> None:
     """A rig that is not one, a folder where a file is written, a file where a folder is: one line, exit 2."""
     from tinybev_ros.paths import default_checkpoint
 
@@ -127,8 +127,9 @@ def test_paths_of_the_wrong_kind_get_one_line_and_write_nothing(tmp_path, capsys
         ("synth", "--out", str(tmp_path / "a_file"), "--scenes", "1"): "is a file; choose a directory",
     }
     for args, message in cases.items():
+        caplog.clear()
         assert main(list(args)) == 2, args
-        err = capsys.readouterr().err.strip().splitlines()
+        err = capsys.readouterr().err.strip().splitlines() or caplog.text.strip().splitlines()  # synth logs it
         assert len(err) == 1 and message in err[0], (args, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "rig.json"]
     assert (tmp_path / "a_file").read_text() == "keep"

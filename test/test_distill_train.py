@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,12 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     stamp = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert main(args) == 0 and {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamp  # resumed: no rewrite
     assert isinstance(open_teacher(cache, torch.device("cpu")), CachedTeacher)
+    torch.manual_seed(1)  # a retrained teacher: its cache is another one, never continued into this one
+    other = save_checkpoint(tmp_path / "other.safetensors", build_teacher(teacher_config), teacher_config,
+                            kind="teacher")
+    assert main([*args[:2], str(other), *args[3:]]) == 2
+    assert "was made by another teacher" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamp
     with pytest.raises(FileNotFoundError, match="neither"):
         open_teacher(tmp_path / "missing", torch.device("cpu"))
 
@@ -108,13 +115,22 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     assert "feature" not in figures["terms"] and "attention" in figures["terms"]
 
     # A --teacher that cannot be one is one line, before the datasets are opened (no run folder is made).
+    cut_short = tmp_path / "cut_short"  # a caching run interrupted before the last sample
+    shutil.copytree(cache, cut_short)
+    from training.splits import split_sample_tokens
+    from training.teachers.cached import cache_path
+
+    cache_path(cut_short, split_sample_tokens(nusc, train.train_split)[0]).unlink()
     for teacher, message in ((tmp_path / "missing", "is neither a teacher checkpoint file nor a teacher-cache"),
-                             (checkpoint / MODEL_FILE, "holds a student, not a teacher")):
+                             (checkpoint / MODEL_FILE, "holds a student, not a teacher"),
+                             (out, "is a folder without teacher-cache files"),
+                             (cut_short, f"has no file for 1 of the 2 samples of split '{train.train_split}'")):
         assert main(["distill", "--config", str(distill_yaml), "--teacher", str(teacher), "--stage", "S3",
                      "--dataroot", str(synth_dataset.dataroot), "--version", synth_dataset.version,
                      "--out", str(tmp_path / "wrong_teacher"), "--steps", "1"]) == 2
         assert message in capsys.readouterr().err
-        assert not (tmp_path / "wrong_teacher").exists()
+        assert not (tmp_path / "wrong_teacher" / "checkpoints").exists()
+        assert teacher == cut_short or not (tmp_path / "wrong_teacher").exists()  # known before any dataset work
 
     # Resume continues with the distillation state, and a step later every KD term is finite.
     config = dataclasses.replace(train, steps=2)

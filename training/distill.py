@@ -45,6 +45,9 @@ RAMPED_WITH = {"motion_traj": "motion_reg", "motion_mode": "motion_cls", "occupa
 def check_teacher(path: Path) -> None:
     """A wrong --teacher is one line before the datasets are opened and cached (minutes on a first run)."""
     if path.is_dir():
+        if not any(path.glob("*.safetensors")):
+            raise CheckpointNotFound(f"teacher {path} is a folder without teacher-cache files (`tinybev teacher-cache "
+                                     f"--out {path}` writes them; a teacher's run folder holds checkpoints/)")
         return
     if not path.is_file():
         raise CheckpointNotFound(f"teacher {path} is neither a teacher checkpoint file nor a teacher-cache directory")
@@ -79,6 +82,12 @@ class DistillTrainer(Trainer):
         if teacher is None:
             raise ValueError(f"distillation stage {distill.stage} needs a teacher")
         self.teacher = open_teacher(teacher, self.device) if isinstance(teacher, str | Path) else teacher
+        for split, dataset in ((config.train_split, self.train_set), (config.val_split, self.val_set)):
+            missing = getattr(self.teacher, "missing", lambda tokens: [])(dataset.tokens)  # a cache cut short
+            if missing:
+                raise ConfigError(f"teacher cache {teacher} has no file for {len(missing)} of the {len(dataset)} "
+                                  f"samples of split {split!r} (first: {missing[0]}); run `tinybev teacher-cache` "
+                                  "over that split into it")
         if getattr(self.teacher, "needs_lidar", False):
             for dataset in (self.train_set, self.val_set):
                 dataset.with_lidar, dataset.lidar_sweeps = True, self.teacher.lidar_sweeps

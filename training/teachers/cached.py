@@ -104,6 +104,10 @@ class CachedTeacher:
             raise CheckpointNotFound(f"teacher cache directory {self.root} does not exist")
         self.device = torch.device(device)
 
+    def missing(self, sample_tokens: list[str]) -> list[str]:
+        """The samples without a cache file."""
+        return [token for token in sample_tokens if not cache_path(self.root, token).is_file()]
+
     def __call__(self, batch: dict[str, Any]) -> TeacherOutput:
         samples = []
         for meta in batch["meta"]:

@@ -3,12 +3,14 @@
 Students then distil from the cache (`tinybev distill --teacher DIR`) without LiDAR loading or teacher compute;
 BEV-augmented batches read it moved (training/teachers/bev_warp.py). The teacher sees un-augmented items with
 LiDAR, as in its own validation (training/teachers/predict.py). Samples already cached are skipped, so an
-interrupted run continues.
+interrupted run continues; `teacher.json` names the teacher (SHA-256) that made the files, so a cache is never
+continued with another teacher (a retrained one would otherwise leave every old file in place).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +19,10 @@ import torch
 from nuscenes.nuscenes import NuScenes
 from torch.utils.data import DataLoader
 
+from tinybev_ros.atomic_file import write_text
+from tinybev_ros.errors import CheckpointError
 from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.release import sha256
 from training.data import collate, move_batch
 from training.sample_cache import SAMPLE_CACHE_HELP
 from training.teachers.cached import cache_teacher
@@ -25,11 +30,30 @@ from training.teachers.fusion_teacher import LiveTeacher
 from training.teachers.predict import teacher_dataset
 
 log = logging.getLogger(__name__)
+TEACHER_MARKER = "teacher.json"
+
+
+def claim_cache(root: Path, checkpoint: Path) -> None:
+    """Mark `root` as `checkpoint`'s cache, or refuse a cache another teacher made."""
+    digest = sha256(checkpoint)
+    marker = root / TEACHER_MARKER
+    if marker.is_file():
+        made_by = json.loads(marker.read_text()).get("teacher_sha256")
+        if made_by != digest:
+            raise CheckpointError(f"teacher cache {root} was made by another teacher (sha256 {made_by}, not "
+                                  f"{checkpoint}'s {digest}); give another --out, or remove it")
+        return
+    if any(root.glob("*.safetensors")):
+        log.warning("teacher cache %s has files but no %s: which teacher made them cannot be checked", root,
+                    TEACHER_MARKER)
+    root.mkdir(parents=True, exist_ok=True)
+    write_text(marker, json.dumps({"teacher_sha256": digest, "teacher": str(checkpoint)}))
 
 
 def cache_splits(checkpoint: str | Path, nusc: NuScenes, splits: Iterable[str], root: str | Path,
                  device: str | torch.device, batch_size: int = 4, sample_cache_dir: str | Path = "") -> int:
     """Cache `checkpoint`'s features and outputs for every keyframe of `splits`; returns the files written."""
+    claim_cache(Path(root), Path(checkpoint))
     teacher = LiveTeacher.from_checkpoint(checkpoint, device)
     written = 0
     for split in splits:

@@ -588,3 +588,25 @@ def test_an_unknown_key_in_the_params_file_is_named_at_start(ros_context, untrai
     finally:
         stop_node(node)
     assert "unknown parameter(s) ignored: score_treshold (a typo in the params file?" in log.read_text()
+
+
+def test_the_humble_writer_count_sees_a_remapped_namespaced_reader_s_publishers(ros_context):
+    """Without the `matched` event (Humble), cameras_with_writers is the graph's publisher count on the image
+    reader's resolved topic (PerceptionNode.image_writers): resolved through namespace and remap, as checked
+    here on this rclpy."""
+    from rclpy.context import Context
+
+    from tinybev_ros.ros.perception_node import MATCHED_EVENT
+
+    assert MATCHED_EVENT  # this rclpy (Jazzy) has the event; the node uses it
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", "-r", "CAM_FRONT/image:=/robot/front/image"])
+    node = rclpy.create_node("writers_check", namespace="/tinybev", context=context)
+    try:
+        reader = node.create_subscription(CompressedImage, "CAM_FRONT/image", lambda msg: None, 5)
+        assert reader.topic_name == "/robot/front/image" and node.count_publishers(reader.topic_name) == 0
+        node.create_publisher(CompressedImage, "/robot/front/image", 5)
+        assert node.count_publishers(reader.topic_name) == 1
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -15,6 +15,7 @@ Faults never stop the node: each kind is logged once with a clear message and co
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -30,7 +31,6 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import OccupancyGrid, Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
@@ -50,6 +50,12 @@ from tinybev_ros.ros.node_config import NodeConfigError, ParameterSpec, Percepti
 from tinybev_ros.ros.predicted_objects import predicted_objects_msg
 from tinybev_ros.sync import CameraSynchronizer, FrameSet, SyncConfig
 from tinybev_ros.taxonomy import MAP_CLASSES
+
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble's rclpy (event_handler is Iron's name for it)
+    from rclpy.qos_event import SubscriptionEventCallbacks
+MATCHED_EVENT = "matched" in inspect.signature(SubscriptionEventCallbacks).parameters  # Iron and later
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -102,13 +108,15 @@ class PerceptionNode(Node):
         # Image writers matched per camera (DDS match events): best-effort images sent before the match are lost,
         # so a replay tool can wait for "cameras_with_writers" in /diagnostics before it starts publishing.
         self.camera_writers: Counter[str] = Counter()
+        self._image_subscriptions = {}
         for camera in cfg.cameras:
             topic = cfg.camera_topic("raw_topic" if raw else "compressed_topic", camera)
+            matched = {"matched": lambda info, c=camera: self.camera_writers.__setitem__(c, info.current_count)}
             events = SubscriptionEventCallbacks(
-                matched=lambda info, c=camera: self.camera_writers.__setitem__(c, info.current_count),
+                **(matched if MATCHED_EVENT else {}),
                 message_lost=lambda info, c=camera: self._on_images_lost(c, info.total_count_change),
                 incompatible_qos=lambda info, t=topic: self._on_incompatible_qos(t, info.last_policy_kind))
-            self.create_subscription(Image if raw else CompressedImage, topic,
+            self._image_subscriptions[camera] = self.create_subscription(Image if raw else CompressedImage, topic,
                                      lambda msg, c=camera: self._on_image(c, msg), image_qos,
                                      event_callbacks=events)
             self.create_subscription(CameraInfo, cfg.camera_topic("camera_info_topic", camera),
@@ -352,7 +360,7 @@ class PerceptionNode(Node):
             "images_received": " ".join(f"{c}:{self.images_received[c]}" for c in self.cfg.cameras),
             "calibrated_cameras": f"{sum(self.core.calibrated(c) for c in self.cfg.cameras)}"
                                   f"/{len(self.cfg.cameras)}",
-            "cameras_with_writers": f"{sum(self.camera_writers[c] > 0 for c in self.cfg.cameras)}"
+            "cameras_with_writers": f"{sum(self.image_writers(c) > 0 for c in self.cfg.cameras)}"
                                     f"/{len(self.cfg.cameras)}",
             "sync_emitted": str(stats.emitted), "sync_dropped": str(stats.dropped), "sync_late": str(stats.late),
             "sync_resets": str(stats.resets), "missing_cameras": ",".join(silent),
@@ -368,6 +376,13 @@ class PerceptionNode(Node):
                        else "faults: " + ", ".join(sorted(self.faults)))
         return DiagnosticStatus(level=level, name="tinybev_node: perception", hardware_id="tinybev",
                                 message=message, values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+    def image_writers(self, camera: str) -> int:
+        """DDS writers matched to the camera's image reader; on Humble (no `matched` event) the graph's count of
+        publishers on its resolved topic, which can precede the match by a discovery round."""
+        if MATCHED_EVENT:
+            return self.camera_writers[camera]
+        return self.count_publishers(self._image_subscriptions[camera].topic_name)
 
     def _sync_stall(self) -> str:
         """'' while sets form; else, once images have kept arriving for sync_warn_after_s without a set, which

@@ -108,7 +108,7 @@ class PerceptionNode(Node):
         # Image writers matched per camera (DDS match events): best-effort images sent before the match are lost,
         # so a replay tool can wait for "cameras_with_writers" in /diagnostics before it starts publishing.
         self.camera_writers: Counter[str] = Counter()
-        self._image_subscriptions = {}
+        self._image_subscriptions = {}  # camera -> its image reader (Humble counts writers on its topic)
         for camera in cfg.cameras:
             topic = cfg.camera_topic("raw_topic" if raw else "compressed_topic", camera)
             matched = {"matched": lambda info, c=camera: self.camera_writers.__setitem__(c, info.current_count)}
@@ -116,9 +116,9 @@ class PerceptionNode(Node):
                 **(matched if MATCHED_EVENT else {}),
                 message_lost=lambda info, c=camera: self._on_images_lost(c, info.total_count_change),
                 incompatible_qos=lambda info, t=topic: self._on_incompatible_qos(t, info.last_policy_kind))
-            self._image_subscriptions[camera] = self.create_subscription(Image if raw else CompressedImage, topic,
-                                     lambda msg, c=camera: self._on_image(c, msg), image_qos,
-                                     event_callbacks=events)
+            self._image_subscriptions[camera] = self.create_subscription(
+                Image if raw else CompressedImage, topic, lambda msg, c=camera: self._on_image(c, msg), image_qos,
+                event_callbacks=events)
             self.create_subscription(CameraInfo, cfg.camera_topic("camera_info_topic", camera),
                                      lambda msg, c=camera: self._on_camera_info(c, msg), camera_info_qos)
         self.create_subscription(TFMessage, "/tf_static", lambda msg: self._on_tf(msg, static=True), LATCHED)

@@ -143,7 +143,7 @@ class DistillTrainer(Trainer):
         super().check_resumable(path, state)
         if state.get("distill_stage") != self.distill.stage:
             raise ConfigError(f"{path} is a distillation run of stage {state.get('distill_stage')!r}, not "
-                             f"{self.distill.stage!r}; use another --out or --no-resume")
+                              f"{self.distill.stage!r}; use another --out or --no-resume")
 
     def restore_extra_state(self, state: dict[str, Any]) -> None:
         if self.kd is not None:

@@ -199,7 +199,7 @@ class Trainer:
         batch = config.data.batch_size
         if len(self.train_set) < batch * self.ddp.world_size:
             raise ConfigError(f"split {config.train_split!r} has {len(self.train_set)} samples, fewer than one "
-                             f"batch of {batch} per rank x {self.ddp.world_size} ranks")
+                              f"batch of {batch} per rank x {self.ddp.world_size} ranks")
         self.sampler = ResumableSampler(self.train_set, self.ddp.world_size, self.ddp.rank, config.seed, batch)
         self.wrapped: nn.Module = self.model
         if self.ddp.world_size > 1:

@@ -48,7 +48,7 @@ def check_sqlite_path(path: Path, storage: str = "sqlite3") -> None:
     bad = sorted(set(str(path)) & set("#?%"))
     if storage == "sqlite3" and bad:
         raise BagTargetError(f"{path}: a sqlite3 bag's path cannot contain {' or '.join(repr(c) for c in bad)} (the "
-                         "storage library reads the path as a URI); rename it, or use --storage mcap")
+                             "storage library reads the path as a URI); rename it, or use --storage mcap")
 
 
 def check_target(target: Path, force: bool) -> None:

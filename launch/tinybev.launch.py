@@ -3,11 +3,13 @@
     ros2 launch tinybev_ros tinybev.launch.py [checkpoint:=PATH] [device:=auto|cpu|cuda]
         [use_sim_time:=true] [rviz:=true] [bag:=PATH] [params_file:=PATH] [publish_images:=true]
 
-Only the arguments given override the params file. `bag:=PATH` plays the bag (`ros2 bag play PATH --clock`)
-once the node is ready (its "ready:" log line), so no frame is played into a node still loading; combine it
-with `use_sim_time:=true` so the node's clock follows the bag. A missing rviz2 or `ros2 bag` stops the launch
-before anything starts. What is started is decided by tinybev_ros/ros/launch_plan.py (tested without launch).
-Where `ros2 launch` is absent, `tinybev run` starts the same node with the same params file.
+Only the arguments given override the params file. `bag:=PATH` starts the player paused (`ros2 bag play PATH
+--clock --start-paused`) once the node is ready (its "ready:" log line) and resumes it once the node's readers
+have matched the player's writers ("inputs matched:"), so no frame is played into a node still loading or lost
+to discovery; combine it with `use_sim_time:=true` so the node's clock follows the bag. A missing rviz2, `ros2
+bag`, params file or bag stops the launch before anything starts. What is started is decided by
+tinybev_ros/ros/launch_plan.py (tested without launch; tools/launch_check.py runs this file under the real
+`ros2 launch`). Where `ros2 launch` is absent, `tinybev run` starts the same node with the same params file.
 """
 
 import os
@@ -27,7 +29,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from tinybev_ros.ros.interface import input_remaps
-from tinybev_ros.ros.launch_plan import OVERRIDABLE, READY_MARKER, plan_launch
+from tinybev_ros.ros.launch_plan import INPUTS_MARKER, OVERRIDABLE, READY_MARKER, plan_launch
 from tinybev_ros.ros.node_config import PerceptionNodeConfig
 
 ARGUMENTS = ("params_file", *OVERRIDABLE, "rviz", "bag")
@@ -49,13 +51,13 @@ def _start(context):
                             arguments=["-d", os.path.join(share, "config", "tinybev.rviz")],
                             parameters=[{"use_sim_time": bool(plan.overrides.get("use_sim_time", False))}]))
     if plan.bag_command is not None:
-        started = []
+        steps = [(READY_MARKER, plan.bag_command), (INPUTS_MARKER, plan.resume_command)]  # in this order, once each
 
         def on_output(event):
-            if started or READY_MARKER not in event.text.decode(errors="replace"):
-                return None
-            started.append(True)
-            return [ExecuteProcess(cmd=plan.bag_command, output="screen")]
+            text, actions = event.text.decode(errors="replace"), []
+            while steps and steps[0][0] in text:
+                actions.append(ExecuteProcess(cmd=steps.pop(0)[1], output="screen"))
+            return actions or None
 
         actions.append(RegisterEventHandler(OnProcessIO(target_action=node, on_stdout=on_output,
                                                         on_stderr=on_output)))

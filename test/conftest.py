@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-# tools/test sets these; a bare `pytest` gets the same isolation.
-os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="tinybev-roslog-"))
+# tools/test sets these; a bare `pytest` gets the same isolation (and its log folder is removed at exit).
+if "ROS_LOG_DIR" not in os.environ:
+    os.environ["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="tinybev-roslog-")
+    atexit.register(shutil.rmtree, os.environ["ROS_LOG_DIR"], ignore_errors=True)
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
 # camera bursts need the large shared-memory segment of the shipped Fast DDS profile

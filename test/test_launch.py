@@ -71,7 +71,10 @@ def test_missing_tools_and_paths_fail_before_anything_starts_and_odd_paths_pass_
     with pytest.raises(LaunchPlanError, match="params_file:=.*mine.yml is not a file; nothing was started"):
         _plan({"params_file": str(tmp_path / "mine.yml")})
     assert _plan({"params_file": str(REPO / "config" / "tinybev.yaml")}).overrides == {}
-    assert _plan({"bag": str(quoted)}).bag_command == ["ros2", "bag", "play", str(quoted), "--clock"]
+    played = _plan({"bag": str(quoted)})  # paused until the node's readers have matched the player's writers
+    assert played.bag_command == ["ros2", "bag", "play", str(quoted), "--clock", "--start-paused"]
+    assert played.resume_command == ["ros2", "service", "call", "/rosbag2_player/resume",
+                                     "rosbag2_interfaces/srv/Resume"]
     assert _plan({"bag": ""}).bag_command is None and not _plan({"rviz": "false"}).rviz
 
 

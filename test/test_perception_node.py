@@ -8,6 +8,7 @@ with an untrained tiny student (these tests check plumbing, frames and stamps, n
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from tinybev_ros.model import build_student
 from tinybev_ros.model.config import load_model_config
 from tinybev_ros.ros import messages as M
 from tinybev_ros.ros.interface import camera_info_topic, image_topic, remap_arguments
+from tinybev_ros.ros.launch_plan import INPUTS_MARKER
 
 REPO = Path(__file__).resolve().parent.parent
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -223,6 +225,8 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
         wait_subscribed(rosie, node)
         # the node reports its image readers' matches with our writers (what `tinybev run` waits for)
         rosie.spin_until(lambda: rosie.diagnostics().get("cameras_with_writers") == "6/6", 30, node)
+        # ... and logs it once: the launch file resumes a paused bag player on that line
+        rosie.spin_until(lambda: INPUTS_MARKER in log.read_text(), 10, node)
         rosie.calibrate(node)
         t = 1_532_402_927_000_000_000
         # 1. good frames: every output topic, in base_link, at the synchronized stamp
@@ -610,3 +614,24 @@ def test_the_humble_writer_count_sees_a_remapped_namespaced_reader_s_publishers(
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_ctrl_c_under_ros2_launch_sent_twice_ends_the_node_cleanly(untrained_checkpoint, tmp_path):
+    """A terminal's Ctrl-C reaches the node, then launch forwards one more (and more may follow while it stops):
+    the clean-up finishes, exit 0, no traceback."""
+    log = tmp_path / "node.log"
+    node = start_node(untrained_checkpoint, log)
+    try:
+        deadline = time.monotonic() + 120
+        while "ready:" not in log.read_text():
+            assert node.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        while node.poll() is None and time.monotonic() < deadline + 30:
+            node.send_signal(signal.SIGINT)
+            time.sleep(0.005)
+        assert node.wait(timeout=5) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ from tinybev_ros.geometry import Transform
 from tinybev_ros.perception_core import CameraImage, FrameInputs, PerceptionCore
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
+from tinybev_ros.ros.launch_plan import INPUTS_MARKER, READY_MARKER
 from tinybev_ros.ros.node_config import NodeConfigError, ParameterSpec, PerceptionNodeConfig, parameter_specs, validate
 from tinybev_ros.ros.predicted_objects import predicted_objects_msg
 from tinybev_ros.sync import CameraSynchronizer, FrameSet, SyncConfig
@@ -138,13 +140,14 @@ class PerceptionNode(Node):
         self.pub_images = None
         if cfg.publish_images:
             self._create_image_publishers()
+        self._inputs_matched = False  # every camera's image reader has a writer (see _report_inputs_matched)
         # Wall-clock period: with use_sim_time a paused or not yet started replay must still get diagnostics.
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._work, name="tinybev-inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: {len(cfg.cameras)} cameras ({cfg.image_transport}), device {self.predictor.device}, "
+            f"{READY_MARKER} {len(cfg.cameras)} cameras ({cfg.image_transport}), device {self.predictor.device}, "
             f"outputs under {self.get_namespace().rstrip('/')}/")
 
     @property
@@ -405,7 +408,16 @@ class PerceptionNode(Node):
         return (f"{waited}: {named} off {self.sync.config.reference_camera} (sync_tolerance_ms "
                 f"{self.cfg.sync_tolerance_ms:g})")
 
+    def _report_inputs_matched(self) -> None:
+        """A log line each time every camera's image reader comes to have a writer: the launch file resumes the
+        paused bag player on it (best-effort images sent before the match are lost)."""
+        matched = all(self.image_writers(c) > 0 for c in self.cfg.cameras)
+        if matched and not self._inputs_matched:
+            self.get_logger().info(f"{INPUTS_MARKER} every camera's image reader has a writer")
+        self._inputs_matched = matched
+
     def _publish_diagnostics(self) -> None:
+        self._report_inputs_matched()
         array = DiagnosticArray(status=[self.diagnostics()])
         array.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(array)
@@ -442,10 +454,20 @@ STARTUP_ERRORS = (NodeConfigError, CheckpointError, ParameterException)
 RCLError = _rclpy.RCLError  # what rclpy.init raises for an unusable --ros-args rule
 
 
+def _interrupt_once(signum: int, frame) -> None:
+    """Ctrl-C under `ros2 launch` comes twice: from the terminal to the whole process group, then forwarded by
+    launch. The second must not cut the clean-up short (it raised KeyboardInterrupt mid-join: a traceback and
+    "process has died", exit -2); SIGTERM still ends a clean-up that hangs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(args: list[str] | None = None) -> None:
     from tinybev_ros.ros.dds import use_large_message_profile
 
     node = None
+    # Before rclpy.init, whose handler shuts the context down and then chains to this one.
+    signal.signal(signal.SIGINT, _interrupt_once)
     try:
         use_large_message_profile()  # before this process's first DDS participant: camera bursts need the big segment
         try:

@@ -6,6 +6,7 @@ launch, launch_ros and ros2cli are not on the package index (PyPI's `launch` is 
 builds them from their public sources (Apache-2.0; cloned into --sources unless already there) into a workspace
 of its own with the venv's colcon, with a copy of this working tree as `tinybev_ros`, then runs
 `ros2 launch tinybev_ros tinybev.launch.py` as a user would and checks:
+  package    `ros2 pkg executables` lists the node, `ros2 run` starts it (a bad parameter: exit 2, one line);
   arguments  `--show-args` lists every argument;
   refusals   a missing params file or bag, a non-boolean flag, rviz:=true without rviz2: the launch exits
              non-zero with a line naming the problem, and starts no process;
@@ -141,6 +142,19 @@ def check_arguments(env: dict[str, str]) -> tuple[bool, str]:
     return out.returncode == 0 and not missing, f"--show-args exit {out.returncode}, missing: {missing or 'none'}"
 
 
+def check_package(env: dict[str, str]) -> list[tuple[bool, str]]:
+    """`ros2 pkg` finds the built package and `ros2 run` starts its node (here with a bad parameter: one line)."""
+    executables = subprocess.run(["ros2", "pkg", "executables", "tinybev_ros"], env=env, capture_output=True,
+                                 text=True, timeout=120)
+    bad = subprocess.run(["ros2", "run", "tinybev_ros", "tinybev_node", "--ros-args", "-p", "device:=warp"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    said = (bad.stdout + bad.stderr).strip()
+    return [("tinybev_ros tinybev_node" in executables.stdout,
+             f"ros2 pkg executables tinybev_ros: {executables.stdout.split() or executables.stderr.strip()}"),
+            (bad.returncode == 2 and "device" in said and "Traceback" not in said,
+             f"ros2 run tinybev_ros tinybev_node -p device:=warp: exit {bad.returncode}, {said[-160:]!r}")]
+
+
 def check_refusals(env: dict[str, str], tmp: Path) -> list[tuple[bool, str]]:
     cases = {"params_file:=" + str(tmp / "none.yaml"): "is not a file", "bag:=" + str(tmp / "no_bag"): "does not exist",
              "use_sim_time:=maybe": "is not a boolean"}
@@ -218,7 +232,8 @@ def main() -> int:
         env.update(ROS_DOMAIN_ID=str(random.randint(100, 200)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                    ROS_LOG_DIR=tmp)
         bag = make_bag(ws, env)
-        checks = {"arguments": [check_arguments(env)], "refusals": check_refusals(env, Path(tmp)),
+        checks = {"package": check_package(env), "arguments": [check_arguments(env)],
+                  "refusals": check_refusals(env, Path(tmp)),
                   "replay": check_replay(env, bag, ws / "replay.log", args.timeout)}
     failed = 0
     for name, results in checks.items():

@@ -12,6 +12,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from tinybev_ros import inference
 from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, write_tensors
 from tinybev_ros.cli import main as tinybev
 from tinybev_ros.geometry import CAMERA_NAMES, Rig
@@ -19,6 +20,7 @@ from tinybev_ros.inference import Predictor
 from tinybev_ros.model import DecodeConfig, build_student, load_model_config
 from tinybev_ros.model.decode import decode
 from tinybev_ros.model.preprocess import ResizeCrop, preprocess_image
+from tinybev_ros.precision import autocast_dtype
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -235,3 +237,23 @@ def test_params_command_prints_parts_and_total(capsys):
     assert "image backbone (ResNet-18)" in out and "head: planner" in out and "tiny" in out
     total = sum(p.numel() for p in build_student(load_model_config(CONFIG_DIR / "model_tiny.yaml")).parameters())
     assert f"({total:,} parameters)" in out
+
+
+def test_the_cuda_precision_runs_the_whole_model_and_agrees_with_fp32(tiny, rig_inputs, monkeypatch):
+    """On CUDA the precision rule answers float16 (auto or fp16). This CPU cannot be a CUDA device, so the rule is
+    made to answer what it answers there, and the Predictor's own handling of it runs for real: every frame used to
+    fail with a dtype error (weights cast to fp16 fed the float32 BEV pooling's output)."""
+    images, ks, poses = rig_inputs
+    config = dataclasses.replace(tiny, decode=DecodeConfig(score_threshold=0.0, max_detections=5))
+    reference = Predictor.untrained(config, device="cpu")
+    reference.autocast = None  # plain float32, also on a CPU with bf16
+    expected = reference.predict(images, ks, poses, command=2, stamp_ns=0)
+    assert autocast_dtype("fp16", torch.device("cuda")) == torch.float16
+    monkeypatch.setattr(inference, "autocast_dtype", lambda precision, device: torch.float16)
+    fp16 = Predictor(reference.model, config, "cpu", precision="fp16")
+    assert fp16.precision == "fp16" and all(p.dtype == torch.float32 for p in fp16.model.parameters())
+    got = fp16.predict(images, ks, poses, command=2, stamp_ns=0)
+    assert np.isfinite(got.map_probs).all() and np.isfinite(got.ego_plan).all()
+    np.testing.assert_allclose(got.map_probs, expected.map_probs, atol=2e-2)
+    np.testing.assert_allclose(got.occupancy, expected.occupancy, atol=2e-2)
+    np.testing.assert_allclose(np.sort(got.scores), np.sort(expected.scores), atol=2e-2)

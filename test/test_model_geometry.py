@@ -118,7 +118,7 @@ def test_splat_indices_are_in_range_per_batch_element_and_respect_z_band():
 
 
 def test_half_precision_model_computes_the_same_splat_index():
-    """`model.half()` (the Predictor on CUDA) must not round the frustum geometry."""
+    """A model cast with `model.half()` (an fp16 deployment of its own) must not round the frustum geometry."""
     from tinybev_ros.model import build_student
 
     config = load_model_config(CONFIG_DIR / "model_tiny.yaml")

@@ -1,7 +1,7 @@
 """`Predictor`: six camera images + calibration -> `Predictions`, the call the ROS node (and the demo) make.
 
-Device: CUDA when available (fp16 weights there: halves latency and memory; BEV pooling sums stay well inside
-fp16 range), else CPU, in bf16 autocast where the CPU has native bf16 (the precision the student trained in;
+Device: CUDA when available, in fp16 autocast there (float32 weights, as in training; the BEV pooling stays
+float32), else CPU, in bf16 autocast where the CPU has native bf16 (the precision the student trained in;
 tinybev_ros/precision.py), else fp32. The LSS splat index depends only on the calibration, so it is computed once per
 calibration (keyed by the bytes of the preprocessed K and camera->ego matrices) and reused every frame.
 """
@@ -43,14 +43,13 @@ class Predictor:
     def __init__(self, model: TinyBEV, config: ModelConfig, device: str | torch.device | None = None,
                  precision: str = "auto") -> None:
         self.device = torch.device(device) if device is not None else default_device()
-        dtype = autocast_dtype(precision, self.device)  # ValueError names an impossible precision
-        self.half = dtype == torch.float16  # fp16 weights (CUDA)
-        self.autocast = dtype if dtype == torch.bfloat16 else None  # bf16 autocast, weights stay fp32
-        self.precision = {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[dtype]
+        # Autocast with float32 weights, as in training: the LSS pooling returns float32 BEV features on purpose
+        # (view_transform.py), which a model cast with .half() cannot take (its first BEV convolution raised a
+        # dtype error on every CUDA frame).
+        self.autocast = autocast_dtype(precision, self.device)  # ValueError names an impossible precision
+        self.precision = {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[self.autocast]
         self.config = config
         self.model = model.to(self.device).eval()
-        if self.half:
-            self.model.half()
         self._splats: OrderedDict[str, SplatIndex] = OrderedDict()
         self.splat_computations = 0
         self.last_timing_ms: dict[str, float] = {}
@@ -113,12 +112,11 @@ class Predictor:
             raise ValueError(f"ego_status must be {EGO_STATUS_SIZE} finite numbers (vx, vy, known), got {status}")
         inputs, ks = preprocess_cameras(images, list(intrinsics), self.config, CAMERA_NAMES)
         splat = self._splat(ks, poses)
-        dtype = torch.float16 if self.half else torch.float32
-        tensor = torch.from_numpy(inputs).to(self.device, dtype)[None]
+        tensor = torch.from_numpy(inputs).to(self.device)[None]
         prepared = time.perf_counter()
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             outputs = self.model(tensor, None, None, torch.tensor([int(command)], device=self.device), splat,
-                                 torch.from_numpy(status).to(self.device, dtype)[None])
+                                 torch.from_numpy(status).to(self.device)[None])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         ran = time.perf_counter()

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinybev_ros.device import resolve_device
 from tinybev_ros.geometry import CAMERA_NAMES, Rig
-from tinybev_ros.inference import Predictor, default_device
+from tinybev_ros.inference import Predictor
 from tinybev_ros.model import build_student, load_model_config
 from tinybev_ros.model.preprocess import ResizeCrop
 from training.metrics.speed import count_parameters, measure_latency
@@ -62,7 +63,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     student_config = load_model_config(args.student)
     teacher_config = load_teacher_config(args.teacher)
     hw = (student_config.image_height, student_config.image_width)

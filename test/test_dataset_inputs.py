@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from nuscenes.nuscenes import NuScenes
 from rosbags.rosbag2 import Reader
 
@@ -259,6 +260,12 @@ def test_dataset_mistakes_get_one_line_each(synth_dataset, tiny_checkpoint, tmp_
                                    "other metrics (map, motion"),
         "test split, no annotations": ((*detection_args, "--dataroot", test_set, "--version", "v1.0-test",
                                         "--split", "test"), "has no annotations", "other metrics (map, motion"),
+        "a GPU this machine does not have (train)": (
+            ("train", "--config", REPO / "config" / "train_tiny.yaml", "--model", "student", "--device", "cuda:7",
+             "--dataroot", synth_dataset.dataroot, "--version", synth_dataset.version, "--out", tmp_path / "never"),
+            "device 'cuda:7'", "use auto or cpu" if not torch.cuda.is_available() else "visible GPU"),
+        "a GPU this machine does not have (eval)": ((*eval_args, "--dataroot", synth_dataset.dataroot, "--device",
+                                                     "cuda:7"), "device 'cuda:7'", ""),
         "own split for detection": ((*detection_args, "--dataroot", own_split, "--split", "val"),
                                     "split 'mini_val' here holds 2 of the dataroot's scenes and the devkit's "
                                     "'mini_val' 1", "scene-0061"),

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tinybev_ros.checkpoint import load_checkpoint
+from tinybev_ros.device import resolve_device
 from tinybev_ros.ego_motion import EGO_STATUS_SIZE, unknown_ego_status
 from tinybev_ros.geometry import CAMERA_NAMES, Rig, Transform
 from tinybev_ros.model import ModelConfig, SplatIndex, TinyBEV, build_student
@@ -33,16 +34,12 @@ log = logging.getLogger(__name__)
 SPLAT_CACHE_SIZE = 4  # calibrations kept (a robot has one; a replay of several logs a few)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class Predictor:
     """Runs the student on one synchronized frame at a time."""
 
     def __init__(self, model: TinyBEV, config: ModelConfig, device: str | torch.device | None = None,
                  precision: str = "auto") -> None:
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)  # DeviceError names a device this machine cannot run
         # Autocast with float32 weights, as in training: the LSS pooling returns float32 BEV features on purpose
         # (view_transform.py), which a model cast with .half() cannot take (its first BEV convolution raised a
         # dtype error on every CUDA frame).

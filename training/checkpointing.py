@@ -76,8 +76,8 @@ def rng_state() -> dict[str, Any]:
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this process's GPU only: a resume may see fewer GPUs than were visible here
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -88,7 +88,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+        saved = state["cuda"]  # one state; a list of every visible GPU's in checkpoints before this rule
+        torch.cuda.set_rng_state(saved[0] if isinstance(saved, (list, tuple)) else saved)
 
 
 def save_train_state(path: str | Path, state: dict[str, Any]) -> None:

@@ -78,7 +78,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 10  # steps between TensorBoard scalar writes
-    # Compute type of the training step (training/precision.py): auto = float16 + GradScaler on CUDA, bfloat16
+    # Compute type of the training step (tinybev_ros/precision.py): auto = float16 + GradScaler on CUDA, bfloat16
     # on CPUs with native bf16, else float32; or fp32 / bf16 / fp16.
     precision: str = "auto"
     channels_last: bool = True  # NHWC convolutions (faster with oneDNN on CPU and tensor cores on GPU)

@@ -1,7 +1,7 @@
 """`tinybev train`: supervised multi-task training of the student or the teacher (plain PyTorch).
 
 AdamW with linear warm-up and cosine decay (no weight decay on biases and norm parameters), mixed precision
-(training/precision.py: float16 + GradScaler on CUDA, bfloat16 on CPUs that have it), channels_last, gradient
+(tinybev_ros/precision.py: float16 + GradScaler on CUDA, bfloat16 on CPUs that have it), channels_last, gradient
 clipping, tqdm progress, TensorBoard scalars, periodic validation, BatchNorm statistics re-estimated before every
 validation and checkpoint (training/batchnorm.py), atomic checkpoints and exact resume. Launched by
 `torchrun` (WORLD_SIZE > 1) it runs DistributedDataParallel with a DistributedSampler per rank.
@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import ConfigError
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.model.backbone import load_imagenet_weights
@@ -140,22 +141,31 @@ class Distributed:
         return self.rank == 0
 
 
-def init_distributed() -> Distributed:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU)."""
+def torchrun_ranks() -> Distributed:
+    """This process's place among torchrun's (one process without torchrun)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Distributed(rank, world, local)
+    return Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def pick_device(requested: str | None, ddp: Distributed) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device(f"cuda:{ddp.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    """The run's device: under torchrun each rank takes its own GPU, so an explicit `cuda:N` (every rank on one
+    GPU, which NCCL refuses) is refused there."""
+    if ddp.world_size > 1 and requested and ":" in str(requested):
+        raise ConfigError(f"--device {requested} under torchrun: each rank takes cuda:LOCAL_RANK; pass --device cuda "
+                          "(or leave it out), and choose the GPUs with CUDA_VISIBLE_DEVICES")
+    device = resolve_device(requested, ddp.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # pinned memory, NCCL and caching allocations go to this GPU, not GPU 0
+    return device
+
+
+def init_distributed(ddp: Distributed, device: torch.device) -> None:
+    """Join the torchrun process group: NCCL for a run on GPUs, gloo for one on CPUs (chosen by the device, not by
+    whether a GPU exists: `--device cpu` on a GPU machine must not get NCCL)."""
+    if ddp.world_size > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 class Trainer:
@@ -167,8 +177,9 @@ class Trainer:
         self.config = config
         self.kind = kind
         self.out_dir = Path(out_dir)
-        self.ddp = init_distributed()
+        self.ddp = torchrun_ranks()
         self.device = pick_device(device, self.ddp)
+        init_distributed(self.ddp, self.device)
         seed_everything(config.seed, config.deterministic)
         self.spec: ModelSpec = build_model_spec(kind, config.model_config_path(kind))
         weights = config.backbone_weights_path()
@@ -264,9 +275,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         terms = self.losses(move_batch(batch, self.device))
-        if not torch.isfinite(terms["total"]):
+        if not self.finite_on_every_rank(terms["total"]):
             bad = sorted(name for name, value in terms.items() if not torch.isfinite(value))
-            self.diverged(f"the loss is {float(terms['total'])} (non-finite: {', '.join(bad)})")
+            self.diverged(f"the loss is {float(terms['total'])} (non-finite: {', '.join(bad) or 'on another rank'})")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
         self.scaler.unscale_(self.optimizer)
@@ -281,6 +292,14 @@ class Trainer:
         record = {name: float(value.detach()) for name, value in terms.items()}
         record.update(lr=lr, grad_norm=float(grad_norm), step=self.step)
         return record
+
+    def finite_on_every_rank(self, loss: torch.Tensor) -> bool:
+        """Whether every rank's loss is finite: under torchrun all ranks stop together, or the others would wait in
+        the gradient all-reduce until the collective times out."""
+        finite = torch.isfinite(loss.detach()).to(torch.float32)
+        if self.ddp.world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite > 0)
 
     def diverged(self, what: str) -> None:
         raise TrainingDiverged(f"training stopped at step {self.step + 1}: {what}; the update was not applied and "
@@ -314,10 +333,11 @@ class Trainer:
         return {}
 
     def save(self) -> Path | None:
-        if not self.ddp.is_main:
-            return None
+        # on every rank (their weights are the same), so that all stop together
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             self.diverged("the weights are not finite")
+        if not self.ddp.is_main:
+            return None
         self.refresh_batchnorm()
         state = {"step": self.step, "kind": self.kind, "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict(), "rng": rng_state(), "settings": settings_text(self.config),

@@ -53,7 +53,7 @@ def export_inputs(model: TinyBEV, images: torch.Tensor, splat: SplatIndex, comma
     inputs = (images, splat.depth_index, splat.pixel_index, splat.cell_index, command)
     if not model.config.ego_status:
         return inputs
-    return (*inputs, torch.zeros(len(images), 3) if ego_status is None else ego_status)
+    return (*inputs, images.new_zeros(len(images), 3) if ego_status is None else ego_status)
 
 
 def export_onnx(model: TinyBEV, example: tuple, path: str | Path, opset: int = OPSET) -> Path:

@@ -181,15 +181,16 @@ class PerceptionNode(Node):
     def _load_predictor(cfg: PerceptionNodeConfig):
         import torch
 
+        from tinybev_ros.device import DeviceError, resolve_device
         from tinybev_ros.inference import Predictor
         from tinybev_ros.paths import default_checkpoint
 
-        device = None if cfg.device == "auto" else cfg.device
         threads = cfg.inference_threads or max(1, (os.cpu_count() or 2) - 1)
         torch.set_num_threads(threads)
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise NodeConfigError(f"parameter device is {cfg.device!r} but CUDA is not available here (torch "
-                                  f"{torch.__version__}); use device:=auto or device:=cpu")
+        try:
+            device = resolve_device(cfg.device)
+        except DeviceError as exc:
+            raise NodeConfigError(f"parameter {exc}") from None
         path = cfg.checkpoint or default_checkpoint()
         try:
             return Predictor.from_checkpoint(path, device=device, precision=cfg.precision)

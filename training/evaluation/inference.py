@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from nuscenes.nuscenes import NuScenes
 from tqdm import tqdm
 
 from tinybev_ros.checkpoint import load_checkpoint
+from tinybev_ros.device import resolve_device
 from tinybev_ros.geometry import CAMERA_NAMES, BevGrid
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model.config import ModelConfig
@@ -102,7 +102,7 @@ def teacher_predictions(checkpoint: str | Path, device: str | None, nusc: NuScen
     from training.teachers import load_teacher_checkpoint
     from training.teachers.predict import predict_split_teacher, teacher_dataset
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     net, config = load_teacher_checkpoint(checkpoint, device)
     print(f"tinybev eval: teacher {config.name}, {len(tokens)} samples of {eval_set} on {device}")
     dataset = teacher_dataset(nusc, eval_set, config, sample_cache)

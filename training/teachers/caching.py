@@ -20,6 +20,7 @@ from nuscenes.nuscenes import NuScenes
 from torch.utils.data import DataLoader
 
 from tinybev_ros.atomic_file import write_text
+from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import CheckpointError
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from tinybev_ros.release import sha256
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not Path(args.teacher).is_file():
         raise SystemExit(f"tinybev teacher-cache: teacher checkpoint {args.teacher} does not exist")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     nusc = open_nuscenes(args.dataroot, args.version)
     with torch.no_grad():
         written = cache_splits(args.teacher, nusc, args.splits, args.out, device, args.batch_size,

@@ -107,3 +107,19 @@ def test_cells_moved_in_from_beyond_the_grid_are_marked_unseen():
     assert bool((coverage[inside] > 0.999).all()) and bool((coverage[outside] == 0.0).all())
     # the four corners beyond |x| + |y| = 50 sqrt(2): triangles with legs 100 - 50 sqrt(2), 17 % of the raster
     assert 0.15 < float((coverage == 0).float().mean()) < 0.2
+
+
+def test_the_warp_computes_in_float32_inside_a_mixed_precision_step():
+    """Distillation steps run under bf16 (CPU) or fp16 (CUDA) autocast; the moved teacher is a target and must come
+    out as in float32 (bf16 rounded box centres 50 m out by up to 0.25 m, a quarter of a cell)."""
+    far = [(44.3, -41.6, 0.9, 1.9, 4.5, 1.6, 0.4, 6.0, 1.0), *BOXES]
+    transform = BevTransform.compose(flip_x=False, flip_y=True, rotation_rad=np.radians(7.0), scale=0.97)
+    bev = torch.tensor(transform.matrix, dtype=torch.float32)[None]
+    plain = warp_teacher_output(teacher_of(far), bev, GRID)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = warp_teacher_output(teacher_of(far), bev, GRID)
+    for name, value in plain.outputs.items():
+        assert mixed.outputs[name].dtype == torch.float32
+        torch.testing.assert_close(mixed.outputs[name], value, atol=0.0, rtol=0.0)
+    for got, want in zip(mixed.features, plain.features, strict=True):
+        torch.testing.assert_close(got, want, atol=0.0, rtol=0.0)

@@ -17,7 +17,9 @@ from training.distillation.adaptive import AdaptiveConfig
 # What the distillation code makes of a recipe, by number: bump it with any change to the code that changes what
 # a distilled run learns. Recorded ablation runs of another revision are trained again (training/ablation.py).
 # 2: cells moved in from beyond the teacher's grid are not imitated, weights sum-pooled, adapters clipped.
-REVISION = 2
+# 3: the cached teacher's outputs are moved in float32 under bf16/fp16 autocast (box centres were rounded by up to
+#    0.25 m in bf16); float32 runs compute what revision 2 did.
+REVISION = 3
 STAGES = ("none", "S1", "S2", "S3")
 FEATURE_TERMS = ("feature", "attention")
 OUTPUT_TERMS = ("heatmap", "box", "motion_traj", "motion_mode", "map", "occupancy", "plan")

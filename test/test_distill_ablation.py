@@ -182,6 +182,9 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert not (tmp_path / "recipe" / "runs" / "none_seed0").exists()
     assert (tmp_path / "recipe" / "runs" / "S3_seed0").is_dir()
     rerun = json.loads((tmp_path / "table.json").read_text())
+    # the record as it was, whose S3 row left it, is kept beside it
+    (superseded,) = tmp_path.glob("table.superseded-*.json")
+    assert json.loads(superseded.read_text()) == results and superseded.with_suffix(".md").read_text() == table
     assert rerun["teacher_sha256"] == results["teacher_sha256"]
     assert rerun["students"]["none_seed0"] == results["students"]["none_seed0"]
     assert rerun["students"]["S3_seed0"]["settings_sha256"] != results["students"]["S3_seed0"]["settings_sha256"]

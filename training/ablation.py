@@ -36,6 +36,8 @@ import hashlib
 import json
 import logging
 import math
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -394,13 +396,17 @@ class Ablation:
         return {"teacher": row, "teacher_sha256": digest, "teacher_settings_sha256": settings,
                 "teacher_source": str(source)}
 
+    def kept_runs(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record's students made with today's settings and data; the others are trained again."""
+        return {name: row for name, row in record.get("students", {}).items()
+                if row.get("settings_sha256") == self.settings_sha256(row.get("stage"))}
+
     def run(self, report=None, record: dict[str, Any] | None = None) -> dict[str, Any]:
         """Everything not done yet; `report(results)` is called after every evaluated model (partial tables).
         `record`: the results of an earlier sitting (module docstring): its students made with today's settings
         are kept as they are; the others are trained again."""
         record = record or {}
-        kept = {name: row for name, row in record.get("students", {}).items()
-                if row.get("settings_sha256") == self.settings_sha256(row.get("stage"))}
+        kept = self.kept_runs(record)
         for name in sorted(set(record.get("students", {})) - set(kept)):
             log.warning("the record's %s was made with other settings or data: it is trained again", name)
         pending = [(seed, stage) for seed, stage in self.config.run_order() if f"{stage}_seed{seed}" not in kept]
@@ -603,12 +609,27 @@ def read_table_record(table: Path) -> dict[str, Any] | None:
     return record
 
 
+def supersede(table: Path) -> Path:
+    """Copy the table and its record aside (`<name>.superseded-<UTC time>.md/.json`); returns the record's copy."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for source in (table, table.with_suffix(".json")):
+        if source.exists():
+            shutil.copy2(source, source.with_name(f"{table.stem}.superseded-{stamp}{source.suffix}"))
+    return table.with_name(f"{table.stem}.superseded-{stamp}.json")
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = read_table_record(Path(args.table)) if args.table else None
     config = load_ablation_config(args.config, tuple(args.overrides))
     out = Path(args.out)
     ablation = Ablation(config, args.dataroot, args.version, out, args.device)
+    if record is not None:
+        stale = sorted(set(record["students"]) - set(ablation.kept_runs(record)))
+        if stale:  # their rows leave the record as the new runs are written: keep the record as it was
+            kept = supersede(Path(args.table))
+            log.warning("the record's %s will be trained again (other settings or data); the record as it was is "
+                        "kept in %s", ", ".join(stale), kept)
 
     def report(results: dict[str, Any]) -> None:
         text, verdict = report_text(results, config)

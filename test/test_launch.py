@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tinybev_ros.ros.launch_plan import LaunchPlanError, plan_launch
-from tinybev_ros.ros.node_config import parameter_fields, parameters_table
+from tinybev_ros.ros.node_config import parameter_fields, parameter_specs, parameters_table
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / "launch" / "tinybev.launch.py"
@@ -21,6 +21,10 @@ def test_params_file_matches_the_node_parameters():
     params = raw["/**/tinybev_node"]["ros__parameters"]
     defaults = {name: default for name, default, _ in parameter_fields()}
     assert params == defaults  # same names, same defaults: the YAML cannot drift from the code
+    lines = (REPO / "config" / "tinybev.yaml").read_text().splitlines()
+    for spec in parameter_specs():  # and each is explained by the description `ros2 param describe` gives
+        (at,) = [i for i, line in enumerate(lines) if line.strip().startswith(f"{spec.name}:")]
+        assert lines[at - 1].strip() == f"# {spec.description}", spec.name
 
 
 def test_readme_parameter_table_is_the_one_the_code_declares():

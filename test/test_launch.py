@@ -6,9 +6,12 @@ import ast
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from tinybev_ros.geometry import CAMERA_NAMES
+from tinybev_ros.ros.interface import image_topic
 from tinybev_ros.ros.launch_plan import LaunchPlanError, plan_launch
 from tinybev_ros.ros.node_config import parameter_fields, parameter_specs, parameters_table
 
@@ -63,9 +66,29 @@ def test_a_users_dds_profile_is_kept():
     assert _plan({}, {"FASTDDS_DEFAULT_PROFILES_FILE": "/home/me/dds.xml"}).environment == {}
 
 
+def camera_bag(path: Path, cameras: tuple[str, ...] = CAMERA_NAMES, raw: bool = False) -> Path:
+    """A real rosbag2 bag with one image of each of `cameras` (what the launch reads of a bag: its topics)."""
+    from rosbags.rosbag2 import Writer
+
+    from tinybev_ros.ros.bag.typestore import typestore
+
+    store = typestore()
+    kind = "sensor_msgs/msg/Image" if raw else "sensor_msgs/msg/CompressedImage"
+    message = store.types[kind]
+    header = store.types["std_msgs/msg/Header"](stamp=store.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0),
+                                                 frame_id="cam")
+    data = np.zeros(12 if raw else 4, dtype=np.uint8)
+    payload = (message(header=header, height=2, width=2, encoding="rgb8", is_bigendian=0, step=6, data=data) if raw
+               else message(header=header, format="jpeg", data=data))
+    with Writer(path, version=8) as writer:
+        for camera in cameras:
+            connection = writer.add_connection(image_topic(camera, raw), kind, typestore=store)
+            writer.write(connection, 1_000_000_000, store.serialize_cdr(payload, kind))
+    return path
+
+
 def test_missing_tools_and_paths_fail_before_anything_starts_and_odd_paths_pass_intact(tmp_path):
-    quoted = tmp_path / "it's a \"bag\""
-    quoted.mkdir()
+    quoted = camera_bag(tmp_path / "it's a \"bag\"")
     with pytest.raises(LaunchPlanError, match="rviz2 is not installed.*nothing was started"):
         _plan({"rviz": "true"}, rviz2=False)
     with pytest.raises(LaunchPlanError, match="needs `ros2 bag`.*nothing was started"):
@@ -79,6 +102,14 @@ def test_missing_tools_and_paths_fail_before_anything_starts_and_odd_paths_pass_
     assert played.bag_command == ["ros2", "bag", "play", str(quoted), "--clock", "--start-paused"]
     assert played.resume_command == ["ros2", "service", "call", "/rosbag2_player/resume",
                                      "rosbag2_interfaces/srv/Resume"]
+    assert "image_transport" not in played.overrides
+    # the node is told what the bag holds; a bag it could never be resumed for is refused
+    assert _plan({"bag": str(camera_bag(tmp_path / "raw", raw=True))}).overrides == {"image_transport": "raw"}
+    with pytest.raises(LaunchPlanError, match="has no images of camera\\(s\\) CAM_BACK .*nothing was started"):
+        _plan({"bag": str(camera_bag(tmp_path / "five", tuple(c for c in CAMERA_NAMES if c != "CAM_BACK")))})
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(LaunchPlanError, match="folder is not a rosbag2 bag.*nothing was started"):
+        _plan({"bag": str(tmp_path / "folder")})
     assert _plan({"bag": ""}).bag_command is None and not _plan({"rviz": "false"}).rviz
 
 

@@ -617,8 +617,8 @@ def test_the_humble_writer_count_sees_a_remapped_namespaced_reader_s_publishers(
 
 
 def test_ctrl_c_under_ros2_launch_sent_twice_ends_the_node_cleanly(untrained_checkpoint, tmp_path):
-    """A terminal's Ctrl-C reaches the node, then launch forwards one more (and more may follow while it stops):
-    the clean-up finishes, exit 0, no traceback."""
+    """SIGINT reaches the node, then more (`ros2 launch` without a terminal forwards its own after the process
+    group's; a user presses Ctrl-C twice): the clean-up finishes, exit 0, no traceback."""
     log = tmp_path / "node.log"
     node = start_node(untrained_checkpoint, log)
     try:

@@ -21,7 +21,9 @@ def resolve_device(requested: str | torch.device | None = None, local_rank: int 
     """The device for `requested` (auto, cpu, cuda, cuda:N); a bare `cuda` is this process's GPU."""
     text = str(requested).strip() if requested is not None else "auto"
     if text in ("", "auto"):
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        text = "cuda"  # this process's GPU, which must exist (torchrun with more ranks than GPUs)
     try:
         device = torch.device(text)
     except RuntimeError:
@@ -36,5 +38,6 @@ def resolve_device(requested: str | torch.device | None = None, local_rank: int 
     index = local_rank if device.index is None else device.index
     count = torch.cuda.device_count()
     if index >= count:
-        raise DeviceError(f"device {text!r}: this machine has {count} visible GPU(s), cuda:0 to cuda:{count - 1}")
+        raise DeviceError(f"device {text!r} (cuda:{index}): this machine has {count} visible GPU(s), cuda:0 to "
+                          f"cuda:{count - 1}")
     return torch.device("cuda", index)

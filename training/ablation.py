@@ -48,6 +48,7 @@ from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.config import load_yaml, path_field, resolve_relative
+from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import ConfigError
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from tinybev_ros.precision import autocast_dtype
@@ -177,7 +178,7 @@ class Ablation:
                  device: str | None = None) -> None:
         self.config = config
         self.dataroot, self.version, self.out = str(dataroot), version, Path(out)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = str(resolve_device(device))  # DeviceError (one line) before any record is touched
         self.distill_run = load_distill_config(resolve_relative(config.distill_config, config.source,
                                                                 "distill_config"), config.student_overrides)
         self.train_config = self.distill_run.training()

@@ -21,6 +21,7 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 READY_MARKER = "ready:"  # the node's log line once it subscribes and has warmed up (perception_node.py)
 INPUTS_MARKER = "inputs matched:"  # the node's log line once every camera's image reader has a writer
@@ -66,6 +67,18 @@ def _ros2_bag_available() -> bool:
     return True
 
 
+def read_bag_cameras(bag: str) -> bool:
+    """Whether the bag's camera images are raw; a bag without every camera's images is refused, since the player
+    would stay paused for ever (it is resumed once every camera's reader has a writer)."""
+    from tinybev_ros.ros.node_config import PerceptionNodeConfig
+    from tinybev_ros.ros.run import RunInputError, bag_camera_topics
+
+    try:
+        return bag_camera_topics(Path(bag), PerceptionNodeConfig().cameras)[1]
+    except (RunInputError, FileNotFoundError) as exc:  # not a bag, or not every camera in it
+        raise LaunchPlanError(f"bag:={exc}; nothing was started") from None
+
+
 def plan_launch(arguments: Mapping[str, str], environ: Mapping[str, str], dds_profile: str,
                 which: Callable[[str], str | None] = shutil.which,
                 ros2_bag_available: Callable[[], bool] = _ros2_bag_available) -> LaunchPlan:
@@ -92,6 +105,8 @@ def plan_launch(arguments: Mapping[str, str], environ: Mapping[str, str], dds_pr
             raise LaunchPlanError(f"bag:={bag} needs `ros2 bag` and `ros2 service` (apt install "
                                   "ros-$ROS_DISTRO-ros2bag ros-$ROS_DISTRO-ros2service), which are not installed; "
                                   "nothing was started (without ROS: tinybev run --bag)")
+        if read_bag_cameras(bag):  # the node is told what the bag holds, as `tinybev run` does
+            plan.overrides["image_transport"] = "raw"
         plan.bag_command = ["ros2", "bag", "play", bag, "--clock", "--start-paused"]
         plan.resume_command = RESUME_COMMAND
     return plan

@@ -140,7 +140,7 @@ class PerceptionNode(Node):
         self.pub_images = None
         if cfg.publish_images:
             self._create_image_publishers()
-        self._inputs_matched = False  # every camera's image reader has a writer (see _report_inputs_matched)
+        self._inputs_matched_ticks = 0  # diagnostics periods every camera's image reader has had a writer
         # Wall-clock period: with use_sim_time a paused or not yet started replay must still get diagnostics.
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -410,12 +410,13 @@ class PerceptionNode(Node):
                 f"{self.cfg.sync_tolerance_ms:g})")
 
     def _report_inputs_matched(self) -> None:
-        """A log line each time every camera's image reader comes to have a writer: the launch file resumes the
-        paused bag player on it (best-effort images sent before the match are lost)."""
+        """A log line each time every camera's image reader has had a writer for a whole diagnostics period: the
+        launch file resumes the paused bag player on it (best-effort images sent before the match are lost; the
+        period lets the writers' side of the match, and Humble's graph count, catch up)."""
         matched = all(self.image_writers(c) > 0 for c in self.cfg.cameras)
-        if matched and not self._inputs_matched:
+        self._inputs_matched_ticks = self._inputs_matched_ticks + 1 if matched else 0
+        if self._inputs_matched_ticks == 2:
             self.get_logger().info(f"{INPUTS_MARKER} every camera's image reader has a writer")
-        self._inputs_matched = matched
 
     def _publish_diagnostics(self) -> None:
         self._report_inputs_matched()
@@ -456,10 +457,12 @@ RCLError = _rclpy.RCLError  # what rclpy.init raises for an unusable --ros-args 
 
 
 def _interrupt_once(signum: int, frame) -> None:
-    """Ctrl-C under `ros2 launch` comes twice: from the terminal to the whole process group, then forwarded by
-    launch. The second must not cut the clean-up short (it raised KeyboardInterrupt mid-join: a traceback and
-    "process has died", exit -2); SIGTERM still ends a clean-up that hangs."""
+    """The first SIGINT stops the node; a later one must not cut its clean-up short (it raised KeyboardInterrupt
+    mid-join: a traceback, "process has died", exit -2). `ros2 launch` without a terminal (CI, systemd, a script)
+    forwards its own SIGINT after the one the process group got, and a user may press Ctrl-C twice. SIGTERM, launch's
+    next step for a clean-up that hangs, then ends the process at once (rclpy's handler would not pass it on)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise KeyboardInterrupt
 
 
@@ -467,7 +470,7 @@ def main(args: list[str] | None = None) -> None:
     from tinybev_ros.ros.dds import use_large_message_profile
 
     node = None
-    # Before rclpy.init, whose handler shuts the context down and then chains to this one.
+    # Before rclpy.init: its handler calls the one installed before it, then shuts the context down.
     signal.signal(signal.SIGINT, _interrupt_once)
     try:
         use_large_message_profile()  # before this process's first DDS participant: camera bursts need the big segment

@@ -67,7 +67,7 @@ def _ros2_bag_available() -> bool:
     return True
 
 
-def read_bag_cameras(bag: str) -> bool:
+def bag_holds_raw_images(bag: str) -> bool:
     """Whether the bag's camera images are raw; a bag without every camera's images is refused, since the player
     would stay paused for ever (it is resumed once every camera's reader has a writer)."""
     from tinybev_ros.ros.node_config import PerceptionNodeConfig
@@ -105,7 +105,7 @@ def plan_launch(arguments: Mapping[str, str], environ: Mapping[str, str], dds_pr
             raise LaunchPlanError(f"bag:={bag} needs `ros2 bag` and `ros2 service` (apt install "
                                   "ros-$ROS_DISTRO-ros2bag ros-$ROS_DISTRO-ros2service), which are not installed; "
                                   "nothing was started (without ROS: tinybev run --bag)")
-        if read_bag_cameras(bag):  # the node is told what the bag holds, as `tinybev run` does
+        if bag_holds_raw_images(bag):  # the node is told what the bag holds, as `tinybev run` does
             plan.overrides["image_transport"] = "raw"
         plan.bag_command = ["ros2", "bag", "play", bag, "--clock", "--start-paused"]
         plan.resume_command = RESUME_COMMAND

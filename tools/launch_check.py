@@ -180,9 +180,11 @@ def check_replay(env: dict[str, str], bag: Path, log_path: Path, timeout_s: floa
 
     keyframes = min(bag_camera_topics(bag, PerceptionNodeConfig().cameras)[2])
     # every frame in order (the shipped 1 = latest wins, live): a replay that is scored, as the README says
+    shipped = (REPO / "config" / "tinybev.yaml").read_text()
+    if "frame_queue_size: 1\n" not in shipped:
+        raise SystemExit("launch_check: config/tinybev.yaml no longer says frame_queue_size: 1; update the replay")
     params = log_path.with_name("replay_params.yaml")
-    params.write_text((REPO / "config" / "tinybev.yaml").read_text().replace("frame_queue_size: 1\n",
-                                                                           "frame_queue_size: 32\n"))
+    params.write_text(shipped.replace("frame_queue_size: 1\n", "frame_queue_size: 32\n"))
     use_large_message_profile()
     watcher = GraphWatcher()
     with open(log_path, "w") as log:

@@ -185,6 +185,12 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny):
               metadata={"format": metadata["format"], "kind": "student", "config": "name: tiny\n" + _yaml_rest(tiny)})
     with pytest.raises(ValueError, match="partial.safetensors.*heads.box.1.bias"):
         load_checkpoint(tmp_path / "partial.safetensors")
+    save_file(tensors, str(tmp_path / "bad_yaml.safetensors"),
+              metadata={"format": metadata["format"], "kind": "student", "config": "name: [unclosed"})
+    with pytest.raises(ValueError, match="bad_yaml.safetensors: its config metadata is not valid YAML"):
+        load_checkpoint(tmp_path / "bad_yaml.safetensors")
+    with pytest.raises(ValueError, match=f"checkpoint {tmp_path} is a directory"):
+        load_checkpoint(tmp_path)
 
 
 def test_release_halves_the_file_and_keeps_the_predictions(tmp_path, tiny, rig_inputs, capsys):

@@ -70,6 +70,10 @@ def test_command_follows_the_parameter_or_the_goal_in_any_frame(predictor) -> No
     core.set_goal("", np.array([140.0, 30.0, 0.0]))  # no frame_id: the map frame
     assert core.command() == Command.RIGHT
     assert not faults
+    for broken in ([np.nan, 30.0, 0.0], [140.0, np.inf, 0.0]):  # refused by name; the last goal still steers
+        assert not core.set_goal("map", np.array(broken))
+        assert core.command() == Command.RIGHT
+    assert faults.pop("bad_goal") == 2
     core.set_goal("odom", np.array([140.0, 30.0, 0.0]))  # a frame not in the tree: straight and a fault naming it
     assert core.command() == Command.STRAIGHT and faults["goal_frame_unknown"] == 1
     core.cfg = replace(core.cfg, command="left")  # a dynamic parameter change takes effect at once

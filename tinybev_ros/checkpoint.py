@@ -55,6 +55,8 @@ def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: 
 def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata of a checkpoint; metadata["config"] is parsed from YAML into a dict."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a safetensors file")
     if not path.is_file():
         raise CheckpointNotFound(f"checkpoint {path} does not exist")
     try:
@@ -69,7 +71,11 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(f"checkpoint {path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
     if metadata.get("kind") not in KINDS:
         raise CheckpointError(f"checkpoint {path}: kind {metadata.get('kind')!r} is not one of {KINDS}")
-    metadata["config"] = yaml.safe_load(metadata.get("config", "")) or {}
+    try:
+        metadata["config"] = yaml.safe_load(metadata.get("config", "")) or {}
+    except yaml.YAMLError as error:
+        raise CheckpointError(f"checkpoint {path}: its config metadata is not valid YAML ({error.__class__.__name__}: "
+                              f"{str(error).splitlines()[0]})") from error
     broken = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if broken:  # a diverged run: refused here, so release, export, resume and the node never use it
         raise CheckpointError(f"checkpoint {path} holds non-finite values (NaN/inf) in {len(broken)} tensors, "

@@ -95,9 +95,15 @@ class PerceptionCore:
         except TransformError as exc:
             self.fault("bad_tf", str(exc))
 
-    def set_goal(self, frame_id: str, position: np.ndarray, stamp_ns: int = 0) -> None:
-        self.goal = (frame_id or self.cfg.map_frame, np.asarray(position, dtype=float), stamp_ns)
+    def set_goal(self, frame_id: str, position: np.ndarray, stamp_ns: int = 0) -> bool:
+        """Take a goal; a non-finite one is refused (a fault), keeping the previous goal. True if taken."""
+        position = np.asarray(position, dtype=float)
+        if not np.isfinite(position).all():
+            self.fault("bad_goal", f"goal {position.tolist()} in {frame_id!r} is not finite; keeping the previous goal")
+            return False
+        self.goal = (frame_id or self.cfg.map_frame, position, stamp_ns)
         self._goal_in_map = None
+        return True
 
     # --------------------------------------------------------------------------------------- decisions
     def command(self) -> int:

@@ -258,8 +258,8 @@ class PerceptionNode(Node):
 
     def _on_goal(self, msg: PoseStamped) -> None:
         position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
-        self.core.set_goal(msg.header.frame_id, position, M.to_ns(msg.header.stamp))
-        self.get_logger().info(f"goal received at ({position[0]:.1f}, {position[1]:.1f}) in {self.core.goal[0]}")
+        if self.core.set_goal(msg.header.frame_id, position, M.to_ns(msg.header.stamp)):
+            self.get_logger().info(f"goal received at ({position[0]:.1f}, {position[1]:.1f}) in {self.core.goal[0]}")
 
     # ------------------------------------------------------------ worker
     def _work(self) -> None:

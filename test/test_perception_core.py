@@ -130,6 +130,7 @@ def test_each_unusable_input_is_one_named_fault_and_no_frame(predictor) -> None:
         "missing_tf": ("CAM_FRONT", camera_image(good, "camera_nobody_published")),
         "wrong_image_size": ("CAM_BACK", camera_image(jpeg(800, 450), "CAM_BACK")),
         "corrupt_image": ("CAM_FRONT_LEFT", camera_image(b"\xff\xd8 not a jpeg", "CAM_FRONT_LEFT")),
+        "bad_encoding": ("CAM_BACK_LEFT", camera_image(b"RIFF\x00\x00\x00\x00WEBPVP8 ", "CAM_BACK_LEFT")),
     }
     for kind, (camera, bad) in cases.items():
         frames = {name: camera_image(good, name) for name in CAMERA_NAMES}

@@ -93,6 +93,14 @@ def test_compressed_jpeg_decodes_to_rgb_and_corrupt_is_reported():
     assert decoded.shape == (90, 160, 3) and abs(int(decoded[..., 0].mean()) - 200) < 4
     with pytest.raises(M.InputError, match="does not decode"):
         M.decode_compressed(CompressedImage(format="jpeg", data=jpeg.tobytes()[:40]))
+    # other formats OpenCV would decode whole whatever size they declare: refused unread, as an encoding
+    for ext in (".bmp", ".webp", ".tiff", ".ppm"):
+        data = cv2.imencode(ext, image)[1].tobytes()
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (90, 160, 3)
+        with pytest.raises(M.InputError, match="neither JPEG nor PNG .* unsupported encoding"):
+            M.decode_compressed(CompressedImage(format="jpeg", data=data))
+    with pytest.raises(M.InputError, match="starts with nothing"):
+        M.decode_compressed(CompressedImage(format="jpeg", data=b""))
 
 
 def test_image_size_is_read_from_the_header_and_checked_before_decoding():

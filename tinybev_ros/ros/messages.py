@@ -67,11 +67,14 @@ MAX_PIXELS = 8192 * 8192  # no camera of a car sends more; a header declaring mo
 JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
 
 
+JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"  # what image_transport's compressed formats send
+
+
 def compressed_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) a JPEG or PNG declares in its header, read without decoding; None if not found."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    if data[:8] == PNG_MAGIC and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:2] != b"\xff\xd8":
+    if data[:2] != JPEG_MAGIC:
         return None
     at = 2
     while at + 9 <= len(data):
@@ -92,21 +95,27 @@ def decode_compressed(msg: CompressedImage, expected_size: tuple[int, int] | Non
     """RGB uint8 image of a JPEG/PNG CompressedImage, decoded at 1/`reduction` scale (preprocess.decode_image).
 
     The size in the header is checked first (against `expected_size`, the camera's CameraInfo, and MAX_PIXELS),
-    so a wrong or hostile image is rejected in microseconds instead of after a decode of any size.
+    so a wrong or hostile image is rejected in microseconds instead of after a decode of any size; other formats
+    (WebP, BMP, TIFF, ... which OpenCV would decode whole, whatever their size) are refused unread.
     """
     data = bytes(msg.data)
+    what = f"CompressedImage ({msg.format or 'no format'}, {len(data)} bytes)"
+    if not data.startswith((JPEG_MAGIC, PNG_MAGIC)):
+        raise InputError(f"{what} is neither JPEG nor PNG (it starts with {data[:4].hex() or 'nothing'}): "
+                         "unsupported encoding, not decoded")
     declared = compressed_size(data)
-    if declared is not None:
-        width, height = declared
-        if width * height > MAX_PIXELS:
-            raise ImageSizeError(f"CompressedImage declares {width}x{height} pixels (more than {MAX_PIXELS}); "
-                                 "not decoded")
-        if expected_size is not None and declared != tuple(expected_size):
-            raise ImageSizeError(f"image is {width}x{height} but its CameraInfo says "
-                                 f"{expected_size[0]}x{expected_size[1]}")
+    if declared is None:  # no size in the header: a truncated or damaged header, never decoded blind
+        raise InputError(f"{what} does not decode: no image size in its header")
+    width, height = declared
+    if width * height > MAX_PIXELS:
+        raise ImageSizeError(f"CompressedImage declares {width}x{height} pixels (more than {MAX_PIXELS}); "
+                             "not decoded")
+    if expected_size is not None and declared != tuple(expected_size):
+        raise ImageSizeError(f"image is {width}x{height} but its CameraInfo says "
+                             f"{expected_size[0]}x{expected_size[1]}")
     image = decode_image(data, reduction)
     if image is None:
-        raise InputError(f"CompressedImage ({msg.format or 'no format'}, {len(data)} bytes) does not decode")
+        raise InputError(f"{what} does not decode")
     height, width = image.shape[:2]
     if width * height * reduction**2 > MAX_PIXELS:
         raise ImageSizeError(f"CompressedImage is {width * reduction}x{height * reduction} (more than "

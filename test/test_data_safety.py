@@ -85,13 +85,15 @@ class Chatter:
         self.sent = 0
         return self
 
-    def publish_for(self, seconds: float, process: subprocess.Popen | None = None) -> None:
+    def publish_for(self, seconds: float, process: subprocess.Popen | None = None, padding: int = 0,
+                    until_exit: bool = False) -> None:
+        """Publish "message N" (plus `padding` spaces) for `seconds`; the process must live, or end (until_exit)."""
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.publisher.publish(self.String(data=f"message {self.sent}"))
+        while time.monotonic() < end and not (until_exit and process.poll() is not None):
+            self.publisher.publish(self.String(data=f"message {self.sent}" + " " * padding))
             self.sent += 1
             self.rclpy.spin_once(self.node, timeout_sec=1 / RATE_HZ)
-            assert process is None or process.poll() is None, process.stdout.read()
+            assert until_exit or process is None or process.poll() is None, process.stdout.read()
 
     def wait_for_subscriber(self, process: subprocess.Popen, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
@@ -135,6 +137,38 @@ def test_a_killed_recorder_loses_at_most_the_last_second(tmp_path, storage):
     assert f"recovered {len(texts)} messages of a killed recording into {automatic}" in log
     assert _messages(automatic) == texts
     assert not staging.exists() and (target / "metadata.yaml").is_file()
+
+
+def _small_disk() -> None:
+    """The file-size limit makes writes fail the way a full disk does (EFBIG / SQLITE_FULL)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 2**20, 2 * 2**20))
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_full_disk_stops_the_recorder_with_one_line_and_keeps_what_it_flushed(tmp_path, storage):
+    """It used to crash with a traceback and delete the whole recording (mcap), or publish a bag whose
+    metadata.yaml counted messages its database never committed (sqlite3)."""
+    target = tmp_path / "recording"
+    with Chatter() as chatter:
+        recorder = tinybev("bag", "record", target, "--topics", "/chatter", "--storage", storage,
+                           preexec_fn=_small_disk)
+        chatter.wait_for_subscriber(recorder)
+        chatter.publish_for(60.0, recorder, padding=50_000, until_exit=True)  # 1 MB/s: full after about 2 s
+        assert recorder.wait(timeout=30) == 2
+    output = recorder.stdout.read()
+    assert "Traceback" not in output and output.strip().splitlines()[-1].startswith(
+        f"bag record: error: cannot write {target} ("), output
+    assert not target.exists()
+    (staging,) = tmp_path.glob(".recording.partial-*")
+    assert f"is kept in {staging}: `tinybev bag recover {staging} --out {target}`" in output
+    recovered = tinybev("bag", "recover", staging, "--out", target)
+    assert recovered.wait(timeout=60) == 0, recovered.stdout.read()
+    assert staging.exists()  # recovering into the recording's own target never deletes the source first
+    texts = [text.rstrip() for text in _messages(target)]
+    assert 10 <= len(texts) < chatter.sent and texts == [f"message {i}" for i in range(len(texts))]
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
@@ -235,6 +269,24 @@ def test_run_refuses_record_targets_that_would_destroy_data(scene_bag, tmp_path)
     assert _tree_digest(scene_bag) == before
 
 
+def test_a_recorder_that_fails_mid_run_fails_the_run_and_its_data_is_kept(scene_bag, tmp_path):
+    """`tinybev run --record` (and the demo on it) used to report success over a recorder that had died."""
+    import resource
+
+    def small_disk() -> None:  # room for the node's log lines, not for a recording of its outputs
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    target = tmp_path / "outputs"
+    run = tinybev("run", "--device", "cpu", "--bag", scene_bag, "--record", target, preexec_fn=small_disk)
+    assert run.wait(timeout=300) == 2
+    output = run.stdout.read()
+    assert "Traceback" not in output, output
+    assert f"bag record: error: cannot write {target} (" in output
+    assert output.strip().splitlines()[-1].startswith("run: error: bag record exited with 2 while "), output
+    assert not target.exists() and len(list(tmp_path.glob(".outputs.partial-*"))) == 1
+
+
 def test_run_reports_a_failed_node_in_one_line_with_its_exit_status(scene_bag, tmp_path):
     cases = {  # name: (arguments, exit status, what the output says)
         "bad parameter, no bag": (("-p", "score_threshold:=2.0"), 2, "score_threshold"),
@@ -327,18 +379,11 @@ def test_a_child_stops_on_sigint_even_when_its_parent_ignores_it():
 
 
 def test_a_full_disk_during_convert_is_one_line_and_leaves_nothing(synth_dataset, tmp_path):
-    """The file-size limit makes the converter's writes fail the way a full disk does (EFBIG / SQLITE_FULL)."""
-    import resource
-
-    def small_disk() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a killed process
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 2**20, 2 * 2**20))
-
     out = tmp_path / "scene"
     result = subprocess.run([sys.executable, "-m", "tinybev_ros.cli", "bag", "convert", "--dataroot",
                              str(synth_dataset.dataroot), "--version", synth_dataset.version, "--scene", "scene-0061",
                              "--out", str(out), "--no-map", "--no-progress"], cwd=REPO, capture_output=True, text=True,
-                            timeout=300, preexec_fn=small_disk)
+                            timeout=300, preexec_fn=_small_disk)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert "nuscenes_to_bag: error: cannot write the bag" in result.stderr.strip().splitlines()[-1]

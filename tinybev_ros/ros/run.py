@@ -213,20 +213,21 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
                                              "--topics", *output_topics(checkpoint)))
             watcher.spin_until(lambda: watcher.node.count_subscribers("/tinybev/detections") > 1, 60,
                                "waiting for the recorder to subscribe", [node, recorder])
+        alive = [node, *([recorder] if recorder else [])]  # each must live to the end: a dead recorder fails the run
         player = spawn(tinybev_command("bag", "play", str(bag), "--clock", "--rate", str(rate), "--start-paused"))
         # Images are best-effort: one sent before the node's reader has matched the player's new writer is lost.
         # The node reports its readers' matches in /diagnostics (cameras_with_writers); the settle then covers
         # the player's side of the match. Without this the first frames of a replay were lost.
         watcher.spin_until(lambda: all(watcher.node.count_publishers(t) > 0 for t in camera_topics), 60,
-                           "waiting for the player's publishers", [node, player])
+                           "waiting for the player's publishers", [*alive, player])
         all_matched = f"{len(cameras)}/{len(cameras)}"
         watcher.spin_until(lambda: watcher.node_diagnostics.get("cameras_with_writers") == all_matched, 60,
-                           "waiting for tinybev_node to match the player's camera writers", [node, player])
+                           "waiting for tinybev_node to match the player's camera writers", [*alive, player])
         settle = time.monotonic() + PLAYER_SETTLE_S
         watcher.spin_until(lambda: time.monotonic() > settle, PLAYER_SETTLE_S + 5, "letting discovery settle",
-                           [node, player])
+                           [*alive, player])
         player.send_signal(signal.SIGUSR1)
-        watcher.spin_until(lambda: player.poll() is not None, 24 * 3600, "playing the bag", [node])
+        watcher.spin_until(lambda: player.poll() is not None, 24 * 3600, "playing the bag", alive)
         if player.returncode != 0:
             raise ChildExited(f"bag play failed with exit code {player.returncode}", player.returncode)
         expected = dict(zip(cameras, images, strict=True))
@@ -238,10 +239,15 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
             return {c: received.get(c, 0) for c, count in expected.items() if received.get(c, 0) < count}
 
         watcher.spin_until(lambda: (watcher.diagnostics_at > played and not short()) or time.monotonic() > grace,
-                           RECEIVE_GRACE_S + 5, "waiting for tinybev_node to receive the bag's last images", [node])
+                           RECEIVE_GRACE_S + 5, "waiting for tinybev_node to receive the bag's last images", alive)
         watcher.last_output = max(watcher.last_output, time.monotonic())
         watcher.spin_until(lambda: time.monotonic() - watcher.last_output > drain_s, 600,
-                           "draining the node's last frames", [node])
+                           "draining the node's last frames", alive)
+        if recorder is not None:
+            stop(recorder)  # SIGINT: it closes the bag and moves it into place
+            if recorder.returncode != 0:
+                raise ChildExited(f"bag record exited with {recorder.returncode}: {record} is not a complete recording",
+                                  recorder.returncode)
         faults = {k: v for k, v in watcher.node_diagnostics.items() if k.startswith("fault_")}
         if faults:  # what cost frames (lost images, a busy queue...), in the user's terminal, not only in a bag
             print("run: tinybev_node counted faults: " + ", ".join(f"{k.removeprefix('fault_')} {v}"

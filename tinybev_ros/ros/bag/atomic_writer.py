@@ -4,8 +4,10 @@ The bag is written into a hidden directory beside the target (same file system) 
 so the storage file inside is already `<name>.db3` / `<name>.mcap` as rosbag2 names it; only a complete,
 closed bag is renamed into place. A crash or kill leaves at most the hidden `.<name>.partial-<pid>-*`
 directory; the next writer of the same target finds it (its owner pid is dead) and hands it to `on_stale`
-(default: delete it, with one log line; the recorder recovers it instead, recover.py). `--force` replaces
-only a rosbag2 bag (a directory with metadata.yaml), never an arbitrary directory.
+(default: delete it, with one log line; the recorder recovers it instead, recover.py). A write that fails
+(a full disk) deletes the staging directory, except for the recorder's (`keep_failed`): what it flushed cannot be
+recorded again, so it stays for `tinybev bag recover`. `--force` replaces only a rosbag2 bag (a directory with
+metadata.yaml), never an arbitrary directory.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
@@ -116,13 +119,14 @@ class AtomicBagWriter:
     """`with AtomicBagWriter(target, "sqlite3", force) as writer:` gives an open rosbags `Writer`."""
 
     def __init__(self, target: str | Path, storage: str = "sqlite3", force: bool = False,
-                 on_stale: Callable[[Path], None] = remove_stale) -> None:
+                 on_stale: Callable[[Path], None] = remove_stale, keep_failed: bool = False) -> None:
         if storage not in STORAGES:
             raise ValueError(f"unknown storage '{storage}' (choose from {', '.join(STORAGES)})")
         self.target = Path(target).absolute()
         self.storage = storage
         self.force = force
         self.on_stale = on_stale
+        self.keep_failed = keep_failed  # a recording cannot be made again: a failed one stays as a killed one would
         self._staging: Path | None = None
         self.writer: Writer | None = None
 
@@ -144,12 +148,11 @@ class AtomicBagWriter:
         assert self.writer is not None and self._staging is not None
         try:
             if exc_type is not None:
-                self.writer.abort()
-                shutil.rmtree(self._staging, ignore_errors=True)
+                self._fail()
                 return
             self.writer.close()
         except BaseException:
-            shutil.rmtree(self._staging, ignore_errors=True)
+            self._fail()
             raise
         finished = self._staging / self.target.name
         try:
@@ -158,6 +161,18 @@ class AtomicBagWriter:
             log.error("the finished bag could not be moved to %s; it is kept in %s", self.target, finished)
             raise
         shutil.rmtree(self._staging, ignore_errors=True)
+
+    @property
+    def staging(self) -> Path | None:
+        """The hidden folder the bag is written in (kept after a failure with `keep_failed`)."""
+        return self._staging
+
+    def _fail(self) -> None:
+        """Close the storage unpublished; delete what was written, or keep it (`keep_failed`) for `recover`."""
+        with suppress(Exception):  # on a full disk closing fails too; the error that got here is the one to report
+            self.writer.abort()
+        if not self.keep_failed:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
     def _publish(self, finished: Path) -> None:
         """Move the closed bag into place; an existing target (with --force) is swapped out, then deleted."""

@@ -8,7 +8,8 @@ metadata so `ros2 bag play` and `tinybev bag play` latch what was latched. Types
 The bag is written beside the target and renamed into place when recording stops (SIGINT/SIGTERM, --duration
 or --max-messages), so an interrupted recorder never leaves a partial bag at the target path. What is written is
 flushed to disk every second, so a killed recorder (SIGKILL, power loss) loses at most the last second: the next
-recording of the same target recovers it (recover.py), or `tinybev bag recover` does it by hand.
+recording of the same target recovers it (recover.py), or `tinybev bag recover` does it by hand. A recorder whose
+storage fails (a full disk) stops with one line and leaves what it flushed the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -23,6 +25,11 @@ from pathlib import Path
 
 log = logging.getLogger("tinybev.bag.record")
 FLUSH_PERIOD_S = 1.0  # a killed recorder loses at most this much (rosbag2 flushes its cache periodically too)
+STORAGE_ERRORS = (OSError, sqlite3.Error)  # the disk filled up, or the storage file became unwritable
+
+
+class RecordingFailed(RuntimeError):
+    """The storage stopped taking messages; what was flushed is kept unpublished, for `tinybev bag recover`."""
 
 
 class BagRecorder:
@@ -115,8 +122,9 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("tinybev_bag_recorder")
     failure: Exception | None = None
+    atomic = AtomicBagWriter(path, storage, force, on_stale=recover_stale_recording, keep_failed=True)
     try:
-        with AtomicBagWriter(path, storage, force, on_stale=recover_stale_recording) as writer:
+        with atomic as writer:
             recorder = BagRecorder(node, writer, topics, max_messages)
             log.info("recording to %s: %s", path, " ".join(topics))
             deadline = time.monotonic() + duration_s if duration_s is not None else None
@@ -134,6 +142,8 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
                 failure = exc
             for sub in recorder.subscriptions:  # nothing more arrives while the bag is closed
                 node.destroy_subscription(sub)
+            if isinstance(failure, STORAGE_ERRORS):  # raised in here: closing would publish metadata counting
+                raise failure                        # messages the storage never committed; the writer keeps them
         if failure is not None:
             raise failure
         counts = dict(recorder.counts)
@@ -142,6 +152,11 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
         if recorder.pending:
             log.warning("never saw a publisher for: %s", " ".join(recorder.pending))
         return counts
+    except STORAGE_ERRORS as exc:
+        staging = atomic.staging
+        raise RecordingFailed(f"cannot write {path} ({exc}); recording stopped. Every message flushed before it (all "
+                              f"but the last second at most) is kept in {staging}: `tinybev bag recover {staging} "
+                              f"--out {path}` makes it a bag, as the next recording to {path} does") from exc
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -168,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         record(args.path, args.topics, storage=args.storage, force=args.force, duration_s=args.duration,
                max_messages=args.max_messages)
-    except (BagTargetError, ValueError, MissingInterfaceError) as exc:
+    except (BagTargetError, ValueError, MissingInterfaceError, RecordingFailed) as exc:
         print(f"bag record: error: {exc}", file=sys.stderr)
         return 2
     return 0

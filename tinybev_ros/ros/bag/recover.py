@@ -128,7 +128,7 @@ def salvage(path: str | Path) -> Salvage:
 
 def recover(source: str | Path, target: str | Path, force: bool = False) -> int:
     """Write the readable messages of `source` as a complete bag at `target`; returns how many were recovered."""
-    from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter
+    from tinybev_ros.ros.bag.atomic_writer import AtomicBagWriter, remove_stale
     from tinybev_ros.ros.bag.typestore import build_typestore, ensure_msgtype
 
     storage = storage_file(Path(source))
@@ -136,7 +136,13 @@ def recover(source: str | Path, target: str | Path, force: bool = False) -> int:
     if not found.topics:
         raise RecoveryError(f"{storage}: no topic was registered before the writer stopped; nothing to recover")
     store = build_typestore(extra_packages=())
-    with AtomicBagWriter(target, "sqlite3" if storage.suffix == ".db3" else "mcap", force) as writer:
+
+    def remove_other_stale(staging: Path) -> None:  # the source may be the target's own stale staging folder
+        if not storage.absolute().is_relative_to(staging.absolute()):
+            remove_stale(staging)
+
+    with AtomicBagWriter(target, "sqlite3" if storage.suffix == ".db3" else "mcap", force,
+                         on_stale=remove_other_stale) as writer:
         connections = {}
         for topic, (msgtype, qos) in found.topics.items():
             ensure_msgtype(store, msgtype)

@@ -273,3 +273,31 @@ def test_the_storage_file_stands_for_its_bag(small_bag):
         assert {c.topic for c in reader.connections} == {m[0] for m in read_bag(small_bag)}
     finally:
         reader.close()
+
+
+def test_a_damaged_mcap_is_one_line_or_a_warning_never_a_traceback(tmp_path):
+    """A damaged record header used to end `bag play` in an OverflowError traceback; a record lost to damage
+    was skipped without a word."""
+    import shutil
+
+    store = typestore()
+    string = store.types["std_msgs/msg/String"]
+    with AtomicBagWriter(tmp_path / "good", "mcap") as writer:
+        connection = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
+        for i in range(100):
+            writer.write(connection, 10**9 + i * 10**6,
+                         store.serialize_cdr(string(data=f"message {i}"), "std_msgs/msg/String"))
+    data = (tmp_path / "good" / "good.mcap").read_bytes()
+    fields = data.index(b"message 50\0") - 8 - 22  # message 50's Message record: its fields before the CDR data
+    assert data[fields - 9] == 0x05  # the record's opcode, then its 8-byte length
+    outcomes = {"length": (fields - 8, b"\xff" * 8, 2, "is damaged: reading failed after 0 of the 100 messages"),
+                "opcode": (fields - 9, b"\x7f", 0, "published 99 of the 100 messages metadata.yaml lists")}
+    for name, (at, patch, status, said) in outcomes.items():
+        shutil.copytree(tmp_path / "good", tmp_path / name)
+        damaged = bytearray(data)
+        damaged[at:at + len(patch)] = patch
+        (tmp_path / name / "good.mcap").write_bytes(bytes(damaged))
+        player = tinybev("bag", "play", tmp_path / name, "--rate", "1000")
+        assert player.wait(timeout=60) == status, name
+        output = player.stdout.read()
+        assert said in output and "Traceback" not in output, (name, output)

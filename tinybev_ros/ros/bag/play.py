@@ -29,6 +29,10 @@ class PlaybackInterrupted(Exception):
     pass
 
 
+class BagDamaged(ValueError):
+    """The storage file cannot be read to its end (what came before was published)."""
+
+
 def open_reader(path: str | Path):
     """rosbags Reader of a bag directory, or of the bag containing a .db3/.mcap file given directly."""
     from rosbags.rosbag2 import Reader
@@ -118,15 +122,27 @@ class BagPlayer:
     def play_once(self) -> int:
         """One pass over the bag; returns the number of messages published."""
         published = 0
+        listed = sum(c.msgcount for c in self.connections)
         bag_start = None
         wall_start = time.monotonic()
         self._next_clock = wall_start
-        for conn, stamp, raw in self.reader.messages(connections=self.connections):
+        messages = iter(self.reader.messages(connections=self.connections))
+        while True:
+            try:
+                conn, stamp, raw = next(messages)
+            except StopIteration:
+                break
+            except Exception as exc:  # rosbags' parsers raise whatever a damaged file's bytes provoke
+                raise BagDamaged(f"{self.reader.path} is damaged: reading failed after {published} of the {listed} "
+                                 f"messages metadata.yaml lists ({type(exc).__name__}: {exc})") from exc
             if bag_start is None:
                 bag_start = stamp
             self._wait_until(wall_start + (stamp - bag_start) / 1e9 / self.rate, wall_start, bag_start, stamp)
             self.publishers[conn.topic].publish(raw if isinstance(raw, bytes) else bytes(raw))
             published += 1
+        if published != listed:
+            log.warning("published %d of the %d messages metadata.yaml lists: %s is damaged or truncated",
+                        published, listed, self.reader.path)
         return published
 
     def _wait_until(self, due: float, wall_start: float, bag_start: int, stamp: int) -> None:

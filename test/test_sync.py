@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tinybev_ros.geometry import CAMERA_NAMES
 from tinybev_ros.sync import CameraSynchronizer, SyncConfig
 
@@ -79,6 +81,22 @@ def test_a_camera_whose_frames_come_late_is_not_left_out_for_ever():
     assert sync.stats.late >= 1 and "CAM_BACK" not in sync.silent_cameras()
     sets = feed_frame(sync, 2_500_000_000)  # now in time: the set waits for it
     assert sets and sets[-1].missing == []
+
+
+@pytest.mark.parametrize("silent", CAMERA_NAMES)
+def test_any_silent_camera_is_masked_the_reference_camera_too(silent):
+    """CAM_FRONT anchors every set; when it died, allow_missing used to emit nothing at all."""
+    live = [c for c in CAMERA_NAMES if c != silent]
+    sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(allow_missing=True, missing_timeout_ns=300_000_000))
+    emitted = []
+    for k in range(6):
+        emitted += feed_frame(sync, 1_000_000_000 + k * 100_000_000, cameras=live)
+    assert len(emitted) >= 3 and all(s.missing == [silent] for s in emitted)
+    anchor = sync.reference()
+    assert anchor == ("CAM_FRONT" if silent != "CAM_FRONT" else live[0])
+    assert all(s.stamp_ns == s.stamps[anchor] for s in emitted)
+    sets = [*feed_frame(sync, 1_600_000_000), *feed_frame(sync, 1_700_000_000)]  # the camera is back
+    assert sets[-1].missing == [] and sync.reference() == "CAM_FRONT"  # complete, anchored on CAM_FRONT again
 
 
 def test_burst_is_bounded_by_the_queue():

@@ -10,7 +10,8 @@ stream time apart when the node is busy, and taking that lag for a loop threw aw
 
 Missing cameras: a camera is silent when its last frame is more than `missing_timeout_ns` older than the
 newest frame seen. With `allow_missing=True` sets are then emitted without it (its entry is `None`), so the
-model runs with that camera masked; otherwise the synchronizer waits for it.
+model runs with that camera masked (a silent reference camera hands its role to the first live one); otherwise the
+synchronizer waits for it.
 """
 
 from __future__ import annotations
@@ -123,14 +124,25 @@ class CameraSynchronizer:
         return {camera: offset for camera, offset in self.reference_offsets_ns().items()
                 if offset is None or abs(offset) > self.config.tolerance_ns}
 
+    def reference(self) -> str:
+        """The camera whose frames anchor a set (and stamp it): the configured one, or, while it is silent and
+        missing cameras are allowed, the first live camera, so that losing the front camera masks it like any
+        other instead of stopping every output."""
+        cfg = self.config
+        silent = self.silent_cameras() if cfg.allow_missing else []
+        if cfg.reference_camera not in silent:
+            return cfg.reference_camera
+        return next((c for c in self.cameras if c not in silent), cfg.reference_camera)
+
     def _match(self) -> FrameSet | None:
         cfg = self.config
+        reference = self.reference()
         required = set(self.cameras)
         if cfg.allow_missing:
             required -= set(self.silent_cameras())
-            required.add(cfg.reference_camera)
+            required.add(reference)
         # Try reference frames newest first: latest wins.
-        for ref_stamp, _ in reversed(self._queues[cfg.reference_camera]):
+        for ref_stamp, _ in reversed(self._queues[reference]):
             chosen: dict[str, tuple[int, Any] | None] = {}
             for camera, queue in self._queues.items():
                 best = min(queue, key=lambda item: abs(item[0] - ref_stamp), default=None)

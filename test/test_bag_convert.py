@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -306,3 +307,36 @@ def test_all_scenes_become_one_bag_each_through_the_tinybev_command(nusc, synth_
         assert (out / name / f"{name}.db3").is_file() and f"scene {name}" in printed
         assert {topic for topic, *_ in read_bag(out / name)} == set(EXPECTED_TYPES) - {"/map"}
     assert "x real time" in printed and "messages" in printed
+
+
+def test_all_scenes_resume_and_skip_a_scene_whose_files_are_missing(nusc, synth_dataset, tmp_path, capsys, caplog):
+    """A partial nuScenes download lists every scene in its tables; --all converts what is there, and a second
+    call keeps the bags it finds instead of stopping at the first ("already exists")."""
+    import os
+    import shutil
+
+    from tinybev_ros.cli import main
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_dataset.dataroot, root, copy_function=os.symlink)
+    absent = nusc.get("scene", nusc.field2token("scene", "name", "scene-0103")[0])
+    sample = nusc.get("sample", absent["first_sample_token"])
+    (root / nusc.get("sample_data", sample["data"]["CAM_BACK"])["filename"]).unlink()
+    out = tmp_path / "bags"
+    command = ["bag", "convert", "--dataroot", str(root), "--version", synth_dataset.version, "--all", "--out",
+               str(out), "--no-map", "--no-progress"]
+    with caplog.at_level(logging.INFO):
+        assert main(command) == 0
+        assert [p.name for p in out.iterdir()] == ["scene-0061"]
+        assert "scene scene-0103 skipped: missing input file" in caplog.text
+        assert "skipped 1 of 2 scenes with input files missing (a partial download?): scene-0103" in caplog.text
+        caplog.clear()
+        assert main(command) == 0
+        assert "kept the 1 scenes already converted" in caplog.text and "scene scene-0103 skipped" in caplog.text
+    capsys.readouterr()
+    for scene in nusc.scene:
+        (root / nusc.get("sample_data", nusc.get("sample", scene["first_sample_token"])["data"]["CAM_FRONT"])
+         ["filename"]).unlink()
+    shutil.rmtree(out)
+    assert main(command) == 2
+    assert "no scene of v1.0-mini has its files under" in capsys.readouterr().err

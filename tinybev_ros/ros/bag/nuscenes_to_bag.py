@@ -70,6 +70,10 @@ class ConversionError(DatasetError):
     """Bad input: the message names the file, table or argument at fault."""
 
 
+class MissingInput(ConversionError):
+    """An input file the tables list is not on disk (a partial download)."""
+
+
 @dataclass(frozen=True)
 class ConvertOptions:
     """Every tunable of the converter, defaults in one place."""
@@ -128,7 +132,7 @@ def read_file(path: Path) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except FileNotFoundError:
-        raise ConversionError(f"missing input file {path}") from None
+        raise MissingInput(f"missing input file {path}") from None
     except OSError as exc:
         raise ConversionError(f"cannot read {path}: {exc}") from exc
 
@@ -422,6 +426,36 @@ def convert_scene(nusc, scene_name: str, out: str | Path, options: ConvertOption
                              wall_s=time.perf_counter() - started)
 
 
+def convert_all(nusc, out: Path, options: ConvertOptions) -> None:
+    """One bag per scene under `out`, resumable: a scene whose bag exists is kept (unless `force`), and a scene
+    with input files missing is skipped with a warning (a partial nuScenes download lists every scene in its
+    tables), so an interrupted or partial conversion goes on where it stopped. Nothing converted at all is an
+    error."""
+    from tinybev_ros.ros.bag.atomic_writer import is_bag
+
+    kept, skipped = [], {}
+    for scene in sorted(nusc.scene, key=lambda s: s["name"]):
+        name, target = scene["name"], out / scene["name"]
+        if is_bag(target) and not options.force:
+            kept.append(name)
+            continue
+        try:
+            summary = convert_scene(nusc, name, target, options)
+        except MissingInput as exc:
+            skipped[name] = str(exc)
+            log.warning("scene %s skipped: %s", name, exc)
+            continue
+        print(summary.format(), flush=True)
+    if kept:
+        log.info("kept the %d scenes already converted under %s (--force converts them again)", len(kept), out)
+    if skipped:
+        log.warning("skipped %d of %d scenes with input files missing (a partial download?): %s", len(skipped),
+                    len(nusc.scene), " ".join(sorted(skipped)))
+        if len(skipped) == len(nusc.scene):
+            raise ConversionError(f"no scene of {nusc.version} has its files under {nusc.dataroot}, e.g. "
+                                  f"{next(iter(skipped.values()))}")
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -437,7 +471,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="v1.0-mini", help="table version, e.g. v1.0-mini, v1.0-trainval")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--scene", help="scene name, e.g. scene-0061")
-    which.add_argument("--all", action="store_true", help="every scene of the version, one bag each")
+    which.add_argument("--all", action="store_true", help="every scene of the version, one bag each; resumable (bags already there are kept) and "
+                       "scenes with input files missing (a partial download) are skipped with a warning")
     parser.add_argument("--out", required=True, type=Path,
                         help="bag directory to write (with --all: the directory that receives one bag per scene)")
     parser.add_argument("--storage", choices=sorted(STORAGES), default="sqlite3", help="rosbag2 storage plugin")
@@ -456,12 +491,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         nusc = open_nuscenes(args.dataroot, args.version)
         if args.all:
-            targets = [(scene["name"], args.out / scene["name"]) for scene in nusc.scene]
+            convert_all(nusc, args.out, options)
         else:
-            targets = [(find_scene(nusc, args.scene)["name"], args.out)]
-        for name, target in targets:
-            summary = convert_scene(nusc, name, target, options)
-            print(summary.format(), flush=True)
+            print(convert_scene(nusc, find_scene(nusc, args.scene)["name"], args.out, options).format(), flush=True)
     except (DatasetError, BagTargetError) as exc:
         print(f"nuscenes_to_bag: error: {exc}", file=sys.stderr)
         return 2

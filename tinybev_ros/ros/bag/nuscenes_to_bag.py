@@ -471,8 +471,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="v1.0-mini", help="table version, e.g. v1.0-mini, v1.0-trainval")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--scene", help="scene name, e.g. scene-0061")
-    which.add_argument("--all", action="store_true", help="every scene of the version, one bag each; resumable (bags already there are kept) and "
-                       "scenes with input files missing (a partial download) are skipped with a warning")
+    which.add_argument("--all", action="store_true",
+                       help="every scene of the version, one bag each; resumable (bags already there are kept), "
+                            "scenes with input files missing (a partial download) are skipped with a warning")
     parser.add_argument("--out", required=True, type=Path,
                         help="bag directory to write (with --all: the directory that receives one bag per scene)")
     parser.add_argument("--storage", choices=sorted(STORAGES), default="sqlite3", help="rosbag2 storage plugin")

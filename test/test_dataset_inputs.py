@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -178,6 +179,50 @@ def test_a_keyframes_only_download_takes_the_earlier_sweep_from_the_files_it_has
     got = read_sample(listed, sample["token"], model.image_width, map_grid_of(model.grid), {})
     assert len(want.lidar_previous) > 1000 and got.previous_lag_s == want.previous_lag_s > 0.45
     np.testing.assert_array_equal(got.lidar_previous, want.lidar_previous)
+
+
+def test_a_partial_download_trains_on_what_is_there_and_a_broken_lidar_file_is_named(synth_dataset, tmp_path,
+                                                                                     caplog):
+    """Some trainval blobs only: the tables list every scene, the files of the others are absent. Training (and
+    teacher caching) leave those samples out with a warning, as mmdetection3d's available-scenes filter does;
+    evaluation, which the devkit scores over the whole split, names the first missing file instead."""
+    import os
+
+    from tinybev_ros.errors import DatasetFileMissing
+    from tinybev_ros.model.config import load_model_config
+    from training.data import DataConfig, NuScenesBevDataset
+    from training.sample_cache import map_grid_of, read_sample
+    from training.splits import split_sample_tokens
+    from training.targets import TargetConfig
+
+    root = tmp_path / "partial"
+    shutil.copytree(synth_dataset.dataroot, root, copy_function=os.symlink)
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(root), verbose=False)
+    tokens = split_sample_tokens(nusc, "mini_train")
+    lidar = root / nusc.get("sample_data", nusc.get("sample", tokens[3])["data"]["LIDAR_TOP"])["filename"]
+    lidar.unlink()  # one sample of the split "not downloaded"
+    model = load_model_config(REPO / "config" / "model_tiny.yaml")
+    common = {"grid": model.grid, "det_stride": 4, "camera_config": model, "target_config": TargetConfig(),
+              "train": False, "with_lidar": True}
+    data = DataConfig(cache_dir=str(tmp_path / "cache"), max_samples=5)
+    with caplog.at_level(logging.WARNING):
+        dataset = NuScenesBevDataset(nusc, "mini_train", data_config=data, partial_ok=True, **common)
+    assert dataset.tokens == [t for t in tokens if t != tokens[3]][:5]
+    said = f"1 of the {len(tokens)} samples of split 'mini_train' (1 scenes: scene-0061) have files missing"
+    assert said in caplog.text
+    with pytest.raises(DatasetFileMissing, match=re.escape(f"LiDAR file {lidar} does not exist")):
+        NuScenesBevDataset(nusc, "mini_train", data_config=DataConfig(cache_dir=str(tmp_path / "cache")),
+                           partial_ok=False, **common)
+    lidar.write_bytes(b"")  # an empty file (an interrupted download) is not an empty point cloud
+    with pytest.raises(DatasetError, match=re.escape(f"corrupt point cloud {lidar}: 0 bytes")):
+        read_sample(nusc, tokens[3], model.image_width, map_grid_of(model.grid), {})
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DatasetError, match="cannot write the sample cache .* give data.cache_dir"):
+        NuScenesBevDataset(nusc, "mini_train", data_config=DataConfig(cache_dir=str(tmp_path / "file" / "cache")),
+                           partial_ok=True, **common)
+    shutil.rmtree(root / "samples")
+    with pytest.raises(DatasetFileMissing, match="no sample of split 'mini_val' has its files under"):
+        NuScenesBevDataset(nusc, "mini_val", data_config=data, partial_ok=True, **common)
 
 
 def test_a_split_of_ones_own_is_scored_by_the_devkit_only_from_the_version_folder(synth_dataset, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,42 @@ def test_the_key_follows_the_tables_the_image_width_and_the_grid(synth_dataset, 
     assert len(names) == 3 and key.folder_name() == CacheKey(**key.__dict__).folder_name()
     with pytest.raises(FileNotFoundError, match="no nuScenes tables"):
         dataset_fingerprint(tmp_path / "empty", synth_dataset.version)
+
+
+RANK_SCRIPT = """
+import sys
+import torch.distributed as dist
+from nuscenes.nuscenes import NuScenes
+from tinybev_ros.model.config import load_model_config
+from training.sample_cache import SampleCache
+
+dataroot, version, model_yaml, out = sys.argv[1:]
+dist.init_process_group("gloo")
+nusc = NuScenes(version=version, dataroot=dataroot, verbose=False)
+model = load_model_config(model_yaml)
+cache = SampleCache(out, nusc, model.image_width, model.grid)
+tokens = [s["token"] for s in nusc.sample][:5]
+wrote = cache.ensure(tokens)
+complete = all(cache.path(t).is_file() for t in tokens)  # after ensure's barrier: every rank's share is there
+print(f"rank {dist.get_rank()} wrote {wrote} complete {complete}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_under_torchrun_each_rank_caches_its_share_and_waits_for_the_others(synth_dataset, tmp_path):
+    """Every rank used to read the whole split from the dataset (hours on trainval, N times over)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--standalone", str(script), str(synth_dataset.dataroot), synth_dataset.version,
+                             str(TINY), str(tmp_path / "cache")], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("rank "))
+    assert lines == ["rank 0 wrote 3 complete True", "rank 1 wrote 2 complete True"], result.stdout
 
 
 def test_ensure_resumes_and_a_damaged_file_is_rebuilt(nusc, tmp_path, caplog):

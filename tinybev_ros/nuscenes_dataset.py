@@ -52,8 +52,12 @@ def find_scene(nusc, name: str) -> dict:
     for scene in nusc.scene:
         if scene["name"] == name:
             return scene
-    names = [scene["name"] for scene in nusc.scene]
-    raise DatasetError(f"unknown scene {name!r} in {nusc.dataroot}/{nusc.version}; scenes: {', '.join(names)}")
+    import difflib
+
+    names = sorted(scene["name"] for scene in nusc.scene)
+    near = difflib.get_close_matches(name, names, n=5, cutoff=0.5) or names[:5]
+    more = f" ... ({len(names)} in all)" if len(names) > len(near) else ""
+    raise DatasetError(f"unknown scene {name!r} in {nusc.dataroot}/{nusc.version}; scenes: {', '.join(near)}{more}")
 
 
 def load_map_expansion(dataroot: str | Path, location: str):
@@ -82,6 +86,24 @@ def read_image_rgb(path: str | Path, reduction: int = 1) -> np.ndarray:
     if image is None:
         raise DatasetError(f"image {path} does not decode")
     return image
+
+
+POINT_BYTES = 5 * 4  # .pcd.bin: x, y, z, intensity, ring as float32
+
+
+def lidar_points(data: bytes, path: str | Path) -> np.ndarray:
+    """(P, 5) float32 points of a nuScenes .pcd.bin's bytes (read-only view); an empty or cut file is an error."""
+    if not data or len(data) % POINT_BYTES:
+        raise DatasetError(f"corrupt point cloud {path}: {len(data)} bytes is not a whole number of "
+                           f"{POINT_BYTES}-byte points (x, y, z, intensity, ring float32)")
+    return np.frombuffer(data, dtype="<f4").reshape(-1, 5)
+
+
+def read_lidar_file(path: str | Path) -> np.ndarray:
+    """A .pcd.bin file as (P, 5) float32 points; a missing, empty or cut file is an error naming it."""
+    if not Path(path).is_file():
+        raise DatasetFileMissing(f"LiDAR file {path} does not exist")
+    return lidar_points(Path(path).read_bytes(), path)
 
 
 # ---------------------------------------------------------------------------------------- a keyframe's sensors

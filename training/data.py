@@ -118,11 +118,22 @@ class NuScenesBevDataset(Dataset):
     def __init__(self, nusc: NuScenes, split: str, grid: BevGrid, det_stride: int, camera_config: ModelConfig,
                  data_config: DataConfig, target_config: TargetConfig, train: bool, with_lidar: bool,
                  seed: int = 0, depth_targets: bool = False, cache: SampleCache | None = None,
-                 lidar_sweeps: int = 1) -> None:
+                 lidar_sweeps: int = 1, partial_ok: bool = False) -> None:
+        """`partial_ok`: leave out the samples whose files are not on disk (a partial download; training and
+        teacher caching), with a warning; else (evaluation, which the devkit scores over the whole split) a
+        missing file is an error naming it."""
         if lidar_sweeps not in (1, 2):
             raise ValueError(f"lidar_sweeps must be 1 (the keyframe) or 2 (+ the sweep 0.5 s earlier), "
                              f"not {lidar_sweeps}")
+        if cache is None:
+            cache = SampleCache(cache_root(data_config, nusc.dataroot), nusc, camera_config.image_width, grid)
+        elif (cache.image_width, cache.grid) != (camera_config.image_width, grid):
+            raise ValueError(f"sample cache {cache.folder} is for width {cache.image_width} and {cache.grid}, not "
+                             f"{camera_config.image_width} and {grid}")
+        self.cache = cache
         self.tokens = split_sample_tokens(nusc, split)
+        if partial_ok:
+            self.tokens = cache.on_disk(self.tokens, split)
         if data_config.max_samples > 0:
             self.tokens = self.tokens[: data_config.max_samples]
         self.grid = grid
@@ -136,12 +147,6 @@ class NuScenesBevDataset(Dataset):
         self.depth_targets = depth_targets  # LiDAR depth per camera feature cell, in targets["depth"]
         self.seed = seed
         self.epoch = 0
-        if cache is None:
-            cache = SampleCache(cache_root(data_config, nusc.dataroot), nusc, camera_config.image_width, grid)
-        elif (cache.image_width, cache.grid) != (camera_config.image_width, grid):
-            raise ValueError(f"sample cache {cache.folder} is for width {cache.image_width} and {cache.grid}, not "
-                             f"{camera_config.image_width} and {grid}")
-        self.cache = cache
         self.cache.ensure(self.tokens, desc=f"caching {split} samples")
 
     def __len__(self) -> int:

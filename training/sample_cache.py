@@ -32,6 +32,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from tinybev_ros.atomic_file import atomic_path, write_text
+from tinybev_ros.errors import DatasetError, DatasetFileMissing
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, BevGrid, Transform
 from tinybev_ros.model.preprocess import ResizeCrop
 from tinybev_ros.nuscenes_dataset import (
@@ -39,6 +40,7 @@ from tinybev_ros.nuscenes_dataset import (
     data_path,
     ego_pose,
     read_image_rgb,
+    read_lidar_file,
     sample_data,
     sensor_to_ego,
 )
@@ -190,11 +192,7 @@ def _camera_inputs(nusc: NuScenes, sample: dict, ego_to_global: Transform,
 def read_lidar_points(nusc: NuScenes, record: dict, ego_to_global: Transform) -> np.ndarray:
     """A LIDAR_TOP sample_data's points as (P, 5) float32 x, y, z, intensity, ring in the base_link whose pose is
     `ego_to_global` (the sweep's own ego pose composed in, so points of an earlier sweep land where they were)."""
-    path = data_path(nusc, record)
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size % 5:
-        raise ValueError(f"{path}: {raw.size} floats is not a whole number of 5-float LiDAR points")
-    points = raw.reshape(-1, 5).copy()
+    points = read_lidar_file(data_path(nusc, record)).copy()
     lidar_to_ego = ego_to_global.inverse() @ ego_pose(nusc, record) @ sensor_to_ego(nusc, record)
     points[:, :3] = lidar_to_ego.apply(points[:, :3]).astype(np.float32)
     return points
@@ -271,25 +269,63 @@ class SampleCache:
         return self.folder / f"{sample_token}.safetensors"
 
     def ensure(self, sample_tokens: list[str], desc: str = "caching samples") -> int:
-        """Write every missing sample (a crash leaves only whole files: rerun to continue); returns how many."""
+        """Write every missing sample (a crash leaves only whole files: rerun to continue); returns how many this
+        process wrote. Under torchrun each rank writes its share, then all wait for each other."""
+        import torch.distributed as dist
+
         without = sorted({r["location"] for r in self.nusc.log if not has_map_expansion(self.nusc, r["location"])})
         if without:
             log.warning("no map expansion for %s under %s/maps/expansion: map targets there are the semantic prior "
                         "(drivable surface, walkways included) and the other map layers are not trained",
                         ", ".join(without), self.nusc.dataroot)
-        missing = [t for t in sample_tokens if not self.path(t).is_file()]
-        if not missing:
-            return 0
-        self.folder.mkdir(parents=True, exist_ok=True)
-        info = self.folder / "info.json"
-        if not info.is_file():
-            write_text(info, json.dumps({**self.key.__dict__, "dataroot": str(self.nusc.dataroot),
-                                         "map_grid": list(self.map_grid.__dict__.values())}, indent=1))
-        log.info("sample cache %s: reading %d of %d samples from the dataset", self.folder, len(missing),
-                 len(sample_tokens))
-        for token in tqdm(missing, desc=desc, unit="sample", dynamic_ncols=True):
-            self.write(read_sample(self.nusc, token, self.image_width, self.map_grid, self._map_cache))
+        distributed = dist.is_available() and dist.is_initialized()
+        share = sample_tokens[dist.get_rank()::dist.get_world_size()] if distributed else sample_tokens
+        missing = [t for t in share if not self.path(t).is_file()]
+        if missing:
+            self._prepare_folder()
+            log.info("sample cache %s: reading %d of %d samples from the dataset", self.folder, len(missing),
+                     len(sample_tokens))
+            for token in tqdm(missing, desc=desc, unit="sample", dynamic_ncols=True):
+                self.write(read_sample(self.nusc, token, self.image_width, self.map_grid, self._map_cache))
+        if distributed:
+            dist.barrier()
         return len(missing)
+
+    def _prepare_folder(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            info = self.folder / "info.json"
+            if not info.is_file():
+                write_text(info, json.dumps({**self.key.__dict__, "dataroot": str(self.nusc.dataroot),
+                                             "map_grid": list(self.map_grid.__dict__.values())}, indent=1))
+        except OSError as exc:
+            raise DatasetError(f"cannot write the sample cache {self.folder} ({exc.strerror or exc}); give "
+                               "data.cache_dir (or --sample-cache) a writable folder") from exc
+
+    def on_disk(self, sample_tokens: list[str], split: str) -> list[str]:
+        """The samples that are cached or have every file they are cached from (six images, the LiDAR keyframe).
+        A partial nuScenes download (some trainval blobs) lists every scene in its tables: training takes what
+        is there, as mmdetection3d's available-scenes filter does, and says what it left out."""
+        def present(token: str) -> bool:
+            sample = self.nusc.get("sample", token)
+            return self.path(token).is_file() or all(
+                data_path(self.nusc, sample_data(self.nusc, sample, channel)).is_file()
+                for channel in (*CAMERA_NAMES, LIDAR_NAME))
+
+        kept = [token for token in sample_tokens if present(token)]
+        if len(kept) < len(sample_tokens):
+            present_set = set(kept)
+            absent = [token for token in sample_tokens if token not in present_set]
+            scenes = sorted({self.nusc.get("scene", self.nusc.get("sample", t)["scene_token"])["name"]
+                             for t in absent})
+            where = f"{self.nusc.dataroot} ({self.nusc.version})"
+            if not kept:
+                raise DatasetFileMissing(f"no sample of split {split!r} has its files under {where}: check "
+                                         "--dataroot (the tables are there, the sensor files are not)")
+            log.warning("%d of the %d samples of split %r (%d scenes: %s%s) have files missing under %s (a partial "
+                        "download?); using the other %d", len(absent), len(sample_tokens), split, len(scenes),
+                        " ".join(scenes[:5]), " ..." if len(scenes) > 5 else "", where, len(kept))
+        return kept
 
     def write(self, sample: CachedSample) -> Path:
         tensors, metadata = encode(sample)

@@ -197,7 +197,7 @@ class Trainer:
         common = {"grid": self.grid, "det_stride": self.spec.det_stride, "camera_config": self.spec.camera_config,
                   "data_config": config.data, "target_config": config.targets, "with_lidar": with_lidar,
                   "seed": config.seed, "depth_targets": config.loss.depth > 0,
-                  "lidar_sweeps": self.spec.lidar_sweeps}
+                  "lidar_sweeps": self.spec.lidar_sweeps, "partial_ok": True}
         for split in (config.train_split, config.val_split):  # both exist, before any caching work
             split_sample_tokens(nusc, split)
         self.train_set = NuScenesBevDataset(nusc, config.train_split, train=True, **common)

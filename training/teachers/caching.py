@@ -58,7 +58,7 @@ def cache_splits(checkpoint: str | Path, nusc: NuScenes, splits: Iterable[str], 
     teacher = LiveTeacher.from_checkpoint(checkpoint, device)
     written = 0
     for split in splits:
-        dataset = teacher_dataset(nusc, split, teacher.model.config, sample_cache_dir)
+        dataset = teacher_dataset(nusc, split, teacher.model.config, sample_cache_dir, partial_ok=True)
         loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
         batches = (move_batch(b, torch.device(device)) for b in loader)
         written += cache_teacher(teacher, batches, root, source=f"FusionTeacher {checkpoint}", total=len(loader))

@@ -23,13 +23,13 @@ from training.teachers.fusion_teacher import FusionTeacher, FusionTeacherConfig
 
 
 def teacher_dataset(nusc: NuScenes, split: str, config: FusionTeacherConfig,
-                    cache_dir: str | Path = "") -> NuScenesBevDataset:
+                    cache_dir: str | Path = "", partial_ok: bool = False) -> NuScenesBevDataset:
     """Un-augmented items with LiDAR and ego-motion-compensated extrinsics (how teachers train)."""
     data = DataConfig(augment=False, ego_motion_compensation=True, cache_dir=str(cache_dir))
     camera = config.camera
     return NuScenesBevDataset(nusc, split, grid=camera.grid, det_stride=camera.det_stride, camera_config=camera,
                               data_config=data, target_config=TargetConfig(), train=False, with_lidar=True,
-                              lidar_sweeps=config.lidar.sweeps)
+                              lidar_sweeps=config.lidar.sweeps, partial_ok=partial_ok)
 
 
 @torch.no_grad()

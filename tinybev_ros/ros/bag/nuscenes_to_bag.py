@@ -46,6 +46,7 @@ from tinybev_ros.nuscenes_dataset import (
     camera_intrinsic,
     ego_pose,
     find_scene,
+    lidar_points,
     load_map_expansion,
     open_nuscenes,
     sample_data,
@@ -59,7 +60,6 @@ from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES
 
 log = logging.getLogger("tinybev.nuscenes_to_bag")
 
-POINT_BYTES = 5 * 4  # .pcd.bin: x, y, z, intensity, ring as float32
 
 # Order of messages that share one timestamp: time and transforms before the data that needs them.
 _ORDER = {"clock": 0, "tf_static": 1, "map": 2, "tf": 3, "camera_info": 4, "image": 5, "lidar": 5, "odom": 6,
@@ -149,11 +149,7 @@ def read_jpeg(path: Path) -> bytes:
 
 def read_points(path: Path) -> np.ndarray:
     """(N, 5) float32 points of a nuScenes .pcd.bin, refused when not a whole number of points."""
-    data = read_file(path)
-    if not data or len(data) % POINT_BYTES:
-        raise ConversionError(f"corrupt point cloud {path}: {len(data)} bytes is not a whole number of "
-                              f"{POINT_BYTES}-byte points (x, y, z, intensity, ring float32)")
-    return np.frombuffer(data, dtype="<f4").reshape(-1, 5)
+    return lidar_points(read_file(path), path)
 
 
 def decode_jpeg_rgb(jpeg: bytes, path: Path) -> np.ndarray:

@@ -304,7 +304,10 @@ def test_dataset_mistakes_get_one_line_each(synth_dataset, tiny_checkpoint, tmp_
                                     "mini_val"), "scores split 'mini_val' on v1.0-mini only, not on v1.0-trainval",
                                    "other metrics (map, motion"),
         "test split, no annotations": ((*detection_args, "--dataroot", test_set, "--version", "v1.0-test",
-                                        "--split", "test"), "has no annotations", "other metrics (map, motion"),
+                                        "--split", "test"), "has no annotations", "(--tasks map,planning;"),
+        "demo of a test scene": (("demo", "--dataroot", test_set, "--version", "v1.0-test", "--scene", "scene-0103",
+                                  "--out", tmp_path / "never"), "so the demo cannot score scene-0103",
+                                 "tinybev bag convert --dataroot"),
         "a GPU this machine does not have (train)": (
             ("train", "--config", REPO / "config" / "train_tiny.yaml", "--model", "student", "--device", "cuda:7",
              "--dataroot", synth_dataset.dataroot, "--version", synth_dataset.version, "--out", tmp_path / "never"),

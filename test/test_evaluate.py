@@ -223,6 +223,34 @@ def test_no_boxes_at_all_scores_zero(world) -> None:
     assert "No boxes predicted in any scored sample" in markdown and "No ground truth" not in markdown
 
 
+def test_a_version_without_annotations_scores_map_and_l2_and_says_the_rest_is_n_a(world, synth_dataset,
+                                                                                  tmp_path) -> None:
+    """The test split ships no annotations: no agents, occupancy or obstacles, so motion, occupancy and
+    collisions used to print as real zeros (occupancy IoU 0.000, collisions 0.00 %)."""
+    import shutil
+
+    nusc, eval_set, tokens, gts, oracle, _ = world
+    root = tmp_path / "test_set"
+    shutil.copytree(synth_dataset.dataroot / synth_dataset.version, root / synth_dataset.version)
+    for folder in ("samples", "maps"):
+        (root / folder).symlink_to(synth_dataset.dataroot / folder)
+    for table in ("sample_annotation", "instance"):
+        (root / synth_dataset.version / f"{table}.json").write_text("[]")
+    bare = NuScenes(version=synth_dataset.version, dataroot=str(root), verbose=False)
+    truths = load_ground_truths(bare, tokens, progress=False)
+    metrics = evaluate(oracle, bare, eval_set, tasks=("motion", "map", "occupancy", "planning"),
+                       ground_truths=truths, progress=False)
+    assert all(np.isnan(value) for value in metrics["occupancy"].values())
+    assert np.isnan(metrics["motion"]["all"]["minADE"]) and np.isnan(metrics["motion"]["all"]["EPA"])
+    for definition in metrics["planning"].values():
+        assert all(np.isnan(v) for k, v in definition.items() if k.startswith("collision_"))
+        assert definition["l2_1s"] == pytest.approx(0.0, abs=TOL)  # the ego's own future is still known
+    assert metrics["map"]["drivable_area"] == pytest.approx(1.0)
+    assert "has no annotations (the test split's are withheld)" in to_markdown(metrics)
+    annotated = evaluate(oracle, nusc, eval_set, tasks=("occupancy",), ground_truths=gts, progress=False)
+    assert "annotations_note" not in annotated and annotated["occupancy"]["near_current"] == pytest.approx(1.0)
+
+
 def test_scenes_are_ordered_in_time(world) -> None:
     nusc, _, tokens, _, _, _ = world
     (scene_tokens,) = samples_by_scene(nusc, reversed(tokens)).values()

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from tinybev_ros.errors import DatasetError
 from tinybev_ros.nuscenes_dataset import find_scene, open_nuscenes, sample_data
 from training.splits import devkit_split_of
 
@@ -53,6 +54,11 @@ def prepare_scene(args: argparse.Namespace) -> tuple[Path, str, str]:
         nusc = open_nuscenes(args.dataroot, args.version)
         scene = find_scene(nusc, args.scene)["name"] if args.scene else nusc.scene[0]["name"]
         devkit_split_of(scene, args.version)  # scorable? (before the replay, not after it)
+        if not nusc.sample_annotation:
+            raise DatasetError(f"{args.dataroot} ({args.version}) has no annotations (the test split's are "
+                               f"withheld), so the demo cannot score {scene}; to watch it without metrics: "
+                               f"`tinybev bag convert --dataroot {args.dataroot} --version {args.version} --scene "
+                               f"{scene} --out BAG`, then `tinybev demo --bag BAG`")
         return args.dataroot, args.version, scene
     from tinybev_ros.synth import SynthConfig, generate
     from tinybev_ros.synth.generator import MARKER

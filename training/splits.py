@@ -52,7 +52,8 @@ def check_devkit_split(nusc: NuScenes, eval_set: str) -> None:
                                f"{nusc.version}, so detection and tracking cannot run; {way_out}")
         if eval_set == "test" and not nusc.sample_annotation:
             raise DatasetError(f"{nusc.dataroot} ({nusc.version}) has no annotations (the test split's are "
-                               f"withheld): detection and tracking cannot be scored; {way_out}")
+                               "withheld): detection and tracking cannot be scored; map and plan L2 can "
+                               "(--tasks map,planning; motion, occupancy and collisions need annotations too)")
     else:
         custom = Path(nusc.dataroot) / nusc.version / "splits.json"
         if eval_set not in split_table(custom):

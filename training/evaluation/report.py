@@ -90,6 +90,8 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
             rows.append([label, *(_fmt(p[f"l2_{h}"]) for h in ("1s", "2s", "3s", "avg")),
                          *(_fmt(p[f"collision_{h}"], 2) for h in ("1s", "2s", "3s", "avg"))])
         lines += _table(header, rows)
+    if "annotations_note" in metrics:
+        lines += ["", metrics["annotations_note"]]
     if "speed" in metrics:
         s = metrics["speed"]
         lines += ["", "## Speed and size", ""]

@@ -127,7 +127,23 @@ class SampleMetrics:
             metrics["occupancy"] = self.occupancy.result()
         if "planning" in self.tasks:
             metrics["planning"] = self.planning.result()
+        if not nusc.sample_annotation and {"motion", "occupancy", "planning"} & self.tasks:
+            _without_annotations(metrics)
+            metrics["annotations_note"] = (f"n/a: {nusc.version} has no annotations (the test split's are withheld), "
+                                           "so motion, occupancy and collisions have no ground truth; map and plan L2 "
+                                           "are scored")
         return metrics
+
+
+def _without_annotations(metrics: dict[str, Any]) -> None:
+    """Motion, occupancy and collision figures to n/a (NaN): without boxes they would read as real zeros."""
+    nan = float("nan")
+    for group in metrics.get("motion", {}).values():
+        group.update({key: nan for key in ("minADE", "minFDE", "miss_rate", "EPA")})
+    if "occupancy" in metrics:
+        metrics["occupancy"] = dict.fromkeys(metrics["occupancy"], nan)
+    for definition in metrics.get("planning", {}).values():
+        definition.update({key: nan for key in definition if key.startswith("collision_")})
 
 
 def without_rasters(item: Predictions | GroundTruth) -> Predictions | GroundTruth:

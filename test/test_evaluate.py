@@ -362,6 +362,20 @@ def test_tinybev_eval_on_a_teacher_checkpoint(synth_dataset, tmp_path) -> None:
     assert {"detection", "map", "planning"} <= set(metrics) and "speed" not in metrics
     assert metrics["samples"] == 16 and 0.0 <= metrics["map"]["mIoU"] <= 1.0
 
+    # Scored as the batches come (a split's rasters never all in memory): the figures of the predictions held.
+    from training.evaluation.inference import for_evaluation
+    from training.teachers import load_teacher_checkpoint
+    from training.teachers.predict import predict_split_teacher, teacher_dataset
+
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    eval_set = devkit_split(synth_dataset.version, "val")
+    net, loaded = load_teacher_checkpoint(checkpoint, "cpu")
+    dataset = teacher_dataset(nusc, eval_set, loaded, tmp_path / "samples")
+    held = evaluate(predict_split_teacher(net, for_evaluation(loaded.camera), dataset, "cpu", progress=False), nusc,
+                    eval_set, tasks=("detection", "map", "planning"), grid=loaded.camera.grid, progress=False)
+    held_json, _ = write_report(held, tmp_path / "held")
+    assert metrics == json.loads(held_json.read_text())
+
 
 def test_tinybev_eval_rejects_bad_arguments_clearly(tmp_path, capsys) -> None:
     from tinybev_ros.cli import main

@@ -4,6 +4,7 @@ every metric (evaluation/suite.py), speed, metrics.json/.md, per-sample figures 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ from tqdm import tqdm
 
 from tinybev_ros.checkpoint import read_checkpoint
 from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.predictions import Predictions
 from training.evaluation.figures import render_scene
-from training.evaluation.inference import evaluation_predictor, predict_sample, predictor_speed, teacher_predictions
+from training.evaluation.inference import evaluation_predictor, predict_sample, predictor_speed, teacher_stream
 from training.evaluation.report import write_report
 from training.evaluation.suite import (
     ALL_TASKS,
@@ -24,7 +26,7 @@ from training.evaluation.suite import (
     samples_by_scene,
     without_rasters,
 )
-from training.ground_truth import load_ground_truth
+from training.ground_truth import GroundTruth, load_ground_truth
 from training.sample_cache import SAMPLE_CACHE_HELP
 from training.splits import check_devkit_split, devkit_split, split_sample_tokens
 
@@ -53,28 +55,33 @@ def evaluate_checkpoint(checkpoint: str | Path, nusc: NuScenes, eval_set: str, o
         check_devkit_split(nusc, eval_set)
     student = read_checkpoint(checkpoint)[1]["kind"] == "student"
     figure_scene_tokens = list(samples_by_scene(nusc, tokens).values())[: max(figure_scenes, 0)]
-    if not student:
-        predictions, ground_truths, grid = teacher_predictions(checkpoint, device, nusc, eval_set, tokens,
-                                                               sample_cache)
-        metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, grid)
-    else:
+    drawn = {token for scene in figure_scene_tokens for token in scene}
+    map_cache: dict = {}
+    if student:
         predictor = evaluation_predictor(checkpoint, device)
         print(f"tinybev eval: {len(tokens)} samples of {eval_set} on {predictor.device}")
-        # One sample at a time: its rasters are scored, then dropped unless a figure shows them.
         grid = predictor.config.grid
-        drawn = {token for scene in figure_scene_tokens for token in scene}
-        samples = SampleMetrics(tasks, grid)
-        predictions, ground_truths, map_cache = {}, {}, {}
         times_ms: list[float] = []
-        for token in tqdm(tokens, desc="inference"):
-            gt = load_ground_truth(nusc, map_cache, token, grid)
-            prediction = predict_sample(predictor, nusc, token, gt, times_ms)
-            samples.add(prediction, gt)
-            predictions[token] = prediction if token in drawn else without_rasters(prediction)
-            ground_truths[token] = gt if token in drawn else without_rasters(gt)
-        metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, grid, sample_metrics=samples)
-        if speed:
-            metrics["speed"] = predictor_speed(predictor, nusc, tokens[0], times_ms)
+
+        def stream() -> Iterator[tuple[str, Predictions, GroundTruth]]:
+            for token in tqdm(tokens, desc="inference"):
+                gt = load_ground_truth(nusc, map_cache, token, grid)
+                yield token, predict_sample(predictor, nusc, token, gt, times_ms), gt
+        scored = stream()
+    else:
+        grid, teacher = teacher_stream(checkpoint, device, nusc, eval_set, tokens, sample_cache)
+        scored = ((token, prediction, load_ground_truth(nusc, map_cache, token, grid))
+                  for token, prediction in teacher)
+    # One sample at a time: its rasters are scored, then dropped unless a figure shows them.
+    samples = SampleMetrics(tasks, grid)
+    predictions, ground_truths = {}, {}
+    for token, prediction, gt in scored:
+        samples.add(prediction, gt)
+        predictions[token] = prediction if token in drawn else without_rasters(prediction)
+        ground_truths[token] = gt if token in drawn else without_rasters(gt)
+    metrics = evaluate(predictions, nusc, eval_set, tasks, ground_truths, grid, sample_metrics=samples)
+    if student and speed:
+        metrics["speed"] = predictor_speed(predictor, nusc, tokens[0], times_ms)
     json_path, md_path = write_report(metrics, out)
     for scene_tokens in figure_scene_tokens:
         pngs, gif = render_scene(nusc, scene_tokens, predictions, ground_truths, Path(out) / "figures")

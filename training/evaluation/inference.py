@@ -7,7 +7,7 @@ match), boxes decoded down to the evaluation threshold; teachers need LiDAR and 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ from tinybev_ros.model.preprocess import decode_reduction, scale_intrinsics
 from tinybev_ros.nuscenes_dataset import sample_images, sample_rig
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
-from training.evaluation.suite import load_ground_truths
 from training.ground_truth import GroundTruth, sample_ego_status
 
 
@@ -95,12 +94,12 @@ def predictor_speed(predictor: Any, nusc: NuScenes, sample_token: str, times_ms:
     }
 
 
-def teacher_predictions(checkpoint: str | Path, device: str | None, nusc: NuScenes, eval_set: str,
-                         tokens: list[str], sample_cache: str | Path = "",
-                         ) -> tuple[dict[str, Predictions], dict[str, GroundTruth], BevGrid]:
-    """A teacher checkpoint needs LiDAR: its predictions come from the sample cache (training/teachers/predict.py)."""
+def teacher_stream(checkpoint: str | Path, device: str | None, nusc: NuScenes, eval_set: str, tokens: list[str],
+                   sample_cache: str | Path = "") -> tuple[BevGrid, Iterator[tuple[str, Predictions]]]:
+    """A teacher checkpoint needs LiDAR: its predictions come from the sample cache (training/teachers/predict.py),
+    as a stream of (sample token, Predictions) over `tokens`, with the grid they are on."""
     from training.teachers import load_teacher_checkpoint
-    from training.teachers.predict import predict_split_teacher, teacher_dataset
+    from training.teachers.predict import teacher_dataset, teacher_prediction_stream
 
     device = resolve_device(device)
     net, config = load_teacher_checkpoint(checkpoint, device)
@@ -109,6 +108,4 @@ def teacher_predictions(checkpoint: str | Path, device: str | None, nusc: NuScen
     missing = sorted(set(tokens) - set(dataset.tokens))
     if missing:
         raise SystemExit(f"tinybev eval: {len(missing)} samples of {eval_set} are not in the teacher's data")
-    predictions = predict_split_teacher(net, for_evaluation(config.camera), dataset, device)
-    grid = config.camera.grid
-    return predictions, load_ground_truths(nusc, tokens, grid), grid
+    return config.camera.grid, teacher_prediction_stream(net, for_evaluation(config.camera), dataset, device)

@@ -7,6 +7,7 @@ protocol's score floor.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,19 +33,25 @@ def teacher_dataset(nusc: NuScenes, split: str, config: FusionTeacherConfig,
                               lidar_sweeps=config.lidar.sweeps, partial_ok=partial_ok)
 
 
-@torch.no_grad()
-def predict_split_teacher(net: FusionTeacher, decode_config: ModelConfig, dataset: NuScenesBevDataset,
-                          device: str | torch.device, batch_size: int = 2,
-                          progress: bool = True) -> dict[str, Predictions]:
-    """sample token -> Predictions of the teacher for every item of `dataset` (planning with the GT command)."""
+def teacher_prediction_stream(net: FusionTeacher, decode_config: ModelConfig, dataset: NuScenesBevDataset,
+                              device: str | torch.device, batch_size: int = 2,
+                              progress: bool = True) -> Iterator[tuple[str, Predictions]]:
+    """(sample token, Predictions) of the teacher for every item of `dataset`, in its order (planning with the GT
+    command): a stream, so a whole split's rasters never sit in memory at once (~11 GB on nuScenes val)."""
     net.eval()
     device = torch.device(device)
-    out: dict[str, Predictions] = {}
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     for batch in tqdm(loader, desc="teacher inference", disable=not progress):
         batch = move_batch(batch, device)
         metas = batch["meta"]
-        decoded = decode(net(batch), decode_config, [int(m["timestamp_us"]) * 1000 for m in metas],
-                         batch["command"].tolist())
-        out.update({m["sample_token"]: p for m, p in zip(metas, decoded, strict=True)})
-    return out
+        with torch.no_grad():
+            decoded = decode(net(batch), decode_config, [int(m["timestamp_us"]) * 1000 for m in metas],
+                             batch["command"].tolist())
+        yield from ((m["sample_token"], p) for m, p in zip(metas, decoded, strict=True))
+
+
+def predict_split_teacher(net: FusionTeacher, decode_config: ModelConfig, dataset: NuScenesBevDataset,
+                          device: str | torch.device, batch_size: int = 2,
+                          progress: bool = True) -> dict[str, Predictions]:
+    """sample token -> Predictions of the teacher for every item of `dataset` (small splits: the ablation's)."""
+    return dict(teacher_prediction_stream(net, decode_config, dataset, device, batch_size, progress))

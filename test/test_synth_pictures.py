@@ -25,3 +25,20 @@ def test_render_sample_picture(synth_dataset, tmp_path):
     assert main(["synth-render", "--dataroot", str(synth_dataset.dataroot), "--version", synth_dataset.version,
                  "--scene", "scene-0103", "--index", "999", "--out", str(tmp_path / "y.png")]) == 2
     assert not (tmp_path / "y.png").exists()
+
+
+def test_render_without_the_map_expansion_draws_boxes_on_a_bare_ground(synth_dataset, tmp_path):
+    """Plain nuScenes has its semantic-prior PNGs but no maps/expansion (a separate download): the picture is
+    drawn without map layers (it used to fail)."""
+    import shutil
+
+    root = tmp_path / "plain"
+    shutil.copytree(synth_dataset.dataroot / synth_dataset.version, root / synth_dataset.version)
+    (root / "samples").symlink_to(synth_dataset.dataroot / "samples")
+    shutil.copytree(synth_dataset.dataroot / "maps", root / "maps", ignore=shutil.ignore_patterns("expansion"))
+    out = tmp_path / "sample.png"
+    assert main(["synth-render", "--dataroot", str(root), "--version", synth_dataset.version, "--scene", "scene-0103",
+                 "--index", "3", "--camera-width", "320", "--out", str(out)]) == 0
+    bev = cv2.imread(str(out))[:, 3 * 320:]
+    assert (np.abs(bev.astype(int) - (90, 90, 90)).sum(axis=2) == 0).mean() < 0.001  # no drivable area drawn
+    assert (np.abs(bev.astype(int) - (255, 158, 0)).sum(axis=2) < 60).sum() > 20  # the cars still are

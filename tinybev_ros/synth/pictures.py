@@ -68,18 +68,22 @@ def bev_panel(nusc: NuScenes, sample: dict, size: int, extent_m: float = 100.0) 
     ego_to_global = ego_pose(nusc, lidar_sd)
     global_to_ego = ego_to_global.inverse()
     img = np.full((size, size, 3), 35, np.uint8)
-    # map layers: rasterise the devkit's map geometry in the ego frame
+    # map layers: rasterise the devkit's map geometry in the ego frame (plain nuScenes lacks the expansion)
     scene = nusc.get("scene", sample["scene_token"])
     location = nusc.get("log", scene["log_token"])["location"]
-    nmap = load_map_expansion(nusc.dataroot, location)
-    x, y = ego_to_global.translation[:2]
     yaw = quat_to_yaw(ego_to_global.quat_wxyz)
-    layers = list(MAP_COLOURS)
-    masks = nmap.get_map_mask((x, y, extent_m, extent_m), np.degrees(yaw), layers, (size, size))
-    for name, mask in zip(layers, masks, strict=True):
-        # the devkit's patch has x (ego forward) along columns and y (left) up the rows, flipped vertically
-        ego_up = np.rot90(mask[::-1], k=1)
-        img[ego_up > 0] = MAP_COLOURS[name]
+    title = "BEV 100 m"
+    if (Path(nusc.dataroot) / "maps" / "expansion" / f"{location}.json").is_file():
+        nmap = load_map_expansion(nusc.dataroot, location)
+        x, y = ego_to_global.translation[:2]
+        layers = list(MAP_COLOURS)
+        masks = nmap.get_map_mask((x, y, extent_m, extent_m), np.degrees(yaw), layers, (size, size))
+        for name, mask in zip(layers, masks, strict=True):
+            # the devkit's patch has x (ego forward) along columns and y (left) up the rows, flipped vertically
+            ego_up = np.rot90(mask[::-1], k=1)
+            img[ego_up > 0] = MAP_COLOURS[name]
+    else:
+        title += " (no map expansion)"
 
     def to_px(p: np.ndarray) -> np.ndarray:
         return np.stack([size / 2 - p[:, 1] / res, size / 2 - p[:, 0] / res], axis=1)
@@ -106,7 +110,7 @@ def bev_panel(nusc: NuScenes, sample: dict, size: int, extent_m: float = 100.0) 
         cv2.line(img, tuple(centre_px[0]), tuple(front[0]), colour, 1, cv2.LINE_AA, 4)
     ego = np.array([[3.0, 0.9], [3.0, -0.9], [-1.1, -0.9], [-1.1, 0.9]])
     cv2.fillPoly(img, [np.round(to_px(ego)).astype(np.int32)], (255, 255, 255))
-    cv2.putText(img, "BEV 100 m", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+    cv2.putText(img, title, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
     return img
 
 

@@ -163,12 +163,18 @@ def test_a_full_disk_stops_the_recorder_with_one_line_and_keeps_what_it_flushed(
         f"bag record: error: cannot write {target} ("), output
     assert not target.exists()
     (staging,) = tmp_path.glob(".recording.partial-*")
-    assert f"is kept in {staging}: `tinybev bag recover {staging} --out {target}`" in output
+    assert f"is kept in {staging}: free space, then `tinybev bag recover {staging} --out {target}`" in output
+    assert f"recovers it by itself, as {target}.recovered-{recorder.pid}" in output
     recovered = tinybev("bag", "recover", staging, "--out", target)
     assert recovered.wait(timeout=60) == 0, recovered.stdout.read()
     assert staging.exists()  # recovering into the recording's own target never deletes the source first
     texts = [text.rstrip() for text in _messages(target)]
     assert 10 <= len(texts) < chatter.sent and texts == [f"message {i}" for i in range(len(texts))]
+    (tmp_path / "a_file").write_text("")
+    unopenable = tinybev("bag", "record", tmp_path / "a_file" / "bag", "--topics", "/chatter", "--storage", storage)
+    assert unopenable.wait(timeout=60) == 2
+    said = unopenable.stdout.read().strip().splitlines()[-1]
+    assert said.startswith(f"bag record: error: cannot write {tmp_path / 'a_file' / 'bag'} (") and "kept" not in said
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])

@@ -189,6 +189,10 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny):
               metadata={"format": metadata["format"], "kind": "student", "config": "name: [unclosed"})
     with pytest.raises(ValueError, match="bad_yaml.safetensors: its config metadata is not valid YAML"):
         load_checkpoint(tmp_path / "bad_yaml.safetensors")
+    save_file(tensors, str(tmp_path / "listed.safetensors"),
+              metadata={"format": metadata["format"], "kind": "student", "config": "- name\n- tiny\n"})
+    with pytest.raises(ValueError, match="listed.safetensors: its config metadata is a list, not a mapping"):
+        load_checkpoint(tmp_path / "listed.safetensors")
     with pytest.raises(ValueError, match=f"checkpoint {tmp_path} is a directory"):
         load_checkpoint(tmp_path)
 

@@ -76,6 +76,9 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except yaml.YAMLError as error:
         raise CheckpointError(f"checkpoint {path}: its config metadata is not valid YAML ({error.__class__.__name__}: "
                               f"{str(error).splitlines()[0]})") from error
+    if not isinstance(metadata["config"], dict):
+        raise CheckpointError(f"checkpoint {path}: its config metadata is a {type(metadata['config']).__name__}, "
+                              "not a mapping of config keys")
     broken = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if broken:  # a diverged run: refused here, so release, export, resume and the node never use it
         raise CheckpointError(f"checkpoint {path} holds non-finite values (NaN/inf) in {len(broken)} tensors, "

@@ -34,3 +34,7 @@ class InputError(ValueError):
 
 class ImageSizeError(InputError):
     """An image whose size is not its camera's (or not plausible at all)."""
+
+
+class UnsupportedEncoding(InputError):
+    """An image in an encoding or format the node does not decode (fault `bad_encoding`)."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tinybev_ros.ego_motion import ego_status_from_tf
-from tinybev_ros.errors import ImageSizeError, InputError
+from tinybev_ros.errors import ImageSizeError, InputError, UnsupportedEncoding
 from tinybev_ros.geometry import Transform
 from tinybev_ros.model.preprocess import decode_reduction, scale_intrinsics
 from tinybev_ros.predictions import Predictions
@@ -192,9 +192,11 @@ class PerceptionCore:
             except ImageSizeError as exc:
                 self.fault("wrong_image_size", f"{camera}: {exc}; frame skipped")
                 return None
+            except UnsupportedEncoding as exc:
+                self.fault("bad_encoding", f"{camera}: {exc}; frame skipped")
+                return None
             except InputError as exc:
-                kind = "bad_encoding" if "encoding" in str(exc) else "corrupt_image"
-                self.fault(kind, f"{camera}: {exc}; frame skipped")
+                self.fault("corrupt_image", f"{camera}: {exc}; frame skipped")
                 return None
             images.append(image)
             intrinsics.append(scale_intrinsics(self.intrinsics[camera], 1 / reduction, 1 / reduction))

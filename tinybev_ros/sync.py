@@ -112,7 +112,7 @@ class CameraSynchronizer:
 
         When no set forms, the cameras whose offset exceeds the tolerance are the ones out of sync.
         """
-        reference = self._queues[self.config.reference_camera]
+        reference = self._queues[self.reference()]
         if not reference:
             return {}
         ref_stamp = reference[-1][0]

@@ -262,6 +262,7 @@ class SampleCache:
                             (grid.x_min, grid.x_max, grid.y_min, grid.y_max, grid.resolution))
         self.folder = Path(root) / self.key.folder_name()
         self._map_cache: dict = {}
+        self._on_disk: dict[str, list[str]] = {}  # split -> its usable samples (asked again by each dataset)
 
     def path(self, sample_token: str) -> Path:
         if not sample_token or "/" in sample_token or sample_token.startswith("."):
@@ -270,7 +271,9 @@ class SampleCache:
 
     def ensure(self, sample_tokens: list[str], desc: str = "caching samples") -> int:
         """Write every missing sample (a crash leaves only whole files: rerun to continue); returns how many this
-        process wrote. Under torchrun each rank writes its share, then all wait for each other."""
+        process wrote. Under torchrun each rank starts with its own share of the list, then writes whatever is
+        still missing (the others' samples not written yet): no rank waits for another (no collective that could
+        time out during hours of caching), none is idle while samples remain, and each returns with all of them."""
         import torch.distributed as dist
 
         without = sorted({r["location"] for r in self.nusc.log if not has_map_expansion(self.nusc, r["location"])})
@@ -278,18 +281,22 @@ class SampleCache:
             log.warning("no map expansion for %s under %s/maps/expansion: map targets there are the semantic prior "
                         "(drivable surface, walkways included) and the other map layers are not trained",
                         ", ".join(without), self.nusc.dataroot)
-        distributed = dist.is_available() and dist.is_initialized()
-        share = sample_tokens[dist.get_rank()::dist.get_world_size()] if distributed else sample_tokens
-        missing = [t for t in share if not self.path(t).is_file()]
-        if missing:
-            self._prepare_folder()
-            log.info("sample cache %s: reading %d of %d samples from the dataset", self.folder, len(missing),
-                     len(sample_tokens))
-            for token in tqdm(missing, desc=desc, unit="sample", dynamic_ncols=True):
-                self.write(read_sample(self.nusc, token, self.image_width, self.map_grid, self._map_cache))
-        if distributed:
-            dist.barrier()
-        return len(missing)
+        rank, world = ((dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized()
+                       else (0, 1))
+        order = sample_tokens[rank::world] + [t for i, t in enumerate(sample_tokens) if i % world != rank]
+        missing = [t for t in order if not self.path(t).is_file()]
+        if not missing:
+            return 0
+        self._prepare_folder()
+        log.info("sample cache %s: reading %d of %d samples from the dataset", self.folder, len(missing),
+                 len(sample_tokens))
+        written = 0
+        for token in tqdm(missing, desc=desc, unit="sample", dynamic_ncols=True):
+            if self.path(token).is_file():  # another rank's, written meanwhile
+                continue
+            self.write(read_sample(self.nusc, token, self.image_width, self.map_grid, self._map_cache))
+            written += 1
+        return written
 
     def _prepare_folder(self) -> None:
         try:
@@ -299,8 +306,7 @@ class SampleCache:
                 write_text(info, json.dumps({**self.key.__dict__, "dataroot": str(self.nusc.dataroot),
                                              "map_grid": list(self.map_grid.__dict__.values())}, indent=1))
         except OSError as exc:
-            raise DatasetError(f"cannot write the sample cache {self.folder} ({exc.strerror or exc}); give "
-                               "data.cache_dir (or --sample-cache) a writable folder") from exc
+            raise self._unwritable(exc) from exc
 
     def on_disk(self, sample_tokens: list[str], split: str) -> list[str]:
         """The samples that are cached or have every file they are cached from (six images, the LiDAR keyframe).
@@ -312,6 +318,8 @@ class SampleCache:
                 data_path(self.nusc, sample_data(self.nusc, sample, channel)).is_file()
                 for channel in (*CAMERA_NAMES, LIDAR_NAME))
 
+        if split in self._on_disk:
+            return self._on_disk[split]
         kept = [token for token in sample_tokens if present(token)]
         if len(kept) < len(sample_tokens):
             present_set = set(kept)
@@ -325,14 +333,22 @@ class SampleCache:
             log.warning("%d of the %d samples of split %r (%d scenes: %s%s) have files missing under %s (a partial "
                         "download?); using the other %d", len(absent), len(sample_tokens), split, len(scenes),
                         " ".join(scenes[:5]), " ..." if len(scenes) > 5 else "", where, len(kept))
+        self._on_disk[split] = kept
         return kept
 
     def write(self, sample: CachedSample) -> Path:
         tensors, metadata = encode(sample)
         path = self.path(sample.sample_token)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            with atomic_path(path) as tmp:
+                save_file(tensors, str(tmp), metadata=metadata)
+        except (OSError, SafetensorError) as exc:
+            raise self._unwritable(exc) from exc
         return path
+
+    def _unwritable(self, exc: Exception) -> DatasetError:
+        return DatasetError(f"cannot write the sample cache {self.folder} ({getattr(exc, 'strerror', None) or exc}); "
+                            "give data.cache_dir (or --sample-cache) a writable folder with room")
 
     def load(self, sample_token: str) -> CachedSample:
         """A cached sample; an unreadable file (a disk fault, a foreign file) is rebuilt from the dataset."""

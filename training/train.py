@@ -52,9 +52,10 @@ from training.checkpointing import (
     write_checkpoint_dir,
 )
 from training.config import TrainConfig, load_train_config
-from training.data import NuScenesBevDataset, collate, move_batch, resolve_workers
+from training.data import NuScenesBevDataset, cache_root, collate, move_batch, resolve_workers
 from training.losses import LossWeights, supervised_losses
 from training.model_adapter import ModelSpec, build_model_spec
+from training.sample_cache import SampleCache
 from training.splits import split_sample_tokens
 
 log = logging.getLogger(__name__)
@@ -194,16 +195,18 @@ class Trainer:
         if nusc is None:
             nusc = open_nuscenes(dataroot, version)
         with_lidar = kind == "teacher"
+        cache = SampleCache(cache_root(config.data, nusc.dataroot), nusc, self.spec.camera_config.image_width,
+                            self.grid)
         common = {"grid": self.grid, "det_stride": self.spec.det_stride, "camera_config": self.spec.camera_config,
                   "data_config": config.data, "target_config": config.targets, "with_lidar": with_lidar,
                   "seed": config.seed, "depth_targets": config.loss.depth > 0,
-                  "lidar_sweeps": self.spec.lidar_sweeps, "partial_ok": True}
-        for split in (config.train_split, config.val_split):  # both exist, before any caching work
-            split_sample_tokens(nusc, split)
+                  "lidar_sweeps": self.spec.lidar_sweeps, "partial_ok": True, "cache": cache}
+        for split in (config.train_split, config.val_split):  # both exist and have files, before any caching work
+            cache.on_disk(split_sample_tokens(nusc, split), split)
         self.train_set = NuScenesBevDataset(nusc, config.train_split, train=True, **common)
-        self.val_set = NuScenesBevDataset(nusc, config.val_split, train=False, cache=self.train_set.cache, **common)
+        self.val_set = NuScenesBevDataset(nusc, config.val_split, train=False, **common)
         # Fixed un-augmented training samples, spread over the split, for the BatchNorm statistics.
-        plain = NuScenesBevDataset(nusc, config.train_split, train=False, cache=self.train_set.cache, **common)
+        plain = NuScenesBevDataset(nusc, config.train_split, train=False, **common)
         count = min(len(plain), config.bn_recalibration_batches * config.data.batch_size)
         self.bn_set = Subset(plain, np.linspace(0, len(plain) - 1, count).round().astype(int).tolist())
         self.bn_step = -1  # the step whose weights the BatchNorm statistics were last estimated for

@@ -22,7 +22,7 @@ from std_msgs.msg import ColorRGBA, Header
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 from visualization_msgs.msg import Marker, MarkerArray
 
-from tinybev_ros.errors import ImageSizeError, InputError
+from tinybev_ros.errors import ImageSizeError, InputError, UnsupportedEncoding
 from tinybev_ros.geometry import BevGrid, Transform, quat_to_yaw, wxyz_to_xyzw, xyzw_to_wxyz, yaw_to_quat
 from tinybev_ros.model.preprocess import decode_image, scale_intrinsics
 from tinybev_ros.predictions import STEP_SECONDS, Predictions
@@ -101,7 +101,7 @@ def decode_compressed(msg: CompressedImage, expected_size: tuple[int, int] | Non
     data = bytes(msg.data)
     what = f"CompressedImage ({msg.format or 'no format'}, {len(data)} bytes)"
     if not data.startswith((JPEG_MAGIC, PNG_MAGIC)):
-        raise InputError(f"{what} is neither JPEG nor PNG (it starts with {data[:4].hex() or 'nothing'}): "
+        raise UnsupportedEncoding(f"{what} is neither JPEG nor PNG (it starts with {data[:4].hex() or 'nothing'}): "
                          "unsupported encoding, not decoded")
     declared = compressed_size(data)
     if declared is None:  # no size in the header: a truncated or damaged header, never decoded blind
@@ -136,7 +136,7 @@ def decode_raw(msg: Image, expected_size: tuple[int, int] | None = None) -> np.n
         raise ImageSizeError(f"image is {msg.width}x{msg.height} but its CameraInfo says "
                              f"{expected_size[0]}x{expected_size[1]}")
     if msg.encoding not in RAW_ENCODINGS:
-        raise InputError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(RAW_ENCODINGS)}")
+        raise UnsupportedEncoding(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(RAW_ENCODINGS)}")
     channels = 1 if msg.encoding == "mono8" else (4 if msg.encoding.endswith("a8") else 3)
     row = msg.width * channels
     if msg.step < row or len(msg.data) < msg.step * msg.height:

@@ -403,10 +403,10 @@ class PerceptionNode(Node):
             return (f"{waited}: {late} images arrived stamped at or before the last set's stamp; are the camera "
                     "stamps advancing (a driver that does not stamp, a paused /clock)?")
         if not offsets:
-            return f"{waited}: no image of {self.sync.config.reference_camera}, the reference camera, is waiting"
+            return f"{waited}: no image of {self.sync.reference()}, the reference camera, is waiting"
         named = ", ".join(f"{camera} {'no frame' if offset is None else f'{offset / 1e6:+.0f} ms'}"
                           for camera, offset in offsets.items())
-        return (f"{waited}: {named} off {self.sync.config.reference_camera} (sync_tolerance_ms "
+        return (f"{waited}: {named} off {self.sync.reference()} (sync_tolerance_ms "
                 f"{self.cfg.sync_tolerance_ms:g})")
 
     def _report_inputs_matched(self) -> None:

@@ -136,10 +136,9 @@ class SampleMetrics:
 
 
 def _without_annotations(metrics: dict[str, Any]) -> None:
-    """Motion, occupancy and collision figures to n/a (NaN): without boxes they would read as real zeros."""
+    """Occupancy and collision figures to n/a (NaN): without boxes they would read as real zeros (motion's are
+    NaN already: no ground-truth agent)."""
     nan = float("nan")
-    for group in metrics.get("motion", {}).values():
-        group.update({key: nan for key in ("minADE", "minFDE", "miss_rate", "EPA")})
     if "occupancy" in metrics:
         metrics["occupancy"] = dict.fromkeys(metrics["occupancy"], nan)
     for definition in metrics.get("planning", {}).values():

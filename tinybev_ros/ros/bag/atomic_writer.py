@@ -138,10 +138,15 @@ class AtomicBagWriter:
             self.on_stale(staging)
         self._staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-{os.getpid()}-",
                                               dir=self.target.parent))
-        self.writer = Writer(self._staging / self.target.name, version=BAG_VERSION,
-                             storage_plugin=STORAGES[self.storage])
-        self.writer.open()
-        return self.writer
+        try:
+            writer = Writer(self._staging / self.target.name, version=BAG_VERSION,
+                            storage_plugin=STORAGES[self.storage])
+            writer.open()
+        except BaseException:  # nothing written yet: no staging folder to keep
+            shutil.rmtree(self._staging, ignore_errors=True)
+            raise
+        self.writer = writer
+        return writer
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
-from tinybev_ros.errors import DatasetError
+from tinybev_ros.errors import DatasetError, DatasetFileMissing
 from tinybev_ros.geometry import Transform, matrix_to_quat
 from tinybev_ros.jpeg import JPEG_SOI, is_truncated_jpeg
 from tinybev_ros.nuscenes_dataset import (
@@ -70,7 +70,7 @@ class ConversionError(DatasetError):
     """Bad input: the message names the file, table or argument at fault."""
 
 
-class MissingInput(ConversionError):
+class MissingInput(ConversionError, DatasetFileMissing):
     """An input file the tables list is not on disk (a partial download)."""
 
 
@@ -425,7 +425,7 @@ def convert_scene(nusc, scene_name: str, out: str | Path, options: ConvertOption
 def convert_all(nusc, out: Path, options: ConvertOptions) -> None:
     """One bag per scene under `out`, resumable: a scene whose bag exists is kept (unless `force`), and a scene
     with input files missing is skipped with a warning (a partial nuScenes download lists every scene in its
-    tables), so an interrupted or partial conversion goes on where it stopped. Nothing converted at all is an
+    tables), so an interrupted or partial conversion goes on where it stopped. Every scene skipped is an
     error."""
     from tinybev_ros.ros.bag.atomic_writer import is_bag
 

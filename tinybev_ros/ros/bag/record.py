@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -117,12 +118,12 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
         nonlocal stop
         stop = True
 
+    atomic = AtomicBagWriter(path, storage, force, on_stale=recover_stale_recording, keep_failed=True)
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     use_large_message_profile()  # before the first DDS participant of this process
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("tinybev_bag_recorder")
     failure: Exception | None = None
-    atomic = AtomicBagWriter(path, storage, force, on_stale=recover_stale_recording, keep_failed=True)
     try:
         with atomic as writer:
             recorder = BagRecorder(node, writer, topics, max_messages)
@@ -154,9 +155,13 @@ def record(path: str | Path, topics: list[str], storage: str = "sqlite3", force:
         return counts
     except STORAGE_ERRORS as exc:
         staging = atomic.staging
+        if atomic.writer is None or staging is None or not staging.exists():  # the bag could not even be opened
+            raise RecordingFailed(f"cannot write {path} ({exc})") from exc
         raise RecordingFailed(f"cannot write {path} ({exc}); recording stopped. Every message flushed before it (all "
-                              f"but the last second at most) is kept in {staging}: `tinybev bag recover {staging} "
-                              f"--out {path}` makes it a bag, as the next recording to {path} does") from exc
+                              f"but the last second at most) is kept in {staging}: free space, then `tinybev bag "
+                              f"recover {staging} --out {path}` makes it a bag (delete {staging.name} after); the "
+                              f"next recording to {path} recovers it by itself, as {path}.recovered-{os.getpid()}"
+                              ) from exc
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

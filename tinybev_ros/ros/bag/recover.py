@@ -138,7 +138,7 @@ def recover(source: str | Path, target: str | Path, force: bool = False) -> int:
     store = build_typestore(extra_packages=())
 
     def remove_other_stale(staging: Path) -> None:  # the source may be the target's own stale staging folder
-        if not storage.absolute().is_relative_to(staging.absolute()):
+        if not storage.resolve().is_relative_to(staging.resolve()):
             remove_stale(staging)
 
     with AtomicBagWriter(target, "sqlite3" if storage.suffix == ".db3" else "mcap", force,

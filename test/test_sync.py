@@ -99,6 +99,18 @@ def test_any_silent_camera_is_masked_the_reference_camera_too(silent):
     assert sets[-1].missing == [] and sync.reference() == "CAM_FRONT"  # complete, anchored on CAM_FRONT again
 
 
+def test_after_a_pause_the_first_camera_back_does_not_anchor_a_set_alone():
+    """Past a pause longer than the silence timeout every other camera looks silent when the first one is back:
+    the sets must still be anchored and stamped by CAM_FRONT (a burst test of the node caught this)."""
+    sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(allow_missing=True, missing_timeout_ns=300_000_000))
+    for k in range(4):
+        feed_frame(sync, 1_000_000_000 + k * 100_000_000)
+    after_pause = 3_000_000_000
+    sets = feed_frame(sync, after_pause)
+    assert sets and all(s.stamp_ns == after_pause + STAGGER["CAM_FRONT"] for s in sets)
+    assert sync.reference() == "CAM_FRONT"
+
+
 def test_burst_is_bounded_by_the_queue():
     sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(queue_size=3))
     for k in range(50):  # only CAM_FRONT floods in; nothing can complete

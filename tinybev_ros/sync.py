@@ -127,12 +127,13 @@ class CameraSynchronizer:
     def reference(self) -> str:
         """The camera whose frames anchor a set (and stamp it): the configured one, or, while it is silent and
         missing cameras are allowed, the first live camera, so that losing the front camera masks it like any
-        other instead of stopping every output."""
+        other instead of stopping every output. Only while most cameras are live: after a pause in the stream the
+        first camera back makes all others look silent for a moment, and alone it must not anchor a set."""
         cfg = self.config
         silent = self.silent_cameras() if cfg.allow_missing else []
-        if cfg.reference_camera not in silent:
+        if cfg.reference_camera not in silent or 2 * len(silent) >= len(self.cameras):
             return cfg.reference_camera
-        return next((c for c in self.cameras if c not in silent), cfg.reference_camera)
+        return next(c for c in self.cameras if c not in silent)
 
     def _match(self) -> FrameSet | None:
         cfg = self.config

@@ -102,7 +102,7 @@ def decode_compressed(msg: CompressedImage, expected_size: tuple[int, int] | Non
     what = f"CompressedImage ({msg.format or 'no format'}, {len(data)} bytes)"
     if not data.startswith((JPEG_MAGIC, PNG_MAGIC)):
         raise UnsupportedEncoding(f"{what} is neither JPEG nor PNG (it starts with {data[:4].hex() or 'nothing'}): "
-                         "unsupported encoding, not decoded")
+                                  "unsupported encoding, not decoded")
     declared = compressed_size(data)
     if declared is None:  # no size in the header: a truncated or damaged header, never decoded blind
         raise InputError(f"{what} does not decode: no image size in its header")

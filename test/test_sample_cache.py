@@ -90,6 +90,23 @@ def test_under_torchrun_the_ranks_share_the_caching_and_each_ends_with_every_sam
     assert sum(int(wrote) for _, _, _, wrote, _, _ in lines) >= 5  # each sample written (a few maybe twice)
 
 
+def test_a_rank_starts_with_its_own_share_then_takes_the_rest(nusc, tmp_path, monkeypatch):
+    """The order the multi-process test above cannot see: rank 1 of 2 writes samples 1, 3 first, then 0, 2, 4."""
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    model = load_model_config(TINY)
+    tokens = [s["token"] for s in nusc.sample][:5]
+    cache = SampleCache(tmp_path, nusc, model.image_width, model.grid)
+    written = []
+    real_write = cache.write
+    monkeypatch.setattr(cache, "write", lambda sample: written.append(sample.sample_token) or real_write(sample))
+    assert cache.ensure(tokens) == 5
+    assert written == [tokens[1], tokens[3], tokens[0], tokens[2], tokens[4]]
+
+
 def test_ensure_resumes_and_a_damaged_file_is_rebuilt(nusc, tmp_path, caplog):
     model = load_model_config(TINY)
     tokens = [s["token"] for s in nusc.sample][:3]

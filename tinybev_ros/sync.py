@@ -129,19 +129,19 @@ class CameraSynchronizer:
         missing cameras are allowed, the first live camera, so that losing the front camera masks it like any
         other instead of stopping every output. Only while most cameras are live: after a pause in the stream the
         first camera back makes all others look silent for a moment, and alone it must not anchor a set."""
+        return self._reference(self.silent_cameras() if self.config.allow_missing else [])
+
+    def _reference(self, silent: list[str]) -> str:
         cfg = self.config
-        silent = self.silent_cameras() if cfg.allow_missing else []
         if cfg.reference_camera not in silent or 2 * len(silent) >= len(self.cameras):
             return cfg.reference_camera
         return next(c for c in self.cameras if c not in silent)
 
     def _match(self) -> FrameSet | None:
         cfg = self.config
-        reference = self.reference()
-        required = set(self.cameras)
-        if cfg.allow_missing:
-            required -= set(self.silent_cameras())
-            required.add(reference)
+        silent = self.silent_cameras() if cfg.allow_missing else []
+        reference = self._reference(silent)
+        required = (set(self.cameras) - set(silent)) | {reference}
         # Try reference frames newest first: latest wins.
         for ref_stamp, _ in reversed(self._queues[reference]):
             chosen: dict[str, tuple[int, Any] | None] = {}

@@ -158,3 +158,20 @@ def test_teacher_checkpoint_and_cache_reproduce_the_live_teacher(tmp_path, confi
         cached(dict(batch, meta=[{"sample_token": "c" * 32}]))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         CachedTeacher(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("points", [0, 1])
+def test_a_sweep_of_at_most_one_point_trains_every_pillar_parameter_and_one_point_counts_in_eval(configs, points):
+    from training.teachers.pillars import PillarConfig, PillarEncoder
+
+    torch.manual_seed(0)
+    encoder = PillarEncoder(PillarConfig(sweeps=2), configs[0].grid)
+    cloud = torch.tensor([[[3.2, -7.6, 0.5, 100.0, 5.0, 0.0]]]).expand(1, max(points, 1), 6).contiguous()
+    mask = torch.ones(1, max(points, 1), dtype=torch.bool) & (points > 0)
+    encoder.train()(cloud, mask).sum().backward()  # DDP stalls a rank whose step leaves a parameter without grad
+    assert all(p.grad is not None for p in encoder.parameters())
+    assert all(torch.all(p.grad == 0) for p in encoder.point_net.parameters())
+    with torch.no_grad():
+        bev = encoder.eval()(cloud, mask)
+        empty = encoder(cloud, torch.zeros_like(mask))
+    assert torch.equal(bev, empty) == (points == 0)  # eval lifts a lone point (running statistics)

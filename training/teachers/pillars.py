@@ -72,11 +72,15 @@ class PillarEncoder(nn.Module):
         cell = b_idx * (size_x * size_y) + r * size_y + c
         pooled = torch.zeros(cells, channels, device=points.device)
         counts = torch.zeros(cells, device=points.device)
-        if pts.shape[0] > 1:  # BatchNorm1d needs two points in training; an empty sweep leaves the map empty
+        # BatchNorm1d needs two points in training (running statistics suffice in eval); an empty sweep leaves
+        # the map empty.
+        if pts.shape[0] > 1 or (pts.shape[0] == 1 and not self.training):
             lifted = self.point_net(feats).float()  # >= 0 after ReLU, so max-pooling into zeros is exact
             pooled = pooled.scatter_reduce(0, cell.unsqueeze(1).expand(-1, channels), lifted, reduce="amax",
                                            include_self=True)
             counts = counts.index_add(0, cell, torch.ones_like(cell, dtype=torch.float32))
+        elif self.training:  # keep the point net in the graph (zero gradient): DDP waits for every parameter's
+            pooled = pooled + 0.0 * sum(p.sum() for p in self.point_net.parameters())
         out = torch.cat([pooled, torch.log1p(counts).unsqueeze(1)], dim=1)
         bev = out.view(batch, size_x, size_y, channels + 1).permute(0, 3, 1, 2).contiguous()
         return self.bev(bev)

@@ -349,7 +349,7 @@ class PerceptionNode(Node):
     def _rate(times: deque[float]) -> float:
         return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
-    def diagnostics(self) -> DiagnosticStatus:
+    def diagnostics(self, writers: dict[str, int]) -> DiagnosticStatus:
         stats = self.sync.stats
         silent = self.sync.silent_cameras()
         latency = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
@@ -364,7 +364,7 @@ class PerceptionNode(Node):
             "images_received": " ".join(f"{c}:{self.images_received[c]}" for c in self.cfg.cameras),
             "calibrated_cameras": f"{sum(self.core.calibrated(c) for c in self.cfg.cameras)}"
                                   f"/{len(self.cfg.cameras)}",
-            "cameras_with_writers": f"{sum(self.image_writers(c) > 0 for c in self.cfg.cameras)}"
+            "cameras_with_writers": f"{sum(writers[c] > 0 for c in self.cfg.cameras)}"
                                     f"/{len(self.cfg.cameras)}",
             "sync_emitted": str(stats.emitted), "sync_dropped": str(stats.dropped), "sync_late": str(stats.late),
             "sync_resets": str(stats.resets), "missing_cameras": ",".join(silent),
@@ -409,18 +409,19 @@ class PerceptionNode(Node):
         return (f"{waited}: {named} off {self.sync.reference()} (sync_tolerance_ms "
                 f"{self.cfg.sync_tolerance_ms:g})")
 
-    def _report_inputs_matched(self) -> None:
+    def _report_inputs_matched(self, writers: dict[str, int]) -> None:
         """A log line each time every camera's image reader has had a writer for a whole diagnostics period: the
         launch file resumes the paused bag player on it (best-effort images sent before the match are lost; the
         period lets the writers' side of the match, and Humble's graph count, catch up)."""
-        matched = all(self.image_writers(c) > 0 for c in self.cfg.cameras)
+        matched = all(writers[c] > 0 for c in self.cfg.cameras)
         self._inputs_matched_ticks = self._inputs_matched_ticks + 1 if matched else 0
         if self._inputs_matched_ticks == 2:
             self.get_logger().info(f"{INPUTS_MARKER} every camera's image reader has a writer")
 
     def _publish_diagnostics(self) -> None:
-        self._report_inputs_matched()
-        array = DiagnosticArray(status=[self.diagnostics()])
+        writers = {c: self.image_writers(c) for c in self.cfg.cameras}  # once: on Humble a graph query each
+        self._report_inputs_matched(writers)
+        array = DiagnosticArray(status=[self.diagnostics(writers)])
         array.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(array)
 

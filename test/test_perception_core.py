@@ -15,14 +15,16 @@ import pytest
 import torch
 from sensor_msgs.msg import CompressedImage
 
-from tinybev_ros.geometry import CAMERA_NAMES, Rig, Transform, yaw_to_quat
+from tinybev_ros.geometry import CAMERA_NAMES, BevGrid, Rig, Transform, yaw_to_quat
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model.preprocess import decode_reduction
 from tinybev_ros.paths import default_checkpoint
-from tinybev_ros.perception_core import CameraImage, PerceptionCore, command_toward
+from tinybev_ros.perception_core import CameraImage, FrameInputs, PerceptionCore, command_toward
+from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
 from tinybev_ros.ros.node_config import PerceptionNodeConfig
-from tinybev_ros.taxonomy import Command
+from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
+from tinybev_ros.taxonomy import DETECTION_CLASSES, Command
 
 RIG = Rig.load()
 STAMP = 1_700_000_000_000_000_000
@@ -177,3 +179,35 @@ def test_inference_publishes_only_finite_frames_above_the_threshold_with_track_i
     finally:
         with torch.no_grad():
             broken.model.heads.planner.mlp[4].weight.copy_(original)
+
+
+class ScriptedPredictor:
+    """Stands in for the model: one parked car 10 m ahead, its score the next of `scores` each frame."""
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = iter(scores)
+
+    def predict(self, images, intrinsics, cam_to_ego, command: int, stamp_ns: int, ego_status=None) -> Predictions:
+        return Predictions(
+            stamp_ns=stamp_ns, centers=np.array([[10.0, 0.0, 0.0]]), sizes_wlh=np.array([[1.9, 4.5, 1.6]]),
+            yaws=np.zeros(1), velocities=np.zeros((1, 2)), scores=np.array([next(self.scores)]),
+            labels=np.array([DETECTION_CLASSES.index("car")]), track_ids=np.full(1, -1, np.int64),
+            forecasts=np.zeros((1, 1, 12, 2)), forecast_probs=np.ones((1, 1)), map_probs=np.zeros((4, 4, 4)),
+            occupancy=np.zeros((5, 4, 4)), ego_plan=np.zeros((6, 2)), command=command, grid=BevGrid(-2, 2, -2, 2, 1.0))
+
+
+def test_a_track_coasts_through_frames_below_the_publishing_threshold() -> None:
+    """Four frames at 0.25 (tracked from SCORE_THRESHOLDS.track 0.2, published from 0.3) are one more than the
+    tracker's max_age 3: a tracker fed only published boxes lost the car and gave it a new id in frame 5."""
+    scores = [0.5, 0.25, 0.25, 0.25, 0.25, 0.5]
+    faults = Faults()
+    core = PerceptionCore(ScriptedPredictor(scores), PerceptionNodeConfig(), faults)
+    assert core.cfg.score_threshold == SCORE_THRESHOLDS.publish and core.cfg.tracker_max_age == 3
+    inputs = FrameInputs([], np.zeros((0, 3, 3)), np.zeros((0, 4, 4)))
+    published = []
+    for k in range(len(scores)):
+        stamp = STAMP + k * 500_000_000
+        core.set_transform("map", "base_link", stamp, Transform(np.eye(3), np.array([100.0, 50.0, 0.0])), False)
+        published.append(core.infer(inputs, stamp))
+    assert [len(pred) for pred in published] == [1, 0, 0, 0, 0, 1] and not faults
+    assert published[5].track_ids[0] == published[0].track_ids[0] >= 0

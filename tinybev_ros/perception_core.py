@@ -8,7 +8,7 @@ a middleware (test/test_perception_core.py):
 - the planning command: fixed (left / right / straight) or towards the last goal, in any frame;
 - frame assembly: each camera's image decoded (JPEGs at the smallest scale the model allows, K scaled with it),
   a silent camera blanked when the node allows it, every unusable input one named fault and no frame;
-- inference, the refusal of non-finite outputs, the publishing threshold and tracking in the fixed frame.
+- inference, the refusal of non-finite outputs, tracking in the fixed frame and the publishing threshold.
 
 Faults go to the `fault(kind, message)` callback the node gives (it counts them for /diagnostics and logs the
 first of each kind).
@@ -204,7 +204,10 @@ class PerceptionCore:
         return FrameInputs(images, np.stack(intrinsics), np.stack(cam_to_ego))
 
     def infer(self, inputs: FrameInputs, stamp_ns: int) -> Predictions | None:
-        """The published result of a frame: model, finite check, publishing threshold, tracking (None = fault)."""
+        """The published result of a frame: model, finite check, tracking, publishing threshold (None = fault).
+
+        The tracker sees every decoded box (it keeps tracks from SCORE_THRESHOLDS.track), so a track coasts
+        through frames where its object dips below the publishing threshold and keeps its id, as offline."""
         pred = self.predictor.predict(inputs.images, inputs.intrinsics, inputs.cam_to_ego, command=self.command(),
                                       stamp_ns=stamp_ns,
                                       ego_status=ego_status_from_tf(self.tf, self.cfg.map_frame, self.cfg.base_frame,
@@ -213,10 +216,10 @@ class PerceptionCore:
             self.fault("non_finite_output", f"frame at {stamp_ns}: the model output NaN/inf in "
                                             f"{', '.join(broken)}; frame not published")
             return None
-        pred = pred.select(pred.scores >= self.cfg.score_threshold)
         pose = self.pose_at(stamp_ns)
         if pose is None:  # the planner had no ego speed either (ego_status_from_tf)
             self.fault("no_ego_pose", f"no {self.cfg.map_frame} -> {self.cfg.base_frame} transform at {stamp_ns} ns: "
                                       "tracked in base_link, ego speed unknown (a robot localised in odom only: "
                                       "map_frame:=odom)")
-        return self.tracker.update(pred, ego_to_world=pose)
+        tracked = self.tracker.update(pred, ego_to_world=pose)
+        return tracked.select(tracked.scores >= self.cfg.score_threshold)

@@ -126,6 +126,19 @@ def test_paths_of_the_wrong_kind_get_one_line_and_write_nothing(tmp_path, capsys
         ("release", str(default_checkpoint()), "--out", str(tmp_path)): "is a folder; give the checkpoint file",
         ("synth", "--out", str(tmp_path / "a_file"), "--scenes", "1"): "is a file; choose a directory",
     }
+    # the long commands check --out before their work, so a bad one does not end hours later in a traceback
+    a_file, nowhere, config = str(tmp_path / "a_file"), str(tmp_path / "no_dataset"), REPO / "config"
+    long_commands = [
+        ("train", "--config", str(config / "train_tiny.yaml"), "--dataroot", nowhere),
+        ("distill", "--config", str(config / "distill_tiny.yaml"), "--dataroot", nowhere, "--teacher", nowhere),
+        ("eval", "--checkpoint", str(default_checkpoint()), "--dataroot", nowhere),
+        ("teacher-cache", "--teacher", str(default_checkpoint()), "--dataroot", nowhere),
+        ("ablate", "--config", str(config / "ablation_worlds.yaml"), "--dataroot", nowhere),
+        ("eval-worlds", "--checkpoint", str(default_checkpoint()), "--seeds", "1", "--work", str(tmp_path / "w")),
+    ]
+    cases.update({(*args, "--out", a_file): f"--out {a_file} is a file; choose a folder" for args in long_commands})
+    cases[("eval-worlds", "--checkpoint", str(default_checkpoint()), "--seeds", "1", "--work", a_file, "--out",
+           str(tmp_path / "out"))] = f"--work {a_file} is a file; choose a folder"
     for args, message in cases.items():
         caplog.clear()
         assert main(list(args)) == 2, args
@@ -133,3 +146,16 @@ def test_paths_of_the_wrong_kind_get_one_line_and_write_nothing(tmp_path, capsys
         assert len(err) == 1 and message in err[0], (args, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "rig.json"]
     assert (tmp_path / "a_file").read_text() == "keep"
+
+
+@pytest.mark.parametrize(("extra", "missing"), [
+    (["student_config=model_tyni.yaml"], "model_tyni.yaml"),
+    (["--backbone-weights", "missing.pth"], "missing.pth"),
+])
+def test_a_file_a_config_names_that_is_missing_is_one_line(tmp_path, capsys, monkeypatch, extra, missing) -> None:
+    monkeypatch.chdir(tmp_path)  # a command-line path is taken from the working directory
+    code = main(["train", "--config", str(REPO / "config" / "train_tiny.yaml"), "--dataroot", str(tmp_path),
+                 "--out", str(tmp_path / "run"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{tmp_path / missing} not found" in err[0], err
+    assert not (tmp_path / "run").exists()

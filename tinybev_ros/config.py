@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tinybev_ros.errors import ConfigError
+from tinybev_ros.errors import ConfigError, ConfigFileMissing
 
 T = TypeVar("T")
 BASE_KEY = "base"
@@ -204,8 +204,10 @@ def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> 
 def resolve_relative(name: str | Path, source: str, what: str) -> Path:
     """A file named in a YAML config: relative paths are taken from that YAML's folder; it must exist."""
     path = Path(name)
+    relative_to = ""
     if not path.is_absolute() and source:
         path = Path(source).parent / path
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} (from {source or 'defaults'}) not found")
+        relative_to = f" (relative to {source})"
+    if not path.is_file():  # an absolute path may come from a command-line override: name no YAML for it
+        raise ConfigFileMissing(f"{what} {path}{relative_to} not found")
     return path

@@ -28,6 +28,10 @@ class ConfigError(ValueError):
     looping `base:` file. The message names the file and the key."""
 
 
+class ConfigFileMissing(ConfigError, FileNotFoundError):
+    """A file a configuration names (another config, backbone weights) is not on disk."""
+
+
 class InputError(ValueError):
     """An input message the node cannot use (ros/messages.py); the message says what is wrong with it."""
 

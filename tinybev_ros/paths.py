@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from tinybev_ros.errors import CheckpointNotFound
+from tinybev_ros.errors import CheckpointNotFound, ConfigError
 
 PACKAGE = "tinybev_ros"
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -40,3 +41,17 @@ def default_checkpoint() -> Path:
         raise CheckpointNotFound(f"no checkpoint given and the shipped default {DEFAULT_CHECKPOINT} is missing; "
                                 "pass one (parameter `checkpoint`, or --checkpoint)")
     return DEFAULT_CHECKPOINT
+
+
+def check_output_folder(path: str | Path, what: str = "--out") -> Path:
+    """`path` is a folder, or can be made one, that this user can write in: checked before the work, so a long run
+    does not end in a traceback that loses its results. Creates nothing."""
+    path = Path(path).resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file; choose a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {path}: {existing} is a file, so no folder can be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: {existing} is not writable by this user")
+    return path

@@ -51,6 +51,7 @@ from tinybev_ros.config import load_yaml, path_field, resolve_relative
 from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import ConfigError
 from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.paths import check_output_folder
 from tinybev_ros.precision import autocast_dtype
 from tinybev_ros.release import sha256
 from training.checkpointing import MODEL_FILE
@@ -623,6 +624,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = read_table_record(Path(args.table)) if args.table else None
     config = load_ablation_config(args.config, tuple(args.overrides))
+    check_output_folder(args.out)
     out = Path(args.out)
     ablation = Ablation(config, args.dataroot, args.version, out, args.device)
     if record is not None:

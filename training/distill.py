@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from tinybev_ros.checkpoint import read_checkpoint
 from tinybev_ros.errors import CheckpointError, CheckpointNotFound, ConfigError
+from tinybev_ros.paths import check_output_folder
 from training.checkpointing import check_fresh_start
 from training.config import TrainConfig
 from training.data import collate, move_batch
@@ -184,6 +185,7 @@ def build_trainer(args: argparse.Namespace) -> DistillTrainer:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_output_folder(args.out)
     if args.no_resume:
         check_fresh_start(args.out)
     return fit_to_end(build_trainer(args), resume=not args.no_resume)

@@ -40,6 +40,7 @@ from tinybev_ros.errors import ConfigError
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.model.backbone import load_imagenet_weights
 from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.paths import check_output_folder
 from tinybev_ros.precision import autocast_dtype
 from training.batchnorm import recalibrate_batchnorm
 from training.checkpointing import (
@@ -485,6 +486,7 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_train_config(args.config, overrides_of(args))
+    check_output_folder(args.out)
     if args.no_resume:
         check_fresh_start(args.out)
     trainer = Trainer(config, args.model, args.dataroot, args.version, args.out, device=args.device)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from tinybev_ros.checkpoint import read_checkpoint
 from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.paths import check_output_folder
 from tinybev_ros.predictions import Predictions
 from training.evaluation.figures import render_scene
 from training.evaluation.inference import evaluation_predictor, predict_sample, predictor_speed, teacher_stream
@@ -93,6 +94,7 @@ def evaluate_checkpoint(checkpoint: str | Path, nusc: NuScenes, eval_set: str, o
 
 def run(args: argparse.Namespace) -> int:
     tasks = parse_tasks(args.tasks)
+    check_output_folder(args.out)  # before the split is scored, not after
     read_checkpoint(args.checkpoint)  # a wrong checkpoint is reported before any dataset work
     nusc = open_nuscenes(args.dataroot, args.version)
     evaluate_checkpoint(args.checkpoint, nusc, devkit_split(args.version, args.split), args.out, tasks, args.device,

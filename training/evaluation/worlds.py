@@ -16,6 +16,7 @@ from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.errors import ConfigError
+from tinybev_ros.paths import check_output_folder
 from tinybev_ros.synth import SynthConfig, generate
 from training.evaluation.command import evaluate_checkpoint
 from training.evaluation.report import summary_row, write_json
@@ -80,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     check_world_size(args.scenes, args.duration)
     if not Path(args.checkpoint).is_file():
         raise SystemExit(f"tinybev eval-worlds: checkpoint {args.checkpoint} does not exist")
+    check_output_folder(args.out)
     out = Path(args.out)
+    check_output_folder(args.work, "--work")
     rows: dict[str, dict[str, float]] = {}
     for seed in args.seeds:
         root = world(Path(args.work), seed, args.scenes, args.duration)

@@ -23,6 +23,7 @@ from tinybev_ros.atomic_file import write_text
 from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import CheckpointError
 from tinybev_ros.nuscenes_dataset import open_nuscenes
+from tinybev_ros.paths import check_output_folder
 from tinybev_ros.release import sha256
 from training.data import collate, move_batch
 from training.sample_cache import SAMPLE_CACHE_HELP
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not Path(args.teacher).is_file():
         raise SystemExit(f"tinybev teacher-cache: teacher checkpoint {args.teacher} does not exist")
+    check_output_folder(args.out)
     device = resolve_device(args.device)
     nusc = open_nuscenes(args.dataroot, args.version)
     with torch.no_grad():

@@ -67,10 +67,13 @@ def test_occupancy_grid_layout_and_round_trip():
     np.testing.assert_allclose(np.nan_to_num(back, nan=-1), np.nan_to_num(np.round(probs * 100) / 100, nan=-1))
 
 
-def test_path_faces_along_the_plan():
+def test_path_faces_along_the_plan_and_every_pose_carries_the_path_header():
+    """The waypoints are base_link coordinates at the frame's stamp; tf2 transforms a PoseStamped at its own
+    stamp, so a pose stamped at its future time would be moved by the ego motion a second time."""
     plan = np.array([[2.0, 0.0], [4.0, 2.0], [4.0, 4.0]])
     msg = M.path_msg(plan, 1_000_000_000, "base_link")
-    assert [M.to_ns(p.header.stamp) for p in msg.poses] == [1_500_000_000, 2_000_000_000, 2_500_000_000]
+    assert all(p.header == msg.header for p in msg.poses)
+    assert M.to_ns(msg.header.stamp) == 1_000_000_000 and msg.header.frame_id == "base_link"
     q = msg.poses[1].pose.orientation
     assert np.degrees(np.arctan2(2 * (q.w * q.z), 1 - 2 * q.z * q.z)) == pytest.approx(45.0)
 

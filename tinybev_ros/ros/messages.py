@@ -25,7 +25,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from tinybev_ros.errors import ImageSizeError, InputError, UnsupportedEncoding
 from tinybev_ros.geometry import BevGrid, Transform, quat_to_yaw, wxyz_to_xyzw, xyzw_to_wxyz, yaw_to_quat
 from tinybev_ros.model.preprocess import decode_image, scale_intrinsics
-from tinybev_ros.predictions import STEP_SECONDS, Predictions
+from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 
 # One colour per detection class (RGB 0..1), shared with the pictures' palette where possible.
@@ -236,12 +236,16 @@ def grid_from_msg(msg: OccupancyGrid) -> tuple[np.ndarray, BevGrid]:
 
 
 def path_msg(waypoints: np.ndarray, stamp_ns: int, frame_id: str) -> Path:
-    """Path of (T, 2) waypoints STEP_SECONDS apart; each pose faces along the path, stamped at its time."""
+    """Path of (T, 2) waypoints predictions.STEP_SECONDS apart; each pose faces along the path.
+
+    Every pose carries the path's header: the waypoints are coordinates in `frame_id` at `stamp_ns`, and tf2
+    transforms a PoseStamped at its own stamp, so a pose stamped at its future time would be moved by the ego
+    motion twice (and extrapolated live). Path has no time field: the step is documented in the README."""
     msg = Path(header=header(stamp_ns, frame_id))
     points = np.vstack([np.zeros((1, 2)), np.asarray(waypoints, dtype=float)])
     for k in range(1, len(points)):
         dx, dy = points[k] - points[k - 1]
-        pose = PoseStamped(header=header(stamp_ns + int(k * STEP_SECONDS * 1e9), frame_id))
+        pose = PoseStamped(header=header(stamp_ns, frame_id))
         pose.pose.position = Point(x=float(points[k, 0]), y=float(points[k, 1]), z=0.0)
         pose.pose.orientation = quaternion_msg(yaw_to_quat(float(np.arctan2(dy, dx))))
         msg.poses.append(pose)

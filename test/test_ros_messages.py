@@ -88,6 +88,17 @@ def test_markers_cover_every_box_and_mode():
     assert len(forecasts.markers[1].points) == 13
 
 
+def test_markers_stay_until_the_next_frame_replaces_them():
+    """Each array starts with DELETEALL, so a marker needs no lifetime; a 0.5 s one (the keyframe period) made
+    boxes flicker or vanish in rviz2 at 2 Hz or slower replay."""
+    from builtin_interfaces.msg import Duration
+
+    pred = make_predictions()
+    for array in (M.box_markers(pred, "base_link"), M.forecast_markers(pred, "base_link")):
+        drawn = [m for m in array.markers if m.action != m.DELETEALL]
+        assert drawn and all(m.lifetime == Duration() for m in drawn)
+
+
 def test_compressed_jpeg_decodes_to_rgb_and_corrupt_is_reported():
     image = np.zeros((90, 160, 3), np.uint8)
     image[..., 0] = 200  # red in RGB

@@ -14,7 +14,7 @@ import array
 
 import cv2
 import numpy as np
-from builtin_interfaces.msg import Duration, Time
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, PoseStamped, Quaternion, TransformStamped, Vector3
 from nav_msgs.msg import OccupancyGrid, Path
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -256,33 +256,34 @@ def _color(rgb, alpha: float) -> ColorRGBA:
     return ColorRGBA(r=float(rgb[0]), g=float(rgb[1]), b=float(rgb[2]), a=float(alpha))
 
 
-def _marker(stamp_ns: int, frame_id: str, ns: str, marker_id: int, marker_type: int, lifetime_s: float) -> Marker:
+def _marker(stamp_ns: int, frame_id: str, ns: str, marker_id: int, marker_type: int) -> Marker:
+    """An ADD marker with lifetime 0 (until replaced): every array starts with DELETEALL, and a finite lifetime
+    as short as the keyframe period made markers flicker or vanish in rviz2 when frames came at 2 Hz or slower."""
     marker = Marker(header=header(stamp_ns, frame_id), ns=ns, id=marker_id, type=marker_type, action=Marker.ADD)
     marker.pose.orientation.w = 1.0
-    marker.lifetime = Duration(sec=int(lifetime_s), nanosec=int((lifetime_s % 1) * 1e9))
     return marker
 
 
-def box_markers(pred: Predictions, frame_id: str, lifetime_s: float = 0.5) -> MarkerArray:
+def box_markers(pred: Predictions, frame_id: str) -> MarkerArray:
     """Boxes (cubes), labels (class, track id, score) and velocity arrows, replacing the previous frame's."""
     out = MarkerArray(markers=[Marker(header=header(pred.stamp_ns, frame_id), action=Marker.DELETEALL)])
     for i in range(len(pred)):
         label = int(pred.labels[i])
         color = CLASS_COLORS[label]
-        cube = _marker(pred.stamp_ns, frame_id, "boxes", i, Marker.CUBE, lifetime_s)
+        cube = _marker(pred.stamp_ns, frame_id, "boxes", i, Marker.CUBE)
         cube.pose.position = Point(x=float(pred.centers[i, 0]), y=float(pred.centers[i, 1]),
                                    z=float(pred.centers[i, 2]))
         cube.pose.orientation = quaternion_msg(yaw_to_quat(float(pred.yaws[i])))
         w, length, h = (float(v) for v in pred.sizes_wlh[i])
         cube.scale = Vector3(x=length, y=w, z=h)
         cube.color = _color(color, 0.45)
-        text = _marker(pred.stamp_ns, frame_id, "labels", i, Marker.TEXT_VIEW_FACING, lifetime_s)
+        text = _marker(pred.stamp_ns, frame_id, "labels", i, Marker.TEXT_VIEW_FACING)
         text.pose.position = Point(x=cube.pose.position.x, y=cube.pose.position.y, z=cube.pose.position.z + h / 2 + 0.6)
         track = f" #{int(pred.track_ids[i])}" if pred.track_ids[i] >= 0 else ""
         text.text = f"{DETECTION_CLASSES[label]}{track} {pred.scores[i]:.2f}"
         text.scale.z = 0.8
         text.color = _color((1, 1, 1), 1.0)
-        arrow = _marker(pred.stamp_ns, frame_id, "velocities", i, Marker.ARROW, lifetime_s)
+        arrow = _marker(pred.stamp_ns, frame_id, "velocities", i, Marker.ARROW)
         start = cube.pose.position
         vx, vy = (float(v) for v in pred.velocities[i])
         arrow.points = [start, Point(x=start.x + vx, y=start.y + vy, z=start.z)]
@@ -292,7 +293,7 @@ def box_markers(pred: Predictions, frame_id: str, lifetime_s: float = 0.5) -> Ma
     return out
 
 
-def forecast_markers(pred: Predictions, frame_id: str, lifetime_s: float = 0.5) -> MarkerArray:
+def forecast_markers(pred: Predictions, frame_id: str) -> MarkerArray:
     """One line strip per agent mode (opacity = mode probability) and the top mode's probability as text."""
     out = MarkerArray(markers=[Marker(header=header(pred.stamp_ns, frame_id), action=Marker.DELETEALL)])
     marker_id = 0
@@ -301,7 +302,7 @@ def forecast_markers(pred: Predictions, frame_id: str, lifetime_s: float = 0.5) 
         start = pred.centers[i, :2]
         probs = pred.forecast_probs[i]
         for k in range(pred.forecasts.shape[1]):
-            line = _marker(pred.stamp_ns, frame_id, "forecasts", marker_id, Marker.LINE_STRIP, lifetime_s)
+            line = _marker(pred.stamp_ns, frame_id, "forecasts", marker_id, Marker.LINE_STRIP)
             marker_id += 1
             xy = np.vstack([start, pred.forecasts[i, k]])
             line.points = [Point(x=float(x), y=float(y), z=0.2) for x, y in xy]
@@ -309,7 +310,7 @@ def forecast_markers(pred: Predictions, frame_id: str, lifetime_s: float = 0.5) 
             line.color = _color(color, 0.2 + 0.8 * float(probs[k]))
             out.markers.append(line)
         best = int(np.argmax(probs))
-        text = _marker(pred.stamp_ns, frame_id, "forecast_probs", i, Marker.TEXT_VIEW_FACING, lifetime_s)
+        text = _marker(pred.stamp_ns, frame_id, "forecast_probs", i, Marker.TEXT_VIEW_FACING)
         end = pred.forecasts[i, best, -1]
         text.pose.position = Point(x=float(end[0]), y=float(end[1]), z=0.5)
         text.text = f"{probs[best]:.0%}"

@@ -78,6 +78,28 @@ def test_path_faces_along_the_plan_and_every_pose_carries_the_path_header():
     assert np.degrees(np.arctan2(2 * (q.w * q.z), 1 - 2 * q.z * q.z)) == pytest.approx(45.0)
 
 
+def test_a_parked_agent_s_paths_keep_its_heading_through_centimetre_noise():
+    """A forecast or plan that stays put wobbles by centimetres; the direction of such a step is random, so it
+    holds the heading before it: the object's yaw for a forecast, base_link forward for the ego plan."""
+    from tinybev_ros.ros.predicted_objects import predicted_objects_from_msg
+
+    def yaw(q) -> float:
+        return float(np.arctan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z)))
+
+    noise = np.random.default_rng(1).normal(0.0, 0.01, (2, 12, 2))
+    pred = make_predictions(n=1, k=2)
+    pred.yaws = np.array([0.7])
+    pred.forecasts = pred.centers[:, None, None, :2] + noise[None]
+    pred.forecasts[0, 1] = pred.centers[0, :2] + np.outer(np.arange(1, 13), [0.0, 1.0])  # leaving to the left
+    paths = predicted_objects_msg(pred, "base_link").objects[0].kinematics.predicted_paths
+    np.testing.assert_allclose([yaw(pose.orientation) for pose in paths[0].path], 0.7, atol=1e-9)
+    np.testing.assert_allclose([yaw(pose.orientation) for pose in paths[1].path[1:]], np.pi / 2, atol=1e-9)
+    back = predicted_objects_from_msg(predicted_objects_msg(pred, "base_link"))
+    np.testing.assert_allclose(back["forecasts"], pred.forecasts, atol=1e-9)
+    plan = M.path_msg(noise[0, :6], 0, "base_link")
+    np.testing.assert_allclose([yaw(pose.pose.orientation) for pose in plan.poses], 0.0, atol=1e-9)
+
+
 def test_markers_cover_every_box_and_mode():
     pred = make_predictions()
     boxes = M.box_markers(pred, "base_link")

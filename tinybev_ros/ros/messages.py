@@ -235,19 +235,36 @@ def grid_from_msg(msg: OccupancyGrid) -> tuple[np.ndarray, BevGrid]:
     return np.where(data < 0, np.nan, data / 100.0), grid
 
 
+# A step shorter than this (metres per STEP_SECONDS) sets no heading: a nearly stationary agent's predicted positions
+# wobble by centimetres, and the direction of such a step is random; it is far below any moving agent's step.
+MIN_HEADING_STEP_M = 0.1
+
+
+def path_headings(points: np.ndarray, start_yaw: float) -> np.ndarray:
+    """Heading at each of points[1:], along the step that reaches it; a step shorter than MIN_HEADING_STEP_M holds
+    the previous heading (`start_yaw` before the first longer step)."""
+    headings = np.empty(len(points) - 1)
+    heading = float(start_yaw)
+    for k, (dx, dy) in enumerate(np.diff(np.asarray(points, dtype=float), axis=0)):
+        if np.hypot(dx, dy) >= MIN_HEADING_STEP_M:
+            heading = float(np.arctan2(dy, dx))
+        headings[k] = heading
+    return headings
+
+
 def path_msg(waypoints: np.ndarray, stamp_ns: int, frame_id: str) -> Path:
-    """Path of (T, 2) waypoints predictions.STEP_SECONDS apart; each pose faces along the path.
+    """Path of (T, 2) waypoints predictions.STEP_SECONDS apart, from base_link's origin; each pose faces along the
+    path (`path_headings`, starting from base_link forward).
 
     Every pose carries the path's header: the waypoints are coordinates in `frame_id` at `stamp_ns`, and tf2
     transforms a PoseStamped at its own stamp, so a pose stamped at its future time would be moved by the ego
     motion twice (and extrapolated live). Path has no time field: the step is documented in the README."""
     msg = Path(header=header(stamp_ns, frame_id))
     points = np.vstack([np.zeros((1, 2)), np.asarray(waypoints, dtype=float)])
-    for k in range(1, len(points)):
-        dx, dy = points[k] - points[k - 1]
+    for (x, y), heading in zip(points[1:], path_headings(points, 0.0), strict=True):
         pose = PoseStamped(header=header(stamp_ns, frame_id))
-        pose.pose.position = Point(x=float(points[k, 0]), y=float(points[k, 1]), z=0.0)
-        pose.pose.orientation = quaternion_msg(yaw_to_quat(float(np.arctan2(dy, dx))))
+        pose.pose.position = Point(x=float(x), y=float(y), z=0.0)
+        pose.pose.orientation = quaternion_msg(yaw_to_quat(heading))
         msg.poses.append(pose)
     return msg
 

@@ -8,7 +8,8 @@ vision_msgs/Detection3DArray has no velocity and no forecasts; PredictedObjects 
   nuScenes class stays in the Detection3DArray of the same frame, in the same order);
 - `kinematics`: the box pose; the twist in the object's own frame (x along its heading), as Autoware defines
   it; one `predicted_paths` entry per forecast mode: the current pose then the future positions
-  STEP_SECONDS apart (`time_step`), headings along the path, `confidence` = the mode's probability;
+  STEP_SECONDS apart (`time_step`), headings along the path (a step under messages.MIN_HEADING_STEP_M keeps
+  the heading before it, the object's yaw at first), `confidence` = the mode's probability;
 - `shape`: BOUNDING_BOX with dimensions x = length, y = width, z = height.
 Covariances are zero: the model does not estimate them.
 """
@@ -28,7 +29,7 @@ from geometry_msgs.msg import Point, Pose, Vector3
 
 from tinybev_ros.geometry import quat_to_yaw, yaw_to_quat
 from tinybev_ros.predictions import STEP_SECONDS, Predictions
-from tinybev_ros.ros.messages import header, quaternion_msg
+from tinybev_ros.ros.messages import header, path_headings, quaternion_msg
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 
 AUTOWARE_LABEL = {"car": ObjectClassification.CAR, "truck": ObjectClassification.TRUCK,
@@ -72,8 +73,7 @@ def predicted_objects_msg(pred: Predictions, frame_id: str) -> PredictedObjects:
                                                                          z=0.0)
         for k in range(pred.forecasts.shape[1]):
             xy = np.vstack([[cx, cy], pred.forecasts[i, k]])
-            headings = np.arctan2(*np.diff(xy, axis=0).T[::-1])
-            headings = np.concatenate([[yaw], headings])
+            headings = np.concatenate([[yaw], path_headings(xy, yaw)])
             path = PredictedPath(time_step=step, confidence=float(pred.forecast_probs[i, k]))
             path.path = [_pose(x, y, cz, h) for (x, y), h in zip(xy, headings, strict=True)]
             kinematics.predicted_paths.append(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,10 +99,43 @@ def test_the_shipped_derived_configs_are_small_deltas_over_their_bases() -> None
     ("optim.lr=-1e-3", "optim.lr must be a positive number"),
     ("optim.lr=0", "optim.lr must be a positive number"),
     ("optim.min_lr_ratio=2", "min_lr_ratio must lie in"),
+    ("loss.heatmap=-1", "loss.heatmap must be a number >= 0, got -1"),
+    ("loss.focal_alpha=-3", "loss.focal_alpha must be a number >= 0"),
+    ("loss.box_code=[1,1]", r"loss.box_code must be 10 numbers >= 0, got \[1.0, 1.0\]"),
+    ("loss={heatmap: 0, box: 0, motion_reg: 0, motion_cls: 0, map: 0, occupancy: 0, plan: 0, collision: 0,"
+     " depth: 0}",
+     "every loss weight is 0"),
 ])
 def test_a_training_interval_that_cannot_work_is_refused_when_the_config_loads(override, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_train_config(REPO / "config" / "train_tiny.yaml", [override])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("distill.supervised=-1", "distill.supervised must be a number >= 0, got -1"),
+    ("distill.feature=-0.5", "distill.feature must be a number >= 0"),
+    ("distill.regions.gamma=7", r"distill.regions.gamma must lie in \(0, 1\), got 7"),
+    ("distill.regions.feature_weights=[1,1,-1,0]", "feature_weights must be 4 numbers >= 0"),
+    ("distill.adaptive.momentum=5", r"momentum must lie in \[0, 1\), got 5"),
+    ("distill.adaptive.min_multiplier=0", "0 < min_multiplier <= 1 <= max_multiplier"),
+])
+def test_a_distillation_that_cannot_work_is_refused_when_the_config_loads(override, message) -> None:
+    from training.distillation.config import load_distill_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_distill_config(REPO / "config" / "distill_tiny.yaml", [override])
+
+
+@pytest.mark.parametrize(("grid", "message"), [
+    ("{resolution: 0}", "grid resolution must be a positive number of metres, got 0"),
+    ("{x_min: 10, x_max: -10}", r"grid x_max must exceed x_min, got \[10.0, -10.0\]"),
+    ("{resolution: 0.3}", "not a whole number of 0.3 m cells"),
+])
+def test_a_bev_grid_that_cannot_work_is_one_line(tmp_path, capsys, grid, message) -> None:
+    (tmp_path / "model.yaml").write_text(f"base: {REPO / 'config' / 'model_tiny.yaml'}\ngrid: {grid}\n")
+    assert main(["params", "--config", str(tmp_path / "model.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
 
 
 def test_a_bad_override_on_the_command_line_is_one_line(tmp_path, capsys) -> None:

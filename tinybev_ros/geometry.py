@@ -8,6 +8,7 @@ frames (z forward, x right, y down). nuScenes stores quaternions as (w, x, y, z)
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -204,6 +205,18 @@ class BevGrid:
     y_min: float = -50.0
     y_max: float = 50.0
     resolution: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.resolution < math.inf:
+            raise ValueError(f"grid resolution must be a positive number of metres, got {self.resolution}")
+        for axis in ("x", "y"):
+            low, high = getattr(self, f"{axis}_min"), getattr(self, f"{axis}_max")
+            cells = (high - low) / self.resolution
+            if not (math.isfinite(low) and math.isfinite(high) and high > low):
+                raise ValueError(f"grid {axis}_max must exceed {axis}_min, got [{low}, {high}]")
+            if abs(cells - round(cells)) > 1e-6:  # else the raster would silently cover another extent
+                raise ValueError(f"grid {axis} extent {high - low} m is not a whole number of {self.resolution} m "
+                                 "cells")
 
     @property
     def shape(self) -> tuple[int, int]:

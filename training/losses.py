@@ -7,7 +7,8 @@ function trains the student and a teacher with fewer heads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.predictions import FORECAST_STEPS
 from training.depth_targets import depth_loss
+
+BOX_CODE_SIZE = 10  # entries of the box head's code (tinybev_ros/model/heads.py)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,16 @@ class LossWeights:
     # LiDAR depth supervision of the camera depth bins (training/depth_targets.py); > 0 also makes the dataset
     # read each keyframe's LiDAR sweep for the targets. 0 = depth learnt only through the BEV losses.
     depth: float = 0.0
+
+    def __post_init__(self) -> None:
+        tasks = {f.name: getattr(self, f.name) for f in fields(self) if f.type == "float"}
+        for name, value in tasks.items():  # a negative weight would train the model to get that task wrong
+            if not 0 <= value < math.inf:
+                raise ValueError(f"loss.{name} must be a number >= 0, got {value}")
+        if len(self.box_code) != BOX_CODE_SIZE or any(not 0 <= w < math.inf for w in self.box_code):
+            raise ValueError(f"loss.box_code must be {BOX_CODE_SIZE} numbers >= 0, got {list(self.box_code)}")
+        if not any(tasks[name] > 0 for name in tasks if name not in ("focal_alpha", "focal_beta", "map_dice")):
+            raise ValueError("every loss weight is 0: the run would learn nothing")
 
 
 def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,

@@ -27,6 +27,7 @@ several ranks the per-batch statistics are all-reduced first, so every rank hold
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,16 @@ class AdaptiveConfig:
     max_multiplier: float = 3.0
     warmup_steps: int = 20  # updates before the multipliers leave 1
     confidence_fp: bool = True  # scale FP cells by the teacher's confidence
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.momentum < 1:  # 1 would never move from the first statistics, > 1 diverges
+            raise ValueError(f"distill.adaptive.momentum must lie in [0, 1), got {self.momentum}")
+        if self.power < 0 or self.warmup_steps < 0:
+            raise ValueError(f"distill.adaptive.power and warmup_steps must be >= 0, got {self.power}, "
+                             f"{self.warmup_steps}")
+        if not 0 < self.min_multiplier <= 1 <= self.max_multiplier < math.inf:
+            raise ValueError("distill.adaptive needs 0 < min_multiplier <= 1 <= max_multiplier, got "
+                             f"{self.min_multiplier}, {self.max_multiplier}")
 
 
 class AdaptiveRegionWeights(nn.Module):

@@ -7,6 +7,7 @@ the weights, it only gates the two groups, so each ablation row is `--stage X` o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -35,6 +36,14 @@ class RegionConfig:
     # Output imitation skips FN cells: there the teacher missed the object, so copying its output teaches a miss.
     output_weights: tuple[float, float, float, float] = (1.0, 0.0, 0.5, 0.0)
     adaptive_scaling: bool = True  # object cells weighted by 1/area (residual by 1/sqrt(area))
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gamma < 1:  # a probability threshold: outside (0, 1) one region takes every cell
+            raise ValueError(f"distill.regions.gamma must lie in (0, 1), got {self.gamma}")
+        for name in ("feature_weights", "output_weights"):
+            weights = getattr(self, name)
+            if len(weights) != 4 or any(not 0 <= w < math.inf for w in weights):
+                raise ValueError(f"distill.regions.{name} must be 4 numbers >= 0 (TP, FN, FP, TN), got {list(weights)}")
 
 
 @dataclass
@@ -66,6 +75,9 @@ class DistillConfig:
             raise ValueError(f"distill stage must be one of {STAGES}, not {self.stage!r}")
         if self.temperature <= 0 or self.attention_temperature <= 0:
             raise ValueError("distill temperatures must be positive")
+        for name in ("supervised", *FEATURE_TERMS, *OUTPUT_TERMS):  # negative: the student learns to disagree
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"distill.{name} must be a number >= 0, got {getattr(self, name)}")
 
     def active_weights(self) -> dict[str, float]:
         """Weight of every distillation term in this stage (terms off in the stage or with weight 0 left out)."""

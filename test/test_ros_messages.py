@@ -280,6 +280,17 @@ def test_predicted_objects_carry_the_whole_object_state():
     assert len({bytes(o.object_id.uuid) for o in msg.objects}) == len(msg.objects)
 
 
+def test_an_untracked_object_s_uuid_never_repeats_in_a_later_frame():
+    """Consumers key an object's history by its UUID: an untracked box (track id -1) is a different object in the
+    next frame (one from its index in the frame made box 0 of every frame one object), a tracked one the same."""
+    first, second = make_predictions(), make_predictions(stamp_ns=1_532_402_928_112_460_000)
+    first.track_ids = second.track_ids = np.array([-1, -1, 17])
+    ids = [[bytes(o.object_id.uuid) for o in predicted_objects_msg(pred, "base_link").objects]
+           for pred in (first, second)]
+    assert len(set(ids[0][:2] + ids[1][:2])) == 4
+    assert ids[0][2] == ids[1][2] and ids[0][2] not in ids[0][:2] + ids[1][:2]
+
+
 def test_recorded_outputs_read_back_as_the_published_predictions(tmp_path):
     from rosbags.rosbag2 import Writer
 

@@ -1,8 +1,9 @@
 """`Predictions` as autoware_perception_msgs/PredictedObjects, the object list planners consume, and back.
 
 vision_msgs/Detection3DArray has no velocity and no forecasts; PredictedObjects carries the whole object state:
-- `object_id`: a UUID from the track id (bytes 0-6 "tinybev", byte 7 = 1 if tracked, bytes 8-15 the track id,
-  or the index in the frame when untracked), so a tracked object keeps its UUID from frame to frame;
+- `object_id`: bytes 0-6 "tinybev", byte 7 = 1 if tracked, bytes 8-15 the track id, so a tracked object keeps
+  its UUID from frame to frame; an untracked box (track id -1) is an object of its frame only: bytes 8-15 hash
+  the frame's stamp and the box's index, so its UUID never names another frame's object;
 - `existence_probability` and one `classification` entry: the score, and the Autoware label of the class
   (construction_vehicle -> TRUCK; traffic_cone and barrier -> UNKNOWN, Autoware has no such labels; the exact
   nuScenes class stays in the Detection3DArray of the same frame, in the same order);
@@ -15,6 +16,8 @@ Covariances are zero: the model does not estimate them.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 from autoware_perception_msgs.msg import (
@@ -40,9 +43,13 @@ AUTOWARE_LABEL = {"car": ObjectClassification.CAR, "truck": ObjectClassification
 UUID_PREFIX = b"tinybev"
 
 
-def object_uuid(track_id: int, index: int) -> np.ndarray:
-    tracked = track_id >= 0
-    raw = UUID_PREFIX + bytes([int(tracked)]) + int(track_id if tracked else index).to_bytes(8, "big")
+def object_uuid(track_id: int, stamp_ns: int, index: int) -> np.ndarray:
+    """The object's UUID (module doc): its track id, or for an untracked box its frame's stamp and its index."""
+    if track_id >= 0:
+        raw = UUID_PREFIX + b"\x01" + track_id.to_bytes(8, "big")
+    else:
+        frame_box = stamp_ns.to_bytes(8, "big", signed=True) + index.to_bytes(8, "big")
+        raw = UUID_PREFIX + b"\x00" + hashlib.blake2b(frame_box, digest_size=8).digest()
     return np.frombuffer(raw, dtype=np.uint8).copy()
 
 
@@ -58,7 +65,7 @@ def predicted_objects_msg(pred: Predictions, frame_id: str) -> PredictedObjects:
     step = Duration(sec=int(STEP_SECONDS), nanosec=int(round((STEP_SECONDS % 1) * 1e9)))
     for i in range(len(pred)):
         obj = PredictedObject()
-        obj.object_id.uuid = object_uuid(int(pred.track_ids[i]), i)
+        obj.object_id.uuid = object_uuid(int(pred.track_ids[i]), int(pred.stamp_ns), i)
         score = float(pred.scores[i])
         obj.existence_probability = score
         obj.classification = [ObjectClassification(

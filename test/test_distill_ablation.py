@@ -240,6 +240,9 @@ def test_a_broken_record_is_refused_in_one_line(tmp_path) -> None:
         "[]": "has no 'students' table",
         json.dumps({"students": {"S3_seed0": {"stage": "S3"}}}): "has distilled students",
         json.dumps({"students": supervised, "teacher_sha256": "x"}): "part of the teacher's",
+        json.dumps({"students": {"none_seed0": [0.2]}, **teacher}): r"student rows \['none_seed0'\] are not mappings",
+        json.dumps({"students": {"S9_seed0": {"stage": "S9"}}, **teacher}): r"\['S9_seed0'\] are not mappings with",
+        json.dumps({"students": supervised, "validation": [0.1]}): "'validation' is not a mapping",
     }
     for text, message in broken.items():
         path.write_text(text)

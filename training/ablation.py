@@ -588,8 +588,14 @@ def read_record(path: Path) -> dict[str, Any] | None:
         raise ConfigError(f"ablation record {path} is not valid JSON ({exc}); move it away to start afresh") from exc
     if not isinstance(record, dict) or not isinstance(record.get("students"), dict):
         raise ConfigError(f"ablation record {path} has no 'students' table; move it away to start afresh")
+    odd = [name for name, row in record["students"].items() if not isinstance(row, dict) or row.get("stage")
+           not in STAGES]
+    if odd or not isinstance(record.get("validation", {}), dict):
+        what = f"student rows {odd} are not mappings with a stage of {STAGES}" if odd else \
+            "'validation' is not a mapping"
+        raise ConfigError(f"ablation record {path}: {what} (edited by hand?); move it away to start afresh")
     has_teacher = [key in record for key in TEACHER_KEYS]
-    distilled = any(not isinstance(row, dict) or row.get("stage") != "none" for row in record["students"].values())
+    distilled = any(row.get("stage") != "none" for row in record["students"].values())
     if (distilled or any(has_teacher)) and not all(has_teacher):
         raise ConfigError(f"ablation record {path} has distilled students or part of the teacher's {TEACHER_KEYS} "
                           "but not all of the teacher's keys; move it away to start afresh")

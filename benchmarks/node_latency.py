@@ -81,7 +81,7 @@ def main() -> None:
             "last image -> publish p50 (ms)": lambda f, d: d.get("latency_p50_ms", "n/a"),
             "last image -> publish p99 (ms)": lambda f, d: d.get("latency_p99_ms", "n/a"),
             "dropped (latest wins)": lambda f, d: str(int(d.get("sync_dropped", 0))
-                                                      + int(d.get("fault_dropped_busy", 0)))}
+                                                      + int(d.get("dropped_busy", 0)))}
     for label, cell in rows.items():
         print(f"  {label:34s} {cell(*results['before']):>14s} {cell(*results['now']):>14s}")
     replay_s = sent / args.input_hz

@@ -276,7 +276,7 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
         # 7. a burst at 60 Hz (10x a 6 Hz camera rig): stale frame sets are dropped (latest wins), the node lives
         def dropped() -> int:
             diag = rosie.diagnostics()
-            return int(diag.get("sync_dropped", 0)) + int(diag.get("fault_dropped_busy", 0))
+            return int(diag.get("sync_dropped", 0)) + int(diag.get("dropped_busy", 0))
 
         dropped_before = dropped()
         t = 1_532_402_990_000_000_000

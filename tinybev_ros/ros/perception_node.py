@@ -10,7 +10,8 @@ blocked. A complete camera set joins a queue of `frame_queue_size` sets; a worke
 bounds memory and latency under bursts: size 1 (default) is latest wins, for a live robot; a bag replayed for
 evaluation (`tinybev demo`) uses a longer queue so that every frame is processed, in order, despite hiccups.
 
-Faults never stop the node: each kind is logged once with a clear message and counted in /diagnostics.
+Faults never stop the node: each kind is logged once with a clear message and counted in /diagnostics, whose
+level is WARN for faults counted since its previous report (the running totals stay in its values).
 """
 
 from __future__ import annotations
@@ -78,7 +79,12 @@ class PerceptionNode(Node):
                                       "file? `ros2 param list` shows the valid names)")
         cfg = PerceptionNodeConfig(**{f.name: self.get_parameter(f.name).value for f in fields(PerceptionNodeConfig)})
         validate(cfg)
-        self.faults: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()  # running totals since start-up
+        self._faults_reported: Counter[str] = Counter()  # the totals the previous diagnostics report saw
+        # Sets replaced while inference was busy. Not a fault: with frame_queue_size 1 (latest wins, live) it is the
+        # designed answer to frames that come faster than inference; a value beside sync_dropped, as output_rate_hz
+        # says whether the node keeps up, so /diagnostics does not warn for as long as the machine is loaded.
+        self.dropped_busy = 0
         self._logged: set[str] = set()
         self._lock = threading.Lock()
         self._pending: deque[FrameSet] = deque()  # at most frame_queue_size; the oldest is dropped
@@ -225,7 +231,7 @@ class PerceptionNode(Node):
                 self._late_at_last_set = self.sync.stats.late
                 if len(self._pending) == self.cfg.frame_queue_size:
                     self._pending.popleft()
-                    self.faults["dropped_busy"] += 1  # inference is behind: the oldest waiting set goes
+                    self.dropped_busy += 1  # inference is behind: the oldest waiting set goes
                 self._pending.append(frameset)
                 self._wakeup.set()
 
@@ -350,6 +356,11 @@ class PerceptionNode(Node):
         return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
     def diagnostics(self, writers: dict[str, int]) -> DiagnosticStatus:
+        """One /diagnostics report: WARN while something is wrong now (silent or unsynchronized cameras, faults
+        counted since the previous report), OK once it has passed; the fault totals stay in the values."""
+        faults = Counter(self.faults)  # one copy: callbacks and the worker go on counting
+        recent = sorted(faults - self._faults_reported)
+        self._faults_reported = faults
         stats = self.sync.stats
         silent = self.sync.silent_cameras()
         latency = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
@@ -367,17 +378,18 @@ class PerceptionNode(Node):
             "cameras_with_writers": f"{sum(writers[c] > 0 for c in self.cfg.cameras)}"
                                     f"/{len(self.cfg.cameras)}",
             "sync_emitted": str(stats.emitted), "sync_dropped": str(stats.dropped), "sync_late": str(stats.late),
-            "sync_resets": str(stats.resets), "missing_cameras": ",".join(silent),
+            "sync_resets": str(stats.resets), "dropped_busy": str(self.dropped_busy),
+            "missing_cameras": ",".join(silent),
         }
-        values.update({f"fault_{k}": str(v) for k, v in sorted(self.faults.items())})
+        values.update({f"fault_{k}": str(v) for k, v in sorted(faults.items())})
         stalled = self._sync_stall()
         values["out_of_sync"] = stalled
         level = DiagnosticStatus.OK
         message = "ok"
-        if silent or self.faults or stalled:
+        if silent or recent or stalled:
             level = DiagnosticStatus.WARN
             message = (stalled if stalled else f"silent cameras: {', '.join(silent)}" if silent
-                       else "faults: " + ", ".join(sorted(self.faults)))
+                       else "faults since the last report: " + ", ".join(recent))
         return DiagnosticStatus(level=level, name="tinybev_node: perception", hardware_id="tinybev",
                                 message=message, values=[KeyValue(key=k, value=v) for k, v in values.items()])
 

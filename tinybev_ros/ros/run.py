@@ -248,10 +248,11 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
             if recorder.returncode != 0:
                 raise ChildExited(f"bag record exited with {recorder.returncode}: {record} is not a complete recording",
                                   recorder.returncode)
-        faults = {k: v for k, v in watcher.node_diagnostics.items() if k.startswith("fault_")}
+        faults = {k: v for k, v in watcher.node_diagnostics.items()
+                  if k.startswith("fault_") or (k == "dropped_busy" and v != "0")}
         if faults:  # what cost frames (lost images, a busy queue...), in the user's terminal, not only in a bag
-            print("run: tinybev_node counted faults: " + ", ".join(f"{k.removeprefix('fault_')} {v}"
-                                                                   for k, v in sorted(faults.items())), file=sys.stderr)
+            counted = ", ".join(f"{k.removeprefix('fault_')} {v}" for k, v in sorted(faults.items()))
+            print(f"run: tinybev_node counted faults and busy drops: {counted}", file=sys.stderr)
         if watcher.diagnostics_at > played and short():
             print("run: tinybev_node did not receive every image of the bag: " + ", ".join(
                 f"{camera} {count}/{expected[camera]}" for camera, count in short().items()), file=sys.stderr)

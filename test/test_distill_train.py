@@ -121,16 +121,29 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     from training.teachers.cached import cache_path
 
     cache_path(cut_short, split_sample_tokens(nusc, train.train_split)[0]).unlink()
+    damaged, mixed = tmp_path / "damaged", tmp_path / "mixed"  # a copy cut short; a file of another teacher
+    for copy in (damaged, mixed):
+        shutil.copytree(cache, copy)
+    odd = cache_path(damaged, split_sample_tokens(nusc, train.val_split)[0])  # runs read the first 2 samples
+    odd.write_bytes(odd.read_bytes()[:200])
+    from training.teachers.cached import read_teacher_sample, write_teacher_sample
+
+    token = split_sample_tokens(nusc, train.val_split)[0]
+    features, outputs = read_teacher_sample(cache_path(mixed, token))
+    write_teacher_sample(mixed, token, [f[:2] for f in features], outputs, source="another teacher")
     for teacher, message in ((tmp_path / "missing", "is neither a teacher checkpoint file nor a teacher-cache"),
                              (checkpoint / MODEL_FILE, "holds a student, not a teacher"),
                              (out, "is a folder without teacher-cache files"),
-                             (cut_short, f"has no file for 1 of the 2 samples of split '{train.train_split}'")):
+                             (cut_short, f"has no file for 1 of the 2 samples of split '{train.train_split}'"),
+                             (damaged, f"teacher cache file {odd} is damaged"),
+                             (mixed, f"and {token}.safetensors differ in keys or shapes")):
         assert main(["distill", "--config", str(distill_yaml), "--teacher", str(teacher), "--stage", "S3",
                      "--dataroot", str(synth_dataset.dataroot), "--version", synth_dataset.version,
                      "--out", str(tmp_path / "wrong_teacher"), "--steps", "1"]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "wrong_teacher" / "checkpoints").exists()
-        assert teacher == cut_short or not (tmp_path / "wrong_teacher").exists()  # known before any dataset work
+        # known before any dataset work, or (a cache's files) before the first step
+        assert teacher in (cut_short, damaged, mixed) or not (tmp_path / "wrong_teacher").exists()
 
     # Resume continues with the distillation state, and a step later every KD term is finite.
     config = dataclasses.replace(train, steps=2)

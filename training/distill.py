@@ -83,12 +83,8 @@ class DistillTrainer(Trainer):
         if teacher is None:
             raise ValueError(f"distillation stage {distill.stage} needs a teacher")
         self.teacher = open_teacher(teacher, self.device) if isinstance(teacher, str | Path) else teacher
-        for split, dataset in ((config.train_split, self.train_set), (config.val_split, self.val_set)):
-            missing = getattr(self.teacher, "missing", lambda tokens: [])(dataset.tokens)  # a cache cut short
-            if missing:
-                raise ConfigError(f"teacher cache {teacher} has no file for {len(missing)} of the {len(dataset)} "
-                                  f"samples of split {split!r} (first: {missing[0]}); run `tinybev teacher-cache` "
-                                  "over that split into it")
+        if hasattr(self.teacher, "check"):  # a cache: cut short, damaged or mixed, said now rather than mid-run
+            self.teacher.check({config.train_split: self.train_set.tokens, config.val_split: self.val_set.tokens})
         if getattr(self.teacher, "needs_lidar", False):
             for dataset in (self.train_set, self.val_set):
                 dataset.with_lidar, dataset.lidar_sweeps = True, self.teacher.lidar_sweeps

@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from tinybev_ros.checkpoint import write_tensors
-from tinybev_ros.errors import CheckpointNotFound
+from tinybev_ros.errors import CheckpointError, CheckpointNotFound
 from training.teachers.base import OUTPUT_KEYS, Teacher, TeacherOutput
 
 log = logging.getLogger(__name__)
@@ -74,21 +74,37 @@ def cache_teacher(teacher: Teacher, batches: Iterable[dict[str, Any]], root: str
     return written
 
 
+def _file_layout(path: Path) -> dict[str, list[int]]:
+    """Every tensor's shape in a cache file, from its header; a damaged file (cut short, not safetensors, another
+    format) is a CheckpointError naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            _check_format(path, handle.metadata() or {})
+            return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"teacher cache file {path} is damaged ({error}); remove it and run `tinybev "
+                              "teacher-cache` again (it writes the missing files)") from error
+
+
+def _check_format(path: Path, metadata: dict[str, str]) -> None:
+    if metadata.get("format") != CACHE_FORMAT:
+        raise CheckpointError(f"teacher cache file {path}: format {metadata.get('format')!r}, expected "
+                              f"{CACHE_FORMAT!r}")
+
+
 def read_teacher_sample(path: Path) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            if metadata.get("format") != CACHE_FORMAT:
-                raise ValueError(f"teacher cache file {path}: format {metadata.get('format')!r}, "
-                                 f"expected {CACHE_FORMAT!r}")
+            _check_format(path, metadata)
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError) as error:
-        raise ValueError(f"teacher cache file {path} is not readable safetensors: {error}") from error
+        raise CheckpointError(f"teacher cache file {path} is not readable safetensors: {error}") from error
     count = int(metadata.get("num_features", "0"))
     try:
         features = [tensors[f"features.{i}"].float() for i in range(count)]
     except KeyError as error:
-        raise ValueError(f"teacher cache file {path}: missing {error.args[0]}") from error
+        raise CheckpointError(f"teacher cache file {path}: missing {error.args[0]}") from error
     outputs = {key.removeprefix("outputs."): t.float() for key, t in tensors.items() if key.startswith("outputs.")}
     return features, outputs
 
@@ -104,9 +120,26 @@ class CachedTeacher:
             raise CheckpointNotFound(f"teacher cache directory {self.root} does not exist")
         self.device = torch.device(device)
 
-    def missing(self, sample_tokens: list[str]) -> list[str]:
-        """The samples without a cache file."""
-        return [token for token in sample_tokens if not cache_path(self.root, token).is_file()]
+    def check(self, splits: dict[str, list[str]]) -> None:
+        """Before training: every sample of every split has a file that opens, in this cache's format, with the
+        first file's keys and shapes (headers only, about a millisecond a file). Found mid-run, a damaged or
+        foreign file would stop the run at the same step on every resume."""
+        for split, sample_tokens in splits.items():
+            missing = [token for token in sample_tokens if not cache_path(self.root, token).is_file()]
+            if missing:
+                raise CheckpointError(f"teacher cache {self.root} has no file for {len(missing)} of the "
+                                      f"{len(sample_tokens)} samples of split {split!r} (first: {missing[0]}); run "
+                                      "`tinybev teacher-cache` over that split into it")
+        layout: tuple[Path, dict[str, list[int]]] | None = None
+        for token in (token for tokens in splits.values() for token in tokens):
+            path = cache_path(self.root, token)
+            shapes = _file_layout(path)
+            if layout is None:
+                layout = (path, shapes)
+            elif shapes != layout[1]:
+                raise CheckpointError(f"teacher cache files {layout[0].name} and {path.name} differ in keys or "
+                                      f"shapes (two teachers in one cache?); remove the odd ones and run "
+                                      "`tinybev teacher-cache` again")
 
     def __call__(self, batch: dict[str, Any]) -> TeacherOutput:
         samples = []
@@ -121,7 +154,8 @@ class CachedTeacher:
             same = [f.shape for f in features] == [f.shape for f in first_features] and (
                 {k: v.shape for k, v in outputs.items()} == {k: v.shape for k, v in first_outputs.items()})
             if not same:
-                raise ValueError(f"teacher cache files {first_path.name} and {path.name} differ in keys or shapes")
+                raise CheckpointError(f"teacher cache files {first_path.name} and {path.name} differ in keys or "
+                                      "shapes")
         features = [torch.stack([s[1][i] for s in samples]).to(self.device) for i in range(len(first_features))]
         outputs = {k: torch.stack([s[2][k] for s in samples]).to(self.device) for k in first_outputs}
         return TeacherOutput(features=features, outputs=outputs)

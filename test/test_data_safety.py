@@ -394,3 +394,46 @@ def test_a_full_disk_during_convert_is_one_line_and_leaves_nothing(synth_dataset
     assert "Traceback" not in result.stderr
     assert "nuscenes_to_bag: error: cannot write the bag" in result.stderr.strip().splitlines()[-1]
     assert not out.exists() and not list(tmp_path.glob(".scene.partial-*"))
+
+
+def _train(config: Path, dataset, out: Path, steps: int, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tinybev_ros.cli", "train", "--config", str(config), "--dataroot",
+                             str(dataset.dataroot), "--version", dataset.version, "--out", str(out), "--steps",
+                             str(steps)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            **popen)
+
+
+def test_a_stopped_or_full_disk_training_run_is_one_line_and_keeps_its_checkpoints(synth_dataset, tmp_path):
+    """SIGTERM (how batch systems stop a job) unwinds like Ctrl-C; a full disk at a checkpoint is one line; a temp
+    folder left by a killed checkpoint write is removed by the next write; the checkpoints before stay intact."""
+    from training.checkpointing import resume_point
+
+    config = tmp_path / "train.yaml"  # the CPU ablation's small student on 2 samples, a checkpoint every step
+    config.write_text(f"base: {REPO / 'config' / 'distill_ablation_train.yaml'}\ncheckpoint_every: 1\n"
+                      "keep_checkpoints: 5\ndata: {max_samples: 2, num_workers: 0}\n")
+    out = tmp_path / "run"
+    checkpoints = out / "checkpoints"
+    stopped = _train(config, synth_dataset, out, steps=1000)
+    deadline = time.monotonic() + 240
+    while not (checkpoints / "step_00000002").is_dir():
+        assert stopped.poll() is None and time.monotonic() < deadline, stopped.stderr.read()[-3000:]
+        time.sleep(0.2)
+    stopped.send_signal(signal.SIGTERM)
+    err = stopped.communicate(timeout=60)[1]
+    assert stopped.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == "tinybev train: interrupted"
+    assert not list(checkpoints.glob(".step_*"))
+    point = resume_point(checkpoints)
+    assert point is not None and point[1]["step"] >= 2
+    done = point[1]["step"]
+
+    killed = checkpoints / f".step_{done + 1:08d}.x1y2z3"  # what SIGKILL or a power cut mid-write leaves
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"\0" * 1000)
+    full = _train(config, synth_dataset, out, steps=done + 1, preexec_fn=_small_disk)  # the model file > 2 MiB
+    err = full.communicate(timeout=240)[1]
+    assert full.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert f"tinybev train: error: cannot write checkpoint {checkpoints / f'step_{done + 1:08d}'}" in \
+        err.strip().splitlines()[-1]
+    assert not list(checkpoints.glob(".step_*"))  # neither the killed write's folder nor this one's
+    assert resume_point(checkpoints)[1]["step"] == done

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from tinybev_ros.atomic_file import write_text
-from tinybev_ros.errors import ConfigError
+from tinybev_ros.errors import CheckpointError, ConfigError
 
 STATE_FILE = "train_state.safetensors"
 MODEL_FILE = "model.safetensors"
@@ -120,6 +120,8 @@ def write_checkpoint_dir(out_dir: str | Path, step: int, write_model, state: dic
     """Atomically create `out_dir/step_XXXXXXXX/` with the model (via `write_model(path)`) and the state."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".step_*"):  # a write cut short by SIGKILL or a power cut: about a checkpoint each
+        shutil.rmtree(stale, ignore_errors=True)
     target = out_dir / f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=out_dir))
     try:
@@ -128,10 +130,15 @@ def write_checkpoint_dir(out_dir: str | Path, step: int, write_model, state: dic
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        write_text(out_dir / LATEST, target.name + "\n")
+    except (OSError, SafetensorError) as error:  # e.g. a full disk (safetensors reports it as its own error)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot write checkpoint {target} ({error}); the earlier checkpoints in {out_dir} "
+                              "are intact (resume picks the newest that reads back): free space and resume") \
+            from error
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_text(out_dir / LATEST, target.name + "\n")
     for old in sorted(out_dir.glob("step_*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return target

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import ConfigError
 from tinybev_ros.geometry import BevGrid
+from tinybev_ros.interrupts import sigterm_as_interrupt
 from tinybev_ros.model.backbone import load_imagenet_weights
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from tinybev_ros.paths import check_output_folder
@@ -394,30 +395,34 @@ class Trainer:
         bar = tqdm(total=end, initial=self.step, desc=f"train {self.kind}", disable=not self.ddp.is_main,
                    dynamic_ncols=True)
         try:
-            while self.step < end:
-                epoch, skip = divmod(self.step, self.steps_per_epoch)
-                self.sampler.set_epoch(epoch)
-                self.sampler.skip_batches = skip
-                self.train_set.set_epoch(epoch)
-                for batch in self.loader(self.train_set, self.sampler):
-                    record = self.train_step(batch)
-                    self.history.append(record)
-                    if on_step is not None:
-                        on_step(record)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{record['total']:.4f}", lr=f"{record['lr']:.2e}")
-                    self.log_scalars("train", record)
-                    if self.step % config.val_every == 0 or self.step == end:
-                        self.log_scalars("val", self.validate(), force=True)
-                        self.measure_validation_metrics()
-                    if self.step % config.checkpoint_every == 0 or self.step == end:
-                        self.save()
-                    if self.step >= end:
-                        break
+            with sigterm_as_interrupt():  # a batch system's stop unwinds like Ctrl-C (interrupts.py)
+                while self.step < end:
+                    epoch, skip = divmod(self.step, self.steps_per_epoch)
+                    self.sampler.set_epoch(epoch)
+                    self.sampler.skip_batches = skip
+                    self.train_set.set_epoch(epoch)
+                    for batch in self.loader(self.train_set, self.sampler):
+                        record = self.train_step(batch)
+                        self.history.append(record)
+                        if on_step is not None:
+                            on_step(record)
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{record['total']:.4f}", lr=f"{record['lr']:.2e}")
+                        self.log_scalars("train", record)
+                        if self.step % config.val_every == 0 or self.step == end:
+                            self.log_scalars("val", self.validate(), force=True)
+                            self.measure_validation_metrics()
+                        if self.step % config.checkpoint_every == 0 or self.step == end:
+                            self.save()
+                        if self.step >= end:
+                            break
         finally:
             bar.close()
             if self.writer is not None:
-                self.writer.close()
+                try:
+                    self.writer.close()
+                except OSError as error:  # a full disk: the error that stopped the run is the one to report
+                    log.warning("TensorBoard log in %s not flushed: %s", self.out_dir / "tensorboard", error)
 
     def measure_validation_metrics(self) -> None:
         """Run `validation_metrics` (if set) for the current weights; a resumed run rewrites a step's line, and

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import CheckpointError
+from tinybev_ros.interrupts import sigterm_as_interrupt
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from tinybev_ros.paths import check_output_folder
 from tinybev_ros.release import sha256
@@ -45,9 +46,9 @@ def claim_cache(root: Path, checkpoint: Path) -> None:
             raise CheckpointError(f"teacher cache {root} was made by another teacher (sha256 {made_by}, not "
                                   f"{checkpoint}'s {digest}); give another --out, or remove it")
         return
-    if any(root.glob("*.safetensors")):
-        log.warning("teacher cache %s has files but no %s: which teacher made them cannot be checked", root,
-                    TEACHER_MARKER)
+    if any(root.glob("*.safetensors")):  # skipping them as "done" would mix another teacher's files into this cache
+        raise CheckpointError(f"teacher cache {root} has files but no {TEACHER_MARKER}: which teacher made them "
+                              "cannot be checked; give another --out, or remove them")
     root.mkdir(parents=True, exist_ok=True)
     write_text(marker, json.dumps({"teacher_sha256": digest, "teacher": str(checkpoint)}))
 
@@ -55,8 +56,8 @@ def claim_cache(root: Path, checkpoint: Path) -> None:
 def cache_splits(checkpoint: str | Path, nusc: NuScenes, splits: Iterable[str], root: str | Path,
                  device: str | torch.device, batch_size: int = 4, sample_cache_dir: str | Path = "") -> int:
     """Cache `checkpoint`'s features and outputs for every keyframe of `splits`; returns the files written."""
+    teacher = LiveTeacher.from_checkpoint(checkpoint, device)  # not a teacher: refused before --out is claimed
     claim_cache(Path(root), Path(checkpoint))
-    teacher = LiveTeacher.from_checkpoint(checkpoint, device)
     written = 0
     for split in splits:
         dataset = teacher_dataset(nusc, split, teacher.model.config, sample_cache_dir, partial_ok=True)
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     device = resolve_device(args.device)
     nusc = open_nuscenes(args.dataroot, args.version)
-    with torch.no_grad():
+    with torch.no_grad(), sigterm_as_interrupt():  # a stop unwinds like Ctrl-C: no temp file left beside the cache
         written = cache_splits(args.teacher, nusc, args.splits, args.out, device, args.batch_size,
                                args.sample_cache)
     print(f"tinybev teacher-cache: wrote {written} sample files to {args.out}")

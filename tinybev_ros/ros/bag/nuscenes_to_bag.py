@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import signal
 import sqlite3
 import sys
 import time
@@ -41,6 +40,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 
 from tinybev_ros.errors import DatasetError, DatasetFileMissing
 from tinybev_ros.geometry import Transform, matrix_to_quat
+from tinybev_ros.interrupts import sigterm_as_interrupt
 from tinybev_ros.jpeg import JPEG_SOI, is_truncated_jpeg
 from tinybev_ros.nuscenes_dataset import (
     camera_intrinsic,
@@ -484,13 +484,14 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = ConvertOptions(storage=args.storage, sweeps=args.sweeps, raw_images=args.raw_images, force=args.force,
                              with_map=not args.no_map, progress=not args.no_progress)
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        nusc = open_nuscenes(args.dataroot, args.version)
-        if args.all:
-            convert_all(nusc, args.out, options)
-        else:
-            print(convert_scene(nusc, find_scene(nusc, args.scene)["name"], args.out, options).format(), flush=True)
+        with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: the partial bag beside the target is removed
+            nusc = open_nuscenes(args.dataroot, args.version)
+            if args.all:
+                convert_all(nusc, args.out, options)
+            else:
+                print(convert_scene(nusc, find_scene(nusc, args.scene)["name"], args.out, options).format(),
+                      flush=True)
     except (DatasetError, BagTargetError) as exc:
         print(f"nuscenes_to_bag: error: {exc}", file=sys.stderr)
         return 2
@@ -501,14 +502,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("nuscenes_to_bag: interrupted; no bag written at the target path", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return 0
-
-
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so the partial bag beside the target is removed."""
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:

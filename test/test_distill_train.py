@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 from tinybev_ros.checkpoint import load_checkpoint, save_checkpoint
 from tinybev_ros.cli import main
 from tinybev_ros.model import build_student
+from tinybev_ros.paths import default_checkpoint
 from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint, load_train_state
 from training.config import LossRamp, load_train_config
 from training.distill import DistillTrainer, open_teacher
@@ -37,7 +39,7 @@ def small_run_configs(tmp: Path) -> Path:
     return tmp / "distill.yaml"
 
 
-def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_path, capsys):
+def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_path, capsys, caplog):
     torch.manual_seed(0)
     distill_yaml = small_run_configs(tmp_path)
     run_config = load_distill_config(distill_yaml)
@@ -55,6 +57,10 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     args = ["teacher-cache", "--teacher", str(teacher_file), "--dataroot", str(synth_dataset.dataroot), "--version",
             synth_dataset.version, "--out", str(cache), "--batch-size", "8",
             "--sample-cache", str(tmp_path / "samples")]
+    # A --teacher that is not one is refused before --out is claimed: the right teacher is not refused after it.
+    wrong = [*args[:2], str(default_checkpoint()), *args[3:]]
+    assert main(wrong) == 2 and "holds a student, not a teacher" in capsys.readouterr().err
+    assert not (cache / "teacher.json").exists()
     assert main(args) == 0
     assert len(list(cache.glob("*.safetensors"))) == 32  # every keyframe of both splits
     assert len(list((tmp_path / "samples").rglob("*.safetensors"))) == 32  # its inputs, cached where it was told
@@ -67,6 +73,12 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     assert main([*args[:2], str(other), *args[3:]]) == 2
     assert "was made by another teacher" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamp
+    unmarked = tmp_path / "unmarked"  # files whose teacher cannot be checked are not taken as this one's
+    unmarked.mkdir()
+    shutil.copy2(next(cache.glob("*.safetensors")), unmarked)
+    assert main([*args[:8], str(unmarked), *args[9:]]) == 2
+    assert "has files but no teacher.json" in capsys.readouterr().err
+    assert len(list(unmarked.iterdir())) == 1
     with pytest.raises(FileNotFoundError, match="neither"):
         open_teacher(tmp_path / "missing", torch.device("cpu"))
 
@@ -178,7 +190,24 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     assert record["grad_norm"] > 1e-3 and clipped == pytest.approx(1e-6, rel=1e-3)
 
     # A run folder of one stage is not silently continued as another.
-    other = DistillTrainer(config, DistillConfig(stage="S1"), cache, synth_dataset.dataroot, synth_dataset.version,
-                           out, nusc=nusc)
+    s1 = DistillTrainer(config, DistillConfig(stage="S1"), cache, synth_dataset.dataroot, synth_dataset.version, out,
+                        nusc=nusc)
     with pytest.raises(ValueError, match="stage 'S3'"):
-        other.resume()
+        s1.resume()
+    supervised = ["train", "--config", str(tmp_path / "train.yaml"), "--dataroot", str(synth_dataset.dataroot),
+                  "--version", synth_dataset.version, "--out", str(out)]
+    assert main(supervised) == 2
+    assert "is a run of distillation stage 'S3', not 'none'" in capsys.readouterr().err
+    # What the run is made with is compared on resume: another recipe or teacher is said (the teacher, live or
+    # cached, by its checkpoint's sha256: the cache's own teacher, run live, is the same one).
+    for teacher, recipe, said in ((teacher_file, run_config.distill, []),
+                                  (other, dataclasses.replace(run_config.distill, feature=7.0),
+                                   ["other distill settings than its run's: feature 1.0 -> 7.0",
+                                    "other teacher than its run's"])):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="training.train"):
+            assert DistillTrainer(config, recipe, teacher, synth_dataset.dataroot, synth_dataset.version, out,
+                                  nusc=nusc).resume()
+        warned = [r.getMessage() for r in caplog.records  # (the training settings were changed above, on purpose)
+                  if "other distill settings" in r.getMessage() or "other teacher" in r.getMessage()]
+        assert all(any(text in line for line in warned) for text in said) and (said or not warned), warned

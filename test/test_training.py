@@ -243,7 +243,7 @@ def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path, caplog
     args[-1] = "2"
     with caplog.at_level(logging.WARNING, logger="training.train"):
         assert main(args) == 0  # resumes at step 1 and runs one more step
-    assert "with settings that differ from its run's: steps 1 -> 2" in caplog.text  # said, not refused
+    assert "with other settings than its run's: steps 1 -> 2" in caplog.text  # said, not refused
     checkpoints = tmp_path / "run" / "checkpoints"
     assert latest_checkpoint(checkpoints).name == "step_00000002"
     # a training state cut short (disk full, copy interrupted): resume falls back to step 1, naming the bad file

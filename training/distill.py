@@ -15,6 +15,7 @@ the training state of every checkpoint, never in the student's model file: the d
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ import torch
 import torch.distributed as dist
 
 from tinybev_ros.checkpoint import read_checkpoint
-from tinybev_ros.errors import CheckpointError, CheckpointNotFound, ConfigError
+from tinybev_ros.errors import CheckpointError, CheckpointNotFound
 from tinybev_ros.paths import check_output_folder
+from tinybev_ros.release import sha256
 from training.checkpointing import check_fresh_start
 from training.config import TrainConfig
 from training.data import collate, move_batch
@@ -32,7 +34,14 @@ from training.distillation.config import STAGES, DistillConfig, load_distill_con
 from training.distillation.loss import DistillationLoss
 from training.losses import supervised_losses
 from training.teachers.bev_warp import warp_teacher_output
-from training.train import Trainer, add_override_arguments, fit_to_end, overrides_of, parameter_groups
+from training.train import (
+    Trainer,
+    add_override_arguments,
+    fit_to_end,
+    overrides_of,
+    parameter_groups,
+    settings_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,20 @@ def open_teacher(path: str | Path, device: torch.device) -> Any:
     return CachedTeacher(path, device=device) if path.is_dir() else LiveTeacher.from_checkpoint(path, device=device)
 
 
+def teacher_identity(path: Path) -> str:
+    """Which teacher a run learns from, recorded in its checkpoints: the teacher checkpoint's sha256 (a cache's
+    teacher.json holds it), else the cache's path (a cache written elsewhere, e.g. by an external model)."""
+    from training.teachers.caching import TEACHER_MARKER
+
+    marker = path / TEACHER_MARKER
+    if marker.is_file():
+        try:
+            return f"sha256 {json.loads(marker.read_text())['teacher_sha256']}"
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    return f"sha256 {sha256(path)}" if path.is_file() else str(path.resolve())
+
+
 class DistillTrainer(Trainer):
     """The supervised Trainer with `DistillationLoss` added to every batch's loss (stage `none`: GT only)."""
 
@@ -76,8 +99,10 @@ class DistillTrainer(Trainer):
             check_teacher(Path(teacher))
         super().__init__(config, "student", dataroot, version, out_dir, device=device, nusc=nusc)
         self.distill = distill
+        self.distill_stage = distill.stage
         self.kd: DistillationLoss | None = None
         self.teacher = None
+        self.teacher_source = teacher_identity(Path(teacher)) if isinstance(teacher, str | Path) else ""
         if distill.stage == "none":
             return
         if teacher is None:
@@ -133,14 +158,14 @@ class DistillTrainer(Trainer):
         return {name: weight * ramp.share(RAMPED_WITH.get(name), self.step) for name, weight in self.kd.weights.items()}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"distill_stage": self.distill.stage,
-                "distill": dict(self.kd.state_dict()) if self.kd is not None else {}}
+        return {"distill": dict(self.kd.state_dict()) if self.kd is not None else {}}
 
-    def check_resumable(self, path: Path, state: dict[str, Any]) -> None:
-        super().check_resumable(path, state)
-        if state.get("distill_stage") != self.distill.stage:
-            raise ConfigError(f"{path} is a distillation run of stage {state.get('distill_stage')!r}, not "
-                              f"{self.distill.stage!r}; use another --out or --no-resume")
+    def run_settings(self) -> dict[str, str]:
+        settings = super().run_settings()
+        settings["distill_settings"] = settings_text(self.distill)
+        if self.teacher_source:
+            settings["teacher"] = json.dumps({"teacher": self.teacher_source})
+        return settings
 
     def restore_extra_state(self, state: dict[str, Any]) -> None:
         if self.kd is not None:

@@ -333,9 +333,15 @@ class Trainer:
         return {name: float(totals[i] / max(float(totals[-1]), 1.0)) for i, name in enumerate(names)}
 
     # -------------------------------------------------------- checkpoints
+    distill_stage = "none"  # a distillation run's stage (training/distill.py); checkpoints of another are refused
+
     def extra_state(self) -> dict[str, Any]:
         """Training state a subclass adds to every checkpoint (restored by its own `resume`)."""
         return {}
+
+    def run_settings(self) -> dict[str, str]:
+        """What the run is made with, as flat JSON per part, stored in every checkpoint and compared on resume."""
+        return {"settings": settings_text(self.config), "model_settings": settings_text(self.spec.config)}
 
     def save(self) -> Path | None:
         # on every rank (their weights are the same), so that all stop together
@@ -345,8 +351,8 @@ class Trainer:
             return None
         self.refresh_batchnorm()
         state = {"step": self.step, "kind": self.kind, "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "settings": settings_text(self.config),
-                 **self.extra_state()}
+                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "distill_stage": self.distill_stage,
+                 **self.run_settings(), **self.extra_state()}
         path = write_checkpoint_dir(self.out_dir / "checkpoints", self.step, self.spec.save, state,
                                     keep=self.config.keep_checkpoints)
         log.info("saved checkpoint %s", path)
@@ -359,13 +365,17 @@ class Trainer:
             return False
         path, state = found
         self.check_resumable(path, state)
-        self.spec.load_weights(self.model, path / MODEL_FILE, self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.spec.load_weights(self.model, path / MODEL_FILE, self.device)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.restore_extra_state(state)
+        except (ValueError, RuntimeError, KeyError) as error:  # other shapes or parameter groups
+            raise ConfigError(f"{path} does not fit this run (another model, teacher or distillation setting?): "
+                              f"{str(error).splitlines()[0]}; use another --out or --no-resume") from error
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         set_rng_state(state["rng"])
-        self.restore_extra_state(state)
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
@@ -373,12 +383,20 @@ class Trainer:
         """Refuse a checkpoint of another kind of run (a subclass adds its own conditions)."""
         if state.get("kind") != self.kind:
             raise ConfigError(f"{path} holds a {state.get('kind')} run, not a {self.kind} run; use another --out")
-        if "settings" in state:  # a changed setting may be meant (more steps), but the run is then two runs' mix
-            before, now = json.loads(state["settings"]), json.loads(settings_text(self.config))
+        stage = state.get("distill_stage", "none")
+        if stage != self.distill_stage:
+            raise ConfigError(f"{path} is a run of distillation stage {stage!r}, not {self.distill_stage!r}; use "
+                              "another --out or --no-resume")
+        # A changed setting may be meant (more steps), but the run is then two runs' mix: said, not refused.
+        for part, now_text in self.run_settings().items():
+            if part not in state:  # a checkpoint from before the part was recorded
+                continue
+            before, now = json.loads(state[part]), json.loads(now_text)
             changed = [f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
                        if before.get(key) != now.get(key)]
             if changed:
-                log.warning("resuming %s with settings that differ from its run's: %s", path, "; ".join(changed))
+                log.warning("resuming %s with other %s than its run's: %s", path, part.replace("_", " "),
+                            "; ".join(changed))
 
     def restore_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what `extra_state` added to the checkpoint."""
@@ -466,7 +484,7 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config overrides, e.g. optim.lr=0.002 data.batch_size=2 (values are YAML)")
 
 
-def settings_text(config: TrainConfig) -> str:
+def settings_text(config: Any) -> str:
     """Every setting of a run as flat JSON (`optim.lr`: value), stored in its checkpoints for resume to compare."""
     flat: dict[str, Any] = {}
 

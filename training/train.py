@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from tinybev_ros.device import resolve_device
-from tinybev_ros.errors import ConfigError
+from tinybev_ros.errors import CheckpointError, ConfigError
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.interrupts import sigterm_as_interrupt
 from tinybev_ros.model.backbone import load_imagenet_weights
@@ -369,6 +369,8 @@ class Trainer:
             self.spec.load_weights(self.model, path / MODEL_FILE, self.device)
             self.optimizer.load_state_dict(state["optimizer"])
             self.restore_extra_state(state)
+        except CheckpointError:  # the checkpoint itself is unusable (non-finite weights...): its own line
+            raise
         except (ValueError, RuntimeError, KeyError) as error:  # other shapes or parameter groups
             raise ConfigError(f"{path} does not fit this run (another model, teacher or distillation setting?): "
                               f"{str(error).splitlines()[0]}; use another --out or --no-resume") from error

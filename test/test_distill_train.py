@@ -6,6 +6,7 @@ Small models (the CPU-ablation configs: 64x192 images, 2 m grid), two samples pe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 
 from tinybev_ros.checkpoint import load_checkpoint, save_checkpoint
 from tinybev_ros.cli import main
+from tinybev_ros.errors import ConfigError
 from tinybev_ros.model import build_student
 from tinybev_ros.paths import default_checkpoint
 from training.checkpointing import MODEL_FILE, STATE_FILE, latest_checkpoint, load_train_state
@@ -194,6 +196,10 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
                         nusc=nusc)
     with pytest.raises(ValueError, match="stage 'S3'"):
         s1.resume()
+    fewer_levels = DistillTrainer(config, dataclasses.replace(run_config.distill, feature_levels=(0,)), cache,
+                                  synth_dataset.dataroot, synth_dataset.version, out, nusc=nusc)
+    with pytest.raises(ConfigError, match="does not fit this run .*; use another --out, or remove its checkpoints"):
+        fewer_levels.resume()  # other adapters: one line, not the optimizer's traceback
     supervised = ["train", "--config", str(tmp_path / "train.yaml"), "--dataroot", str(synth_dataset.dataroot),
                   "--version", synth_dataset.version, "--out", str(out)]
     assert main(supervised) == 2
@@ -211,3 +217,19 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
         warned = [r.getMessage() for r in caplog.records  # (the training settings were changed above, on purpose)
                   if "other distill settings" in r.getMessage() or "other teacher" in r.getMessage()]
         assert all(any(text in line for line in warned) for text in said) and (said or not warned), warned
+
+
+def test_unmarked_cache_files_are_refused_unless_the_caller_vouches_for_them(tmp_path):
+    from tinybev_ros.errors import CheckpointError
+    from training.teachers.caching import TEACHER_MARKER, claim_cache
+
+    teacher = tmp_path / "teacher.safetensors"
+    teacher.write_bytes(b"weights")
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "a.safetensors").write_bytes(b"x")  # written before caches carried a marker
+    with pytest.raises(CheckpointError, match=f"has files but no {TEACHER_MARKER}"):
+        claim_cache(root, teacher)
+    assert not (root / TEACHER_MARKER).exists()
+    claim_cache(root, teacher, adopt_unmarked=True)  # `tinybev ablate`: its settings stamp vouches for the folder
+    assert json.loads((root / TEACHER_MARKER).read_text())["teacher_sha256"] == hashlib.sha256(b"weights").hexdigest()

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from tinybev_ros.errors import CheckpointError, ConfigError, DatasetError
+from tinybev_ros.interrupts import sigterm_as_interrupt
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         if chosen is None or args.command is None:
             parser.print_help()
             return 2
-        result = importlib.import_module(COMMANDS[chosen][0]).run(args)
+        with sigterm_as_interrupt():  # a batch system's stop unwinds like Ctrl-C (interrupts.py)
+            result = importlib.import_module(COMMANDS[chosen][0]).run(args)
     except (CheckpointError, ConfigError, DatasetError) as exc:  # the user's files, not our bug: one line
         print(f"tinybev {chosen}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C (or a parent stopping us) is a request, not a crash: no traceback
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (or a parent stopping us) is a request, not a crash: no traceback
         print(f"tinybev {argv[0] if argv else ''}: interrupted".rstrip(), file=sys.stderr)
         return 130
     return int(result or 0)

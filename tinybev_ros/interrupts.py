@@ -1,4 +1,4 @@
-"""SIGTERM handled as Ctrl-C by the long commands.
+"""SIGTERM handled as Ctrl-C by every `tinybev` command (cli.py) and `nuscenes_to_bag`.
 
 Batch systems (SLURM, Kubernetes, torchrun, `timeout`) stop a job with SIGTERM, whose default action ends the
 process at once: no `finally`, no `except BaseException`, so temp folders beside their targets stay behind and the

@@ -201,7 +201,8 @@ def check_replay(env: dict[str, str], bag: Path, log_path: Path, timeout_s: floa
         watcher.spin_until(lambda: time.monotonic() - watcher.last_output > 5.0, 300,
                            "draining the node's last frames", [launch])
         published = watcher.outputs
-        report = {k: v for k, v in watcher.node_diagnostics.items() if k.startswith("fault_") or k == "images_received"}
+        report = {k: v for k, v in watcher.node_diagnostics.items()
+                  if k.startswith("fault_") or k in ("images_received", "dropped_busy")}
         pids = started_pids(log_path.read_text())
         os.killpg(launch.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         stopped_at = time.monotonic()

@@ -38,7 +38,6 @@ from tqdm import tqdm
 from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import CheckpointError, ConfigError
 from tinybev_ros.geometry import BevGrid
-from tinybev_ros.interrupts import sigterm_as_interrupt
 from tinybev_ros.model.backbone import load_imagenet_weights
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from tinybev_ros.paths import check_output_folder
@@ -372,8 +371,9 @@ class Trainer:
         except CheckpointError:  # the checkpoint itself is unusable (non-finite weights...): its own line
             raise
         except (ValueError, RuntimeError, KeyError) as error:  # other shapes or parameter groups
+            detail = " ".join(str(error).split())[:400]  # torch's message spans lines: the keys are on the later ones
             raise ConfigError(f"{path} does not fit this run (another model, teacher or distillation setting?): "
-                              f"{str(error).splitlines()[0]}; use another --out or --no-resume") from error
+                              f"{detail}; use another --out, or remove its checkpoints") from error
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
@@ -388,7 +388,7 @@ class Trainer:
         stage = state.get("distill_stage", "none")
         if stage != self.distill_stage:
             raise ConfigError(f"{path} is a run of distillation stage {stage!r}, not {self.distill_stage!r}; use "
-                              "another --out or --no-resume")
+                              "another --out, or remove its checkpoints")
         # A changed setting may be meant (more steps), but the run is then two runs' mix: said, not refused.
         for part, now_text in self.run_settings().items():
             if part not in state:  # a checkpoint from before the part was recorded
@@ -415,27 +415,26 @@ class Trainer:
         bar = tqdm(total=end, initial=self.step, desc=f"train {self.kind}", disable=not self.ddp.is_main,
                    dynamic_ncols=True)
         try:
-            with sigterm_as_interrupt():  # a batch system's stop unwinds like Ctrl-C (interrupts.py)
-                while self.step < end:
-                    epoch, skip = divmod(self.step, self.steps_per_epoch)
-                    self.sampler.set_epoch(epoch)
-                    self.sampler.skip_batches = skip
-                    self.train_set.set_epoch(epoch)
-                    for batch in self.loader(self.train_set, self.sampler):
-                        record = self.train_step(batch)
-                        self.history.append(record)
-                        if on_step is not None:
-                            on_step(record)
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{record['total']:.4f}", lr=f"{record['lr']:.2e}")
-                        self.log_scalars("train", record)
-                        if self.step % config.val_every == 0 or self.step == end:
-                            self.log_scalars("val", self.validate(), force=True)
-                            self.measure_validation_metrics()
-                        if self.step % config.checkpoint_every == 0 or self.step == end:
-                            self.save()
-                        if self.step >= end:
-                            break
+            while self.step < end:
+                epoch, skip = divmod(self.step, self.steps_per_epoch)
+                self.sampler.set_epoch(epoch)
+                self.sampler.skip_batches = skip
+                self.train_set.set_epoch(epoch)
+                for batch in self.loader(self.train_set, self.sampler):
+                    record = self.train_step(batch)
+                    self.history.append(record)
+                    if on_step is not None:
+                        on_step(record)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['total']:.4f}", lr=f"{record['lr']:.2e}")
+                    self.log_scalars("train", record)
+                    if self.step % config.val_every == 0 or self.step == end:
+                        self.log_scalars("val", self.validate(), force=True)
+                        self.measure_validation_metrics()
+                    if self.step % config.checkpoint_every == 0 or self.step == end:
+                        self.save()
+                    if self.step >= end:
+                        break
         finally:
             bar.close()
             if self.writer is not None:

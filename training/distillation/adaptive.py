@@ -52,7 +52,7 @@ class AdaptiveConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.momentum < 1:  # 1 would never move from the first statistics, > 1 diverges
             raise ValueError(f"distill.adaptive.momentum must lie in [0, 1), got {self.momentum}")
-        if self.power < 0 or self.warmup_steps < 0:
+        if not 0 <= self.power < math.inf or self.warmup_steps < 0:
             raise ValueError(f"distill.adaptive.power and warmup_steps must be >= 0, got {self.power}, "
                              f"{self.warmup_steps}")
         if not 0 < self.min_multiplier <= 1 <= self.max_multiplier < math.inf:

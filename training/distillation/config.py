@@ -73,8 +73,9 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"distill stage must be one of {STAGES}, not {self.stage!r}")
-        if self.temperature <= 0 or self.attention_temperature <= 0:
-            raise ValueError("distill temperatures must be positive")
+        if not (0 < self.temperature < math.inf and 0 < self.attention_temperature < math.inf):
+            raise ValueError(f"distill temperatures must be positive numbers, got {self.temperature} and "
+                             f"{self.attention_temperature}")
         for name in ("supervised", *FEATURE_TERMS, *OUTPUT_TERMS):  # negative: the student learns to disagree
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"distill.{name} must be a number >= 0, got {getattr(self, name)}")

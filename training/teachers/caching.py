@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import CheckpointError
-from tinybev_ros.interrupts import sigterm_as_interrupt
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from tinybev_ros.paths import check_output_folder
 from tinybev_ros.release import sha256
@@ -36,8 +35,10 @@ log = logging.getLogger(__name__)
 TEACHER_MARKER = "teacher.json"
 
 
-def claim_cache(root: Path, checkpoint: Path) -> None:
-    """Mark `root` as `checkpoint`'s cache, or refuse a cache another teacher made."""
+def claim_cache(root: Path, checkpoint: Path, adopt_unmarked: bool = False) -> None:
+    """Mark `root` as `checkpoint`'s cache, or refuse a cache another teacher made. `adopt_unmarked`: files
+    without a marker are this teacher's (a caller that vouches for the folder otherwise, as `tinybev ablate`'s
+    settings stamp does for caches written before the marker existed)."""
     digest = sha256(checkpoint)
     marker = root / TEACHER_MARKER
     if marker.is_file():
@@ -46,7 +47,7 @@ def claim_cache(root: Path, checkpoint: Path) -> None:
             raise CheckpointError(f"teacher cache {root} was made by another teacher (sha256 {made_by}, not "
                                   f"{checkpoint}'s {digest}); give another --out, or remove it")
         return
-    if any(root.glob("*.safetensors")):  # skipping them as "done" would mix another teacher's files into this cache
+    if not adopt_unmarked and any(root.glob("*.safetensors")):  # skipped as "done", they would mix two teachers
         raise CheckpointError(f"teacher cache {root} has files but no {TEACHER_MARKER}: which teacher made them "
                               "cannot be checked; give another --out, or remove them")
     root.mkdir(parents=True, exist_ok=True)
@@ -54,10 +55,11 @@ def claim_cache(root: Path, checkpoint: Path) -> None:
 
 
 def cache_splits(checkpoint: str | Path, nusc: NuScenes, splits: Iterable[str], root: str | Path,
-                 device: str | torch.device, batch_size: int = 4, sample_cache_dir: str | Path = "") -> int:
+                 device: str | torch.device, batch_size: int = 4, sample_cache_dir: str | Path = "",
+                 adopt_unmarked: bool = False) -> int:
     """Cache `checkpoint`'s features and outputs for every keyframe of `splits`; returns the files written."""
     teacher = LiveTeacher.from_checkpoint(checkpoint, device)  # not a teacher: refused before --out is claimed
-    claim_cache(Path(root), Path(checkpoint))
+    claim_cache(Path(root), Path(checkpoint), adopt_unmarked)
     written = 0
     for split in splits:
         dataset = teacher_dataset(nusc, split, teacher.model.config, sample_cache_dir, partial_ok=True)
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     device = resolve_device(args.device)
     nusc = open_nuscenes(args.dataroot, args.version)
-    with torch.no_grad(), sigterm_as_interrupt():  # a stop unwinds like Ctrl-C: no temp file left beside the cache
+    with torch.no_grad():
         written = cache_splits(args.teacher, nusc, args.splits, args.out, device, args.batch_size,
                                args.sample_cache)
     print(f"tinybev teacher-cache: wrote {written} sample files to {args.out}")

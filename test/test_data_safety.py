@@ -283,14 +283,19 @@ def test_a_recorder_that_fails_mid_run_fails_the_run_and_its_data_is_kept(scene_
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
-    target = tmp_path / "outputs"
-    run = tinybev("run", "--device", "cpu", "--bag", scene_bag, "--record", target, preexec_fn=small_disk)
-    assert run.wait(timeout=300) == 2
-    output = run.stdout.read()
-    assert "Traceback" not in output, output
+    # The limit also keeps Fast DDS from making its shared-memory segment, so the images go over UDP, where a
+    # burst of six can be lost: a replay in which the node published nothing never reached the recorder's failure
+    # (seen once in a CI run). That is the test's precondition failing, not the behaviour under test: once more.
+    for attempt in (1, 2):
+        target = tmp_path / f"outputs{attempt}"
+        run = tinybev("run", "--device", "cpu", "--bag", scene_bag, "--record", target, preexec_fn=small_disk)
+        output = run.communicate(timeout=300)[0]
+        if "run: the node published 0 frames" not in output:
+            break
+    assert run.returncode == 2 and "Traceback" not in output, output
     assert f"bag record: error: cannot write {target} (" in output
     assert output.strip().splitlines()[-1].startswith("run: error: bag record exited with 2 while "), output
-    assert not target.exists() and len(list(tmp_path.glob(".outputs.partial-*"))) == 1
+    assert not target.exists() and len(list(tmp_path.glob(f".{target.name}.partial-*"))) == 1
 
 
 def test_run_reports_a_failed_node_in_one_line_with_its_exit_status(scene_bag, tmp_path):

@@ -78,15 +78,10 @@ def open_teacher(path: str | Path, device: torch.device) -> Any:
 def teacher_identity(path: Path) -> str:
     """Which teacher a run learns from, recorded in its checkpoints: the teacher checkpoint's sha256 (a cache's
     teacher.json holds it), else the cache's path (a cache written elsewhere, e.g. by an external model)."""
-    from training.teachers.caching import TEACHER_MARKER
+    from training.teachers.caching import marked_teacher
 
-    marker = path / TEACHER_MARKER
-    if marker.is_file():
-        try:
-            return f"sha256 {json.loads(marker.read_text())['teacher_sha256']}"
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
-    return f"sha256 {sha256(path)}" if path.is_file() else str(path.resolve())
+    digest = sha256(path) if path.is_file() else marked_teacher(path)
+    return f"sha256 {digest}" if digest else str(path.resolve())
 
 
 class DistillTrainer(Trainer):

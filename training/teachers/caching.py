@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 TEACHER_MARKER = "teacher.json"
 
 
+def marked_teacher(root: Path) -> str | None:
+    """The sha256 of the teacher checkpoint whose cache `root` is, from its marker (None: no readable marker)."""
+    try:
+        return json.loads((root / TEACHER_MARKER).read_text())["teacher_sha256"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
 def claim_cache(root: Path, checkpoint: Path, adopt_unmarked: bool = False) -> None:
     """Mark `root` as `checkpoint`'s cache, or refuse a cache another teacher made. `adopt_unmarked`: files
     without a marker are this teacher's (a caller that vouches for the folder otherwise, as `tinybev ablate`'s
@@ -42,7 +50,7 @@ def claim_cache(root: Path, checkpoint: Path, adopt_unmarked: bool = False) -> N
     digest = sha256(checkpoint)
     marker = root / TEACHER_MARKER
     if marker.is_file():
-        made_by = json.loads(marker.read_text()).get("teacher_sha256")
+        made_by = marked_teacher(root)
         if made_by != digest:
             raise CheckpointError(f"teacher cache {root} was made by another teacher (sha256 {made_by}, not "
                                   f"{checkpoint}'s {digest}); give another --out, or remove it")

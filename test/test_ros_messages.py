@@ -100,6 +100,16 @@ def test_a_parked_agent_s_paths_keep_its_heading_through_centimetre_noise():
     np.testing.assert_allclose([yaw(pose.pose.orientation) for pose in plan.poses], 0.0, atol=1e-9)
 
 
+def test_a_slow_agent_s_path_turns_with_it():
+    """An agent moving 0.04 m per step never makes one step of MIN_HEADING_STEP_M, but its path leaves the point
+    that set its heading: the poses turn with it once it has gone that far, not keep the start heading."""
+    step = 0.4 * M.MIN_HEADING_STEP_M
+    leftwards = np.outer(np.arange(0, 7), [0.0, step])
+    headings = M.path_headings(leftwards, start_yaw=0.0)
+    assert headings[0] == 0.0  # 0.04 m from the start: still the start heading
+    np.testing.assert_allclose(headings[2:], np.pi / 2, atol=1e-9)  # from 0.12 m on: along the path
+
+
 def test_markers_cover_every_box_and_mode():
     pred = make_predictions()
     boxes = M.box_markers(pred, "base_link")

@@ -235,19 +235,22 @@ def grid_from_msg(msg: OccupancyGrid) -> tuple[np.ndarray, BevGrid]:
     return np.where(data < 0, np.nan, data / 100.0), grid
 
 
-# A step shorter than this (metres per STEP_SECONDS) sets no heading: a nearly stationary agent's predicted positions
-# wobble by centimetres, and the direction of such a step is random; it is far below any moving agent's step.
+# A path moves this far (metres) from the point that last set its heading before it sets a new one: a nearly
+# stationary agent's predicted positions wobble by centimetres, and the direction of such a move is random.
 MIN_HEADING_STEP_M = 0.1
 
 
 def path_headings(points: np.ndarray, start_yaw: float) -> np.ndarray:
-    """Heading at each of points[1:], along the step that reaches it; a step shorter than MIN_HEADING_STEP_M holds
-    the previous heading (`start_yaw` before the first longer step)."""
+    """Heading at each of points[1:], along the chord from the last point that set a heading (`start_yaw` until
+    the path is MIN_HEADING_STEP_M from its start). Measuring from that point, not the previous one, lets an
+    agent slower than MIN_HEADING_STEP_M per step turn too, while centimetre wobble of a parked one does not."""
+    points = np.asarray(points, dtype=float)
     headings = np.empty(len(points) - 1)
-    heading = float(start_yaw)
-    for k, (dx, dy) in enumerate(np.diff(np.asarray(points, dtype=float), axis=0)):
+    heading, anchor = float(start_yaw), points[0]
+    for k, point in enumerate(points[1:]):
+        dx, dy = point - anchor
         if np.hypot(dx, dy) >= MIN_HEADING_STEP_M:
-            heading = float(np.arctan2(dy, dx))
+            heading, anchor = float(np.arctan2(dy, dx)), point
         headings[k] = heading
     return headings
 

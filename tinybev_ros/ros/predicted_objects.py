@@ -9,8 +9,9 @@ vision_msgs/Detection3DArray has no velocity and no forecasts; PredictedObjects 
   nuScenes class stays in the Detection3DArray of the same frame, in the same order);
 - `kinematics`: the box pose; the twist in the object's own frame (x along its heading), as Autoware defines
   it; one `predicted_paths` entry per forecast mode: the current pose then the future positions
-  STEP_SECONDS apart (`time_step`), headings along the path (a step under messages.MIN_HEADING_STEP_M keeps
-  the heading before it, the object's yaw at first), `confidence` = the mode's probability;
+  STEP_SECONDS apart (`time_step`), headings along the path (`messages.path_headings`: a position within
+  MIN_HEADING_STEP_M of the one that last set the heading keeps it, the object's yaw at first),
+  `confidence` = the mode's probability;
 - `shape`: BOUNDING_BOX with dimensions x = length, y = width, z = height.
 Covariances are zero: the model does not estimate them.
 """

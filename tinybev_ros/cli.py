@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth-render": ("tinybev_ros.synth.pictures", "picture of one sample: six cameras with projected boxes + BEV map"),
     "eval": ("training.evaluation.command", "a checkpoint on a nuScenes-format split: all metrics, figures, GIF"),
     "eval-worlds": ("training.evaluation.worlds", "evaluate a checkpoint on fresh synthetic worlds (unseen seeds)"),
+    "nds-terms": ("training.evaluation.nds_terms", "what each part of NDS earns per model, and where models differ"),
     "params": ("tinybev_ros.model.summary", "print the student's parameter count per part for a model config"),
     "release": ("tinybev_ros.release", "write a trained student as the file to ship: float16 weights + source hash"),
     "export-onnx": ("tinybev_ros.export_onnx", "export a student checkpoint to ONNX (+ the rig's splat index)"),

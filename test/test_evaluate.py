@@ -19,6 +19,7 @@ from tinybev_ros.predictions import Predictions
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
 from training.evaluation.inference import evaluation_predictor, for_evaluation, predict_split
+from training.evaluation.nds_terms import folder_row, result_files
 from training.evaluation.report import to_markdown, write_report
 from training.evaluation.suite import evaluate, load_ground_truths, planning_obstacles, samples_by_scene, track_scenes
 from training.metrics.oracle import TrackIds, ground_truth_as_predictions, ground_truth_attributes
@@ -221,6 +222,23 @@ def test_no_boxes_at_all_scores_zero(world) -> None:
     assert metrics["motion"]["all"]["matched"] == 0 and metrics["motion"]["all"]["EPA"] == 0.0
     markdown = to_markdown(metrics)
     assert "No boxes predicted in any scored sample" in markdown and "No ground truth" not in markdown
+
+
+def test_nds_terms_read_the_devkit_s_files_and_tinybev_eval_s_report_alike(world, tmp_path) -> None:
+    """The devkit writes no summary when nothing was detected; ours then does, so no world drops out of a row."""
+    nusc, eval_set, _, gts, oracle, attributes = world
+    empty = {t: p.select(np.zeros(len(p), bool)) for t, p in oracle.items()}
+    for name, predictions in (("oracle", oracle), ("nothing", empty)):
+        metrics = evaluate(predictions, nusc, eval_set, tasks=("detection",), ground_truths=gts,
+                           attributes_by_sample=attributes, progress=False,
+                           devkit_output_dir=tmp_path / name / "devkit")
+        write_report(metrics, tmp_path / name / "report")
+        devkit, report = (folder_row(result_files(tmp_path / name / sub)) for sub in ("devkit", "report"))
+        for row in (devkit, report):
+            assert row["results"] == 1 and row["NDS"] == pytest.approx(metrics["detection"]["NDS"], abs=1e-9)
+            assert sum(v for k, v in row.items() if k.startswith("term ")) == pytest.approx(row["NDS"], abs=1e-9)
+    assert folder_row(result_files(tmp_path / "nothing"))["NDS"] == 0.0
+    assert folder_row(result_files(tmp_path / "oracle"))["results"] == 2  # devkit summary + report: both count
 
 
 def test_a_version_without_annotations_scores_map_and_l2_and_says_the_rest_is_n_a(world, synth_dataset,

@@ -106,7 +106,7 @@ def test_a_slow_agent_s_path_turns_with_it():
     step = 0.4 * M.MIN_HEADING_STEP_M
     leftwards = np.outer(np.arange(0, 7), [0.0, step])
     headings = M.path_headings(leftwards, start_yaw=0.0)
-    assert headings[0] == 0.0  # 0.04 m from the start: still the start heading
+    assert headings[0] == headings[1] == 0.0  # 0.04 and 0.08 m from the start: still the start heading
     np.testing.assert_allclose(headings[2:], np.pi / 2, atol=1e-9)  # from 0.12 m on: along the path
 
 

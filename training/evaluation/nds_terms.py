@@ -21,26 +21,26 @@ import numpy as np
 from nuscenes.eval.common.config import config_factory
 
 from tinybev_ros.errors import ConfigError
-from training.metrics.detection import DETECTION_CONFIG
-
-# The devkit's error names, ours (`tinybev eval`'s metrics.json), and the column titles
-TP_ERRORS: tuple[tuple[str, str], ...] = (("trans_err", "mATE"), ("scale_err", "mASE"), ("orient_err", "mAOE"),
-                                         ("vel_err", "mAVE"), ("attr_err", "mAAE"))
+from training.metrics.detection import DETECTION_CONFIG, TP_ERRORS
 
 
 def read_detection(path: Path) -> dict[str, float]:
-    """mAP, NDS and the five TP errors (our names) of one result file, in either format."""
+    """mAP, NDS and the five TP errors (our names) of one result file, in either format; its NDS must be what its
+    terms add up to (a file edited or cut by hand is refused, not averaged into a row)."""
     try:
         data = json.loads(path.read_text())
         if "tp_errors" in data:  # the devkit's metrics_summary.json
-            out = {"mAP": data["mean_ap"], "NDS": data["nd_score"]}
-            out.update({ours: data["tp_errors"][devkit] for devkit, ours in TP_ERRORS})
+            raw = {"mAP": data["mean_ap"], "NDS": data["nd_score"]}
+            raw.update({ours: data["tp_errors"][devkit] for devkit, ours in TP_ERRORS.items()})
         else:  # tinybev eval's metrics.json
-            detection = data["detection"]
-            out = {key: detection[key] for key in ("mAP", "NDS", *(ours for _, ours in TP_ERRORS))}
+            raw = {key: data["detection"][key] for key in ("mAP", "NDS", *TP_ERRORS.values())}
+        figures = {key: float("nan") if value is None else float(value) for key, value in raw.items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is not a detection result of the devkit or of tinybev eval ({exc!r})") from exc
-    return {key: float("nan") if value is None else float(value) for key, value in out.items()}
+    if not np.isfinite(figures["mAP"]) or not abs(sum(nds_terms(figures).values()) - figures["NDS"]) < 1e-6:
+        raise ConfigError(f"{path}: its NDS ({figures['NDS']}) is not what its mAP ({figures['mAP']}) and TP errors "
+                          "give")
+    return figures
 
 
 def nds_terms(figures: dict[str, float]) -> dict[str, float]:
@@ -49,7 +49,7 @@ def nds_terms(figures: dict[str, float]) -> dict[str, float]:
     weight = float(config_factory(DETECTION_CONFIG).mean_ap_weight)
     total = weight + len(TP_ERRORS)
     terms = {"mAP": weight * figures["mAP"] / total}
-    for _, name in TP_ERRORS:
+    for name in TP_ERRORS.values():
         error = figures[name]
         terms[name] = 0.0 if np.isnan(error) else max(0.0, 1.0 - error) / total
     return terms
@@ -69,25 +69,30 @@ def result_files(folder: Path) -> list[Path]:
 
 def _has_detection(path: Path) -> bool:
     try:
-        return "detection" in json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
+    return isinstance(data, dict) and "detection" in data
 
 
 def folder_row(files: Iterable[Path]) -> dict[str, float]:
-    """Mean over the results of the figures, the terms ("term " + name) and their count ("results")."""
+    """Mean over the results of the figures, the terms ("term " + name) and their count ("results"). NDS and the
+    terms are plain means, so they still add up; an error that is NaN in some results (no true positive of any
+    class there) is the mean of the others."""
     rows = []
     for path in files:
         figures = read_detection(path)
         rows.append({**figures, **{f"term {k}": v for k, v in nds_terms(figures).items()}})
-    row = {key: float(np.nanmean([r[key] for r in rows])) if any(np.isfinite(r[key]) for r in rows)
-           else float("nan") for key in rows[0]}
+    row = {}
+    for key in rows[0]:
+        values = np.array([r[key] for r in rows])
+        row[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     return {**row, "results": float(len(rows))}
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
     """Markdown: per folder the NDS terms and the raw errors; then each folder's term differences from the first."""
-    names = ["mAP", *(name for _, name in TP_ERRORS)]
+    names = ["mAP", *TP_ERRORS.values()]
     head = ("| model | results | NDS | " + " | ".join(f"{n} term" for n in names) + " | "
             + " | ".join(names) + " |")
     lines = [head, "|" + "---|" * (3 + 2 * len(names))]
@@ -119,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if args.label and len(args.label) != len(args.folders):
         raise ConfigError(f"--label given {len(args.label)} times for {len(args.folders)} folders")
     labels = args.label or [str(folder) for folder in args.folders]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"two rows would share a name: {labels} (give each folder once, and distinct --label)")
     rows = {label: folder_row(result_files(folder)) for label, folder in zip(labels, args.folders, strict=True)}
     print(table(rows), end="")
     return 0

@@ -45,6 +45,9 @@ DETECTION_CONFIG = "detection_cvpr_2019"
 MAX_BOXES_PER_SAMPLE = 500  # the devkit rejects more
 RESULTS_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False, "use_external": False}
 _VEHICLES = {"car", "truck", "bus", "trailer", "construction_vehicle"}
+# The five true-positive errors: the devkit's name -> ours
+TP_ERRORS: dict[str, str] = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE",
+                             "attr_err": "mAAE"}
 
 
 def default_attribute(class_name: str, speed: float) -> str:
@@ -176,7 +179,11 @@ def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predi
     results = {token: detection_results(predictions_by_sample[token], token, poses[token],
                                         attributes_by_sample.get(token)) for token in tokens}
     if not any(results.values()):
-        return _nothing_detected()
+        nothing = _nothing_detected()
+        if output_dir is not None:  # the devkit writes no summary here; readers of its files (nds-terms) need one
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            write_text(Path(output_dir) / "metrics_summary.json", json.dumps(_devkit_summary(nothing), indent=2))
+        return nothing
     with tempfile.TemporaryDirectory(prefix="tinybev-det-") as tmp:
         result_path = write_results_json(results, Path(tmp) / "results_nusc.json")
         evaluator = SampleDetectionEval(nusc, config_factory(DETECTION_CONFIG), result_path, eval_set, tokens,
@@ -188,11 +195,7 @@ def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predi
     return {
         "mAP": summary["mean_ap"],
         "NDS": summary["nd_score"],
-        "mATE": errors["trans_err"],
-        "mASE": errors["scale_err"],
-        "mAOE": errors["orient_err"],
-        "mAVE": errors["vel_err"],
-        "mAAE": errors["attr_err"],
+        **{ours: errors[devkit] for devkit, ours in TP_ERRORS.items()},
         "per_class_AP": summary["mean_dist_aps"],
         "per_class_errors": summary["label_tp_errors"],
         # Classes with ground truth in this split after the devkit's filters; the others score AP 0 / error 1.
@@ -200,11 +203,18 @@ def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predi
     }
 
 
+def _devkit_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """`metrics` (ours) in the keys of the devkit's metrics_summary.json."""
+    return {"mean_ap": metrics["mAP"], "nd_score": metrics["NDS"],
+            "tp_errors": {devkit: metrics[ours] for devkit, ours in TP_ERRORS.items()},
+            "mean_dist_aps": metrics["per_class_AP"], "label_tp_errors": metrics["per_class_errors"],
+            "note": metrics.get("note", "")}
+
+
 def _nothing_detected() -> dict[str, Any]:
     """What the devkit's rules give when no box at all is predicted (its loader crashes on that case):
     AP 0 for every class, each TP error at its worst value 1, hence NDS 0."""
-    worst = {"trans_err": 1.0, "scale_err": 1.0, "orient_err": 1.0, "vel_err": 1.0, "attr_err": 1.0}
-    return {"mAP": 0.0, "NDS": 0.0, "mATE": 1.0, "mASE": 1.0, "mAOE": 1.0, "mAVE": 1.0, "mAAE": 1.0,
+    return {"mAP": 0.0, "NDS": 0.0, **dict.fromkeys(TP_ERRORS.values(), 1.0),
             "per_class_AP": dict.fromkeys(DETECTION_CLASSES, 0.0),
-            "per_class_errors": {name: dict(worst) for name in DETECTION_CLASSES},
+            "per_class_errors": {name: dict.fromkeys(TP_ERRORS, 1.0) for name in DETECTION_CLASSES},
             "classes_with_ground_truth": [], "note": "no boxes predicted in any scored sample"}

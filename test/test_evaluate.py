@@ -77,6 +77,10 @@ def test_ground_truth_scores_perfectly_on_every_task(world, tmp_path) -> None:
         share = len(present) / len(DETECTION_CLASSES)
         assert det["mAP"] == pytest.approx(share, abs=TOL)
 
+    heading = metrics["heading"]  # the oracle's boxes are the truth's: every axis and direction right
+    assert set(heading) == set(present) - {"traffic_cone"}
+    assert all(h["axis_within_tolerance"] == h["direction_within_tolerance"] == 1.0 for h in heading.values())
+
     track = metrics["tracking"]
     for name in _present(gts, TRACKING_CLASSES):
         assert track["per_class_AMOTA"][name] == pytest.approx(1.0, abs=TOL), name
@@ -102,8 +106,9 @@ def test_ground_truth_scores_perfectly_on_every_task(world, tmp_path) -> None:
     loaded = json.loads(json_path.read_text())
     assert loaded["detection"]["per_class_AP"]["car"] == pytest.approx(1.0)
     markdown = md_path.read_text()
-    for heading in ("## Detection", "## Tracking", "## Motion", "## Map", "## Occupancy", "## Planning"):
-        assert heading in markdown
+    for section in ("## Detection", "## Heading", "## Tracking", "## Motion", "## Map", "## Occupancy",
+                    "## Planning"):
+        assert section in markdown
     assert "| UniAD |" in markdown and "| ST-P3 |" in markdown
     assert markdown == to_markdown(metrics)
 

@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from tinybev_ros.atomic_file import write_text
+from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
+from training.metrics.heading import TOLERANCE_DEG
 
 
 def _plain(value: Any) -> Any:
@@ -55,6 +57,18 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
         elif absent:
             lines += ["", f"No ground truth in this split for: {', '.join(absent)} (the devkit scores them AP 0 and "
                           "error 1, which caps mAP and NDS)."]
+    if metrics.get("heading"):
+        tolerance = f"{TOLERANCE_DEG:g} deg"
+        lines += ["", f"## Heading of detected boxes (score >= {SCORE_THRESHOLDS.publish:g}, matched within 2 m; "
+                      "training/metrics/heading.py)", ""]
+        lines += _table(["class", "matched", f"axis within {tolerance}", f"direction within {tolerance}",
+                         "reversed", "mean error (deg)"],
+                        [[name, str(h["matched"]), _fmt(h["axis_within_tolerance"], 2),
+                          _fmt(h["direction_within_tolerance"], 2), _fmt(h["reversed"], 2),
+                          _fmt(h["mean_error_deg"], 0)] for name, h in metrics["heading"].items()])
+        lines += ["", f"Headings at random give an axis within {tolerance} {TOLERANCE_DEG / 90:.0%} of the time and a "
+                      f"direction within it {TOLERANCE_DEG / 180:.0%}; a barrier's direction is a convention (read its "
+                      "axis)."]
     if "tracking" in metrics:
         t = metrics["tracking"]
         lines += ["", "## Tracking (nuscenes-devkit TrackingEval, tracking_nips_2019)", ""]

@@ -26,6 +26,7 @@ from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 from tinybev_ros.tracking import Tracker, TrackerConfig
 from training.ground_truth import GroundTruth, load_ground_truth
+from training.metrics.heading import HeadingAccumulator
 from training.metrics.motion import VEHICLE_CLASSES, MotionAccumulator
 from training.metrics.planning import PlanningAccumulator, obstacle_corners
 from training.metrics.segmentation import MapAccumulator, OccupancyAccumulator
@@ -84,13 +85,15 @@ def planning_obstacles(gt: GroundTruth, steps: int = PLAN_STEPS) -> tuple[list[n
 
 
 class SampleMetrics:
-    """The metrics scored sample by sample (motion, map, occupancy, planning), accumulated as samples arrive, so
-    a caller that predicts a split one sample at a time holds none of its rasters (over nuScenes val a 200x200
-    grid's would be about 11 GB); `evaluate` runs the same accumulators over predictions it is given."""
+    """The metrics scored sample by sample (heading of detections, motion, map, occupancy, planning), accumulated
+    as samples arrive, so a caller that predicts a split one sample at a time holds none of its rasters (over
+    nuScenes val a 200x200 grid's would be about 11 GB); `evaluate` runs the same accumulators over predictions it
+    is given."""
 
     def __init__(self, tasks: Iterable[str], grid: BevGrid,
                  motion_score_threshold: float = SCORE_THRESHOLDS.publish) -> None:
         self.tasks = set(tasks)
+        self.heading = HeadingAccumulator()
         self.motion = MotionAccumulator(score_threshold=motion_score_threshold)
         self.map = MapAccumulator()
         self.occupancy = OccupancyAccumulator(grid)
@@ -103,6 +106,8 @@ class SampleMetrics:
             raise ValueError(f"sample {gt.sample_token}: prediction rasters {pred.map_probs.shape[1:]} do not match "
                              f"the ground truth's {gt.map_masks.shape[1:]}; load the ground truth on the "
                              "predictions' grid")
+        if "detection" in self.tasks:
+            self.heading.add(pred, gt.centers, gt.labels, gt.yaws, gt.evaluable)
         if "motion" in self.tasks:
             self.motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask, gt_ignore=~gt.evaluable)
         if "map" in self.tasks:
@@ -115,6 +120,8 @@ class SampleMetrics:
 
     def result(self, nusc: NuScenes) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
+        if "detection" in self.tasks:
+            metrics["heading"] = self.heading.result()
         if "motion" in self.tasks:
             metrics["motion"] = self.motion.summary()
         if "map" in self.tasks:

@@ -2,9 +2,10 @@
 
     metrics = evaluate(predictions_by_sample, nusc, eval_set="mini_val")
 Detection and tracking run nuscenes-devkit's own evaluators over the whole split (every keyframe of the split
-needs predictions); motion, map, occupancy and planning use our metrics (training/metrics/) over the samples
-given, against the ground truth of `training.ground_truth`. When the predictions carry no track ids, the runtime
-tracker is run over each scene in time order with the ground-truth ego poses (as the ROS node does with /tf).
+needs predictions), and detection adds our heading table (axis and direction, training/metrics/heading.py);
+motion, map, occupancy and planning use our metrics (training/metrics/) over the samples given, against the
+ground truth of `training.ground_truth`. When the predictions carry no track ids, the runtime tracker is run over
+each scene in time order with the ground-truth ego poses (as the ROS node does with /tf).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ per folder, the mean over the results found in it; with two folders or more, eac
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,10 +44,15 @@ def read_detection(path: Path) -> dict[str, float]:
     return figures
 
 
+@functools.cache
+def _mean_ap_weight() -> float:
+    return float(config_factory(DETECTION_CONFIG).mean_ap_weight)
+
+
 def nds_terms(figures: dict[str, float]) -> dict[str, float]:
     """Each part's share of NDS (they add up to NDS): "mAP" = w mAP / (w + 5), "mATE" = max(0, 1 - mATE) / (w + 5),
     ... (a NaN error earns nothing, as in the devkit's nd_score)."""
-    weight = float(config_factory(DETECTION_CONFIG).mean_ap_weight)
+    weight = _mean_ap_weight()
     total = weight + len(TP_ERRORS)
     terms = {"mAP": weight * figures["mAP"] / total}
     for name in TP_ERRORS.values():

@@ -13,7 +13,7 @@ import numpy as np
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
-from training.metrics.heading import TOLERANCE_DEG
+from training.metrics.heading import MATCH_DISTANCE_M, TOLERANCE_DEG
 
 
 def _plain(value: Any) -> Any:
@@ -59,8 +59,8 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
                           "error 1, which caps mAP and NDS)."]
     if metrics.get("heading"):
         tolerance = f"{TOLERANCE_DEG:g} deg"
-        lines += ["", f"## Heading of detected boxes (score >= {SCORE_THRESHOLDS.publish:g}, matched within 2 m; "
-                      "training/metrics/heading.py)", ""]
+        lines += ["", f"## Heading of detected boxes (score >= {SCORE_THRESHOLDS.publish:g}, matched within "
+                      f"{MATCH_DISTANCE_M:g} m; training/metrics/heading.py)", ""]
         lines += _table(["class", "matched", f"axis within {tolerance}", f"direction within {tolerance}",
                          "reversed", "mean error (deg)"],
                         [[name, str(h["matched"]), _fmt(h["axis_within_tolerance"], 2),

@@ -26,6 +26,7 @@ from tinybev_ros.taxonomy import DETECTION_CLASSES
 from training.metrics.motion import match_by_center_distance
 
 TOLERANCE_DEG = 30.0
+MATCH_DISTANCE_M = 2.0
 HISTOGRAM_BINS = 6  # of 30 degrees over [0, 180]
 HEADING_CLASSES: tuple[str, ...] = tuple(name for name in DETECTION_CLASSES if name != "traffic_cone")
 
@@ -34,7 +35,7 @@ HEADING_CLASSES: tuple[str, ...] = tuple(name for name in DETECTION_CLASSES if n
 class HeadingAccumulator:
     """Heading errors (radians, in [0, pi]) of matched boxes over samples, per class; `result()` summarises."""
 
-    match_distance: float = 2.0
+    match_distance: float = MATCH_DISTANCE_M
     score_threshold: float = SCORE_THRESHOLDS.publish
     _errors: dict[str, list[float]] = field(default_factory=dict)
 

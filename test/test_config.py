@@ -101,7 +101,7 @@ def test_the_shipped_derived_configs_are_small_deltas_over_their_bases() -> None
     ("optim.min_lr_ratio=2", "min_lr_ratio must lie in"),
     ("loss.heatmap=-1", "loss.heatmap must be a number >= 0, got -1"),
     ("loss.focal_alpha=-3", "loss.focal_alpha must be a number >= 0"),
-    ("loss.box_code=[1,1]", r"loss.box_code must be 10 numbers >= 0, got \[1.0, 1.0\]"),
+    ("loss.box_code=[1,1]", r"loss.box_code must be 11 numbers >= 0, got \[1.0, 1.0\]"),
     ("loss={heatmap: 0, box: 0, motion_reg: 0, motion_cls: 0, map: 0, occupancy: 0, plan: 0, collision: 0,"
      " depth: 0}",
      "every loss weight is 0"),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from tinybev_ros.model.box_code import BOX_CODE_SIZE, DIRECTION, encode_heading
 from training.distillation.adaptive import AdaptiveConfig, AdaptiveRegionWeights
 from training.distillation.config import DistillConfig, RegionConfig
 from training.distillation.features import (
@@ -38,13 +40,14 @@ def box_targets(boxes: list[tuple[float, float, float, float, float]], max_objec
     """Targets of one sample with boxes (row, col, width m, length m, yaw) on a 1 m detection grid."""
     index = torch.zeros(1, max_objects, dtype=torch.long)
     mask = torch.zeros(1, max_objects, dtype=torch.bool)
-    code = torch.zeros(1, max_objects, 10)
+    code = torch.zeros(1, max_objects, BOX_CODE_SIZE)
     for k, (row, col, width, length, yaw) in enumerate(boxes):
         r, c = math.floor(row), math.floor(col)
         index[0, k] = r * W + c
         mask[0, k] = True
-        code[0, k] = torch.tensor([row - r, col - c, 0.0, math.log(width), math.log(length), 0.0, math.sin(yaw),
-                                   math.cos(yaw), 0.0, 0.0])
+        sin2, cos2, forward = encode_heading(np.float64(yaw))
+        code[0, k] = torch.tensor([row - r, col - c, 0.0, math.log(width), math.log(length), 0.0, sin2, cos2, 0.0,
+                                   0.0, float(forward)])
     return {"box_index": index, "box_mask": mask, "box": code}
 
 
@@ -130,7 +133,8 @@ def test_identical_features_and_outputs_give_zero_loss() -> None:
     assert heatmap_distill_loss(logits, logits, weight, 2.0).item() == pytest.approx(0.0, abs=1e-6)
     assert dense_distill_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
     det = teacher_detection_weight(logits, 0.3)
-    assert box_distill_loss(logits, logits, det).item() == 0.0
+    code = torch.randn(2, BOX_CODE_SIZE, H, W)
+    assert box_distill_loss(code, code, det).item() == 0.0
     motion, modes = torch.randn(2, 3 * 12 * 2, H, W), torch.randn(2, 3, H, W)
     traj, mode = motion_distill_losses(motion, modes, motion, modes, det, 2.0)
     assert traj.item() == 0.0 and mode.item() == pytest.approx(0.0, abs=1e-6)
@@ -162,12 +166,17 @@ def test_box_and_motion_distillation_only_at_teacher_detections() -> None:
     heat = teacher_heatmap([(5, 5)])
     det = teacher_detection_weight(heat, 0.3)
     assert int((det > 0).sum()) == 1 and det[0, 0, 5, 5] > 0.9
-    teacher_box = torch.zeros(1, 10, H, W)
+    teacher_box = torch.zeros(1, BOX_CODE_SIZE, H, W)
+    teacher_box[0, DIRECTION] = 6.0  # sure the heading is the axis angle
     student_box = teacher_box.clone()
     student_box[0, :, 12, 12] = 3.0  # wrong where the teacher detects nothing: no knowledge to transfer there
     assert box_distill_loss(student_box, teacher_box, det).item() == 0.0
-    student_box[0, :, 5, 5] = 0.5
-    assert box_distill_loss(student_box, teacher_box, det).item() == pytest.approx(0.5)
+    student_box[0, :DIRECTION, 5, 5] = 0.5  # every regressed entry off by 0.5, the direction right
+    assert box_distill_loss(student_box, teacher_box, det).item() == pytest.approx(0.5 * 10 / 11, rel=1e-3)
+    student_box[0, :DIRECTION, 5, 5] = 0.0
+    student_box[0, DIRECTION, 5, 5] = -6.0  # only the direction wrong: the Bernoulli KL of the two beliefs
+    expected = bernoulli_kl(torch.tensor(-6.0), torch.tensor(6.0), 1.0).item() / 11
+    assert expected > 0.4 and box_distill_loss(student_box, teacher_box, det).item() == pytest.approx(expected)
     # Motion: 2 modes; the teacher is sure of mode 0, so an error on mode 1's trajectory barely counts.
     t_logits = torch.zeros(1, 2, H, W)
     t_logits[0, 0] = 10.0
@@ -239,7 +248,7 @@ def make_outputs(seed: int, channels: tuple[int, ...]) -> tuple[dict, list[torch
     feats = [torch.randn(2, c, s, s, generator=g) for c, s in zip(channels, sizes, strict=True)]
     outputs = {
         "heatmap": torch.randn(2, 10, H, W, generator=g) - 2.0,
-        "box": torch.randn(2, 10, H, W, generator=g),
+        "box": torch.randn(2, BOX_CODE_SIZE, H, W, generator=g),
         "motion": torch.randn(2, 6 * 12 * 2, H, W, generator=g),
         "motion_logits": torch.randn(2, 6, H, W, generator=g),
         "map": torch.randn(2, 4, H, W, generator=g),

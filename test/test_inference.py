@@ -18,6 +18,7 @@ from tinybev_ros.cli import main as tinybev
 from tinybev_ros.geometry import CAMERA_NAMES, Rig
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model import DecodeConfig, build_student, load_model_config
+from tinybev_ros.model.box_code import AXIS_DIRECTION
 from tinybev_ros.model.decode import decode
 from tinybev_ros.model.preprocess import ResizeCrop, preprocess_image
 from tinybev_ros.precision import autocast_dtype
@@ -65,6 +66,9 @@ def test_resize_crop_zero_fills_outside_the_source():
     assert (out[:, :10] == 0).all() and (out[:, 100] == 200).all()
 
 
+YAW = 2.6  # a heading decoded from the box code at the peak
+
+
 def handmade_outputs(config, peak_rc=(40, 55), label=3):
     """Outputs with one clear peak of class `label`, a weaker neighbour (suppressed) and a sub-threshold peak."""
     hd, wd = config.grid.shape[0] // config.det_stride, config.grid.shape[1] // config.det_stride
@@ -74,9 +78,10 @@ def handmade_outputs(config, peak_rc=(40, 55), label=3):
     heat[0, label, r, c] = 5.0
     heat[0, label, r, c + 1] = 4.0  # neighbour of the peak: not a local maximum
     heat[0, 0, 10, 10] = -3.0  # a peak, but sigmoid(-3) = 0.047 < threshold
-    box = torch.zeros(1, 10, hd, wd)
-    box[0, :, r, c] = torch.tensor([0.25, 0.75, 1.0, np.log(2.0), np.log(4.0), np.log(1.5),
-                                    np.sin(0.3), np.cos(0.3), 1.5, -0.5])
+    box = torch.zeros(1, config.box_code_size, hd, wd)
+    heading = ([np.sin(2 * YAW), np.cos(2 * YAW), 1.5, -0.5, -3.0] if config.heading_code == AXIS_DIRECTION
+               else [np.sin(YAW), np.cos(YAW), 1.5, -0.5])  # YAW = the axis angle + pi: direction logit < 0
+    box[0, :, r, c] = torch.tensor([0.25, 0.75, 1.0, np.log(2.0), np.log(4.0), np.log(1.5), *heading])
     motion = torch.zeros(1, k, t, 2, hd, wd)
     steps = torch.arange(1, t + 1, dtype=torch.float32)
     for mode in range(k):
@@ -98,7 +103,7 @@ def test_decode_reads_boxes_motion_and_probabilities_at_peaks(tiny):
     center = [det.x_min + 40.25 * det.resolution, det.y_min + 55.75 * det.resolution, 1.0]
     np.testing.assert_allclose(pred.centers[0], center, atol=1e-5)
     np.testing.assert_allclose(pred.sizes_wlh[0], [2.0, 4.0, 1.5], rtol=1e-5)
-    np.testing.assert_allclose(pred.yaws[0], 0.3, atol=1e-6)
+    np.testing.assert_allclose(pred.yaws[0], YAW, atol=1e-6)
     np.testing.assert_allclose(pred.velocities[0], [1.5, -0.5])
     assert pred.labels[0] == 3 and pred.track_ids[0] == -1
     np.testing.assert_allclose(pred.scores[0], 1 / (1 + np.exp(-5.0)), rtol=1e-6)

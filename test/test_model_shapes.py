@@ -11,6 +11,7 @@ import torch
 
 from tinybev_ros.geometry import CAMERA_NAMES, Rig
 from tinybev_ros.model import ModelConfig, build_student, load_model_config
+from tinybev_ros.model.box_code import BOX_CODE_SIZE
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
@@ -78,7 +79,7 @@ def test_tiny_forward_on_cpu_has_contract_shapes_and_plans_follow_the_command(ti
     k = tiny.motion_modes
     expected = {
         "heatmap": (batch, 10, hd, wd),
-        "box": (batch, 10, hd, wd),
+        "box": (batch, BOX_CODE_SIZE, hd, wd),
         "motion": (batch, k * FORECAST_STEPS * 2, hd, wd),
         "motion_logits": (batch, k, hd, wd),
         "map": (batch, 4, h, w),

@@ -15,6 +15,7 @@ from test_model_backbone import fake_imagenet_state
 
 from tinybev_ros.checkpoint import load_checkpoint
 from tinybev_ros.geometry import CAMERA_NAMES, BevGrid
+from tinybev_ros.model.box_code import BOX_CODE_SIZE
 from tinybev_ros.model.config import load_model_config
 from tinybev_ros.model.preprocess import preprocess_cameras
 from tinybev_ros.nuscenes_dataset import sample_images, sample_rig
@@ -82,7 +83,7 @@ def test_batch_follows_the_contract_and_augmentation_moves_k(nusc):
     assert not batch["lidar"][..., 5].any()  # one sweep: every point's time lag is 0
     assert batch["command"].dtype == torch.int64 and batch["command"].shape == (2,)
     t = batch["targets"]
-    assert t["heatmap"].shape == (2, 10, hd, wd) and t["box"].shape[-1] == 10
+    assert t["heatmap"].shape == (2, 10, hd, wd) and t["box"].shape[-1] == BOX_CODE_SIZE
     assert t["map"].shape == (2, 4, *model.grid.shape) and t["occupancy"].shape == (2, 5, *model.grid.shape)
     assert t["ego_future"].shape == (2, 6, 2) and t["motion"].shape[2:] == (12, 2)
     assert [m["sample_token"] for m in batch["meta"]] == plain.tokens[:2]

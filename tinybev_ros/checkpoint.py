@@ -79,11 +79,22 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if not isinstance(metadata["config"], dict):
         raise CheckpointError(f"checkpoint {path}: its config metadata is a {type(metadata['config']).__name__}, "
                               "not a mapping of config keys")
+    _read_legacy_heading_code(metadata["kind"], metadata["config"])
     broken = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if broken:  # a diverged run: refused here, so release, export, resume and the node never use it
         raise CheckpointError(f"checkpoint {path} holds non-finite values (NaN/inf) in {len(broken)} tensors, "
                          f"e.g. {', '.join(broken[:3])}; retrain from an earlier checkpoint")
     return tensors, metadata
+
+
+def _read_legacy_heading_code(kind: str, config: dict) -> None:
+    """A model config without `heading_code` predates the axis/direction box code: its head wrote (sin yaw, cos
+    yaw) (tinybev_ros/model/box_code.py). A teacher's model config is its `camera` entry."""
+    from tinybev_ros.model.box_code import SIN_COS
+
+    model = config if kind == "student" else config.get("camera")
+    if isinstance(model, dict):
+        model.setdefault("heading_code", SIN_COS)
 
 
 def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from tinybev_ros.geometry import BevGrid
+from tinybev_ros.model.box_code import BOX_CODE_SIZE, DIRECTION
 from tinybev_ros.predictions import FORECAST_STEPS
 from training.depth_targets import depth_loss
-
-BOX_CODE_SIZE = 10  # entries of the box head's code (tinybev_ros/model/heads.py)
 
 
 @dataclass(frozen=True)
@@ -32,8 +31,9 @@ class LossWeights:
     occupancy: float = 1.0
     plan: float = 1.0
     collision: float = 0.1
-    # Per-dimension weights of the 10 box-code entries (CenterPoint down-weights velocity).
-    box_code: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
+    # Per-entry weights of the box code (tinybev_ros/model/box_code.py): CenterPoint down-weights velocity,
+    # SECOND weights its direction classifier 0.2.
+    box_code: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2, 0.2)
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
     map_dice: float = 0.0  # extra dice term on map logits (0 = BCE only)
@@ -69,12 +69,15 @@ def gather_cells(feature: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, index[:, None, :].expand(b, c, index.shape[1])).transpose(1, 2)
 
 
-def box_l1_loss(box_map: torch.Tensor, targets: dict[str, torch.Tensor], code_weights: torch.Tensor) -> torch.Tensor:
-    """Weighted L1 of the 10-d box code at object cells, averaged over objects."""
+def box_loss(box_map: torch.Tensor, targets: dict[str, torch.Tensor], code_weights: torch.Tensor) -> torch.Tensor:
+    """Weighted L1 of the box code's regressed entries and binary cross-entropy of its direction logit, at object
+    cells, summed over entries and averaged over objects."""
     pred = gather_cells(box_map.float(), targets["box_index"])
+    target = targets["box"].float()
+    direction = F.binary_cross_entropy_with_logits(pred[..., DIRECTION], target[..., DIRECTION], reduction="none")
+    error = (pred - target).abs().index_copy(-1, torch.tensor([DIRECTION], device=pred.device), direction[..., None])
     mask = targets["box_mask"].float()[..., None]
-    error = (pred - targets["box"]).abs() * code_weights * mask
-    return error.sum() / mask.sum().clamp(min=1.0)
+    return (error * code_weights * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def motion_losses(motion_map: torch.Tensor, logits_map: torch.Tensor,
@@ -160,7 +163,7 @@ def supervised_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch
                                               weights.focal_beta)
     if "box" in outputs:
         code = torch.tensor(weights.box_code, dtype=torch.float32, device=outputs["box"].device)
-        terms["box"] = box_l1_loss(outputs["box"], targets, code)
+        terms["box"] = box_loss(outputs["box"], targets, code)
     if "motion" in outputs and "motion_logits" in outputs:
         terms["motion_reg"], terms["motion_cls"] = motion_losses(outputs["motion"], outputs["motion_logits"],
                                                                  targets)

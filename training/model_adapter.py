@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from tinybev_ros.geometry import BevGrid
+from tinybev_ros.model.box_code import require_trainable
 from tinybev_ros.model.config import ModelConfig
 
 
@@ -60,6 +61,7 @@ def build_model_spec(kind: str, config_path: str | Path) -> ModelSpec:
         from tinybev_ros.model import build_student, load_model_config
 
         config = load_model_config(config_path)
+        require_trainable(config.heading_code, f"model config {config_path}")
         return ModelSpec(kind, build_student(config), config, config.grid, config.det_stride, config,
                          _student_forward)
     if kind == "teacher":
@@ -67,6 +69,7 @@ def build_model_spec(kind: str, config_path: str | Path) -> ModelSpec:
 
         config = load_teacher_config(config_path)
         camera = config.camera
+        require_trainable(camera.heading_code, f"model config {config_path}")
         return ModelSpec(kind, build_teacher(config), config, camera.grid, camera.det_stride, camera,
                          _teacher_forward, config.lidar.sweeps)
     raise ValueError(f"model kind must be 'student' or 'teacher', not {kind!r}")

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinybev_ros.geometry import BevGrid
+from tinybev_ros.model.box_code import BOX_CODE_SIZE, DIRECTION, decode_heading, encode_heading
 from tinybev_ros.predictions import FORECAST_STEPS
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 from training.ground_truth import GroundTruth
-
-BOX_CODE_SIZE = 10  # off_x, off_y, z, log w, log l, log h, sin yaw, cos yaw, vx, vy
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,7 @@ def build_targets(gt: GroundTruth, grid: BevGrid, det_stride: int, config: Targe
     v = (gt.centers[:, 1] - grid.y_min) / cell  # continuous detection-grid column
     inside = (u >= 0) & (u < hd) & (v >= 0) & (v < wd)
     inside &= (gt.num_lidar_pts + gt.num_radar_pts) >= config.min_points
+    sin2, cos2, forward = encode_heading(np.asarray(gt.yaws, dtype=float))
     kept = np.flatnonzero(inside)
     if len(kept) > m:  # keep the nearest objects when a scene has more than the budget
         kept = kept[np.argsort(np.hypot(gt.centers[kept, 0], gt.centers[kept, 1]), kind="stable")[:m]]
@@ -101,7 +101,7 @@ def build_targets(gt: GroundTruth, grid: BevGrid, det_stride: int, config: Targe
         box_mask[slot] = True
         labels[slot] = gt.labels[i]
         box[slot] = (u[i] - row, v[i] - col, gt.centers[i, 2], np.log(w), np.log(length), np.log(h),
-                     np.sin(gt.yaws[i]), np.cos(gt.yaws[i]), gt.velocities[i, 0], gt.velocities[i, 1])
+                     sin2[i], cos2[i], gt.velocities[i, 0], gt.velocities[i, 1], float(forward[i]))
         motion[slot] = gt.futures[i] - gt.centers[i, None, :2]
         motion_mask[slot] = gt.future_mask[i]
     motion[~motion_mask] = 0.0
@@ -135,7 +135,7 @@ def decode_box_targets(targets: dict[str, np.ndarray], grid: BevGrid, det_stride
     return {
         "centers": centers,
         "sizes_wlh": np.exp(code[:, 3:6]),
-        "yaws": np.arctan2(code[:, 6], code[:, 7]),
+        "yaws": decode_heading(code[:, 6], code[:, 7], code[:, DIRECTION] >= 0.5),
         "velocities": code[:, 8:10],
         "labels": targets["box_label"][mask],
     }

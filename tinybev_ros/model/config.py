@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tinybev_ros.config import from_dict, load_yaml
 from tinybev_ros.geometry import BevGrid
+from tinybev_ros.model.box_code import AXIS_DIRECTION, HEADING_CODES, code_size
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
@@ -60,6 +61,9 @@ class ModelConfig:
     # The planner also reads the ego status (velocity from the ego poses, tinybev_ros/ego_motion.py). False for
     # checkpoints made before it existed and for teachers, whose LiDAR sweeps show the ego motion themselves.
     ego_status: bool = False
+    # How the box head codes headings (tinybev_ros/model/box_code.py). Checkpoints whose config lacks the key
+    # predate the axis/direction code and are read as "sin_cos" (tinybev_ros/checkpoint.py).
+    heading_code: str = AXIS_DIRECTION
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
@@ -74,6 +78,13 @@ class ModelConfig:
             raise ValueError(f"model config {self.name}: image size must be a multiple of 32 (ResNet stride)")
         if self.num_depth_bins < 2:
             raise ValueError(f"model config {self.name}: depth range gives {self.num_depth_bins} bins")
+        if self.heading_code not in HEADING_CODES:
+            raise ValueError(f"model config {self.name}: heading_code must be one of {HEADING_CODES}, got "
+                             f"{self.heading_code!r}")
+
+    @property
+    def box_code_size(self) -> int:
+        return code_size(self.heading_code)
 
     @property
     def num_depth_bins(self) -> int:

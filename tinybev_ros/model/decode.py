@@ -2,9 +2,8 @@
 
 Detection is CenterPoint-style: sigmoid heatmap, a cell is a peak where it equals the max of its
 `peak_kernel` neighbourhood (this replaces NMS), top `max_detections` peaks over all classes, then the score
-threshold. Box channels at a peak: [off_x, off_y] position of the centre inside the detection cell (in cells),
-z, log w, log l, log h, sin yaw, cos yaw, vx, vy. Motion modes are read at the same cell and are relative to the
-box centre; their probabilities are the softmax of the mode logits at that cell.
+threshold. The box code at a peak: tinybev_ros/model/box_code.py. Motion modes are read at the same cell and are
+relative to the box centre; their probabilities are the softmax of the mode logits at that cell.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from tinybev_ros.model import box_code
 from tinybev_ros.model.config import ModelConfig
 from tinybev_ros.predictions import Predictions
 
@@ -44,9 +44,9 @@ def decode(
     det = config.det_grid
     x = det.x_min + (rows + box[..., 0]) * det.resolution
     y = det.y_min + (cols + box[..., 1]) * det.resolution
-    centers = torch.stack([x, y, box[..., 2]], dim=-1)
-    sizes = box[..., 3:6].clamp(max=MAX_LOG_SIZE).exp()
-    yaws = torch.atan2(box[..., 6], box[..., 7])
+    centers = torch.stack([x, y, box[..., box_code.Z]], dim=-1)
+    sizes = box[..., box_code.LOG_SIZE].clamp(max=MAX_LOG_SIZE).exp()
+    yaws = box_code.decode_yaws(box, config.heading_code)
     modes, steps = config.motion_modes, config.forecast_steps
     motion = _gather(outputs["motion"].float(), cells).view(batch, -1, modes, steps, 2)
     forecasts = motion + centers[:, :, None, None, :2]
@@ -54,7 +54,8 @@ def decode(
     map_probs = outputs["map"].float().sigmoid().cpu().numpy()
     occupancy = outputs["occupancy"].float().sigmoid().cpu().numpy()
     plan = outputs["plan"].float().cpu().numpy()
-    per_box = [t.cpu().numpy() for t in (scores, labels, centers, sizes, yaws, box[..., 8:10], forecasts, mode_probs)]
+    velocities = box[..., box_code.VELOCITY]
+    per_box = [t.cpu().numpy() for t in (scores, labels, centers, sizes, yaws, velocities, forecasts, mode_probs)]
     results = []
     for b in range(batch):
         score, label, center, size, yaw, velocity, forecast, prob = (a[b] for a in per_box)

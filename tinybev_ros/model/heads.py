@@ -2,8 +2,9 @@
 
 outputs (Hd, Wd = detection grid; H, W = BEV grid; K = motion_modes; T = FORECAST_STEPS):
   heatmap        (B, 10, Hd, Wd)     CenterPoint class heatmap logits
-  box            (B, 10, Hd, Wd)     off_x, off_y (cells, in [0, 1) of the peak cell), z, log w, log l, log h,
-                                     sin yaw, cos yaw, vx, vy (m/s, base_link)
+  box            (B, 11, Hd, Wd)     off_x, off_y (cells, in [0, 1) of the peak cell), z, log w, log l, log h,
+                                     sin 2yaw, cos 2yaw, vx, vy (m/s, base_link), direction logit
+                                     (tinybev_ros/model/box_code.py)
   motion         (B, K*T*2, Hd, Wd)  future xy minus current centre (m); channel = (k * T + t) * 2 + {0: x, 1: y}
   motion_logits  (B, K, Hd, Wd)      mode scores (softmax over K gives the probabilities)
   map            (B, 4, H, W)        map-layer logits (MAP_CLASSES order)
@@ -37,7 +38,7 @@ class TaskHeads(nn.Module):
         prior = float(torch.log(torch.tensor(HEATMAP_PRIOR / (1 - HEATMAP_PRIOR))))
         modes = config.motion_modes
         self.heatmap = ConvHead(in_channels, hidden, config.num_classes, bias=prior)
-        self.box = ConvHead(in_channels, hidden, 10)
+        self.box = ConvHead(in_channels, hidden, config.box_code_size)
         self.motion = ConvHead(in_channels, hidden, modes * config.forecast_steps * 2)
         self.motion_logits = ConvHead(in_channels, hidden, modes)
         self.map = ConvHead(in_channels, hidden, config.num_map_classes)

@@ -4,8 +4,10 @@ All terms are divergences that are exactly zero when the student's output equals
 - dense sigmoid outputs (detection heatmap, map, occupancy): Bernoulli KL(p_teacher || p_student) of the
   temperature-softened probabilities, times T^2 (Hinton's correction so the gradient scale does not shrink
   with T). The heatmap term is weighted per cell by the region weights; map and occupancy are averaged.
-- box regression, at teacher detections only (local maxima of the teacher heatmap with score >= gamma, weighted
-  by that score): elsewhere the teacher's box code was never trained and carries no knowledge.
+- box code, at teacher detections only (local maxima of the teacher heatmap with score >= gamma, weighted
+  by that score): elsewhere the teacher's box code was never trained and carries no knowledge. L1 on the
+  regressed entries, Bernoulli KL on the direction logit (at T = 1: the teacher's doubt about front and back
+  is what it knows).
 - motion, at the same cells: KL of the mode distributions (softened) and the L1 error of each mode's trajectory
   weighted by the teacher's probability of that mode. Modes are matched by index, so the student adopts the
   teacher's mixture as a whole (its mode ordering included).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tinybev_ros.model.box_code import DIRECTION
 from tinybev_ros.predictions import FORECAST_STEPS
 from training.distillation.features import resize_feature
 
@@ -88,9 +91,15 @@ def _require_same_grid(name: str, student: torch.Tensor, teacher: torch.Tensor) 
 
 
 def box_distill_loss(student: torch.Tensor, teacher: torch.Tensor, detection_weight: torch.Tensor) -> torch.Tensor:
-    """Score-weighted mean L1 of the 10-d box code at teacher detections; 0 when the teacher detects nothing."""
+    """Score-weighted mean over the box code's entries of their errors (L1, KL of the direction) at teacher
+    detections; 0 when the teacher detects nothing."""
     _require_same_grid("box", student, teacher)
-    error = (student.float() - teacher.detach().float()).abs().mean(1, keepdim=True)
+    if teacher.shape[1] != student.shape[1]:
+        raise ValueError(f"box distillation: the teacher's box code has {teacher.shape[1]} channels, the student's "
+                         f"{student.shape[1]} (tinybev_ros/model/box_code.py)")
+    direction = bernoulli_kl(student[:, DIRECTION], teacher[:, DIRECTION], 1.0)
+    error = (student.float() - teacher.detach().float()).abs()
+    error = error.index_copy(1, torch.tensor([DIRECTION], device=error.device), direction[:, None]).mean(1, True)
     return (detection_weight * error).sum() / detection_weight.sum().clamp(min=EPS)
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tinybev_ros.model.box_code import axis_angle
+
 REGIONS: tuple[str, ...] = ("tp", "fn", "fp", "tn")
 TP, FN, FP, TN = range(4)
 
@@ -61,7 +63,7 @@ def object_footprints(targets: dict[str, torch.Tensor], shape: tuple[int, int],
 
     A cell belongs to a box when its centre lies inside the rotated box; the cell holding the box centre always
     does, so objects smaller than a cell still own one cell. M' is the number of box slots in use (<= M).
-    Box code per the targets contract: [off_x, off_y (cells), z, log w, log l, log h, sin yaw, cos yaw, vx, vy].
+    Box code per tinybev_ros/model/box_code.py (a footprint needs the axis only).
     """
     mask = targets["box_mask"].bool()
     used = int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 0
@@ -77,7 +79,8 @@ def object_footprints(targets: dict[str, torch.Tensor], shape: tuple[int, int],
     centre_col = (index % wd).float() + code[..., 1]
     half_w = code[..., 3].exp() / (2.0 * cell_size)
     half_l = code[..., 4].exp() / (2.0 * cell_size)
-    sin, cos = code[..., 6], code[..., 7]
+    axis = axis_angle(code[..., 6], code[..., 7])
+    sin, cos = axis.sin(), axis.cos()
     rows = torch.arange(hd, device=device, dtype=torch.float32) + 0.5
     cols = torch.arange(wd, device=device, dtype=torch.float32) + 0.5
     cell_row = rows[:, None].expand(hd, wd).reshape(-1)

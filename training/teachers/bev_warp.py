@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from tinybev_ros.geometry import BevGrid
+from tinybev_ros.model.box_code import DIRECTION, VELOCITY, axis_angle, encode_heading
 from training.teachers.base import TeacherOutput
 
 OUTSIDE_LOGIT = -12.0  # a logit read where the moved view has no source cell (sigmoid ~ 6e-6)
@@ -48,7 +49,7 @@ def _sample(maps: torch.Tensor, locations: torch.Tensor, mode: str, outside: flo
 
 
 def _move_box_codes(box: torch.Tensor, bev: torch.Tensor, grid: BevGrid, locations: torch.Tensor) -> torch.Tensor:
-    """(B, 10, Hd, Wd) box codes (tinybev_ros/model/heads.py) after nearest resampling, in the moved frame."""
+    """(B, 11, Hd, Wd) box codes (tinybev_ros/model/box_code.py) after nearest resampling, in the moved frame."""
     b, _, hd, wd = box.shape
     cell = (grid.x_max - grid.x_min) / hd
     linear = bev[:, :2, :2].float()  # (B, 2, 2)
@@ -64,12 +65,16 @@ def _move_box_codes(box: torch.Tensor, bev: torch.Tensor, grid: BevGrid, locatio
     cols = torch.arange(wd, device=box.device, dtype=torch.float32).view(1, 1, wd)
     off_x = (moved[:, 0] - grid.x_min) / cell - rows
     off_y = (moved[:, 1] - grid.y_min) / cell - cols
-    heading = torch.einsum("bij,bjhw->bihw", linear, sampled[:, [7, 6]])  # (cos, sin) turned (and scaled)
-    norm = torch.linalg.norm(heading, dim=1).clamp(min=1e-6)
-    velocity = torch.einsum("bij,bjhw->bihw", linear, sampled[:, 8:10])
+    # The axis angle is the heading the direction logit votes for: turn it, code it again, and flip the logit
+    # where the turned heading is the new axis angle + pi.
+    axis = axis_angle(sampled[:, 6], sampled[:, 7])
+    turned = torch.einsum("bij,bjhw->bihw", linear, torch.stack([axis.cos(), axis.sin()], dim=1))
+    sin2, cos2, forward = encode_heading(torch.atan2(turned[:, 1], turned[:, 0]))
+    direction = torch.where(forward, sampled[:, DIRECTION], -sampled[:, DIRECTION])
+    velocity = torch.einsum("bij,bjhw->bihw", linear, sampled[:, VELOCITY])
     log_scale = torch.log(scale).view(b, 1, 1, 1)
     return torch.stack([off_x, off_y, sampled[:, 2] * scale.view(b, 1, 1), *(sampled[:, 3:6] + log_scale).unbind(1),
-                        heading[:, 1] / norm, heading[:, 0] / norm, velocity[:, 0], velocity[:, 1]], dim=1)
+                        sin2, cos2, velocity[:, 0], velocity[:, 1], direction], dim=1)
 
 
 def _move_motion(motion: torch.Tensor, bev: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:

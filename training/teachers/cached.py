@@ -1,15 +1,17 @@
 """Teacher outputs cached on disk, so any model (ours, or UniAD & co. run in their own environment) can teach.
 
-Cache format ("tinybev-teacher-cache/1"): a directory with one safetensors file per keyframe sample,
+Cache format ("tinybev-teacher-cache/2"): a directory with one safetensors file per keyframe sample,
 `<root>/<sample_token>.safetensors`, holding tensors WITHOUT the batch dimension:
   features.0 ... features.{L-1}   (C_i, H_i, W_i) BEV feature maps, finest encoder level first, the pre-head map
                                   last (rows = x forward, columns = y left, base_link, as the student's grid);
                                   any channel count and resolution: distillation adapts channels and resizes
-  outputs.<name>                  any subset of heatmap (10, Hd, Wd) logits, box (10, Hd, Wd),
+  outputs.<name>                  any subset of heatmap (10, Hd, Wd) logits, box (11, Hd, Wd),
                                   motion (K*12*2, Hd, Wd), motion_logits (K, Hd, Wd), map (4, H, W) logits,
                                   occupancy (5, H, W) logits, plan (6, 2) metres: the student's names, shapes and
-                                  encodings (tinybev_ros/model/heads.py)
-and string metadata: format = "tinybev-teacher-cache/1", sample_token, num_features = L, source (free text:
+                                  encodings (tinybev_ros/model/heads.py; the box code in
+                                  tinybev_ros/model/box_code.py: a model that outputs a yaw writes sin 2yaw,
+                                  cos 2yaw and a direction logit of, say, +-8)
+and string metadata: format = "tinybev-teacher-cache/2", sample_token, num_features = L, source (free text:
 which model wrote it). Tensors may be float16 or float32; they are read as float32. Every file of one cache must
 have the same keys and shapes. Files are written atomically (temp file + rename), so an interrupted caching run
 leaves only complete files and can resume by skipping the samples already present.
@@ -28,11 +30,14 @@ from tqdm import tqdm
 
 from tinybev_ros.checkpoint import write_tensors
 from tinybev_ros.errors import CheckpointError, CheckpointNotFound
+from tinybev_ros.model.box_code import BOX_CODE_SIZE
 from training.teachers.base import OUTPUT_KEYS, Teacher, TeacherOutput
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "tinybev-teacher-cache/1"
+CACHE_FORMAT = "tinybev-teacher-cache/2"
+# Format 1 held box codes with (sin yaw, cos yaw) in place of the axis and no direction.
+_OLD_FORMATS = {"tinybev-teacher-cache/1": "it holds box codes from before the axis/direction code"}
 
 
 def cache_path(root: str | Path, sample_token: str) -> Path:
@@ -87,9 +92,10 @@ def _file_layout(path: Path) -> dict[str, list[int]]:
 
 
 def _check_format(path: Path, metadata: dict[str, str]) -> None:
-    if metadata.get("format") != CACHE_FORMAT:
-        raise CheckpointError(f"teacher cache file {path}: format {metadata.get('format')!r}, expected "
-                              f"{CACHE_FORMAT!r}")
+    found = metadata.get("format")
+    if found != CACHE_FORMAT:
+        why = f" ({_OLD_FORMATS[found]}: cache it again)" if found in _OLD_FORMATS else ""
+        raise CheckpointError(f"teacher cache file {path}: format {found!r}, expected {CACHE_FORMAT!r}{why}")
 
 
 def read_teacher_sample(path: Path) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
@@ -136,6 +142,10 @@ class CachedTeacher:
             shapes = _file_layout(path)
             if layout is None:
                 layout = (path, shapes)
+                box = shapes.get("outputs.box")
+                if box is not None and box[0] != BOX_CODE_SIZE:
+                    raise CheckpointError(f"teacher cache file {path}: its box code has {box[0]} channels, the "
+                                          f"student's {BOX_CODE_SIZE} (tinybev_ros/model/box_code.py)")
             elif shapes != layout[1]:
                 raise CheckpointError(f"teacher cache files {layout[0].name} and {path.name} differ in keys or "
                                       f"shapes (two teachers in one cache?); remove the odd ones and run "

@@ -24,6 +24,7 @@ from tinybev_ros.checkpoint import load_state, read_checkpoint
 from tinybev_ros.config import from_dict, load_yaml
 from tinybev_ros.errors import CheckpointError
 from tinybev_ros.model.bev_encoder import BevEncoder
+from tinybev_ros.model.box_code import require_trainable
 from tinybev_ros.model.config import ModelConfig
 from tinybev_ros.model.heads import TaskHeads
 from tinybev_ros.model.layers import conv_bn_relu
@@ -131,6 +132,7 @@ class LiveTeacher:
     @staticmethod
     def from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LiveTeacher:
         model, config = load_teacher_checkpoint(path, device)
+        require_trainable(config.camera.heading_code, f"teacher checkpoint {path}")
         log.info("live teacher %s from %s", config.name, path)
         return LiveTeacher(model)
 

@@ -54,7 +54,7 @@ class GroundTruth:
     centers: np.ndarray  # (N, 3)
     sizes_wlh: np.ndarray  # (N, 3)
     yaws: np.ndarray  # (N,)
-    velocities: np.ndarray  # (N, 2) ego frame, m/s; 0 where the devkit gives NaN
+    velocities: np.ndarray  # (N, 2) ego frame, m/s; NaN where the devkit gives NaN (unknown: no neighbour annotation)
     labels: np.ndarray  # (N,) int64 index into DETECTION_CLASSES
     instance_tokens: list[str]  # (N,) track identity
     num_lidar_pts: np.ndarray  # (N,)
@@ -216,7 +216,7 @@ def _boxes_in_ego(nusc: NuScenes, sample: dict, global_to_ego: Transform) -> dic
         centers.append(global_to_ego.apply(box.center))
         sizes.append(np.asarray(box.wlh, dtype=float))
         yaws.append(float(np.arctan2(rotation[1, 0], rotation[0, 0])))
-        velocity = np.nan_to_num(nusc.box_velocity(ann_token), nan=0.0)
+        velocity = nusc.box_velocity(ann_token)  # NaN stays: an unknown velocity is not 0 (the loss skips it)
         velocities.append((global_to_ego.rotation @ velocity)[:2])
         labels.append(DETECTION_CLASSES.index(cls))
         instances.append(ann["instance_token"])

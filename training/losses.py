@@ -71,13 +71,15 @@ def gather_cells(feature: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def box_loss(box_map: torch.Tensor, targets: dict[str, torch.Tensor], code_weights: torch.Tensor) -> torch.Tensor:
     """Weighted L1 of the box code's regressed entries and binary cross-entropy of its direction logit, at object
-    cells, summed over entries and averaged over objects."""
+    cells, summed over entries and averaged over objects. A NaN target (a velocity the devkit does not know)
+    teaches nothing."""
     pred = gather_cells(box_map.float(), targets["box_index"])
-    target = targets["box"].float()
+    known = torch.isfinite(targets["box"])
+    target = targets["box"].float().nan_to_num()
     direction = F.binary_cross_entropy_with_logits(pred[..., DIRECTION], target[..., DIRECTION], reduction="none")
     error = (pred - target).abs().index_copy(-1, torch.tensor([DIRECTION], device=pred.device), direction[..., None])
     mask = targets["box_mask"].float()[..., None]
-    return (error * code_weights * mask).sum() / mask.sum().clamp(min=1.0)
+    return (error * code_weights * mask * known).sum() / mask.sum().clamp(min=1.0)
 
 
 def motion_losses(motion_map: torch.Tensor, logits_map: torch.Tensor,

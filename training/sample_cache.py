@@ -58,7 +58,7 @@ from training.ground_truth import (
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "tinybev-sample-cache/4"  # 4: agent futures slotted by keyframe (gaps in a chain kept)
+CACHE_FORMAT = "tinybev-sample-cache/5"  # 4: agent futures slotted by keyframe; 5: unknown velocities NaN, not 0
 MAP_REACH = 1.5  # cached map extent / grid extent: covers +-22.5 deg rotations down to scale 0.95 (needs 1.38)
 PREVIOUS_SWEEP_S = 0.5  # the earlier sweep: the newest LIDAR_TOP sample_data at least 0.45 s before the keyframe
 

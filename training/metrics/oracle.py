@@ -55,7 +55,7 @@ def ground_truth_as_predictions(gt: GroundTruth, track_ids: TrackIds | None = No
         centers=gt.centers[keep].copy(),
         sizes_wlh=gt.sizes_wlh[keep].copy(),
         yaws=gt.yaws[keep].copy(),
-        velocities=gt.velocities[keep].copy(),
+        velocities=np.nan_to_num(gt.velocities[keep]),  # a prediction needs a number; the devkit skips these
         scores=np.ones(n),
         labels=gt.labels[keep].copy(),
         track_ids=(track_ids or TrackIds())([t for t, k in zip(gt.instance_tokens, keep, strict=True) if k]),

@@ -14,6 +14,7 @@ from tinybev_ros.checkpoint import FORMAT, load_checkpoint, write_tensors
 from tinybev_ros.config import to_dict
 from tinybev_ros.model import build_student, load_model_config
 from tinybev_ros.model.box_code import (
+    AXIS_RANGE_START,
     BOX_CODE_SIZE,
     DIRECTION,
     SIN_COS,
@@ -26,7 +27,8 @@ from training.losses import LossWeights, box_loss
 from training.model_adapter import build_model_spec
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
-EDGES = [0.0, np.pi / 2, -np.pi / 2, np.pi, -np.pi, np.pi / 4, -3 * np.pi / 4, 1e-9, np.pi / 2 - 1e-9]
+EDGES = [0.0, np.pi / 2, -np.pi / 2, np.pi, -np.pi, np.pi / 4, -np.pi / 4, 3 * np.pi / 4, -3 * np.pi / 4,
+         -np.pi / 4 + 1e-9, -np.pi / 4 - 1e-9, 3 * np.pi / 4 + 1e-9, 3 * np.pi / 4 - 1e-9]
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])
@@ -36,8 +38,8 @@ def test_every_heading_decodes_back_also_at_the_edges_of_the_axis_range(as_tenso
     sin2, cos2, forward = encode_heading(given)
     back = np.asarray(decode_heading(sin2, cos2, forward))
     np.testing.assert_allclose(np.cos(back - yaws), 1.0, atol=1e-12)
-    assert ((np.asarray(axis_angle(sin2, cos2)) > -np.pi / 2 - 1e-12)
-            & (np.asarray(axis_angle(sin2, cos2)) <= np.pi / 2 + 1e-12)).all()
+    axis = np.asarray(axis_angle(sin2, cos2))
+    assert ((axis >= AXIS_RANGE_START - 1e-12) & (axis <= AXIS_RANGE_START + np.pi + 1e-12)).all()  # to rounding
 
 
 def test_front_and_back_share_the_axis_and_differ_in_direction():
@@ -82,6 +84,9 @@ def test_a_checkpoint_from_before_the_axis_code_runs_but_does_not_train(tmp_path
     yaml_path.write_text(yaml.safe_dump(to_dict(legacy)))
     with pytest.raises(ValueError, match=r"heading_code 'sin_cos' .* not trained or used as a teacher"):
         build_model_spec("student", yaml_path)
+    spec = build_model_spec("student", CONFIG_DIR / "model_tiny.yaml")  # resuming or probing from it: refused too
+    with pytest.raises(ValueError, match=rf"checkpoint {path} has heading_code 'sin_cos'"):
+        spec.load_weights(spec.model, path, torch.device("cpu"))
 
 
 def _fit(features: torch.Tensor, loss_of, steps: int = 300) -> torch.Tensor:
@@ -120,3 +125,16 @@ def test_the_box_loss_learns_the_axis_of_objects_whose_direction_cannot_be_seen(
     old = _fit(features, lambda p: (p[:, 6:8] - old_target).abs().mean())
     old_axis_error = np.abs(np.angle(np.exp(2j * (np.arctan2(old[:, 6], old[:, 7]).numpy() - yaws.numpy())))) / 2
     assert np.degrees(old_axis_error).mean() > 30.0  # uniform noise: 45 degrees on average
+
+
+@pytest.mark.parametrize("around", [0.0, 90.0, 180.0, -90.0])
+def test_traffic_along_and_across_the_road_is_far_from_the_edge_of_the_axis_range(around: float):
+    """Objects heading within 30 degrees of the road's directions (along: 0, 180; across: +-90) share one direction
+    label per direction, and a 3-degree axis error stays a 3-degree heading error (at the range's edge a small
+    error would decode to a reversed heading)."""
+    yaws = np.radians(around + np.arange(-30.0, 31.0))
+    _, _, forward = encode_heading(yaws)
+    assert forward.all() or not forward.any()
+    sin2, cos2, _ = encode_heading(yaws + np.radians(3.0))  # the axis a little off, the direction as labelled
+    error = np.angle(np.exp(1j * (decode_heading(sin2, cos2, forward) - yaws)))
+    np.testing.assert_allclose(np.degrees(error), 3.0, atol=1e-9)

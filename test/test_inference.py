@@ -18,7 +18,7 @@ from tinybev_ros.cli import main as tinybev
 from tinybev_ros.geometry import CAMERA_NAMES, Rig
 from tinybev_ros.inference import Predictor
 from tinybev_ros.model import DecodeConfig, build_student, load_model_config
-from tinybev_ros.model.box_code import AXIS_DIRECTION
+from tinybev_ros.model.box_code import AXIS_DIRECTION, SIN_COS
 from tinybev_ros.model.decode import decode
 from tinybev_ros.model.preprocess import ResizeCrop, preprocess_image
 from tinybev_ros.precision import autocast_dtype
@@ -95,7 +95,10 @@ def handmade_outputs(config, peak_rc=(40, 55), label=3):
             "plan": torch.arange(12, dtype=torch.float32).view(1, 6, 2)}
 
 
-def test_decode_reads_boxes_motion_and_probabilities_at_peaks(tiny):
+@pytest.mark.parametrize("heading_code", [AXIS_DIRECTION, SIN_COS])
+def test_decode_reads_boxes_motion_and_probabilities_at_peaks(tiny, heading_code):
+    """Also for a model from before the axis/direction box code (the released student until it is retrained)."""
+    tiny = dataclasses.replace(tiny, heading_code=heading_code)
     outputs = handmade_outputs(tiny)
     (pred,) = decode(outputs, tiny, [42], [1])
     assert len(pred) == 1 and pred.stamp_ns == 42 and pred.command == 1 and pred.grid == tiny.grid

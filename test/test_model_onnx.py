@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tinybev_ros.checkpoint import save_checkpoint
@@ -35,6 +36,8 @@ def test_onnx_export_matches_pytorch(tmp_path):
     splat = rig_splat_index(model, Rig.load())
     saved = load_file(str(tmp_path / "tinybev.splat.safetensors"))
     assert torch.equal(saved["cell_index"], splat.cell_index) and torch.equal(saved["depth_index"], splat.depth_index)
+    with safe_open(str(tmp_path / "tinybev.splat.safetensors"), framework="pt") as handle:
+        assert handle.metadata()["heading_code"] == config.heading_code  # how to read the box output's heading
 
     graph = onnx.load(str(tmp_path / "tinybev.onnx"))
     onnx.checker.check_model(graph)

@@ -20,9 +20,9 @@ BOXES = [  # x, y, z, w, l, h, yaw, vx, vy
 ]
 
 
-def code_map(boxes, grid: BevGrid = GRID) -> torch.Tensor:
+def code_map(boxes, grid: BevGrid = GRID, axis_length: float = 1.0) -> torch.Tensor:
     """(1, 11, H, W) box codes as a teacher regresses them: every cell within one of a box's cell points at it, sure
-    of its direction."""
+    of its direction, with an axis vector of `axis_length` (its confidence)."""
     out = torch.zeros(1, BOX_CODE_SIZE, *grid.shape)
     for x, y, z, w, length, h, yaw, vx, vy in boxes:
         u, v = (x - grid.x_min) / grid.resolution, (y - grid.y_min) / grid.resolution
@@ -30,7 +30,8 @@ def code_map(boxes, grid: BevGrid = GRID) -> torch.Tensor:
             for col in range(int(v) - 1, int(v) + 2):
                 sin2, cos2, forward = encode_heading(np.float64(yaw))
                 out[0, :, row, col] = torch.tensor([u - row, v - col, z, np.log(w), np.log(length), np.log(h),
-                                                    sin2, cos2, vx, vy, 8.0 if forward else -8.0])
+                                                    sin2 * axis_length, cos2 * axis_length, vx, vy,
+                                                    8.0 if forward else -8.0])
     return out
 
 
@@ -44,8 +45,8 @@ def moved_boxes(transform: BevTransform):
     return out
 
 
-def teacher_of(boxes, plan: torch.Tensor | None = None) -> TeacherOutput:
-    box = code_map(boxes)
+def teacher_of(boxes, plan: torch.Tensor | None = None, axis_length: float = 1.0) -> TeacherOutput:
+    box = code_map(boxes, axis_length=axis_length)
     heat = torch.full((1, 10, *GRID.shape), -5.0)
     for x, y, *_ in boxes:
         heat[0, 0, int(x - GRID.x_min), int(y - GRID.y_min)] = 5.0
@@ -72,13 +73,15 @@ def test_identity_changes_nothing_and_a_mirror_flips_the_maps():
     torch.testing.assert_close(moved.outputs["plan"], teacher.outputs["plan"] * torch.tensor([1.0, -1.0]))
 
 
-@pytest.mark.parametrize("flip_x, degrees", [(True, 20.0), (False, 75.0), (False, -160.0), (True, 100.0)])
+@pytest.mark.parametrize("flip_x, degrees", [(False, 20.0), (True, 20.0), (False, 75.0), (False, -160.0),
+                                             (True, 100.0)])
 def test_moved_box_and_motion_codes_decode_to_the_moved_boxes(flip_x: bool, degrees: float):
-    """Turns that carry headings across the edge of the axis range (+-90 degrees) flip the direction logit."""
+    """The direction logit flips where a heading is carried across the edge of the axis range and only there (a
+    20-degree turn keeps every box's direction label, the others flip some or all); the axis keeps its length."""
     transform = BevTransform.compose(flip_x=flip_x, flip_y=False, rotation_rad=np.radians(degrees), scale=1.04)
     bev = torch.tensor(transform.matrix, dtype=torch.float32)[None]
-    moved = warp_teacher_output(teacher_of(BOXES), bev, GRID)
-    expected = code_map(moved_boxes(transform))
+    moved = warp_teacher_output(teacher_of(BOXES, axis_length=0.6), bev, GRID)
+    expected = code_map(moved_boxes(transform), axis_length=0.6)
     checked = 0
     for x, y, *_, vx, vy in moved_boxes(transform):
         row, col = int(x - GRID.x_min), int(y - GRID.y_min)

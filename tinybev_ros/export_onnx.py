@@ -1,6 +1,7 @@
 """`tinybev export-onnx --checkpoint C --out student.onnx [--rig RIG.json]`: the student as ONNX (model/export.py)
 and the rig's splat index as `student.splat.safetensors` (depth_index, pixel_index, cell_index; int64), so a
-runtime without PyTorch can feed the graph directly.
+runtime without PyTorch can feed the graph directly. Its metadata names the model's `heading_code`, which says how
+to read the box output's heading channels (tinybev_ros/model/box_code.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     index_path = out.with_suffix(".splat.safetensors")
     write_tensors(index_path, {"depth_index": splat.depth_index, "pixel_index": splat.pixel_index,
                                "cell_index": splat.cell_index},
-                  {"rig": str(args.rig or "shipped nuScenes rig"), "model": config.name})
+                  {"rig": str(args.rig or "shipped nuScenes rig"), "model": config.name,
+                   "heading_code": config.heading_code})
     print(f"wrote {out} (opset {OPSET}, inputs {', '.join(input_names(model))}) and {index_path} "
           f"({splat.cell_index.numel()} splat points)")
     return 0

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tinybev_ros.geometry import BevGrid
-from tinybev_ros.model.box_code import require_trainable
+from tinybev_ros.model.box_code import AXIS_DIRECTION, require_trainable
 from tinybev_ros.model.config import ModelConfig
 
 
@@ -43,6 +43,8 @@ class ModelSpec:
         tensors, metadata = read_checkpoint(path, device)
         if metadata["kind"] != self.kind:
             raise ValueError(f"checkpoint {path} holds a {metadata['kind']}, not a {self.kind}")
+        model_config = metadata["config"] if self.kind == "student" else metadata["config"].get("camera", {})
+        require_trainable(model_config.get("heading_code", AXIS_DIRECTION), f"checkpoint {path}")
         load_state(model, tensors, path)
 
 

@@ -10,8 +10,11 @@ direction (measured in docs/ablation_worlds.md, "Heading"). The doubled angle is
 so the axis is learnt wherever it can be seen, and the direction is a yes/no question of its own (a logit, with
 binary cross-entropy), as in SECOND's and PointPillars' direction classifier.
 
-The axis angle is `atan2(sin 2yaw, cos 2yaw) / 2`, in (-pi/2, pi/2]; the direction says whether the heading is
-that angle (logit > 0) or that angle + pi.
+The axis angle is `atan2(sin 2yaw, cos 2yaw) / 2` taken into [-pi/4, 3pi/4); the direction says whether the
+heading is that angle (logit >= 0) or that angle + pi. The range's edge, where the direction label flips
+between two objects that look alike and a small axis error decodes to a reversed heading, lies on the
+diagonals (SECOND's and mmdetection3d's `dir_offset` of pi/4), not at +-90 degrees: crossing traffic and cars
+parked across the road head there, diagonal headings are rarer on roads.
 
 Checkpoints from before this code have `heading_code: sin_cos` (10 channels: sin yaw, cos yaw in place of the
 axis, no direction). They still decode, so a released model keeps working, but nothing trains or teaches with
@@ -37,6 +40,7 @@ BOX_CODE_SIZE = 11
 AXIS_DIRECTION = "axis_direction"
 SIN_COS = "sin_cos"  # legacy: decoding only
 HEADING_CODES = (AXIS_DIRECTION, SIN_COS)
+AXIS_RANGE_START = -math.pi / 4  # the axis angle lies in [AXIS_RANGE_START, AXIS_RANGE_START + pi)
 CODE_SIZES = {AXIS_DIRECTION: BOX_CODE_SIZE, SIN_COS: 10}
 
 
@@ -49,7 +53,7 @@ def encode_heading(yaws: Any) -> tuple[Any, Any, Any]:
     """(sin 2yaw, cos 2yaw, forward): forward is True where the heading is the axis angle, not the angle + pi.
 
     forward is decided on the axis angle as computed from the code, so decoding gives the heading back also at
-    the edges of the half range (yaw = +-pi/2).
+    the edge of the axis range.
     """
     xp = _math(yaws)
     sin2, cos2 = xp.sin(2.0 * yaws), xp.cos(2.0 * yaws)
@@ -58,8 +62,9 @@ def encode_heading(yaws: Any) -> tuple[Any, Any, Any]:
 
 
 def axis_angle(sin2: Any, cos2: Any) -> Any:
-    """The axis in (-pi/2, pi/2] from (sin 2yaw, cos 2yaw) of any length."""
-    return _math(sin2).arctan2(sin2, cos2) / 2.0
+    """The axis in [-pi/4, 3pi/4) from (sin 2yaw, cos 2yaw) of any length."""
+    half = _math(sin2).arctan2(sin2, cos2) / 2.0
+    return (half - AXIS_RANGE_START) % math.pi + AXIS_RANGE_START
 
 
 def decode_heading(sin2: Any, cos2: Any, forward: Any) -> Any:

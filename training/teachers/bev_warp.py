@@ -66,10 +66,13 @@ def _move_box_codes(box: torch.Tensor, bev: torch.Tensor, grid: BevGrid, locatio
     off_x = (moved[:, 0] - grid.x_min) / cell - rows
     off_y = (moved[:, 1] - grid.y_min) / cell - cols
     # The axis angle is the heading the direction logit votes for: turn it, code it again, and flip the logit
-    # where the turned heading is the new axis angle + pi.
+    # where the turned heading is the new axis angle + pi. The axis vector keeps its length (the teacher's
+    # confidence in the axis).
     axis = axis_angle(sampled[:, 6], sampled[:, 7])
     turned = torch.einsum("bij,bjhw->bihw", linear, torch.stack([axis.cos(), axis.sin()], dim=1))
     sin2, cos2, forward = encode_heading(torch.atan2(turned[:, 1], turned[:, 0]))
+    length = torch.hypot(sampled[:, 6], sampled[:, 7])
+    sin2, cos2 = sin2 * length, cos2 * length
     direction = torch.where(forward, sampled[:, DIRECTION], -sampled[:, DIRECTION])
     velocity = torch.einsum("bij,bjhw->bihw", linear, sampled[:, VELOCITY])
     log_scale = torch.log(scale).view(b, 1, 1, 1)

@@ -10,7 +10,8 @@ Cache format ("tinybev-teacher-cache/2"): a directory with one safetensors file 
                                   occupancy (5, H, W) logits, plan (6, 2) metres: the student's names, shapes and
                                   encodings (tinybev_ros/model/heads.py; the box code in
                                   tinybev_ros/model/box_code.py: a model that outputs a yaw writes sin 2yaw,
-                                  cos 2yaw and a direction logit of, say, +-8)
+                                  cos 2yaw and a direction logit of, say, +8 where `encode_heading`'s forward
+                                  is True, -8 where it is False)
 and string metadata: format = "tinybev-teacher-cache/2", sample_token, num_features = L, source (free text:
 which model wrote it). Tensors may be float16 or float32; they are read as float32. Every file of one cache must
 have the same keys and shapes. Files are written atomically (temp file + rename), so an interrupted caching run

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tinybev_ros.path_headings import path_headings
 from training.metrics.boxes import box_corners, boxes_overlap
-from training.metrics.planning import PlanningAccumulator, path_headings
+from training.metrics.planning import PlanningAccumulator, ego_collisions
 
 GT = np.stack([2.0 * np.arange(1, 7), np.zeros(6)], axis=1)  # straight on at 4 m/s
 NONE = [np.zeros((0, 4, 2))] * 6
@@ -24,9 +25,15 @@ def test_box_overlap_separating_axes() -> None:
     assert boxes_overlap(a, others).tolist() == [True, False, True, False]
 
 
-def test_headings_follow_path_and_hold_when_standing() -> None:
+def test_the_ego_box_faces_along_the_plan_and_holds_when_standing() -> None:
+    """The collision check's ego box turns with the plan (the ROS poses' rule, tinybev_ros/path_headings.py): a
+    1 m step left turns it, standing keeps it. A plan sliding left towards a car 4 m to the left: facing forward
+    the ego box would stay clear of it, turned along the path it reaches it at the second waypoint."""
     path = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
-    assert np.allclose(path_headings(path), [0.0, np.pi / 2, np.pi / 2, np.pi])
+    assert np.allclose(path_headings(np.vstack([[0.0, 0.0], path]), 0.0), [0.0, np.pi / 2, np.pi / 2, np.pi])
+    left_turn = np.array([[0.0, 0.5], [0.0, 1.5]])  # sideways: the ego box turns to +y
+    ahead = _box(0.0, 4.0, 4, 2)  # a car across the path 4 m to the left, facing +x
+    assert ego_collisions(left_turn, [ahead, ahead]).tolist() == [False, True]
 
 
 def test_l2_per_timestep_vs_average_over_horizon() -> None:

@@ -13,6 +13,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import Detection3DArray
 
 from tinybev_ros.geometry import BevGrid, Transform, quat_to_matrix, wxyz_to_xyzw
+from tinybev_ros.path_headings import MIN_HEADING_STEP_M, path_headings
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.ros import messages as M
 from tinybev_ros.ros.predicted_objects import predicted_objects_msg
@@ -103,9 +104,9 @@ def test_a_parked_agent_s_paths_keep_its_heading_through_centimetre_noise():
 def test_a_slow_agent_s_path_turns_with_it():
     """An agent moving 0.04 m per step never makes one step of MIN_HEADING_STEP_M, but its path leaves the point
     that set its heading: the poses turn with it once it has gone that far, not keep the start heading."""
-    step = 0.4 * M.MIN_HEADING_STEP_M
+    step = 0.4 * MIN_HEADING_STEP_M
     leftwards = np.outer(np.arange(0, 7), [0.0, step])
-    headings = M.path_headings(leftwards, start_yaw=0.0)
+    headings = path_headings(leftwards, start_yaw=0.0)
     assert headings[0] == headings[1] == 0.0  # 0.04 and 0.08 m from the start: still the start heading
     np.testing.assert_allclose(headings[2:], np.pi / 2, atol=1e-9)  # from 0.12 m on: along the path
 

@@ -25,6 +25,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from tinybev_ros.errors import ImageSizeError, InputError, UnsupportedEncoding
 from tinybev_ros.geometry import BevGrid, Transform, quat_to_yaw, wxyz_to_xyzw, xyzw_to_wxyz, yaw_to_quat
 from tinybev_ros.model.preprocess import decode_image, scale_intrinsics
+from tinybev_ros.path_headings import path_headings
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 
@@ -233,26 +234,6 @@ def grid_from_msg(msg: OccupancyGrid) -> tuple[np.ndarray, BevGrid]:
     )
     data = np.asarray(msg.data, dtype=np.float64).reshape(info.height, info.width).T
     return np.where(data < 0, np.nan, data / 100.0), grid
-
-
-# A path moves this far (metres) from the point that last set its heading before it sets a new one: a nearly
-# stationary agent's predicted positions wobble by centimetres, and the direction of such a move is random.
-MIN_HEADING_STEP_M = 0.1
-
-
-def path_headings(points: np.ndarray, start_yaw: float) -> np.ndarray:
-    """Heading at each of points[1:], along the chord from the last point that set a heading (`start_yaw` until
-    the path is MIN_HEADING_STEP_M from its start). Measuring from that point, not the previous one, lets an
-    agent slower than MIN_HEADING_STEP_M per step turn too, while centimetre wobble of a parked one does not."""
-    points = np.asarray(points, dtype=float)
-    headings = np.empty(len(points) - 1)
-    heading, anchor = float(start_yaw), points[0]
-    for k, point in enumerate(points[1:]):
-        dx, dy = point - anchor
-        if np.hypot(dx, dy) >= MIN_HEADING_STEP_M:
-            heading, anchor = float(np.arctan2(dy, dx)), point
-        headings[k] = heading
-    return headings
 
 
 def path_msg(waypoints: np.ndarray, stamp_ns: int, frame_id: str) -> Path:

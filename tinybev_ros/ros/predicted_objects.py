@@ -9,7 +9,7 @@ vision_msgs/Detection3DArray has no velocity and no forecasts; PredictedObjects 
   nuScenes class stays in the Detection3DArray of the same frame, in the same order);
 - `kinematics`: the box pose; the twist in the object's own frame (x along its heading), as Autoware defines
   it; one `predicted_paths` entry per forecast mode: the current pose then the future positions
-  STEP_SECONDS apart (`time_step`), headings along the path (`messages.path_headings`: a position within
+  STEP_SECONDS apart (`time_step`), headings along the path (`tinybev_ros/path_headings.py`: a position within
   MIN_HEADING_STEP_M of the one that last set the heading keeps it, the object's yaw at first),
   `confidence` = the mode's probability;
 - `shape`: BOUNDING_BOX with dimensions x = length, y = width, z = height.
@@ -32,8 +32,9 @@ from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point, Pose, Vector3
 
 from tinybev_ros.geometry import quat_to_yaw, yaw_to_quat
+from tinybev_ros.path_headings import path_headings
 from tinybev_ros.predictions import STEP_SECONDS, Predictions
-from tinybev_ros.ros.messages import header, path_headings, quaternion_msg
+from tinybev_ros.ros.messages import header, quaternion_msg
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 
 AUTOWARE_LABEL = {"car": ObjectClassification.CAR, "truck": ObjectClassification.TRUCK,

@@ -12,7 +12,8 @@ Published nuScenes planning tables mix two definitions that differ by a factor o
 
 Choices applied to both definitions here: waypoints every 0.5 s, so 1/2/3 s are waypoints 2/4/6; the ego is a
 box of nuScenes' ego size (length 4.084 m, width 1.85 m, the value UniAD uses) centred on the waypoint, heading
-along the planned path (the direction from the previous waypoint, the first from the origin); a waypoint
+along the planned path (as the ROS poses of the plan face: tinybev_ros/path_headings.py, from base_link facing
+forward; the heading changes once the path has moved 0.1 m from the point that last set it); a waypoint
 where the *ground-truth* ego box itself collides is excluded from the collision statistics (UniAD's evaluation
 masks these as annotation noise; we apply the same mask to ST-P3's definition so the two differ only in
 averaging and obstacle classes); a waypoint without ground truth (end of scene) is excluded from everything at
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinybev_ros.path_headings import path_headings
 from tinybev_ros.predictions import STEP_SECONDS
 from training.metrics.boxes import box_corners, boxes_overlap
 
@@ -35,25 +37,9 @@ EGO_WIDTH = 1.85
 HORIZONS_S: tuple[float, ...] = (1.0, 2.0, 3.0)
 
 
-def path_headings(path_xy: np.ndarray, min_step: float = 0.05) -> np.ndarray:
-    """Heading at each waypoint: direction from the previous waypoint (the first from the origin).
-
-    Steps shorter than `min_step` (standing still) keep the previous heading, starting from 0 (straight on).
-    """
-    headings = np.zeros(len(path_xy))
-    previous_point, previous_heading = np.zeros(2), 0.0
-    for i, point in enumerate(np.asarray(path_xy, dtype=float)):
-        step = point - previous_point
-        if np.hypot(*step) >= min_step:
-            previous_heading = float(np.arctan2(step[1], step[0]))
-        headings[i] = previous_heading
-        previous_point = point
-    return headings
-
-
 def ego_collisions(path_xy: np.ndarray, obstacles: list[np.ndarray]) -> np.ndarray:
     """(T,) bool: does the ego box at waypoint t overlap any obstacle corner set in `obstacles[t]` (M_t, 4, 2)?"""
-    headings = path_headings(path_xy)
+    headings = path_headings(np.vstack([np.zeros((1, 2)), path_xy]), 0.0)  # from base_link, facing forward
     ego = box_corners(path_xy, np.full(len(path_xy), EGO_LENGTH), np.full(len(path_xy), EGO_WIDTH), headings)
     return np.array([bool(boxes_overlap(ego[t], obstacles[t]).any()) for t in range(len(path_xy))], dtype=bool)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def test_ablation_configs_load() -> None:
     assert long.student_steps == 2 * worlds.student_steps and long.run_order() == worlds.run_order()[:4]
     same = ("distill_config", "teacher_train_config", "teacher_steps", "seeds", "eval_worlds", "validation_world")
     assert all(getattr(long, key) == getattr(worlds, key) for key in same)
+    # The axis record: the long pairs again, every setting the same (the code changed under them).
+    axis = load_ablation_config(config_dir / "ablation_worlds_axis.yaml")
+    assert dataclasses.replace(axis, source=long.source) == long
 
 
 def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resumes(synth_dataset, tmp_path,
@@ -273,6 +277,7 @@ DOCUMENTED_RECORDS = {  # docs/<record>.json -> the ablation config that made it
     "ablation_worlds_table": "ablation_worlds.yaml",
     "ablation_worlds_revision1_table": "ablation_worlds.yaml",
     "ablation_worlds_long_table": "ablation_worlds_long.yaml",
+    "ablation_worlds_axis_table": "ablation_worlds_axis.yaml",
 }
 
 

@@ -6,9 +6,9 @@ log h, sin 2yaw, cos 2yaw (the axis), vx, vy (m/s, base_link), direction logit.
 Why an axis and a direction, not (sin yaw, cos yaw): seen by cameras (and often by a LiDAR scan) a car's front
 and back look alike. An L1 loss on (sin yaw, cos yaw) of an object the model cannot tell front from back is
 smallest at the mean of the two answers, a short vector whose angle is noise: the axis is lost with the
-direction (measured in docs/ablation_worlds.md, "Heading"). The doubled angle is one answer for both directions,
-so the axis is learnt wherever it can be seen, and the direction is a yes/no question of its own (a logit, with
-binary cross-entropy), as in SECOND's and PointPillars' direction classifier.
+direction (measured: the heading table of docs/ablation_worlds.md, "The long record so far"). The doubled angle
+is one answer for both directions, so the axis is learnt wherever it can be seen, and the direction is a yes/no
+question of its own (a logit, with binary cross-entropy), as in SECOND's and PointPillars' direction classifier.
 
 The axis angle is `atan2(sin 2yaw, cos 2yaw) / 2` taken into [-pi/4, 3pi/4); the direction says whether the
 heading is that angle (logit >= 0) or that angle + pi. The range's edge, where the direction label flips
@@ -29,10 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-OFFSET = slice(0, 2)
 Z = 2
 LOG_SIZE = slice(3, 6)
-AXIS = slice(6, 8)  # sin 2yaw, cos 2yaw
 VELOCITY = slice(8, 10)
 DIRECTION = 10
 BOX_CODE_SIZE = 11

@@ -80,6 +80,14 @@ def test_ground_truth_scores_perfectly_on_every_task(world, tmp_path) -> None:
     heading = metrics["heading"]  # the oracle's boxes are the truth's: every axis and direction right
     assert set(heading) == set(present) - {"traffic_cone"}
     assert all(h["axis_within_tolerance"] == h["direction_within_tolerance"] == 1.0 for h in heading.values())
+    velocity = metrics["velocity"]  # and every velocity the devkit knows
+    assert set(velocity) == set(present) - {"traffic_cone", "barrier"} and any(v["moving"] for v in velocity.values())
+    assert all(v["speed_seen"] == pytest.approx(1.0) for v in velocity.values() if v["moving"])
+    report = to_markdown(metrics)
+    assert "## Heading of detected boxes" in report and "## Velocity of detected boxes" in report
+    mover = next(name for name, v in velocity.items() if v["moving"])
+    row = next(line for line in report.split("## Velocity")[1].splitlines() if line.startswith(f"| {mover} |"))
+    assert row.split("|")[4].strip() == "1.00"  # the speed-seen column
 
     track = metrics["tracking"]
     for name in _present(gts, TRACKING_CLASSES):

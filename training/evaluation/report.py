@@ -13,7 +13,9 @@ import numpy as np
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
-from training.metrics.heading import MATCH_DISTANCE_M, TOLERANCE_DEG
+from training.metrics.heading import TOLERANCE_DEG
+from training.metrics.matching import MATCH_DISTANCE_M
+from training.metrics.velocity import MOVING_SPEED_MPS
 
 
 def _plain(value: Any) -> Any:
@@ -69,6 +71,18 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
         lines += ["", f"Headings at random give an axis within {tolerance} {TOLERANCE_DEG / 90:.0%} of the time and a "
                       f"direction within it {TOLERANCE_DEG / 180:.0%}; a barrier's direction is a convention (read its "
                       "axis)."]
+    if metrics.get("velocity"):
+        lines += ["", f"## Velocity of detected boxes (score >= {SCORE_THRESHOLDS.publish:g}, matched within "
+                      f"{MATCH_DISTANCE_M:g} m; moving: true speed >= {MOVING_SPEED_MPS:g} m/s; "
+                      "training/metrics/velocity.py)", ""]
+        lines += _table(["class", "moving", "true speed (m/s)", "speed seen", "error (m/s)", "still",
+                         "speed invented for still (m/s)"],
+                        [[name, str(v["moving"]), _fmt(v.get("true_speed_mps"), 2),
+                          _fmt(v.get("speed_seen"), 2), _fmt(v.get("moving_error_mps"), 2),
+                          str(v["still"]), _fmt(v.get("still_speed_mps"), 2)]
+                         for name, v in metrics["velocity"].items()])
+        lines += ["", "Speed seen: the predicted velocity along the true one over the true speed (1 sees it all, 0 is "
+                      "blind to motion: its error is then the true speed)."]
     if "tracking" in metrics:
         t = metrics["tracking"]
         lines += ["", "## Tracking (nuscenes-devkit TrackingEval, tracking_nips_2019)", ""]

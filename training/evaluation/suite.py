@@ -2,7 +2,8 @@
 
     metrics = evaluate(predictions_by_sample, nusc, eval_set="mini_val")
 Detection and tracking run nuscenes-devkit's own evaluators over the whole split (every keyframe of the split
-needs predictions), and detection adds our heading table (axis and direction, training/metrics/heading.py);
+needs predictions), and detection adds our heading and velocity tables (axis and direction,
+training/metrics/heading.py; how much of the motion a model sees, training/metrics/velocity.py);
 motion, map, occupancy and planning use our metrics (training/metrics/) over the samples given, against the
 ground truth of `training.ground_truth`. When the predictions carry no track ids, the runtime tracker is run over
 each scene in time order with the ground-truth ego poses (as the ROS node does with /tf).
@@ -31,6 +32,7 @@ from training.metrics.heading import HeadingAccumulator
 from training.metrics.motion import VEHICLE_CLASSES, MotionAccumulator
 from training.metrics.planning import PlanningAccumulator, obstacle_corners
 from training.metrics.segmentation import MapAccumulator, OccupancyAccumulator
+from training.metrics.velocity import VelocityAccumulator
 from training.splits import check_devkit_split
 
 ALL_TASKS: tuple[str, ...] = ("detection", "tracking", "motion", "map", "occupancy", "planning")
@@ -95,6 +97,7 @@ class SampleMetrics:
                  motion_score_threshold: float = SCORE_THRESHOLDS.publish) -> None:
         self.tasks = set(tasks)
         self.heading = HeadingAccumulator()
+        self.velocity = VelocityAccumulator()
         self.motion = MotionAccumulator(score_threshold=motion_score_threshold)
         self.map = MapAccumulator()
         self.occupancy = OccupancyAccumulator(grid)
@@ -109,6 +112,7 @@ class SampleMetrics:
                              "predictions' grid")
         if "detection" in self.tasks:
             self.heading.add(pred, gt.centers, gt.labels, gt.yaws, gt.evaluable)
+            self.velocity.add(pred, gt.centers, gt.labels, gt.velocities, gt.evaluable)
         if "motion" in self.tasks:
             self.motion.add(pred, gt.centers, gt.labels, gt.futures, gt.future_mask, gt_ignore=~gt.evaluable)
         if "map" in self.tasks:
@@ -123,6 +127,7 @@ class SampleMetrics:
         metrics: dict[str, Any] = {}
         if "detection" in self.tasks:
             metrics["heading"] = self.heading.result()
+            metrics["velocity"] = self.velocity.result()
         if "motion" in self.tasks:
             metrics["motion"] = self.motion.summary()
         if "map" in self.tasks:

@@ -6,9 +6,7 @@ spread evenly). A planner cares about the first difference, the footprint, more 
 them, per class: the share of matched boxes whose axis is within TOLERANCE_DEG (the error modulo 180), whose
 direction is within it, and whose direction is reversed (error above 180 - TOLERANCE_DEG), with a histogram.
 
-Matching as the motion metric's (`match_by_center_distance`): same class, highest score first, centres within
-2 m (the middle of the devkit's distance thresholds); boxes scoring at least the publish threshold (what the node
-shows); ground truth the devkit evaluates (LiDAR or radar points inside). Traffic cones have no heading (the devkit
+Boxes are matched to ground truth by training/metrics/matching.py. Traffic cones have no heading (the devkit
 ignores theirs); a barrier's direction is a convention (the devkit scores it modulo 180), so read its axis only.
 """
 
@@ -23,10 +21,9 @@ from tinybev_ros.geometry import wrap_angle
 from tinybev_ros.predictions import Predictions
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES
-from training.metrics.motion import match_by_center_distance
+from training.metrics.matching import matched_boxes
 
 TOLERANCE_DEG = 30.0
-MATCH_DISTANCE_M = 2.0
 HISTOGRAM_BINS = 6  # of 30 degrees over [0, 180]
 HEADING_CLASSES: tuple[str, ...] = tuple(name for name in DETECTION_CLASSES if name != "traffic_cone")
 
@@ -35,21 +32,16 @@ HEADING_CLASSES: tuple[str, ...] = tuple(name for name in DETECTION_CLASSES if n
 class HeadingAccumulator:
     """Heading errors (radians, in [0, pi]) of matched boxes over samples, per class; `result()` summarises."""
 
-    match_distance: float = MATCH_DISTANCE_M
     score_threshold: float = SCORE_THRESHOLDS.publish
     _errors: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, predictions: Predictions, gt_centers: np.ndarray, gt_labels: np.ndarray, gt_yaws: np.ndarray,
             gt_evaluable: np.ndarray) -> None:
         """One sample: predictions and ground-truth boxes in one frame (base_link)."""
-        confident = predictions.scores >= self.score_threshold
         for name in HEADING_CLASSES:
-            label = DETECTION_CLASSES.index(name)
-            pred = np.flatnonzero(confident & (predictions.labels == label))
-            truth = np.flatnonzero((np.asarray(gt_labels) == label) & np.asarray(gt_evaluable, dtype=bool))
-            pairs = match_by_center_distance(predictions.centers[pred, :2], predictions.scores[pred],
-                                             np.asarray(gt_centers)[truth, :2], self.match_distance)
-            errors = [abs(float(wrap_angle(predictions.yaws[pred[i]] - gt_yaws[truth[j]]))) for i, j in pairs]
+            pairs = matched_boxes(predictions, gt_centers, gt_labels, gt_evaluable, DETECTION_CLASSES.index(name),
+                                  self.score_threshold)
+            errors = [abs(float(wrap_angle(predictions.yaws[i] - gt_yaws[j]))) for i, j in pairs]
             self._errors.setdefault(name, []).extend(errors)
 
     def result(self) -> dict[str, dict[str, Any]]:

@@ -72,12 +72,6 @@ def decode_heading(sin2: Any, cos2: Any, forward: Any) -> Any:
     return (yaw + math.pi) % (2.0 * math.pi) - math.pi
 
 
-def code_size(heading_code: str) -> int:
-    if heading_code not in CODE_SIZES:
-        raise ValueError(f"heading_code must be one of {HEADING_CODES}, got {heading_code!r}")
-    return CODE_SIZES[heading_code]
-
-
 def decode_yaws(box: torch.Tensor, heading_code: str) -> torch.Tensor:
     """Headings of box codes (..., C) as the head writes them (direction as a logit)."""
     if heading_code == SIN_COS:

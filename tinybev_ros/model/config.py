@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tinybev_ros.config import from_dict, load_yaml
 from tinybev_ros.geometry import BevGrid
-from tinybev_ros.model.box_code import AXIS_DIRECTION, HEADING_CODES, code_size
+from tinybev_ros.model.box_code import AXIS_DIRECTION, CODE_SIZES, HEADING_CODES
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, MAP_CLASSES
@@ -84,7 +84,7 @@ class ModelConfig:
 
     @property
     def box_code_size(self) -> int:
-        return code_size(self.heading_code)
+        return CODE_SIZES[self.heading_code]  # a known code: __post_init__ checked it
 
     @property
     def num_depth_bins(self) -> int:

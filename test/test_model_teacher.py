@@ -125,6 +125,27 @@ def test_the_earlier_sweeps_time_lag_is_an_input_of_a_two_sweep_teacher_only(con
     assert torch.equal(one(shifted).outputs["heatmap"], one(batch).outputs["heatmap"])
 
 
+def test_a_two_sweep_teacher_pools_each_sweep_into_a_map_of_its_own(configs, batch):
+    """The earlier sweep's points must not reach the keyframe's pillar map (or a moving object's two footprints
+    merge under the max-pool), and must reach their own."""
+    from training.teachers.pillars import PillarEncoder
+
+    torch.manual_seed(0)
+    encoder = PillarEncoder(configs[1].lidar, configs[1].camera.grid).eval()
+    maps = []
+    encoder.bev.register_forward_pre_hook(lambda module, args: maps.append(args[0]))
+    lidar, mask = batch["lidar"].clone(), batch["lidar_mask"]
+    earlier = lidar[..., 5] > 0
+    assert earlier.any() and (~earlier & mask).any()
+    encoder(lidar, mask)
+    lidar[..., :2] = torch.where(earlier[..., None], lidar[..., :2] + 2.0, lidar[..., :2])  # the earlier sweep moves
+    encoder(lidar, mask)
+    channels = configs[1].lidar.point_channels + 1
+    assert maps[0].shape[1] == 2 * channels
+    assert torch.equal(maps[0][:, :channels], maps[1][:, :channels])  # the keyframe's map: untouched
+    assert not torch.allclose(maps[0][:, channels:], maps[1][:, channels:])  # the earlier sweep's: moved
+
+
 def test_teacher_checkpoint_and_cache_reproduce_the_live_teacher(tmp_path, configs, batch, teacher, live):
     path = save_checkpoint(tmp_path / "teacher.safetensors", teacher.model, configs[1], kind="teacher")
     reloaded = LiveTeacher.from_checkpoint(path)

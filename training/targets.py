@@ -16,7 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinybev_ros.geometry import BevGrid
-from tinybev_ros.model.box_code import BOX_CODE_SIZE, DIRECTION, decode_heading, encode_heading
+from tinybev_ros.model.box_code import (
+    AXIS_COS,
+    AXIS_SIN,
+    BOX_CODE_SIZE,
+    DIRECTION,
+    LOG_SIZE,
+    VELOCITY,
+    decode_heading,
+    encode_heading,
+)
 from tinybev_ros.predictions import FORECAST_STEPS
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 from training.ground_truth import GroundTruth
@@ -134,8 +143,8 @@ def decode_box_targets(targets: dict[str, np.ndarray], grid: BevGrid, det_stride
                         code[:, 2]], axis=1)
     return {
         "centers": centers,
-        "sizes_wlh": np.exp(code[:, 3:6]),
-        "yaws": decode_heading(code[:, 6], code[:, 7], code[:, DIRECTION] >= 0.5),
-        "velocities": code[:, 8:10],
+        "sizes_wlh": np.exp(code[:, LOG_SIZE]),
+        "yaws": decode_heading(code[:, AXIS_SIN], code[:, AXIS_COS], code[:, DIRECTION] >= 0.5),
+        "velocities": code[:, VELOCITY],
         "labels": targets["box_label"][mask],
     }

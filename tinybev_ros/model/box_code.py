@@ -31,6 +31,7 @@ import torch
 
 Z = 2
 LOG_SIZE = slice(3, 6)
+AXIS_SIN, AXIS_COS = 6, 7  # sin 2yaw, cos 2yaw (sin yaw, cos yaw in the legacy sin_cos code)
 VELOCITY = slice(8, 10)
 DIRECTION = 10
 BOX_CODE_SIZE = 11
@@ -75,8 +76,8 @@ def decode_heading(sin2: Any, cos2: Any, forward: Any) -> Any:
 def decode_yaws(box: torch.Tensor, heading_code: str) -> torch.Tensor:
     """Headings of box codes (..., C) as the head writes them (direction as a logit)."""
     if heading_code == SIN_COS:
-        return torch.atan2(box[..., 6], box[..., 7])
-    return decode_heading(box[..., 6], box[..., 7], box[..., DIRECTION] >= 0)
+        return torch.atan2(box[..., AXIS_SIN], box[..., AXIS_COS])
+    return decode_heading(box[..., AXIS_SIN], box[..., AXIS_COS], box[..., DIRECTION] >= 0)
 
 
 def require_trainable(heading_code: str, what: str) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from tinybev_ros.atomic_file import atomic_path
 from tinybev_ros.checkpoint import load_checkpoint
-from tinybev_ros.model.box_code import axis_angle
+from tinybev_ros.model.box_code import AXIS_COS, AXIS_SIN, axis_angle
 from training.checkpointing import STATE_FILE, load_train_state
 from training.data import collate
 from training.distillation.config import DistillConfig
@@ -49,7 +49,7 @@ def _box_outlines(targets: dict[str, torch.Tensor], cell: float, shape: tuple[in
     rows = (index // wd).float() + code[:, 0]
     cols = (index % wd).float() + code[:, 1]
     width, length = code[:, 3].exp() / cell, code[:, 4].exp() / cell
-    axis = axis_angle(code[:, 6], code[:, 7])  # an outline needs no direction
+    axis = axis_angle(code[:, AXIS_SIN], code[:, AXIS_COS])  # an outline needs no direction
     sin, cos = axis.sin(), axis.cos()
     outlines = []
     for r, c, w, ln, s, co in zip(rows, cols, width, length, sin, cos, strict=True):

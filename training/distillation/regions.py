@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tinybev_ros.model.box_code import axis_angle
+from tinybev_ros.model.box_code import AXIS_COS, AXIS_SIN, axis_angle
 
 REGIONS: tuple[str, ...] = ("tp", "fn", "fp", "tn")
 TP, FN, FP, TN = range(4)
@@ -79,7 +79,7 @@ def object_footprints(targets: dict[str, torch.Tensor], shape: tuple[int, int],
     centre_col = (index % wd).float() + code[..., 1]
     half_w = code[..., 3].exp() / (2.0 * cell_size)
     half_l = code[..., 4].exp() / (2.0 * cell_size)
-    axis = axis_angle(code[..., 6], code[..., 7])
+    axis = axis_angle(code[..., AXIS_SIN], code[..., AXIS_COS])
     sin, cos = axis.sin(), axis.cos()
     rows = torch.arange(hd, device=device, dtype=torch.float32) + 0.5
     cols = torch.arange(wd, device=device, dtype=torch.float32) + 0.5

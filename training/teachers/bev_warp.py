@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from tinybev_ros.geometry import BevGrid
-from tinybev_ros.model.box_code import DIRECTION, VELOCITY, axis_angle, encode_heading
+from tinybev_ros.model.box_code import AXIS_COS, AXIS_SIN, DIRECTION, VELOCITY, axis_angle, encode_heading
 from training.teachers.base import TeacherOutput
 
 OUTSIDE_LOGIT = -12.0  # a logit read where the moved view has no source cell (sigmoid ~ 6e-6)
@@ -68,10 +68,10 @@ def _move_box_codes(box: torch.Tensor, bev: torch.Tensor, grid: BevGrid, locatio
     # The axis angle is the heading the direction logit votes for: turn it, code it again, and flip the logit
     # where the turned heading is the new axis angle + pi. The axis vector keeps its length (the teacher's
     # confidence in the axis).
-    axis = axis_angle(sampled[:, 6], sampled[:, 7])
+    axis = axis_angle(sampled[:, AXIS_SIN], sampled[:, AXIS_COS])
     turned = torch.einsum("bij,bjhw->bihw", linear, torch.stack([axis.cos(), axis.sin()], dim=1))
     sin2, cos2, forward = encode_heading(torch.atan2(turned[:, 1], turned[:, 0]))
-    length = torch.hypot(sampled[:, 6], sampled[:, 7])
+    length = torch.hypot(sampled[:, AXIS_SIN], sampled[:, AXIS_COS])
     sin2, cos2 = sin2 * length, cos2 * length
     direction = torch.where(forward, sampled[:, DIRECTION], -sampled[:, DIRECTION])
     velocity = torch.einsum("bij,bjhw->bihw", linear, sampled[:, VELOCITY])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinybev_ros.model.box_code import BOX_CODE_SIZE, DIRECTION, encode_heading
+from tinybev_ros.model.box_code import BOX_CODE_SIZE, DIRECTION, VELOCITY, encode_heading
 from training.distillation.adaptive import AdaptiveConfig, AdaptiveRegionWeights
 from training.distillation.config import DistillConfig, RegionConfig
 from training.distillation.features import (
@@ -30,6 +30,7 @@ from training.distillation.outputs import (
     teacher_plans_better,
 )
 from training.distillation.regions import FN, FP, TN, TP, RegionMaps, decompose_regions
+from training.losses import LossWeights
 from training.teachers.bev_warp import OUTSIDE_LOGIT
 
 H = W = 16
@@ -134,7 +135,7 @@ def test_identical_features_and_outputs_give_zero_loss() -> None:
     assert dense_distill_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
     det = teacher_detection_weight(logits, 0.3)
     code = torch.randn(2, BOX_CODE_SIZE, H, W)
-    assert box_distill_loss(code, code, det).item() == 0.0
+    assert box_distill_loss(code, code, det, torch.ones(BOX_CODE_SIZE)).item() == 0.0
     motion, modes = torch.randn(2, 3 * 12 * 2, H, W), torch.randn(2, 3, H, W)
     traj, mode = motion_distill_losses(motion, modes, motion, modes, det, 2.0)
     assert traj.item() == 0.0 and mode.item() == pytest.approx(0.0, abs=1e-6)
@@ -170,13 +171,19 @@ def test_box_and_motion_distillation_only_at_teacher_detections() -> None:
     teacher_box[0, DIRECTION] = 6.0  # sure the heading is the axis angle
     student_box = teacher_box.clone()
     student_box[0, :, 12, 12] = 3.0  # wrong where the teacher detects nothing: no knowledge to transfer there
-    assert box_distill_loss(student_box, teacher_box, det).item() == 0.0
+    weights = torch.tensor(LossWeights().box_code)  # the supervised box loss's: velocity and direction 0.2
+    assert box_distill_loss(student_box, teacher_box, det, weights).item() == 0.0
     student_box[0, :DIRECTION, 5, 5] = 0.5  # every regressed entry off by 0.5, the direction right
-    assert box_distill_loss(student_box, teacher_box, det).item() == pytest.approx(0.5 * 10 / 11, rel=1e-3)
+    assert box_distill_loss(student_box, teacher_box, det, weights).item() == pytest.approx(
+        0.5 * (8 + 2 * 0.2) / (8 + 3 * 0.2), rel=1e-3)
+    student_box[0, VELOCITY, 5, 5] = 0.0  # only the velocity right: those entries' share goes
+    assert box_distill_loss(student_box, teacher_box, det, weights).item() == pytest.approx(
+        0.5 * 8 / (8 + 3 * 0.2), rel=1e-3)
     student_box[0, :DIRECTION, 5, 5] = 0.0
     student_box[0, DIRECTION, 5, 5] = -6.0  # only the direction wrong: the Bernoulli KL of the two beliefs
-    expected = bernoulli_kl(torch.tensor(-6.0), torch.tensor(6.0), 1.0).item() / 11
-    assert expected > 0.4 and box_distill_loss(student_box, teacher_box, det).item() == pytest.approx(expected)
+    kl = bernoulli_kl(torch.tensor(-6.0), torch.tensor(6.0), 1.0).item()
+    assert box_distill_loss(student_box, teacher_box, det, weights).item() == pytest.approx(kl * 0.2 / 8.6)
+    assert box_distill_loss(student_box, teacher_box, det, torch.ones(BOX_CODE_SIZE)).item() == pytest.approx(kl / 11)
     # Motion: 2 modes; the teacher is sure of mode 0, so an error on mode 1's trajectory barely counts.
     t_logits = torch.zeros(1, 2, H, W)
     t_logits[0, 0] = 10.0

@@ -128,7 +128,8 @@ class DistillTrainer(Trainer):
         student = self.spec.forward(self.model, batch)
         teacher = self.teacher(batch)
         cell = self.grid.resolution * self.spec.det_stride
-        return DistillationLoss.from_example(self.distill, student["bev_features"], teacher.features, cell)
+        return DistillationLoss.from_example(self.distill, student["bev_features"], teacher.features, cell,
+                                             self.config.loss.box_code)
 
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         with self.autocast():

@@ -20,7 +20,9 @@ from training.distillation.adaptive import AdaptiveConfig
 # 2: cells moved in from beyond the teacher's grid are not imitated, weights sum-pooled, adapters clipped.
 # 3: the cached teacher's outputs are moved in float32 under bf16/fp16 autocast (box centres were rounded by up to
 #    0.25 m in bf16); float32 runs compute what revision 2 did.
-REVISION = 3
+# 4: the box imitation weights the box code's entries as the supervised box loss does (velocity and direction
+#    0.2), not all alike.
+REVISION = 4
 STAGES = ("none", "S1", "S2", "S3")
 FEATURE_TERMS = ("feature", "attention")
 OUTPUT_TERMS = ("heatmap", "box", "motion_traj", "motion_mode", "map", "occupancy", "plan")

@@ -47,6 +47,7 @@ from training.distillation.outputs import (
     teacher_plans_better,
 )
 from training.distillation.regions import RegionMaps, decompose_regions, uniform_regions
+from training.losses import LossWeights
 
 # Output-level term -> teacher/student output keys it needs.
 OUTPUT_KEYS = {
@@ -80,14 +81,17 @@ class DistillationLoss(nn.Module):
     """forward(student_outputs, teacher_features, teacher_outputs, targets) -> unweighted terms + "kd_total".
 
     Build it with `from_example` on one batch's features (the adapters need both sides' channel counts).
-    `cell_size` is the side of a detection-grid cell in metres (used for the object footprints).
+    `cell_size` is the side of a detection-grid cell in metres (used for the object footprints);
+    `box_code_weights` the supervised box loss's per-entry weights (training/losses.py), which the box imitation
+    shares.
     """
 
     def __init__(self, config: DistillConfig, student_channels: Sequence[int], teacher_channels: Sequence[int],
-                 cell_size: float) -> None:
+                 cell_size: float, box_code_weights: Sequence[float] = LossWeights().box_code) -> None:
         super().__init__()
         self.config = config
         self.cell_size = float(cell_size)
+        self.box_code_weights = torch.tensor(box_code_weights, dtype=torch.float32)
         self.pairs = level_pairs(len(student_channels), len(teacher_channels), config.feature_levels)
         self.weights = config.active_weights()
         self.use_features = any(name in self.weights for name in FEATURE_TERMS)
@@ -97,8 +101,10 @@ class DistillationLoss(nn.Module):
 
     @classmethod
     def from_example(cls, config: DistillConfig, student_features: Sequence[torch.Tensor],
-                     teacher_features: Sequence[torch.Tensor], cell_size: float) -> DistillationLoss:
-        return cls(config, [f.shape[1] for f in student_features], [f.shape[1] for f in teacher_features], cell_size)
+                     teacher_features: Sequence[torch.Tensor], cell_size: float,
+                     box_code_weights: Sequence[float] = LossWeights().box_code) -> DistillationLoss:
+        return cls(config, [f.shape[1] for f in student_features], [f.shape[1] for f in teacher_features], cell_size,
+                   box_code_weights)
 
     def regions(self, student_heatmap: torch.Tensor, teacher_outputs: dict, targets: dict) -> RegionMaps:
         shape = tuple(student_heatmap.shape[-2:])
@@ -179,7 +185,7 @@ class DistillationLoss(nn.Module):
         if {"box", "motion_traj", "motion_mode"} & set(wanted):
             detections = teacher_detection_weight(teacher["heatmap"], cfg.regions.gamma)
             if "box" in wanted:
-                out["box"] = box_distill_loss(student["box"], teacher["box"], detections)
+                out["box"] = box_distill_loss(student["box"], teacher["box"], detections, self.box_code_weights)
             if "motion_traj" in wanted or "motion_mode" in wanted:
                 traj, mode = motion_distill_losses(student["motion"], student["motion_logits"], teacher["motion"],
                                                    teacher["motion_logits"], detections, cfg.temperature)

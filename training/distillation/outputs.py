@@ -7,7 +7,9 @@ All terms are divergences that are exactly zero when the student's output equals
 - box code, at teacher detections only (local maxima of the teacher heatmap with score >= gamma, weighted
   by that score): elsewhere the teacher's box code was never trained and carries no knowledge. L1 on the
   regressed entries, Bernoulli KL on the direction logit (at T = 1: the teacher's doubt about front and back
-  is what it knows).
+  is what it knows), averaged with the supervised box loss's per-entry weights (`loss.box_code`): velocity
+  and direction count a fifth there, and a camera student that cannot see motion should not be pushed harder
+  to copy a velocity than to learn it.
 - motion, at the same cells: KL of the mode distributions (softened) and the L1 error of each mode's trajectory
   weighted by the teacher's probability of that mode. Modes are matched by index, so the student adopts the
   teacher's mixture as a whole (its mode ordering included).
@@ -90,16 +92,19 @@ def _require_same_grid(name: str, student: torch.Tensor, teacher: torch.Tensor) 
                          f"{tuple(teacher.shape[-2:])} vs student {tuple(student.shape[-2:])}; set its weight to 0")
 
 
-def box_distill_loss(student: torch.Tensor, teacher: torch.Tensor, detection_weight: torch.Tensor) -> torch.Tensor:
-    """Score-weighted mean over the box code's entries of their errors (L1, KL of the direction) at teacher
-    detections; 0 when the teacher detects nothing."""
+def box_distill_loss(student: torch.Tensor, teacher: torch.Tensor, detection_weight: torch.Tensor,
+                     code_weights: torch.Tensor) -> torch.Tensor:
+    """Score-weighted mean at teacher detections of the `code_weights`-weighted mean of the box code's entries'
+    errors (L1, KL of the direction); 0 when the teacher detects nothing."""
     _require_same_grid("box", student, teacher)
     if teacher.shape[1] != student.shape[1]:
         raise ValueError(f"box distillation: the teacher's box code has {teacher.shape[1]} channels, the student's "
                          f"{student.shape[1]} (tinybev_ros/model/box_code.py)")
     direction = bernoulli_kl(student[:, DIRECTION], teacher[:, DIRECTION], 1.0)
     error = (student.float() - teacher.detach().float()).abs()
-    error = error.index_copy(1, torch.tensor([DIRECTION], device=error.device), direction[:, None]).mean(1, True)
+    error = error.index_copy(1, torch.tensor([DIRECTION], device=error.device), direction[:, None])
+    weights = code_weights.to(error.device, torch.float32).view(1, -1, 1, 1)
+    error = (error * weights).sum(1, keepdim=True) / weights.sum()
     return (detection_weight * error).sum() / detection_weight.sum().clamp(min=EPS)
 
 

@@ -89,6 +89,23 @@ def test_the_shipped_derived_configs_are_small_deltas_over_their_bases() -> None
         assert lines[0].startswith("base: ") and len(lines) <= 25, name
 
 
+def test_the_motion_probe_is_the_tiny_teacher_on_a_smaller_grid_for_fewer_steps() -> None:
+    """Its velocity figures stand for the teacher recipe only if nothing else differs."""
+    import dataclasses
+
+    from training.teachers import load_teacher_config
+
+    probe = load_train_config(REPO / "config" / "train_teacher_motion_probe.yaml")
+    recipe = load_train_config(REPO / "config" / "train_tiny_teacher.yaml")
+    assert probe.steps == 1000 and dataclasses.replace(probe, steps=recipe.steps, teacher_config="",
+                                                       source="") == dataclasses.replace(recipe, teacher_config="",
+                                                                                         source="")
+    teacher = load_teacher_config(probe.model_config_path("teacher"))
+    tiny = load_teacher_config(REPO / "config" / "teacher_tiny.yaml")
+    assert (teacher.camera.grid.x_max, teacher.camera.grid.resolution) == (25.0, 1.0)
+    assert dataclasses.replace(teacher, camera=dataclasses.replace(teacher.camera, grid=tiny.camera.grid)) == tiny
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("val_every=0", "val_every must be >= 1, got 0"),
     ("checkpoint_every=-5", "checkpoint_every must be >= 1"),

@@ -34,6 +34,7 @@ from training.losses import LossWeights
 from training.teachers.bev_warp import OUTSIDE_LOGIT
 
 H = W = 16
+BOX_WEIGHTS = LossWeights().box_code  # the supervised box loss's per-entry weights
 LOGIT_HIGH, LOGIT_LOW = 4.0, -6.0  # sigmoid 0.98 / 0.0025
 
 
@@ -171,7 +172,7 @@ def test_box_and_motion_distillation_only_at_teacher_detections() -> None:
     teacher_box[0, DIRECTION] = 6.0  # sure the heading is the axis angle
     student_box = teacher_box.clone()
     student_box[0, :, 12, 12] = 3.0  # wrong where the teacher detects nothing: no knowledge to transfer there
-    weights = torch.tensor(LossWeights().box_code)  # the supervised box loss's: velocity and direction 0.2
+    weights = torch.tensor(BOX_WEIGHTS)  # the supervised box loss's: velocity and direction 0.2
     assert box_distill_loss(student_box, teacher_box, det, weights).item() == 0.0
     student_box[0, :DIRECTION, 5, 5] = 0.5  # every regressed entry off by 0.5, the direction right
     assert box_distill_loss(student_box, teacher_box, det, weights).item() == pytest.approx(
@@ -273,7 +274,7 @@ def test_distillation_loss_stages_and_gradients(stage: str) -> None:
     for value in [*s_feats, *(v for k, v in student.items() if k != "bev_features")]:
         value.requires_grad_(True)
     targets = full_targets([(4.5, 4.5, 2.0, 4.0, 0.3)])
-    loss = DistillationLoss.from_example(DistillConfig(stage=stage), s_feats, t_feats, cell_size=1.0)
+    loss = DistillationLoss.from_example(DistillConfig(stage=stage), s_feats, t_feats, 1.0, BOX_WEIGHTS)
     terms = loss(student, t_feats, teacher, targets)
     feature_terms = {"kd_feature", "kd_attention"}
     output_terms = {"kd_heatmap", "kd_box", "kd_motion_traj", "kd_motion_mode", "kd_map", "kd_occupancy", "kd_plan"}
@@ -303,7 +304,7 @@ def test_missing_teacher_head_and_bad_levels_are_clear_errors() -> None:
     teacher, t_feats = make_outputs(1, (4, 8, 12, 6))
     del teacher["motion"]
     targets = full_targets([])
-    loss = DistillationLoss.from_example(DistillConfig(stage="S2"), s_feats, t_feats, 1.0)
+    loss = DistillationLoss.from_example(DistillConfig(stage="S2"), s_feats, t_feats, 1.0, BOX_WEIGHTS)
     with pytest.raises(ValueError, match="motion"):
         loss(student, t_feats, teacher, targets)
     with pytest.raises(ValueError, match="feature_levels"):
@@ -318,7 +319,7 @@ def test_uniform_regions_when_decomposition_off() -> None:
     teacher, t_feats = make_outputs(1, (4, 8, 12, 6))
     targets = full_targets([])
     config = DistillConfig(stage="S1", attention=0.0, regions=RegionConfig(enabled=False))
-    loss = DistillationLoss.from_example(config, s_feats, t_feats, 1.0)
+    loss = DistillationLoss.from_example(config, s_feats, t_feats, 1.0, BOX_WEIGHTS)
     terms = loss(student, t_feats, teacher, targets)
     assert terms["kd_feature"].item() > 0.1  # no objects, decomposition off: every cell counts
 
@@ -369,7 +370,7 @@ def test_cells_the_teacher_did_not_see_are_not_imitated() -> None:
     targets = full_targets([(2.5, 3.5, 2.0, 2.0, 0.0), (12.5, 11.5, 2.0, 2.0, 0.0)])
     config = DistillConfig(stage="S3", plan=0.0, box=0.0, motion_traj=0.0, motion_mode=0.0, trust_gating=False)
     config.regions.output_weights = (1.0, 1.0, 1.0, 1.0)
-    loss = DistillationLoss.from_example(config, s_feats, t_feats, cell_size=1.0)
+    loss = DistillationLoss.from_example(config, s_feats, t_feats, 1.0, BOX_WEIGHTS)
     with torch.no_grad():
         seen_only = loss(student, t_feats, teacher, targets, teacher_coverage=coverage)
         everywhere = loss(student, t_feats, teacher, targets)

@@ -164,6 +164,7 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     trainer = DistillTrainer(config, run_config.distill, cache, synth_dataset.dataroot, synth_dataset.version, out,
                              nusc=nusc)
     assert trainer.resume() and trainer.step == 1
+    assert trainer.kd.box_code_weights.tolist() == pytest.approx(list(config.loss.box_code))  # shared with the GT's
     restored = trainer.kd.state_dict()
     for key in adapters:
         assert torch.equal(restored[key].cpu(), state["distill"][key])

@@ -27,6 +27,7 @@ from training.distillation.config import DistillConfig
 from training.distillation.features import spatial_attention
 from training.distillation.loss import DistillationLoss
 from training.distillation.regions import REGIONS, RegionMaps, decompose_regions
+from training.losses import LossWeights
 from training.teachers import CachedTeacher
 
 REGION_COLOURS = np.array([[0.2, 0.75, 0.3], [0.9, 0.2, 0.2], [0.95, 0.6, 0.1], [0.93, 0.93, 0.93]])
@@ -75,7 +76,8 @@ def distillation_figure(teacher_cache: Path, s3_checkpoint_dir: Path, supervised
     shape = tuple(s3["heatmap"].shape[-2:])
     regions: RegionMaps = decompose_regions(batch["targets"], teacher.outputs["heatmap"], shape, cell_size,
                                             distill.regions.gamma)
-    kd = DistillationLoss.from_example(distill, s3["bev_features"], teacher.features, cell_size)
+    kd = DistillationLoss.from_example(distill, s3["bev_features"], teacher.features, cell_size,
+                                       LossWeights().box_code)  # the box term is not drawn
     kd.load_state_dict(load_train_state(s3_checkpoint_dir / STATE_FILE)["distill"])
     weight = kd.adaptive.cell_weights(regions, distill.regions.feature_weights, distill.regions.adaptive_scaling)
     multipliers = kd.adaptive.multipliers(distill.regions.feature_weights).numpy()

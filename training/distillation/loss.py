@@ -47,7 +47,6 @@ from training.distillation.outputs import (
     teacher_plans_better,
 )
 from training.distillation.regions import RegionMaps, decompose_regions, uniform_regions
-from training.losses import LossWeights
 
 # Output-level term -> teacher/student output keys it needs.
 OUTPUT_KEYS = {
@@ -87,7 +86,7 @@ class DistillationLoss(nn.Module):
     """
 
     def __init__(self, config: DistillConfig, student_channels: Sequence[int], teacher_channels: Sequence[int],
-                 cell_size: float, box_code_weights: Sequence[float] = LossWeights().box_code) -> None:
+                 cell_size: float, box_code_weights: Sequence[float]) -> None:
         super().__init__()
         self.config = config
         self.cell_size = float(cell_size)
@@ -102,7 +101,7 @@ class DistillationLoss(nn.Module):
     @classmethod
     def from_example(cls, config: DistillConfig, student_features: Sequence[torch.Tensor],
                      teacher_features: Sequence[torch.Tensor], cell_size: float,
-                     box_code_weights: Sequence[float] = LossWeights().box_code) -> DistillationLoss:
+                     box_code_weights: Sequence[float]) -> DistillationLoss:
         return cls(config, [f.shape[1] for f in student_features], [f.shape[1] for f in teacher_features], cell_size,
                    box_code_weights)
 

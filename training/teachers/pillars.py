@@ -10,7 +10,8 @@ With two sweeps each sweep is pooled into its own pillar map and the two maps ar
 stacks two frames' BEV features), not max-pooled together with the lag as a feature (CenterPoint's input): a moving
 object is then two displaced footprints that a convolution compares directly. Pooled together, the lag must first
 be learnt into the point features before the max keeps the two sweeps apart; a teacher trained so for 4000 steps
-here saw no motion at all (docs/ablation_worlds.md, "Velocity").
+here saw no motion at all. Pooled apart, a 1000-step probe does not see it yet either: the sweeps being apart
+is necessary, not sufficient (docs/ablation_worlds.md, "Velocity").
 """
 
 from __future__ import annotations

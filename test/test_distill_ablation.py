@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from training.ablation import load_ablation_config, render_table
+from training.ablation import load_ablation_config, render_table, weights_sha256
 from training.batchnorm import recalibrate_batchnorm
 from training.evaluation.report import summary_row
 
@@ -179,8 +180,8 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert here == {key: value for key, value in results.items() if key != "teacher_source"}
     assert (tmp_path / "table.md").read_text() == table
 
-    # A changed distillation recipe: the supervised run is kept, the distilled one is trained again, from a teacher
-    # trained again in this folder to the recorded weights (deterministic training).
+    # A changed distillation recipe: the supervised run is kept, the distilled one is trained again, from the
+    # teacher's weights kept beside the record (not trained again: another disk holds no teacher).
     recipe = [*args[:8], str(tmp_path / "recipe"), *args[9:-1], args[-1][:-1] + ", distill.attention=0.25]"]
     before = (tmp_path / "table.json").read_text()
     assert main(recipe) == 0
@@ -191,6 +192,10 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     (superseded,) = tmp_path.glob("table.superseded-*.json")
     assert superseded.read_text() == before and superseded.with_suffix(".md").read_text() == table
     assert rerun["teacher_sha256"] == results["teacher_sha256"]
+    kept = tmp_path / "table.teacher.safetensors"
+    assert weights_sha256(kept) == results["teacher_sha256"]
+    installed = tmp_path / "recipe" / "teacher" / "checkpoints" / "step_00000002"
+    assert [p.name for p in installed.iterdir()] == ["model.safetensors"]  # no training state: not trained
     assert rerun["students"]["none_seed0"] == results["students"]["none_seed0"]
     assert rerun["students"]["S3_seed0"]["settings_sha256"] != results["students"]["S3_seed0"]["settings_sha256"]
 
@@ -215,6 +220,12 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     # The old work folder holds the old recipe's S3 run: refused, not passed off as the new recipe's.
     assert main([*recipe[:8], str(out), *recipe[11:]]) == 2  # no record: the folder is all it has
     assert "made with other settings than today's" in capsys.readouterr().err
+
+    # Other weights kept beside the record than its teacher's are refused in one line, before any training.
+    shutil.copyfile(out / "runs" / "S3_seed0" / "checkpoints" / "step_00000002" / "model.safetensors", kept)
+    assert main([*args[:8], str(tmp_path / "wrong"), *args[9:]]) == 2
+    assert "holds other weights than the record's teacher" in capsys.readouterr().err
+    assert not (tmp_path / "wrong" / "runs").exists()
 
     # A teacher that does not come out as recorded cannot teach new students for the same table: one line, and
     # the record is left as it was.

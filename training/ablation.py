@@ -24,7 +24,10 @@ later call with the same `--table` takes a student recorded there as done (never
 with today's settings and data (its `settings_sha256`: a changed distillation recipe retrains the distilled runs
 only). The teacher is trained (again) only when a distilled run is pending, and must come out with the recorded
 weights (`teacher_sha256`; training is deterministic), so every distilled student in the table learned from one
-teacher; until the first distilled run the record has no teacher (its table row reads n/a).
+teacher; until the first distilled run the record has no teacher (its table row reads n/a). The teacher's weights
+are kept beside the record too (`docs/X.teacher.safetensors`, written once it is trained), so a later sitting, on a
+disk without the teacher, takes them instead of training the teacher again (an hour or more on a CPU, and on
+another CPU not bit for bit the recorded weights).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import numpy as np
 import torch
 from nuscenes.nuscenes import NuScenes
 
-from tinybev_ros.atomic_file import write_text
+from tinybev_ros.atomic_file import atomic_path, write_text
 from tinybev_ros.config import load_yaml, path_field, resolve_relative
 from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import ConfigError
@@ -176,8 +179,9 @@ def mean_row(rows: dict[str, dict[str, float]]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- steps
 class Ablation:
     def __init__(self, config: AblationConfig, dataroot: str | Path, version: str, out: str | Path,
-                 device: str | None = None) -> None:
+                 device: str | None = None, kept_teacher: Path | None = None) -> None:
         self.config = config
+        self.kept_teacher = kept_teacher  # the record's teacher weights (module docstring); None: no record
         self.dataroot, self.version, self.out = str(dataroot), version, Path(out)
         self.device = str(resolve_device(device))  # DeviceError (one line) before any record is touched
         self.distill_run = load_distill_config(resolve_relative(config.distill_config, config.source,
@@ -230,13 +234,24 @@ class Ablation:
             folder.mkdir(parents=True, exist_ok=True)
             write_text(stamp, digest + "\n")
 
-    def train_teacher(self) -> Path:
+    def train_teacher(self, recorded_sha256: str | None = None) -> Path:
+        """The teacher's final weights: this folder's, else the record's kept copy (`recorded_sha256`: the
+        record's teacher has today's settings), else trained (resuming this folder's checkpoints)."""
         run_dir = self.out / "teacher"
         settings = self.settings_sha256(None)
         self.claim(run_dir, settings)
         self.claim(self.out / "teacher_cache", settings)
         model = final_model(run_dir, self.config.teacher_steps)
         if model.is_file():
+            return model
+        if recorded_sha256 is not None and self.kept_teacher is not None and self.kept_teacher.is_file():
+            digest = weights_sha256(self.kept_teacher)
+            if digest != recorded_sha256:
+                raise ConfigError(f"{self.kept_teacher} holds other weights than the record's teacher "
+                                  f"({digest[:12]} != {recorded_sha256[:12]}); move the one that is wrong away")
+            log.info("the teacher: the record's weights (%s), not trained again", self.kept_teacher)
+            with atomic_path(model) as tmp:
+                shutil.copyfile(self.kept_teacher, tmp)
             return model
         config = dataclasses.replace(self.teacher_train_config, steps=self.config.teacher_steps)
         trainer = Trainer(config, "teacher", self.dataroot, self.version, run_dir, device=self.device, nusc=self.nusc)
@@ -386,13 +401,17 @@ class Ablation:
         out with the recorded weights, or distilled students of two teachers would share one table."""
         settings = self.settings_sha256(None)
         same_teacher = record.get("teacher_settings_sha256") == settings
-        teacher_model = self.train_teacher()
+        teacher_model = self.train_teacher(record["teacher_sha256"] if same_teacher else None)
         digest = weights_sha256(teacher_model)
         if same_teacher and record["teacher_sha256"] != digest:
             raise ConfigError(f"the teacher trained again to other weights than the record's ({digest[:12]} != "
                               f"{record['teacher_sha256'][:12]}) with the same settings: training does not "
                               "reproduce on this machine, so new distilled students cannot share a table with "
                               "the recorded ones; move the record away to start afresh")
+        if self.kept_teacher is not None and not (self.kept_teacher.is_file()
+                                                  and weights_sha256(self.kept_teacher) == digest):
+            with atomic_path(self.kept_teacher) as tmp:
+                shutil.copyfile(teacher_model, tmp)
         source = self.teacher_cache(teacher_model) if self.config.cache_teacher else teacher_model
         row = record["teacher"] if same_teacher else self.evaluate_model(teacher_model, "teacher")
         return {"teacher": row, "teacher_sha256": digest, "teacher_settings_sha256": settings,
@@ -572,7 +591,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                      "ablation.json, table.md, verdict.json, figures/")
     parser.add_argument("--table", default=None,
                         help="also write the Markdown table here and the figures behind it beside it "
-                             "(docs/ablation_worlds_table.md -> .json)")
+                             "(docs/ablation_worlds_table.md -> .json, and the teacher's weights in "
+                             ".teacher.safetensors)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="ablation config overrides, e.g. student_steps=500 seeds=[0,1,2]")
@@ -632,7 +652,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_ablation_config(args.config, tuple(args.overrides))
     check_output_folder(args.out)
     out = Path(args.out)
-    ablation = Ablation(config, args.dataroot, args.version, out, args.device)
+    kept_teacher = Path(args.table).with_suffix(".teacher.safetensors") if args.table else None
+    ablation = Ablation(config, args.dataroot, args.version, out, args.device, kept_teacher)
     if record is not None:
         stale = sorted(set(record["students"]) - set(ablation.kept_runs(record)))
         if stale:  # their rows leave the record as the new runs are written: keep the record as it was

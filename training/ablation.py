@@ -259,13 +259,11 @@ class Ablation:
         trainer.fit()
         return model
 
-    def teacher_cache(self, teacher_model: Path) -> Path:
+    def teacher_cache(self, teacher_model: Path) -> None:
         """Cache the teacher on both splits (un-augmented inputs; augmented student batches read it moved)."""
-        root = self.out / "teacher_cache"
-        cache_splits(teacher_model, self.nusc, (self.train_config.train_split, self.train_config.val_split), root,
-                     self.device, self.teacher_train_config.data.batch_size,
+        cache_splits(teacher_model, self.nusc, (self.train_config.train_split, self.train_config.val_split),
+                     self.out / "teacher_cache", self.device, self.teacher_train_config.data.batch_size,
                      cache_root(self.train_config.data, self.dataroot), adopt_unmarked=True)  # claim() vouches
-        return root
 
     def run_dir(self, stage: str, seed: int) -> Path:
         return self.out / "runs" / f"{stage}_seed{seed}"
@@ -397,8 +395,9 @@ class Ablation:
 
     # ------------------------------------------------------------------------------------------- run
     def prepare_teacher(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Train (or resume) and cache the teacher for the distilled runs; the record's teacher keys. It must come
-        out with the recorded weights, or distilled students of two teachers would share one table."""
+        """Train (or resume) and evaluate the teacher for the distilled runs; the record's teacher keys. It must
+        come out with the recorded weights, or distilled students of two teachers would share one table. Its cache
+        is made after the record holds it (`teacher_source`), so a sitting that ends while caching keeps it."""
         settings = self.settings_sha256(None)
         same_teacher = record.get("teacher_settings_sha256") == settings
         teacher_model = self.train_teacher(record["teacher_sha256"] if same_teacher else None)
@@ -412,7 +411,7 @@ class Ablation:
                                                   and weights_sha256(self.kept_teacher) == digest):
             with atomic_path(self.kept_teacher) as tmp:
                 shutil.copyfile(teacher_model, tmp)
-        source = self.teacher_cache(teacher_model) if self.config.cache_teacher else teacher_model
+        source = self.out / "teacher_cache" if self.config.cache_teacher else teacher_model
         row = record["teacher"] if same_teacher else self.evaluate_model(teacher_model, "teacher")
         return {"teacher": row, "teacher_sha256": digest, "teacher_settings_sha256": settings,
                 "teacher_source": str(source)}
@@ -452,7 +451,9 @@ class Ablation:
             if stage != "none" and not teacher_ready:
                 results.update(self.prepare_teacher(record))
                 teacher_ready = True
-                save()  # the teacher's digest and row reach the record before the long distilled run
+                save()  # the teacher's digest and row reach the record before the cache and the distilled runs
+                if self.config.cache_teacher:
+                    self.teacher_cache(final_model(self.out / "teacher", self.config.teacher_steps))
             teacher = Path(results["teacher_source"]) if stage != "none" else None
             model = self.train_student(stage, seed, teacher)
             results["students"][name] = {"stage": stage, "seed": seed, **self.evaluate_model(model, "student"),

@@ -226,6 +226,9 @@ def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resum
     assert main([*args[:8], str(tmp_path / "wrong"), *args[9:]]) == 2
     assert "holds other weights than the record's teacher" in capsys.readouterr().err
     assert not (tmp_path / "wrong" / "runs").exists()
+    kept.write_text("version https://git-lfs.github.com/spec/v1\n")  # a clone without the LFS object, say
+    assert main([*args[:8], str(tmp_path / "pointer"), *args[9:]]) == 2
+    assert "is not a readable safetensors checkpoint" in capsys.readouterr().err
 
     # A teacher that does not come out as recorded cannot teach new students for the same table: one line, and
     # the record is left as it was.

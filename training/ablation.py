@@ -52,7 +52,7 @@ from nuscenes.nuscenes import NuScenes
 from tinybev_ros.atomic_file import atomic_path, write_text
 from tinybev_ros.config import load_yaml, path_field, resolve_relative
 from tinybev_ros.device import resolve_device
-from tinybev_ros.errors import ConfigError
+from tinybev_ros.errors import CheckpointError, ConfigError
 from tinybev_ros.nuscenes_dataset import open_nuscenes
 from tinybev_ros.paths import check_output_folder
 from tinybev_ros.precision import autocast_dtype
@@ -134,13 +134,16 @@ TEACHER_KEYS = ("teacher", "teacher_sha256", "teacher_settings_sha256", "teacher
 
 def weights_sha256(path: Path) -> str:
     """Digest of a checkpoint's tensors (names and bytes, not the file's metadata)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     digest = hashlib.sha256()
-    with safe_open(str(path), framework="pt") as handle:
-        for key in sorted(handle.keys()):
-            digest.update(key.encode())
-            digest.update(handle.get_tensor(key).reshape(-1).view(torch.uint8).numpy().tobytes())
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in sorted(handle.keys()):
+                digest.update(key.encode())
+                digest.update(handle.get_tensor(key).reshape(-1).view(torch.uint8).numpy().tobytes())
+    except (SafetensorError, OSError) as error:  # e.g. a kept teacher cut short, or a Git LFS pointer
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({error})") from error
     return digest.hexdigest()
 
 

@@ -175,7 +175,7 @@ def test_paths_of_the_wrong_kind_get_one_line_and_write_nothing(tmp_path, capsys
         ("export-onnx", "--checkpoint", str(default_checkpoint()), "--out", str(tmp_path / "s.onnx"), "--rig",
          str(tmp_path / "rig.json")): "(no key 'CAM_FRONT_LEFT')",
         ("release", str(default_checkpoint()), "--out", str(tmp_path)): "is a folder; give the checkpoint file",
-        ("synth", "--out", str(tmp_path / "a_file"), "--scenes", "1"): "is a file; choose a directory",
+        ("synth", "--out", str(tmp_path / "a_file" / "data"), "--scenes", "1"): "a_file is a file, so no folder",
     }
     # the long commands check --out before their work, so a bad one does not end hours later in a traceback
     a_file, nowhere, config = str(tmp_path / "a_file"), str(tmp_path / "no_dataset"), REPO / "config"
@@ -186,6 +186,7 @@ def test_paths_of_the_wrong_kind_get_one_line_and_write_nothing(tmp_path, capsys
         ("teacher-cache", "--teacher", str(default_checkpoint()), "--dataroot", nowhere),
         ("ablate", "--config", str(config / "ablation_worlds.yaml"), "--dataroot", nowhere),
         ("eval-worlds", "--checkpoint", str(default_checkpoint()), "--seeds", "1", "--work", str(tmp_path / "w")),
+        ("synth", "--scenes", "1"),
     ]
     cases.update({(*args, "--out", a_file): f"--out {a_file} is a file; choose a folder" for args in long_commands})
     cases[("eval-worlds", "--checkpoint", str(default_checkpoint()), "--seeds", "1", "--work", a_file, "--out",

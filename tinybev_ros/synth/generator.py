@@ -23,6 +23,7 @@ from nuscenes.utils import splits as devkit_splits
 from tqdm import tqdm
 
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, Rig, yaw_to_quat
+from tinybev_ros.paths import check_output_folder
 from tinybev_ros.synth.camera import CameraModel, Lighting, RenderResult, render
 from tinybev_ros.synth.config import SynthConfig
 from tinybev_ros.synth.lidar import Lidar, count_points_in_boxes
@@ -140,9 +141,7 @@ def scene_time(sample_timestamp_us: int, scene_first_timestamp_us: int) -> float
 
 def generate(out_dir: str | Path, config: SynthConfig, overwrite: bool = False) -> Path:
     """Write a complete nuScenes-format dataroot to `out_dir` (built beside it, then renamed into place)."""
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"output directory {out_dir} is a file; choose a directory")
+    out_dir = check_output_folder(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f"output directory {out_dir} exists and is not empty (use --force to replace)")

@@ -332,6 +332,43 @@ def test_raw_images_unsupported_encoding_and_missing_tf(ros_context, untrained_c
     assert "unsupported image encoding '16UC1'" in text
 
 
+def test_a_context_shut_down_under_the_executor_is_a_stop_not_a_traceback() -> None:
+    """rclpy's signal handler shuts the context down from its own thread, so an executor can pass spin's `ok()`
+    check and then build its wait set on a dead context: RCLError, which a SIGTERM'd node once printed as a
+    traceback (CI). The node's spin takes it as the stop; the signal's Python handler, run late, no longer raises
+    once the clean-up has begun."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from tinybev_ros.ros import perception_node as P
+
+    class LateExecutor(SingleThreadedExecutor):
+        def spin(self) -> None:  # the signal thread wins the race right after spin's check
+            rclpy.shutdown(context=self.context)
+            self.spin_once()
+
+    def executor_on_its_own_context() -> LateExecutor:
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        executor = LateExecutor(context=context)
+        executor.add_node(rclpy.create_node("spin_race", context=context))
+        return executor
+
+    with pytest.raises(P.RCLError, match="context is not valid"):
+        executor_on_its_own_context().spin()
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, P._interrupt_once)
+    try:
+        P._spin(executor_on_its_own_context())
+        assert P._CLEANING_UP.is_set()
+        os.kill(os.getpid(), signal.SIGINT)  # late: handled without a KeyboardInterrupt, later ones ignored
+        time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        P._CLEANING_UP.clear()
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+
+
 def test_a_frame_with_non_finite_outputs_is_never_published(ros_context, tmp_path):
     """Finite weights that overflow (here a planner layer at 1e38): the frame is a counted fault, not a NaN plan."""
     import torch

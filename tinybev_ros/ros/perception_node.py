@@ -469,14 +469,39 @@ STARTUP_ERRORS = (NodeConfigError, CheckpointError, ParameterException)
 RCLError = _rclpy.RCLError  # what rclpy.init raises for an unusable --ros-args rule
 
 
+_CLEANING_UP = threading.Event()
+
+
 def _interrupt_once(signum: int, frame) -> None:
     """The first SIGINT stops the node; a later one must not cut its clean-up short (it raised KeyboardInterrupt
     mid-join: a traceback, "process has died", exit -2). `ros2 launch` without a terminal (CI, systemd, a script)
     forwards its own SIGINT after the one the process group got, and a user may press Ctrl-C twice. SIGTERM, launch's
-    next step for a clean-up that hangs, then ends the process at once (rclpy's handler would not pass it on)."""
+    next step for a clean-up that hangs, then ends the process at once (rclpy's handler would not pass it on).
+    Python runs this handler late, after rclpy's own has shut the context down; once the clean-up has begun it no
+    longer raises (see `_spin`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    raise KeyboardInterrupt
+    if not _CLEANING_UP.is_set():
+        raise KeyboardInterrupt
+
+
+def _spin(executor) -> None:
+    """Spin until a signal or an external shutdown stops the node. rclpy's signal handler shuts the context down
+    from its own thread, so the executor can find it gone between its `ok()` check and building its wait set
+    (RCLError "the given context is not valid"): the same stop, not a failure. Our Python handler may run at any
+    point of that; every KeyboardInterrupt it raises before `_CLEANING_UP` is set lands in the outer `except`."""
+    try:
+        try:
+            executor.spin()
+        except RCLError:
+            if executor.context.ok():  # the middleware failed while the node was meant to run
+                raise
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            _CLEANING_UP.set()
+    except KeyboardInterrupt:  # the signal's Python handler, run while the block above was ending
+        pass
 
 
 def main(args: list[str] | None = None) -> None:
@@ -499,10 +524,11 @@ def main(args: list[str] | None = None) -> None:
             raise SystemExit(2) from None
         executor = make_executor(node.cfg.executor)
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        _spin(executor)
+    except (KeyboardInterrupt, ExternalShutdownException):  # a signal while the node was starting
         pass
     finally:
+        _CLEANING_UP.set()
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

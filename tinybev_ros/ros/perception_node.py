@@ -466,7 +466,7 @@ def make_executor(kind: str):
 
 
 STARTUP_ERRORS = (NodeConfigError, CheckpointError, ParameterException)
-RCLError = _rclpy.RCLError  # what rclpy.init raises for an unusable --ros-args rule
+RCLError = _rclpy.RCLError  # rclpy.init on an unusable --ros-args rule; a wait set built on a dead context
 
 
 _CLEANING_UP = threading.Event()

@@ -489,18 +489,17 @@ def _spin(executor) -> None:
     """Spin until a signal or an external shutdown stops the node. rclpy's signal handler shuts the context down
     from its own thread, so the executor can find it gone between its `ok()` check and building its wait set
     (RCLError "the given context is not valid"): the same stop, not a failure. Our Python handler may run at any
-    point of that; every KeyboardInterrupt it raises before `_CLEANING_UP` is set lands in the outer `except`."""
+    point of that; every KeyboardInterrupt it raises before `_CLEANING_UP` is set lands in the `except` here.
+    (ExternalShutdownException is `main`'s to catch, as during start-up.)"""
     try:
         try:
             executor.spin()
         except RCLError:
             if executor.context.ok():  # the middleware failed while the node was meant to run
                 raise
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
         finally:
             _CLEANING_UP.set()
-    except KeyboardInterrupt:  # the signal's Python handler, run while the block above was ending
+    except KeyboardInterrupt:  # the signal's Python handler, during spin or while the block above was ending
         pass
 
 
@@ -525,7 +524,7 @@ def main(args: list[str] | None = None) -> None:
         executor = make_executor(node.cfg.executor)
         executor.add_node(node)
         _spin(executor)
-    except (KeyboardInterrupt, ExternalShutdownException):  # a signal while the node was starting
+    except (KeyboardInterrupt, ExternalShutdownException):  # a signal while starting; an external shutdown
         pass
     finally:
         _CLEANING_UP.set()

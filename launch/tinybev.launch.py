@@ -4,12 +4,13 @@
         [use_sim_time:=true] [rviz:=true] [bag:=PATH] [params_file:=PATH] [publish_images:=true]
 
 Only the arguments given override the params file. `bag:=PATH` starts the player paused (`ros2 bag play PATH
---clock --start-paused`) once the node is ready (its "ready:" log line) and resumes it once the node's readers
-have matched the player's writers ("inputs matched:"), so no frame is played into a node still loading or lost
-to discovery; combine it with `use_sim_time:=true` so the node's clock follows the bag. A missing rviz2, `ros2
-bag`, params file or bag stops the launch before anything starts. What is started is decided by
-tinybev_ros/ros/launch_plan.py (tested without launch; tools/launch_check.py runs this file under the real
-`ros2 launch`). Where `ros2 launch` is absent, `tinybev run` starts the same node with the same params file.
+--start-paused`, with `--clock` when the bag has no /clock of its own) once the node is ready (its "ready:" log
+line) and resumes it once the node's readers have matched the player's writers ("inputs matched:"), so no frame is
+played into a node still loading or lost to discovery; combine it with `use_sim_time:=true` so the node's clock
+follows the bag. A missing rviz2, `ros2 bag`, params file or bag stops the launch before anything starts. What is
+started is decided by tinybev_ros/ros/launch_plan.py (tested without launch; tools/launch_check.py runs this file
+under the real `ros2 launch`). Where `ros2 launch` is absent, `tinybev run` starts the same node with the same
+params file.
 """
 
 import os
@@ -28,9 +29,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from tinybev_ros.ros.interface import input_remaps
 from tinybev_ros.ros.launch_plan import INPUTS_MARKER, OVERRIDABLE, READY_MARKER, plan_launch
-from tinybev_ros.ros.node_config import PerceptionNodeConfig
 
 ARGUMENTS = ("params_file", *OVERRIDABLE, "rviz", "bag")
 
@@ -40,10 +39,11 @@ def _start(context):
     arguments = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     plan = plan_launch(arguments, os.environ, os.path.join(share, "config", "fastdds.xml"))
     actions = [SetEnvironmentVariable(name, value) for name, value in plan.environment.items()]
-    # inputs are relative (namespace-able); the remaps connect them to the cameras at the root (interface.py)
+    # inputs are relative (namespace-able); the remaps connect them to the cameras at the root (interface.py), made
+    # from the params file's cameras and topic patterns (launch_plan.py)
     node = Node(package="tinybev_ros", executable="tinybev_node", name="tinybev_node", namespace="tinybev",
                 output="screen", parameters=[arguments["params_file"], plan.overrides],
-                remappings=input_remaps(PerceptionNodeConfig().cameras))
+                remappings=plan.remaps)
     actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=[
         Shutdown(reason="tinybev_node exited")]))]
     if plan.rviz:

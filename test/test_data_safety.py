@@ -257,6 +257,7 @@ def test_run_refuses_record_targets_that_would_destroy_data(scene_bag, tmp_path)
         "around the bag": (("--bag", scene_bag, "--record", scene_bag.parent), "would overwrite the bag"),
         "an older recording": (("--bag", scene_bag, "--record", tmp_path / "yesterday"), "already exists"),
         "a missing bag": (("--bag", tmp_path / "nope", "--record", tmp_path / "out"), "is not a rosbag2 bag"),
+        "no bag (a live run, which it once recorded nothing of)": (("--record", tmp_path / "live"), "needs --bag"),
     }
     for name, (args, error) in cases.items():
         started = time.monotonic()

@@ -66,8 +66,9 @@ def test_a_users_dds_profile_is_kept():
     assert _plan({}, {"FASTDDS_DEFAULT_PROFILES_FILE": "/home/me/dds.xml"}).environment == {}
 
 
-def camera_bag(path: Path, cameras: tuple[str, ...] = CAMERA_NAMES, raw: bool = False) -> Path:
-    """A real rosbag2 bag with one image of each of `cameras` (what the launch reads of a bag: its topics)."""
+def camera_bag(path: Path, cameras: tuple[str, ...] = CAMERA_NAMES, raw: bool = False, clock: bool = False) -> Path:
+    """A real rosbag2 bag with one image of each of `cameras` (what the launch reads of a bag: its topics), and a
+    /clock message when asked (as `bag convert` writes)."""
     from rosbags.rosbag2 import Writer
 
     from tinybev_ros.ros.bag.typestore import typestore
@@ -84,6 +85,10 @@ def camera_bag(path: Path, cameras: tuple[str, ...] = CAMERA_NAMES, raw: bool = 
         for camera in cameras:
             connection = writer.add_connection(image_topic(camera, raw), kind, typestore=store)
             writer.write(connection, 1_000_000_000, store.serialize_cdr(payload, kind))
+        if clock:
+            kind = "rosgraph_msgs/msg/Clock"
+            connection = writer.add_connection("/clock", kind, typestore=store)
+            writer.write(connection, 1_000_000_000, store.serialize_cdr(store.types[kind](clock=header.stamp), kind))
     return path
 
 
@@ -99,7 +104,7 @@ def test_missing_tools_and_paths_fail_before_anything_starts_and_odd_paths_pass_
         _plan({"params_file": str(tmp_path / "mine.yml")})
     assert _plan({"params_file": str(REPO / "config" / "tinybev.yaml")}).overrides == {}
     played = _plan({"bag": str(quoted)})  # paused until the node's readers have matched the player's writers
-    assert played.bag_command == ["ros2", "bag", "play", str(quoted), "--clock", "--start-paused"]
+    assert played.bag_command == ["ros2", "bag", "play", str(quoted), "--start-paused", "--clock"]
     assert played.resume_command == ["ros2", "service", "call", "/rosbag2_player/resume",
                                      "rosbag2_interfaces/srv/Resume"]
     assert "image_transport" not in played.overrides
@@ -111,6 +116,51 @@ def test_missing_tools_and_paths_fail_before_anything_starts_and_odd_paths_pass_
     with pytest.raises(LaunchPlanError, match="folder is not a rosbag2 bag.*nothing was started"):
         _plan({"bag": str(tmp_path / "folder")})
     assert _plan({"bag": ""}).bag_command is None and not _plan({"rviz": "false"}).rviz
+
+
+def test_a_bag_with_its_own_clock_is_played_without_a_second_one(tmp_path):
+    """Humble's `ros2 bag play --clock` published the bag's /clock as well as its own (ros2/rosbag2#1645)."""
+    bag = camera_bag(tmp_path / "converted", clock=True)
+    assert _plan({"bag": str(bag)}).bag_command == ["ros2", "bag", "play", str(bag), "--start-paused"]
+
+
+def params_file(path: Path, sections: dict[str, dict]) -> Path:
+    path.write_text(yaml.safe_dump({key: {"ros__parameters": values} for key, values in sections.items()}))
+    return path
+
+
+def test_the_node_inputs_are_remapped_from_the_params_files_cameras_and_topics(tmp_path):
+    """The remaps were made from the default camera names, so a rig named otherwise was never connected."""
+    rig = [f"cam{k}" for k in range(6)]
+    mine = params_file(tmp_path / "mine.yaml", {
+        "/**": {"cameras": rig, "device": "cpu"},
+        "/tinybev/tinybev_node": {"compressed_topic": "{camera}/jpeg", "camera_info_topic": "/calib/{camera}"},
+        "/other/tinybev_node": {"cameras": ["elsewhere"] * 6},  # another node's: not ours
+        "tinybev_node": {"raw_topic": "root_only/{camera}"},  # rcl reads it as /tinybev_node: not ours either
+    })
+    remaps = dict(_plan({"params_file": str(mine)}).remaps)
+    assert remaps["cam0/jpeg"] == "/cam0/jpeg" and remaps["cam5/image_rect"] == "/cam5/image_rect"
+    assert not [name for name in remaps if "CAM_" in name or "calib" in name or "root_only" in name]  # absolute: left
+    assert len(remaps) == 12
+    defaults = dict(_plan({"params_file": str(REPO / "config" / "tinybev.yaml")}).remaps)
+    assert defaults == dict(_plan({}).remaps) and len(defaults) == 18
+    assert defaults["CAM_FRONT/image_rect/compressed"] == "/CAM_FRONT/image_rect/compressed"
+    broken = tmp_path / "broken.yaml"  # the node names what is wrong with it; the plan keeps the defaults
+    broken.write_text("/**: {ros__parameters: {cameras: [1, 2]}}\n")
+    assert dict(_plan({"params_file": str(broken)}).remaps) == defaults
+
+
+def test_tinybev_run_overrides_only_what_it_is_told(tmp_path):
+    """It passed device:=auto and use_sim_time:=false, overriding a params file that said cpu or true."""
+    from tinybev_ros.ros.run import node_command
+
+    mine = params_file(tmp_path / "mine.yaml", {"/**/tinybev_node": {"cameras": [f"c{k}" for k in range(6)]}})
+    live = node_command(mine, "", None, False, [])
+    assert not [arg for arg in live if arg.startswith(("device:=", "use_sim_time:=", "checkpoint:="))]
+    assert "c0/image_rect/compressed:=/c0/image_rect/compressed" in live
+    replay = node_command(mine, "my.safetensors", "cpu", True, ["score_threshold:=0.5"])
+    assert replay[-8:] == ["-p", "use_sim_time:=true", "-p", "device:=cpu", "-p", "checkpoint:=my.safetensors",
+                           "-p", "score_threshold:=0.5"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,

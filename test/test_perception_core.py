@@ -6,6 +6,8 @@ the node's own decoder), the shipped nuScenes rig as /tf_static, and the shipped
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from dataclasses import replace
 
@@ -211,3 +213,25 @@ def test_a_track_coasts_through_frames_below_the_publishing_threshold() -> None:
         published.append(core.infer(inputs, stamp))
     assert [len(pred) for pred in published] == [1, 0, 0, 0, 0, 1] and not faults
     assert published[5].track_ids[0] == published[0].track_ids[0] >= 0
+
+
+def test_a_frame_waits_for_a_localisation_that_lags_the_cameras() -> None:
+    """map -> base_link was looked up at once: a pose published 30 ms after the images left the frame without its
+    ego pose (no_ego_pose: untracked, ego speed unknown), as on a robot whose localisation lags its cameras."""
+    pose = Transform(np.eye(3), np.array([100.0, 50.0, 0.0]))
+    inputs = FrameInputs([], np.zeros((0, 3, 3)), np.zeros((0, 4, 4)))
+    for timeout_ms, expected in ((100.0, {}), (0.0, {"no_ego_pose": 1})):
+        faults = Faults()
+        core = PerceptionCore(ScriptedPredictor([0.5]), replace(PerceptionNodeConfig(), tf_timeout_ms=timeout_ms),
+                              faults)
+        core.set_transform("map", "base_link", STAMP - 100_000_000, pose, False)
+        late = threading.Timer(0.03, core.set_transform, ("map", "base_link", STAMP + 20_000_000, pose, False))
+        late.start()
+        assert len(core.infer(inputs, STAMP)) == 1
+        late.join()
+        assert dict(faults) == expected, timeout_ms
+    faults = Faults()  # a tree without the map frame is not waited for
+    core = PerceptionCore(ScriptedPredictor([0.5]), replace(PerceptionNodeConfig(), tf_timeout_ms=10_000.0), faults)
+    started = time.monotonic()
+    core.infer(inputs, STAMP)
+    assert time.monotonic() - started < 5.0 and dict(faults) == {"no_ego_pose": 1}

@@ -36,6 +36,7 @@ from tinybev_ros.model.config import load_model_config
 from tinybev_ros.ros import messages as M
 from tinybev_ros.ros.interface import camera_info_topic, image_topic, remap_arguments
 from tinybev_ros.ros.launch_plan import INPUTS_MARKER
+from tinybev_ros.ros.node_config import PerceptionNodeConfig
 
 REPO = Path(__file__).resolve().parent.parent
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -182,7 +183,7 @@ def start_node(checkpoint: Path, log_path: Path, *params: str, namespace: str = 
                camera_root: str = "/") -> subprocess.Popen:
     args = [sys.executable, "-m", "tinybev_ros.ros.perception_node", "--ros-args",
             "--params-file", str(REPO / "config" / "tinybev.yaml"), "-r", f"__ns:={namespace}",
-            *remap_arguments(CAMERA_NAMES, camera_root),
+            *remap_arguments(PerceptionNodeConfig(), camera_root),
             "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu", "-p", "score_threshold:=0.0",
             "-p", "diagnostics_period_s:=0.2"]
     for param in params:
@@ -503,7 +504,7 @@ def test_a_camera_out_of_sync_or_a_frozen_clock_turns_diagnostics_to_warn_naming
             rosie.send_frame(t + k * 500_000_000, late_ns={"CAM_BACK": 150_000_000})
             paced_until = time.monotonic() + 0.5
             rosie.spin_until(lambda until=paced_until: time.monotonic() >= until, 1, node)
-        rosie.spin_until(lambda: rosie.diagnostics().get("out_of_sync"), 10, node)
+        rosie.spin_until(lambda: rosie.diagnostics().get("no_camera_set"), 10, node)
         status = rosie.outputs("/diagnostics")[-1].status[0]
         assert status.level == DiagnosticStatus.WARN
         assert status.message.startswith("no synchronized camera set for ")

@@ -63,6 +63,17 @@ def test_faults_name_the_frames_and_the_time(tree):
         tree.set_transform("base_link", "base_link", 0, Transform())
 
 
+def test_a_static_edge_also_sent_on_tf_stays_static(tree):
+    """A camera mount latched on /tf_static and repeated on /tf by a driver became a one-sample history, and every
+    frame's lookup at its own stamp failed (missing_tf)."""
+    tree.set_transform("base_link", "camera_link", 20 * S, yaw(0.0, 1.7, 0.0, 1.6))  # /tf, at 20 s
+    np.testing.assert_allclose(tree.lookup("base_link", "camera_link", 10 * S + S // 2).translation, [1.7, 0.0, 1.6])
+    tree.set_transform("base_link", "camera_link", 0, yaw(0.0, 1.5, 0.0, 1.6), static=True)
+    assert tree.lookup("base_link", "camera_link", 99 * S).translation[0] == pytest.approx(1.5)
+    tree.set_transform("odom", "base_link", 12 * S, yaw(0.0), static=True)  # a timed edge made static is static
+    assert tree.lookup("odom", "base_link", 99 * S).translation[0] == pytest.approx(0.0)
+
+
 def test_history_is_bounded_by_the_cache():
     buffer = TransformBuffer(cache_s=1.0)
     for k in range(100):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+JPEG_SOI, JPEG_EOI, JPEG_SOS = b"\xff\xd8", b"\xff\xd9", b"\xff\xda"
 
 
 def is_truncated_jpeg(data: bytes) -> bool:
-    """A JPEG without its end-of-image marker: a file cut short (OpenCV would decode its top part silently).
-    Zero padding after the marker, which some writers add, is allowed."""
-    return data.startswith(JPEG_SOI) and not data.rstrip(b"\x00").endswith(JPEG_EOI)
+    """A JPEG whose last scan has no end-of-image marker after it: a file cut short (OpenCV would decode its top
+    part silently). Marker bytes cannot occur inside a scan (0xFF is stuffed there), and an EXIF thumbnail's own
+    markers come before the main scan, so bytes some cameras append after the marker are allowed."""
+    return data.startswith(JPEG_SOI) and data.find(JPEG_EOI, max(data.rfind(JPEG_SOS), 0)) < 0

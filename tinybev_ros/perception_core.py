@@ -208,6 +208,9 @@ class PerceptionCore:
 
         The tracker sees every decoded box (it keeps tracks from SCORE_THRESHOLDS.track), so a track coasts
         through frames where its object dips below the publishing threshold and keeps its id, as offline."""
+        # the ego pose at the frame's stamp (planner's ego speed, tracking): a localisation that lags the cameras
+        # by a few ms would otherwise leave frames untracked, and their tracks would die and be born anew
+        self.tf.wait_for(self.cfg.map_frame, self.cfg.base_frame, stamp_ns, self.cfg.tf_timeout_ms / 1e3)
         pred = self.predictor.predict(inputs.images, inputs.intrinsics, inputs.cam_to_ego, command=self.command(),
                                       stamp_ns=stamp_ns,
                                       ego_status=ego_status_from_tf(self.tf, self.cfg.map_frame, self.cfg.base_frame,

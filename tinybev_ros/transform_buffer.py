@@ -1,7 +1,9 @@
 """A transform tree as tf2 keeps it, without ROS: static and timed edges, chains of any length, interpolation.
 
 Every frame has at most one parent (REP 103/105 trees: `map -> odom -> base_link -> camera_link ->
-camera_optical_frame`). A static edge holds one transform for all time (/tf_static); a dynamic edge holds a
+camera_optical_frame`). A static edge holds one transform for all time (/tf_static; an edge also sent on /tf
+stays static and takes the newest value, as tf2's static cache does: a driver that sends its camera mount on both
+must not turn it into a history a frame's stamp can fall outside of); a dynamic edge holds a
 time-ordered history (/tf) of `cache_s` seconds, looked up by linear interpolation of the translation and
 spherical interpolation of the rotation between the two bracketing stamps, and never extrapolated (as tf2: a
 stamp outside the history is an error, within `tolerance_ns` of an end it takes that end; a stamp more than a
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,17 +63,19 @@ class TransformBuffer:
         self.tolerance_ns = tolerance_ns
         self._edges: dict[str, _Edge] = {}  # child -> its edge to the parent
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified by every set_transform (wait_for)
 
     def set_transform(self, parent: str, child: str, stamp_ns: int, transform: Transform,
                       static: bool = False) -> None:
         """Add `parent -> child` (the child's pose in the parent frame). A new parent replaces the old edge."""
         if not parent or not child or parent == child:
             raise TransformError(f"cannot store a transform {parent!r} -> {child!r}: frames must differ and be named")
-        with self._lock:
+        with self._changed:
+            self._changed.notify_all()
             edge = self._edges.get(child)
-            if edge is None or edge.parent != parent or (edge.static is not None) != static:
+            if edge is None or edge.parent != parent or (static and edge.static is None):
                 edge = self._edges[child] = _Edge(parent)
-            if static:
+            if edge.static is not None or static:  # once static, a /tf sample of the edge updates it (as tf2's)
                 edge.static = transform
                 return
             if edge.stamps and stamp_ns < edge.stamps[-1] - JUMP_BACK_NS:  # a bag loop: start this history anew
@@ -89,19 +94,24 @@ class TransformBuffer:
     def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> Transform:
         """The transform mapping points in `source` to `target` at `stamp_ns` (None: the newest of each edge)."""
         with self._lock:
-            up_source = self._chain(source)
-            up_target = self._chain(target)
-            common = next((frame for frame, _ in up_source if frame in {f for f, _ in up_target}), None)
-            if common is None:
-                known = ", ".join(sorted(set(self._edges) | {e.parent for e in self._edges.values()}))
-                raise TransformError(f"cannot transform {source} to {target}{_at(stamp_ns)}: the frames are not "
-                                     f"connected (known: {known or 'none'})")
-            try:
-                source_to_common = self._compose(up_source, common, stamp_ns)
-                target_to_common = self._compose(up_target, common, stamp_ns)
-            except TransformError as exc:
-                raise TransformError(f"cannot transform {source} to {target}{_at(stamp_ns)}: {exc}") from None
-        return target_to_common.inverse() @ source_to_common
+            return self._lookup(target, source, stamp_ns)
+
+    def wait_for(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> bool:
+        """Whether `lookup(target, source, stamp_ns)` can answer, waiting up to `timeout_s` for /tf to reach the
+        stamp (tf2's lookup timeout: a localisation that lags the cameras); frames that are not connected at all
+        are answered at once."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                try:
+                    self._lookup(target, source, stamp_ns)
+                    return True
+                except TransformError:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._connected(target, source):
+                    return False
+                self._changed.wait(remaining)
 
     def can_transform(self, target: str, source: str, stamp_ns: int | None = None) -> bool:
         try:
@@ -111,6 +121,28 @@ class TransformBuffer:
         return True
 
     # ------------------------------------------------------------ internals (lock held)
+    def _lookup(self, target: str, source: str, stamp_ns: int | None) -> Transform:
+        up_source = self._chain(source)
+        up_target = self._chain(target)
+        common = next((frame for frame, _ in up_source if frame in {f for f, _ in up_target}), None)
+        if common is None:
+            known = ", ".join(sorted(set(self._edges) | {e.parent for e in self._edges.values()}))
+            raise TransformError(f"cannot transform {source} to {target}{_at(stamp_ns)}: the frames are not "
+                                 f"connected (known: {known or 'none'})")
+        try:
+            source_to_common = self._compose(up_source, common, stamp_ns)
+            target_to_common = self._compose(up_target, common, stamp_ns)
+        except TransformError as exc:
+            raise TransformError(f"cannot transform {source} to {target}{_at(stamp_ns)}: {exc}") from None
+        return target_to_common.inverse() @ source_to_common
+
+    def _connected(self, target: str, source: str) -> bool:
+        try:
+            self._lookup(target, source, None)
+        except TransformError:
+            return False
+        return True
+
     def _chain(self, frame: str) -> list[tuple[str, _Edge | None]]:
         """[(frame, its edge to the parent), (parent, ...), ..., (root, None)]."""
         chain: list[tuple[str, _Edge | None]] = []

@@ -6,12 +6,18 @@ Inputs follow image_transport's naming: `/<camera>/image_rect` (sensor_msgs/Imag
 nuScenes channel name. The node subscribes to them by relative names (`<camera>/image_rect/compressed`, its
 `compressed_topic` parameter), so pushing it into a namespace moves its inputs with it; `input_remaps` connects
 the node in its namespace (/tinybev by default) to the cameras at the root, and the launch file and `tinybev run`
-both apply it. Outputs are relative too (`detections` -> /tinybev/detections).
+both apply it, with the cameras and topic patterns of their params file. Outputs are relative too (`detections`
+-> /tinybev/detections).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tinybev_ros.taxonomy import MAP_CLASSES
+
+if TYPE_CHECKING:
+    from tinybev_ros.ros.node_config import PerceptionNodeConfig
 
 NAMESPACE = "/tinybev"
 # the node's relative input names (its default parameters); {camera} = the nuScenes channel name
@@ -31,16 +37,19 @@ def camera_info_topic(camera: str) -> str:
     return "/" + CAMERA_INFO.format(camera=camera)
 
 
-def input_remaps(cameras: list[str] | tuple[str, ...], root: str = "/") -> list[tuple[str, str]]:
-    """(relative name in the node, absolute topic) for every camera input: the cameras under `root`."""
+def input_remaps(config: PerceptionNodeConfig, root: str = "/") -> list[tuple[str, str]]:
+    """(relative name in the node, absolute topic) for every camera input the node's parameters make (its cameras
+    and topic patterns; params_file.node_inputs reads them from a params file): the cameras under `root`. Names
+    that are absolute, private (`~`) or hold rcl's substitutions are the user's own and left alone."""
     prefix = "/" + root.strip("/") + "/" if root.strip("/") else "/"
-    return [(pattern.format(camera=camera), prefix + pattern.format(camera=camera))
-            for camera in cameras for pattern in (RAW_IMAGE, COMPRESSED_IMAGE, CAMERA_INFO)]
+    names = [config.camera_topic(parameter, camera) for camera in config.cameras
+             for parameter in ("raw_topic", "compressed_topic", "camera_info_topic")]
+    return [(name, prefix + name) for name in names if not name.startswith(("/", "~")) and "{" not in name]
 
 
-def remap_arguments(cameras: list[str] | tuple[str, ...], root: str = "/") -> list[str]:
+def remap_arguments(config: PerceptionNodeConfig, root: str = "/") -> list[str]:
     """`input_remaps` as command-line rules: ["-r", "from:=to", ...] (after --ros-args)."""
-    return [arg for source, target in input_remaps(cameras, root) for arg in ("-r", f"{source}:={target}")]
+    return [arg for source, target in input_remaps(config, root) for arg in ("-r", f"{source}:={target}")]
 
 
 def output_topic(name: str, namespace: str = NAMESPACE) -> str:

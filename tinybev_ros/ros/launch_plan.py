@@ -23,6 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinybev_ros.ros.interface import input_remaps
+from tinybev_ros.ros.params_file import node_inputs
+
 READY_MARKER = "ready:"  # the node's log line once it subscribes and has warmed up (perception_node.py)
 INPUTS_MARKER = "inputs matched:"  # the node's log line once every camera's image reader has a writer
 RESUME_COMMAND = ["ros2", "service", "call", "/rosbag2_player/resume", "rosbag2_interfaces/srv/Resume"]
@@ -37,6 +40,7 @@ class LaunchPlanError(RuntimeError):
 class LaunchPlan:
     overrides: dict[str, object] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    remaps: list[tuple[str, str]] = field(default_factory=list)  # the node's camera inputs to the root's cameras
     rviz: bool = False
     bag_command: list[str] | None = None  # started (paused) when the node is ready
     resume_command: list[str] | None = None  # run when the node's readers have matched the player's writers
@@ -67,14 +71,14 @@ def _ros2_bag_available() -> bool:
     return True
 
 
-def bag_holds_raw_images(bag: str) -> bool:
-    """Whether the bag's camera images are raw; a bag without every camera's images is refused, since the player
-    would stay paused for ever (it is resumed once every camera's reader has a writer)."""
-    from tinybev_ros.ros.node_config import PerceptionNodeConfig
-    from tinybev_ros.ros.run import RunInputError, bag_camera_topics
+def bag_playback(bag: str, cameras: list[str]) -> tuple[bool, bool]:
+    """Whether the bag's camera images are raw, and whether it holds its own /clock. A bag without every camera's
+    images is refused, since the player would stay paused for ever (it is resumed once every camera's reader has
+    a writer)."""
+    from tinybev_ros.ros.run import RunInputError, bag_camera_topics, bag_message_counts
 
     try:
-        return bag_camera_topics(Path(bag), PerceptionNodeConfig().cameras)[1]
+        return bag_camera_topics(Path(bag), cameras)[1], "/clock" in bag_message_counts(Path(bag))
     except (RunInputError, FileNotFoundError) as exc:  # not a bag, or not every camera in it
         raise LaunchPlanError(f"bag:={exc}; nothing was started") from None
 
@@ -87,6 +91,8 @@ def plan_launch(arguments: Mapping[str, str], environ: Mapping[str, str], dds_pr
     params_file = arguments.get("params_file", "")
     if params_file and not os.path.isfile(params_file):  # launch_ros would warn and start on the defaults
         raise LaunchPlanError(f"params_file:={params_file} is not a file; nothing was started")
+    inputs = node_inputs(Path(params_file) if params_file else None)
+    plan.remaps = input_remaps(inputs)
     for name, kind in OVERRIDABLE.items():
         text = arguments.get(name, "")
         if text != "":
@@ -105,8 +111,11 @@ def plan_launch(arguments: Mapping[str, str], environ: Mapping[str, str], dds_pr
             raise LaunchPlanError(f"bag:={bag} needs `ros2 bag` and `ros2 service` (apt install "
                                   "ros-$ROS_DISTRO-ros2bag ros-$ROS_DISTRO-ros2service), which are not installed; "
                                   "nothing was started (without ROS: tinybev run --bag)")
-        if bag_holds_raw_images(bag):  # the node is told what the bag holds, as `tinybev run` does
+        raw, holds_clock = bag_playback(bag, inputs.cameras)
+        if raw:  # the node is told what the bag holds, as `tinybev run` does
             plan.overrides["image_transport"] = "raw"
-        plan.bag_command = ["ros2", "bag", "play", bag, "--clock", "--start-paused"]
+        # A bag's own /clock (bag convert writes one) is played as it is: with --clock as well, rosbag2 releases
+        # before ros2/rosbag2#1646 (2024) published both clocks, and time stepped back and forth.
+        plan.bag_command = ["ros2", "bag", "play", bag, "--start-paused", *([] if holds_clock else ["--clock"])]
         plan.resume_command = RESUME_COMMAND
     return plan

@@ -60,10 +60,15 @@ class PerceptionNodeConfig:
     base_frame: str = _p("base_link", "frame of all outputs (REP 105)")
     map_frame: str = _p("map", "fixed frame of the ego pose (map -> [odom ->] base_link in /tf): tracking, ego "
                                "speed, goals without a frame_id")
+    tf_timeout_ms: float = _p(100.0, "how long a frame waits for map_frame -> base_frame at its stamp when /tf lags "
+                                     "the cameras (tf2's lookup timeout); 0 = no wait. A tree without map_frame "
+                                     "is not waited for", 0.0, 10000.0)
     sync_tolerance_ms: float = _p(60.0, "max spread of the six camera stamps grouped into one frame", 1.0, 1000.0)
     sync_queue_size: int = _p(16, "frames buffered per camera before the oldest is dropped", 1, 100)
-    sync_warn_after_s: float = _p(2.0, "images arrive but no synchronized set forms for this long: /diagnostics "
-                                       "goes WARN and names the cameras out of sync", 0.1, 3600.0, dynamic=True)
+    sync_warn_after_s: float = _p(2.0, "no synchronized camera set for this long: /diagnostics goes WARN saying "
+                                       "why (no image at all, or which cameras are out of sync); the input and "
+                                       "output rates read 0 once their newest event is this old", 0.1, 3600.0,
+                                  dynamic=True)
     frame_queue_size: int = _p(1, "synchronized frames waiting for inference: 1 = latest wins (live); more = "
                                   "every frame in order while the backlog fits (bag replay for evaluation)", 1, 1000)
     allow_missing_cameras: bool = _p(False, "when a camera is silent: false = wait, true = infer with it masked")

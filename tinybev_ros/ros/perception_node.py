@@ -61,6 +61,9 @@ except ImportError:  # Humble's rclpy (event_handler is Iron's name for it)
 MATCHED_EVENT = "matched" in inspect.signature(SubscriptionEventCallbacks).parameters  # Iron and later
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# tf2_ros's listener depth: a full-rate replay (`bag convert --sweeps`) sends about 100 /tf messages a second, and a
+# reader 10 deep lost some while inference held the interpreter lock
+TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CAMERA_INFO_GRACE_S = 0.5  # a frame set whose CameraInfo has never arrived waits this long for it
 IMAGE_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
@@ -95,7 +98,6 @@ class PerceptionNode(Node):
         self._outputs: deque[float] = deque(maxlen=120)
         self.published = 0
         self.images_received: Counter[str] = Counter()
-        self._last_set = time.monotonic()  # when the synchronizer last formed a camera set (or start-up)
         self._late_at_last_set = 0  # the synchronizer's count of late images then
 
         self.predictor = self._load_predictor(cfg)
@@ -130,7 +132,7 @@ class PerceptionNode(Node):
             self.create_subscription(CameraInfo, cfg.camera_topic("camera_info_topic", camera),
                                      lambda msg, c=camera: self._on_camera_info(c, msg), camera_info_qos)
         self.create_subscription(TFMessage, "/tf_static", lambda msg: self._on_tf(msg, static=True), LATCHED)
-        self.create_subscription(TFMessage, "/tf", lambda msg: self._on_tf(msg, static=False), RELIABLE)
+        self.create_subscription(TFMessage, "/tf", lambda msg: self._on_tf(msg, static=False), TF_QOS)
         self.create_subscription(PoseStamped, cfg.goal_topic, self._on_goal, RELIABLE)
 
         self.pub_detections = self.create_publisher(Detection3DArray, "detections", RELIABLE)
@@ -147,6 +149,7 @@ class PerceptionNode(Node):
         if cfg.publish_images:
             self._create_image_publishers()
         self._inputs_matched_ticks = 0  # diagnostics periods every camera's image reader has had a writer
+        self._last_set = time.monotonic()  # when the synchronizer last formed a camera set (or start-up, after warm-up)
         # Wall-clock period: with use_sim_time a paused or not yet started replay must still get diagnostics.
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -351,9 +354,11 @@ class PerceptionNode(Node):
                                     encoding="rgb8", step=image.shape[1] * 3, data=image.tobytes()))
 
     # ------------------------------------------------------------ diagnostics
-    @staticmethod
-    def _rate(times: deque[float]) -> float:
-        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+    def _rate(self, times: deque[float], now: float) -> float:
+        """Events per second over the kept window; 0 once the newest is sync_warn_after_s old (inputs stopped)."""
+        if len(times) < 2 or times[-1] <= times[0] or now - times[-1] >= self.cfg.sync_warn_after_s:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
 
     def diagnostics(self, writers: dict[str, int]) -> DiagnosticStatus:
         """One /diagnostics report: WARN while something is wrong now (silent or unsynchronized cameras, faults
@@ -364,9 +369,10 @@ class PerceptionNode(Node):
         stats = self.sync.stats
         silent = self.sync.silent_cameras()
         latency = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
+        now = time.monotonic()
         values = {
-            "input_rate_hz": f"{self._rate(self._arrivals) / max(len(self.cfg.cameras), 1):.2f}",
-            "output_rate_hz": f"{self._rate(self._outputs):.2f}",
+            "input_rate_hz": f"{self._rate(self._arrivals, now) / max(len(self.cfg.cameras), 1):.2f}",
+            "output_rate_hz": f"{self._rate(self._outputs, now):.2f}",
             "latency_p50_ms": f"{np.percentile(latency, 50):.1f}",
             "latency_p99_ms": f"{np.percentile(latency, 99):.1f}",
             "stamp_to_publish_p50_ms": f"{np.percentile(self._stamp_latency_ms, 50):.1f}"
@@ -382,8 +388,8 @@ class PerceptionNode(Node):
             "missing_cameras": ",".join(silent),
         }
         values.update({f"fault_{k}": str(v) for k, v in sorted(faults.items())})
-        stalled = self._sync_stall()
-        values["out_of_sync"] = stalled
+        stalled = self._sync_stall(now)
+        values["no_camera_set"] = stalled
         level = DiagnosticStatus.OK
         message = "ok"
         if silent or recent or stalled:
@@ -400,12 +406,17 @@ class PerceptionNode(Node):
             return self.camera_writers[camera]
         return self.count_publishers(self._image_subscriptions[camera].topic_name)
 
-    def _sync_stall(self) -> str:
-        """'' while sets form; else, once images have kept arriving for sync_warn_after_s without a set, which
-        cameras are how far off the reference camera."""
-        now = time.monotonic()
-        arriving = bool(self._arrivals) and now - self._arrivals[-1] < 1.0
-        if not arriving or now - self._last_set < self.cfg.sync_warn_after_s:
+    def _sync_stall(self, now: float) -> str:
+        """'' while sets form; else, after sync_warn_after_s without a set, why: no image at all (a driver or
+        replay that stopped or never started, topics not remapped), or which cameras are how far off the reference."""
+        if now - self._last_set < self.cfg.sync_warn_after_s:
+            return ""
+        last_image = self._arrivals[-1] if self._arrivals else None
+        if last_image is None or now - last_image >= self.cfg.sync_warn_after_s:
+            since = "since start-up" if last_image is None else f"for {now - last_image:.1f} s"
+            return (f"no camera image {since}: is a camera driver or `ros2 bag play` publishing on "
+                    f"{self._image_subscriptions[self.sync.reference()].topic_name}?")
+        if now - last_image >= 1.0:  # images came, and may come again within sync_warn_after_s
             return ""
         with self._lock:
             offsets = self.sync.out_of_sync()

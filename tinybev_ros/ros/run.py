@@ -22,7 +22,7 @@ from tinybev_ros.ros.child_process import spawn
 from tinybev_ros.ros.dds import use_large_message_profile
 from tinybev_ros.ros.interface import NAMESPACE, image_topic, output_topic, remap_arguments
 from tinybev_ros.ros.interface import OUTPUT_TOPICS as NODE_OUTPUTS
-from tinybev_ros.ros.node_config import PerceptionNodeConfig
+from tinybev_ros.ros.params_file import node_inputs
 
 OUTPUT_TOPICS = (*(output_topic(name) for name in NODE_OUTPUTS), "/diagnostics")
 RECEIVE_GRACE_S = 10.0  # after the player exits, for the node to take the bag's last images
@@ -41,10 +41,15 @@ def output_topics(checkpoint: str) -> list[str]:
     return [*OUTPUT_TOPICS, *(output_topic(f"occupancy/future_{k}") for k in range(1, frames))]
 
 
-def node_command(params: Path, checkpoint: str, device: str, sim_time: bool, overrides: list[str]) -> list[str]:
+def node_command(params: Path, checkpoint: str, device: str | None, sim_time: bool, overrides: list[str]) -> list[str]:
+    """The node on the params file: only what the run was told (a device, a checkpoint, `-p`) overrides it, and
+    sim time when a bag is replayed (the player publishes /clock)."""
     cmd = [sys.executable, "-m", "tinybev_ros.ros.node_main", "--ros-args", "--params-file", str(params),
-           "-r", f"__ns:={NAMESPACE}", *remap_arguments(PerceptionNodeConfig().cameras),
-           "-p", f"use_sim_time:={'true' if sim_time else 'false'}", "-p", f"device:={device}"]
+           "-r", f"__ns:={NAMESPACE}", *remap_arguments(node_inputs(params))]
+    if sim_time:
+        cmd += ["-p", "use_sim_time:=true"]
+    if device:
+        cmd += ["-p", f"device:={device}"]
     if checkpoint:
         cmd += ["-p", f"checkpoint:={checkpoint}"]
     for override in overrides:
@@ -155,29 +160,37 @@ def check_inputs(bag: Path | None, record: Path | None, force: bool, rate: float
         raise RunInputError(f"--rate must be a positive number, got {rate}")
     if record is None:
         return
-    if bag is not None:
-        played, recorded = bag.resolve(), record.resolve()
-        if recorded == played or played in recorded.parents or recorded in played.parents:
-            raise RunInputError(f"--record {record} would overwrite the bag being played ({bag}); record elsewhere")
+    if bag is None:  # it would record nothing: the recorder is started with the replay
+        raise RunInputError(f"--record {record} records a replay and needs --bag; to record a live run, run "
+                            f"`tinybev bag record {record} --topics ...` (or `ros2 bag record`) beside it")
+    played, recorded = bag.resolve(), record.resolve()
+    if recorded == played or played in recorded.parents or recorded in played.parents:
+        raise RunInputError(f"--record {record} would overwrite the bag being played ({bag}); record elsewhere")
     check_sqlite_path(record)
     check_target(record.absolute(), force)
 
 
-def bag_camera_topics(bag: Path, cameras: tuple[str, ...]) -> tuple[list[str], bool, list[int]]:
-    """The bag's image topic of every camera, whether they are raw (`bag convert --raw-images`) and how many
-    images each holds: the node is told to read what the bag holds, and the run waits for those subscriptions
-    and, at the end, for those images."""
+def bag_message_counts(bag: Path) -> Counter[str]:
+    """Messages per topic of a bag (its metadata: nothing is read but the index)."""
     from rosbags.rosbag2 import ReaderError
 
     from tinybev_ros.ros.bag.play import open_reader
 
     try:
         with open_reader(bag) as reader:
-            held = Counter()
+            held: Counter[str] = Counter()
             for connection in reader.connections:
                 held[connection.topic] += connection.msgcount
     except ReaderError as exc:
         raise RunInputError(f"{bag} cannot be read as a rosbag2 bag: {str(exc).splitlines()[0]}") from None
+    return held
+
+
+def bag_camera_topics(bag: Path, cameras: list[str]) -> tuple[list[str], bool, list[int]]:
+    """The bag's image topic of every camera, whether they are raw (`bag convert --raw-images`) and how many
+    images each holds: the node is told to read what the bag holds, and the run waits for those subscriptions
+    and, at the end, for those images."""
+    held = bag_message_counts(bag)
     for raw in (False, True):
         topics = [image_topic(camera, raw) for camera in cameras]
         if all(topic in held for topic in topics):
@@ -187,7 +200,7 @@ def bag_camera_topics(bag: Path, cameras: tuple[str, ...]) -> tuple[list[str], b
                         f"{', '.join(cameras)} on {image_topic('CAMERA')} or {image_topic('CAMERA', True)})")
 
 
-def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: str = "auto", rate: float = 1.0,
+def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: str | None = None, rate: float = 1.0,
                  record: Path | None = None, overrides: list[str] | None = None, drain_s: float = 3.0,
                  startup_timeout_s: float = 180.0, force: bool = False) -> int:
     """Node (+ bag replay + recorder); returns the number of detection frames the node published, or without a
@@ -196,7 +209,7 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
     Every child dies with this process (child_process.spawn); `force` lets the recording replace an older bag.
     """
     check_inputs(bag, record, force, rate)
-    cameras = PerceptionNodeConfig().cameras
+    cameras = node_inputs(params).cameras
     camera_topics, raw, images = bag_camera_topics(bag, cameras) if bag is not None else ([], False, [])
     transport = ["image_transport:=raw"] if raw else []  # before the user's -p, which win
     node = recorder = player = None
@@ -271,7 +284,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="let --record replace an existing bag")
     parser.add_argument("--params-file", type=Path, help="node parameters (default: the package's tinybev.yaml)")
     parser.add_argument("--checkpoint", default="", help="student checkpoint (default: the shipped one)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", help="auto, cpu or cuda[:N] (default: the params file's)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="override a node parameter (repeatable)")
 

@@ -8,9 +8,10 @@ frames and raster conventions:
 - agent futures: the annotation `next` chain, each annotation in the slot of the keyframe it belongs to, so
   future step k is the instance's centre k keyframes (k/2 s) later, in THIS ego frame; invalid where the
   instance was not annotated (a gap in the chain, or its end).
-- map: `NuScenesMap.get_map_mask` with a patch centred on the grid and rotated by the ego yaw. The devkit's
-  canvas has rows along the patch's local y and columns along its local x; our `BevGrid` has rows along x
-  (forward) and columns along y (left), so the devkit mask is transposed (see `map_masks_for_pose`).
+- map: the devkit's `get_map_mask` (as `tinybev_ros/map_masks.py` draws it, which real maps' multi-part lane dividers
+  need) with a patch centred on the grid and rotated by the ego yaw. The devkit's canvas has rows along the patch's
+  local y and columns along its local x; our `BevGrid` has rows along x (forward) and columns along y (left), so the
+  devkit mask is transposed (see `map_masks_for_pose`).
 - occupancy: footprints of dynamic-class boxes at the keyframe and the next four keyframes (+0.5..+2.0 s),
   transformed into the current ego frame and rasterised (a cell is occupied when its centre lies in a footprint;
   the cell holding a box centre is always occupied so small agents never vanish).
@@ -33,6 +34,7 @@ from nuscenes.nuscenes import NuScenes
 from tinybev_ros.ego_motion import EGO_VELOCITY_LAG_S, ego_status, unknown_ego_status
 from tinybev_ros.errors import DatasetFileMissing
 from tinybev_ros.geometry import LIDAR_NAME, BevGrid, Transform, quat_to_yaw
+from tinybev_ros.map_masks import map_layer_masks
 from tinybev_ros.nuscenes_dataset import ego_pose, load_map_expansion, sample_data
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES, DYNAMIC_CLASSES, MAP_CLASSES, Command
@@ -175,7 +177,7 @@ def map_masks_for_pose(nusc_map: NuScenesMap, ego_to_global: Transform, grid: Be
     centre_ego = np.array([(grid.x_min + grid.x_max) / 2.0, (grid.y_min + grid.y_max) / 2.0, 0.0])
     centre = ego_to_global.apply(centre_ego)
     patch_box = (float(centre[0]), float(centre[1]), grid.y_max - grid.y_min, grid.x_max - grid.x_min)
-    devkit = nusc_map.get_map_mask(patch_box, float(np.degrees(yaw)), list(layers), canvas_size=(width, height))
+    devkit = map_layer_masks(nusc_map, patch_box, float(np.degrees(yaw)), list(layers), canvas_size=(width, height))
     return np.ascontiguousarray(devkit.transpose(0, 2, 1)).astype(bool)
 
 

@@ -18,6 +18,7 @@ from nuscenes.utils.data_classes import LidarPointCloud
 from nuscenes.utils.geometry_utils import BoxVisibility
 
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, quat_to_yaw
+from tinybev_ros.map_masks import map_layer_masks
 from tinybev_ros.nuscenes_dataset import (
     data_path,
     ego_pose,
@@ -77,7 +78,7 @@ def bev_panel(nusc: NuScenes, sample: dict, size: int, extent_m: float = 100.0) 
         nmap = load_map_expansion(nusc.dataroot, location)
         x, y = ego_to_global.translation[:2]
         layers = list(MAP_COLOURS)
-        masks = nmap.get_map_mask((x, y, extent_m, extent_m), np.degrees(yaw), layers, (size, size))
+        masks = map_layer_masks(nmap, (x, y, extent_m, extent_m), float(np.degrees(yaw)), layers, (size, size))
         for name, mask in zip(layers, masks, strict=True):
             # the devkit's patch has x (ego forward) along columns and y (left) up the rows, flipped vertically
             ego_up = np.rot90(mask[::-1], k=1)

@@ -42,6 +42,7 @@ from tinybev_ros.errors import DatasetError, DatasetFileMissing
 from tinybev_ros.geometry import Transform, matrix_to_quat
 from tinybev_ros.interrupts import sigterm_as_interrupt
 from tinybev_ros.jpeg import JPEG_SOI, is_truncated_jpeg
+from tinybev_ros.map_masks import map_layer_masks
 from tinybev_ros.nuscenes_dataset import (
     camera_intrinsic,
     ego_pose,
@@ -365,7 +366,7 @@ class SceneMessages:
             nusc_map = load_map(str(self.root), location)
             # devkit patch (x_centre, y_centre, height along y, width along x); mask rows follow +y from y0.
             patch = ((x0 + x1) / 2.0, (y0 + y1) / 2.0, y1 - y0, x1 - x0)
-            mask = nusc_map.get_map_mask(patch, 0.0, ["drivable_area"], canvas_size=(height, width))[0]
+            mask = map_layer_masks(nusc_map, patch, 0.0, ["drivable_area"], canvas_size=(height, width))[0]
         else:  # the semantic prior (devkit MapMask): rows follow +y from y0, as the grid wants
             prior = self.nusc.get("map", self.nusc.get("log", self.scene["log_token"])["map_token"])["mask"]
             ys, xs = np.meshgrid(y0 + (np.arange(height) + 0.5) * res, x0 + (np.arange(width) + 0.5) * res,

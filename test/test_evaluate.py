@@ -419,7 +419,7 @@ def test_tinybev_eval_rejects_bad_arguments_clearly(tmp_path, capsys) -> None:
     assert capsys.readouterr().err == f"tinybev eval: error: checkpoint {missing} does not exist\n"
 
 
-def test_eval_worlds_reports_each_fresh_seed_and_their_mean(tmp_path) -> None:
+def test_eval_worlds_reports_each_fresh_seed_and_their_mean(tmp_path, capsys) -> None:
     """Fresh worlds are generated per seed (kept for the next run) and scored; one row each plus the mean."""
     import torch
 
@@ -439,6 +439,15 @@ def test_eval_worlds_reports_each_fresh_seed_and_their_mean(tmp_path) -> None:
     assert report["rows"]["seed 5"]["map_iou"] != report["rows"]["seed 6"]["map_iou"]  # two different worlds
     table = (tmp_path / "out" / "worlds.md").read_text()
     assert "| mean ± std (2 seeds) |" in table and "n/a" in table  # detection was not asked for
+    ious = np.array([row["map_iou"] for row in report["rows"].values()])
+    assert f"{ious.mean():.3f} ± {ious.std(ddof=1):.3f} |" in table  # the sample spread, as `ablate` gives
+    for bad_args, message in (((*args[:2], str(Path(__file__)), *args[3:]), "is not a readable safetensors file"),
+                              ((*args[:4], "5", "5", *args[6:]), "--seeds 5 5 names a world twice")):
+        out = tmp_path / "refused"
+        bad_args = list(bad_args)
+        bad_args[bad_args.index("--out") + 1] = str(out)
+        assert main(bad_args) == 2 and not out.exists(), message
+        assert message in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "worlds").iterdir()) == ["synth_seed5_2x2s", "synth_seed6_2x2s"]
     too_many = [*args[:args.index("--scenes") + 1], "11", *args[args.index("--scenes") + 2:]]
     too_many[too_many.index("--out") + 1] = str(tmp_path / "out11")

@@ -229,6 +229,39 @@ def test_resume_continues_with_the_identical_next_loss(synth_dataset, nusc, tmp_
     assert model_config == load_model_config(TINY)
 
 
+def test_a_resume_applies_the_optimiser_settings_it_warns_of_and_names_other_data(synth_dataset, nusc, tmp_path,
+                                                                                   caplog):
+    """The optimiser's saved weight decay and betas used to win over the config's while the warning said the new
+    ones were in force; a resume on another dataset said nothing at all."""
+    import json
+    import shutil
+
+    config = tiny_config(steps=4, val_every=1000, checkpoint_every=1000, val_batches=1,
+                         data={"max_samples": 2, "batch_size": 1})
+    Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "run", nusc=nusc).fit(
+        stop_at=1)
+    changed = dataclasses.replace(config, optim=dataclasses.replace(config.optim, weight_decay=0.05,
+                                                                    betas=[0.8, 0.99]))
+    resumed = Trainer(changed, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "run", nusc=nusc)
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        assert resumed.resume()
+    assert "optim.weight_decay 0.01 -> 0.05" in caplog.text and "data settings" not in caplog.text
+    decays = [group["weight_decay"] for group in resumed.optimizer.param_groups]
+    betas = {tuple(group["betas"]) for group in resumed.optimizer.param_groups}
+    assert decays == [0.05, 0.0] and betas == {(0.8, 0.99)}
+    other = tmp_path / "other"  # the same files with one scene described otherwise: another dataset
+    shutil.copytree(synth_dataset.dataroot, other, symlinks=True, ignore=shutil.ignore_patterns("tinybev_cache"))
+    scenes = other / synth_dataset.version / "scene.json"
+    table = json.loads(scenes.read_text())
+    table[0]["description"] += " (edited)"
+    scenes.write_text(json.dumps(table))
+    caplog.clear()
+    elsewhere = Trainer(config, "student", other, synth_dataset.version, tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        assert elsewhere.resume()
+    assert "with other data settings than its run's: dataset " in caplog.text
+
+
 def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path, caplog, capsys):
     from tinybev_ros.cli import main
 

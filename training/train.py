@@ -198,6 +198,7 @@ class Trainer:
         with_lidar = kind == "teacher"
         cache = SampleCache(cache_root(config.data, nusc.dataroot), nusc, self.spec.camera_config.image_width,
                             self.grid)
+        self.data_identity = {"dataset": cache.key.dataset, "version": nusc.version}  # compared on resume
         common = {"grid": self.grid, "det_stride": self.spec.det_stride, "camera_config": self.spec.camera_config,
                   "data_config": config.data, "target_config": config.targets, "with_lidar": with_lidar,
                   "seed": config.seed, "depth_targets": config.loss.depth > 0,
@@ -339,8 +340,11 @@ class Trainer:
         return {}
 
     def run_settings(self) -> dict[str, str]:
-        """What the run is made with, as flat JSON per part, stored in every checkpoint and compared on resume."""
-        return {"settings": settings_text(self.config), "model_settings": settings_text(self.spec.config)}
+        """What the run is made with, as flat JSON per part, stored in every checkpoint and compared on resume: the
+        configs, and the data and the arithmetic (another dataroot, or `precision: auto` on another machine)."""
+        compute = str(self.compute_dtype or torch.float32).removeprefix("torch.")
+        return {"settings": settings_text(self.config), "model_settings": settings_text(self.spec.config),
+                "data_settings": json.dumps({**self.data_identity, "compute_dtype": compute}, sort_keys=True)}
 
     def save(self) -> Path | None:
         # on every rank (their weights are the same), so that all stop together
@@ -366,7 +370,12 @@ class Trainer:
         self.check_resumable(path, state)
         try:
             self.spec.load_weights(self.model, path / MODEL_FILE, self.device)
+            # load_state_dict brings back the saved groups' hyper-parameters: the config's are put back, as the
+            # resume warning says they are (the learning rate is set every step)
+            configured = [(group["weight_decay"], group["betas"]) for group in self.optimizer.param_groups]
             self.optimizer.load_state_dict(state["optimizer"])
+            for group, (decay, betas) in zip(self.optimizer.param_groups, configured, strict=True):
+                group.update(weight_decay=decay, betas=betas)
             self.restore_extra_state(state)
         except CheckpointError:  # the checkpoint itself is unusable (non-finite weights...): its own line
             raise

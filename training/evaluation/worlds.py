@@ -15,6 +15,7 @@ import numpy as np
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
+from tinybev_ros.checkpoint import read_checkpoint
 from tinybev_ros.errors import ConfigError
 from tinybev_ros.paths import check_output_folder
 from tinybev_ros.synth import SynthConfig, generate
@@ -56,10 +57,14 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     values = {key: np.array([row[key] for row in rows.values()], dtype=float) for _, key, _ in COLUMNS}
 
     def mean_std(key: str, digits: int) -> str:
+        """Over the worlds that scored it (a world without, say, a tracked class has none), with the sample
+        standard deviation (ddof 1, as `tinybev ablate`'s seed spread), and how many worlds that is when not all."""
         finite = values[key][np.isfinite(values[key])]
         if finite.size == 0:
             return "n/a"
-        return f"{finite.mean():.{digits}f} ± {finite.std():.{digits}f}"
+        spread = f"{finite.std(ddof=1):.{digits}f}" if finite.size > 1 else "n/a"
+        counted = "" if finite.size == len(rows) else f" ({finite.size} worlds)"
+        return f"{finite.mean():.{digits}f} ± {spread}{counted}"
 
     lines.append(f"| mean ± std ({len(rows)} seeds) | " + " | ".join(mean_std(key, d) for _, key, d in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
@@ -81,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     check_world_size(args.scenes, args.duration)
     if not Path(args.checkpoint).is_file():
         raise SystemExit(f"tinybev eval-worlds: checkpoint {args.checkpoint} does not exist")
+    read_checkpoint(args.checkpoint)  # a file that is no checkpoint is named now, not after a world is generated
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))} names a world twice")
     check_output_folder(args.out)
     out = Path(args.out)
     check_output_folder(args.work, "--work")

@@ -68,6 +68,7 @@ from training.evaluation.report import metric_at, summary_row, write_json
 from training.evaluation.suite import evaluate, load_ground_truths
 from training.evaluation.worlds import check_world_size, world
 from training.metrics.speed import measure_latency
+from training.run_lock import run_lock
 from training.sample_cache import dataset_fingerprint
 from training.splits import devkit_split, split_sample_tokens
 from training.teachers import load_teacher_checkpoint
@@ -658,6 +659,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     kept_teacher = Path(args.table).with_suffix(".teacher.safetensors") if args.table else None
     ablation = Ablation(config, args.dataroot, args.version, out, args.device, kept_teacher)
+    with run_lock(out):
+        return _run_held(args, config, ablation, record, out)
+
+
+def _run_held(args: argparse.Namespace, config: AblationConfig, ablation: Ablation, record: dict[str, Any] | None,
+              out: Path) -> int:
+    """`run`, with the work folder held."""
     if record is not None:
         stale = sorted(set(record["students"]) - set(ablation.kept_runs(record)))
         if stale:  # their rows leave the record as the new runs are written: keep the record as it was

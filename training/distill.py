@@ -38,6 +38,7 @@ from training.train import (
     Trainer,
     add_override_arguments,
     fit_to_end,
+    hold_run_folder,
     overrides_of,
     parameter_groups,
     settings_text,
@@ -205,4 +206,5 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     if args.no_resume:
         check_fresh_start(args.out)
-    return fit_to_end(build_trainer(args), resume=not args.no_resume)
+    with hold_run_folder(args.out):
+        return fit_to_end(build_trainer(args), resume=not args.no_resume)

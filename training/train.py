@@ -16,6 +16,7 @@ the determinism of the kernels). With several ranks, only rank 0's RNG state is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -56,6 +57,7 @@ from training.config import TrainConfig, load_train_config
 from training.data import NuScenesBevDataset, cache_root, collate, move_batch, resolve_workers
 from training.losses import LossWeights, supervised_losses
 from training.model_adapter import ModelSpec, build_model_spec
+from training.run_lock import run_lock
 from training.sample_cache import SampleCache
 from training.splits import split_sample_tokens
 
@@ -522,8 +524,15 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     if args.no_resume:
         check_fresh_start(args.out)
-    trainer = Trainer(config, args.model, args.dataroot, args.version, args.out, device=args.device)
-    return fit_to_end(trainer, resume=not args.no_resume)
+    with hold_run_folder(args.out):
+        trainer = Trainer(config, args.model, args.dataroot, args.version, args.out, device=args.device)
+        return fit_to_end(trainer, resume=not args.no_resume)
+
+
+def hold_run_folder(out: str | Path) -> contextlib.AbstractContextManager:
+    """The run folder held from before the dataset is read (run_lock.py), by the main rank: under torchrun the
+    other ranks are the same run."""
+    return run_lock(out) if torchrun_ranks().is_main else contextlib.nullcontext()
 
 
 def fit_to_end(trainer: Trainer, resume: bool) -> int:

@@ -222,6 +222,9 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
 
 def test_unmarked_cache_files_are_refused_unless_the_caller_vouches_for_them(tmp_path):
     from tinybev_ros.errors import CheckpointError
+    from tinybev_ros.geometry import BevGrid
+    from training.distill import check_teacher_fits
+    from training.teachers import CachedTeacher
     from training.teachers.caching import TEACHER_MARKER, claim_cache
 
     teacher = tmp_path / "teacher.safetensors"
@@ -230,7 +233,18 @@ def test_unmarked_cache_files_are_refused_unless_the_caller_vouches_for_them(tmp
     root.mkdir()
     (root / "a.safetensors").write_bytes(b"x")  # written before caches carried a marker
     with pytest.raises(CheckpointError, match=f"has files but no {TEACHER_MARKER}"):
-        claim_cache(root, teacher)
+        claim_cache(root, teacher, "tables-a", BevGrid())
     assert not (root / TEACHER_MARKER).exists()
-    claim_cache(root, teacher, adopt_unmarked=True)  # `tinybev ablate`: its settings stamp vouches for the folder
-    assert json.loads((root / TEACHER_MARKER).read_text())["teacher_sha256"] == hashlib.sha256(b"weights").hexdigest()
+    claim_cache(root, teacher, "tables-a", BevGrid(), adopt_unmarked=True)  # `tinybev ablate`'s stamp vouches
+    marker = json.loads((root / TEACHER_MARKER).read_text())
+    assert marker["teacher_sha256"] == hashlib.sha256(b"weights").hexdigest() and marker["dataset"] == "tables-a"
+    # Synthetic sample tokens repeat across worlds of one seed: a cache of another world's data was continued as
+    # "done" and distilled from. Refused now, by the caching and by the student's check.
+    with pytest.raises(CheckpointError, match="was made of another dataset"):
+        claim_cache(root, teacher, "tables-b", BevGrid())
+    with pytest.raises(CheckpointError, match="was made of another dataset"):
+        check_teacher_fits(CachedTeacher(root), BevGrid(), "tables-b")
+    check_teacher_fits(CachedTeacher(root), BevGrid(), "tables-a")
+    half = BevGrid(-25.0, 25.0, -25.0, 25.0, 0.5)  # 100 x 100 cells, as the tiny student's 1 m grid over 100 m
+    with pytest.raises(ConfigError, match="the teacher's BEV grid covers x -50..50 m, .* the student's x -25..25 m"):
+        check_teacher_fits(CachedTeacher(root), half, "tables-a")

@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 
 from tinybev_ros.checkpoint import read_checkpoint
-from tinybev_ros.errors import CheckpointError, CheckpointNotFound
+from tinybev_ros.errors import CheckpointError, CheckpointNotFound, ConfigError
+from tinybev_ros.geometry import BevGrid
 from tinybev_ros.paths import check_output_folder
 from tinybev_ros.release import sha256
 from training.checkpointing import check_fresh_start
@@ -34,6 +35,7 @@ from training.distillation.config import STAGES, DistillConfig, load_distill_con
 from training.distillation.loss import DistillationLoss
 from training.losses import supervised_losses
 from training.teachers.bev_warp import warp_teacher_output
+from training.teachers.caching import cache_marker, check_cache_dataset
 from training.train import (
     Trainer,
     add_override_arguments,
@@ -76,6 +78,27 @@ def open_teacher(path: str | Path, device: torch.device) -> Any:
     return CachedTeacher(path, device=device) if path.is_dir() else LiveTeacher.from_checkpoint(path, device=device)
 
 
+def check_teacher_fits(teacher: Any, grid: BevGrid, dataset: str) -> None:
+    """The teacher covers the student's ground (feature maps of other sizes are resized, so a teacher over half
+    the extent would pass every shape check, each term imitating the wrong place), and a cache was made of this
+    dataset. A cache whose marker predates these fields cannot say: accepted."""
+    from training.teachers import CachedTeacher
+
+    if isinstance(teacher, CachedTeacher):
+        check_cache_dataset(teacher.root, dataset)
+        recorded = cache_marker(teacher.root).get("grid")
+        teacher_grid = BevGrid(*recorded) if isinstance(recorded, list) and len(recorded) == 5 else None
+    else:
+        teacher_grid = getattr(teacher, "grid", None)
+    if teacher_grid is None:
+        return
+    extent = (teacher_grid.x_min, teacher_grid.x_max, teacher_grid.y_min, teacher_grid.y_max)
+    if extent != (grid.x_min, grid.x_max, grid.y_min, grid.y_max):
+        raise ConfigError(f"the teacher's BEV grid covers x {extent[0]:g}..{extent[1]:g} m, y {extent[2]:g}.."
+                          f"{extent[3]:g} m, the student's x {grid.x_min:g}..{grid.x_max:g} m, y {grid.y_min:g}.."
+                          f"{grid.y_max:g} m: distil from a teacher made on the student's grid")
+
+
 def teacher_identity(path: Path) -> str:
     """Which teacher a run learns from, recorded in its checkpoints: the teacher checkpoint's sha256 (a cache's
     teacher.json holds it), else the cache's path (a cache written elsewhere, e.g. by an external model)."""
@@ -104,6 +127,7 @@ class DistillTrainer(Trainer):
         if teacher is None:
             raise ValueError(f"distillation stage {distill.stage} needs a teacher")
         self.teacher = open_teacher(teacher, self.device) if isinstance(teacher, str | Path) else teacher
+        check_teacher_fits(self.teacher, self.grid, self.data_identity["dataset"])
         if hasattr(self.teacher, "check"):  # a cache: cut short, damaged or mixed, said now rather than mid-run
             self.teacher.check({config.train_split: self.train_set.tokens, config.val_split: self.val_set.tokens})
         if getattr(self.teacher, "needs_lidar", False):
@@ -128,6 +152,10 @@ class DistillTrainer(Trainer):
         self.model.eval()
         student = self.spec.forward(self.model, batch)
         teacher = self.teacher(batch)
+        if "heatmap" in teacher.outputs and teacher.outputs["heatmap"].shape[-2:] != student["heatmap"].shape[-2:]:
+            raise ConfigError(f"the teacher's detection raster is {tuple(teacher.outputs['heatmap'].shape[-2:])} "
+                              f"cells, the student's {tuple(student['heatmap'].shape[-2:])}: distil from a teacher "
+                              "whose grid and det_stride give the student's raster")
         cell = self.grid.resolution * self.spec.det_stride
         return DistillationLoss.from_example(self.distill, student["bev_features"], teacher.features, cell,
                                              self.config.loss.box_code)

@@ -23,6 +23,7 @@ from torch import nn
 from tinybev_ros.checkpoint import load_state, read_checkpoint
 from tinybev_ros.config import from_dict, load_yaml
 from tinybev_ros.errors import CheckpointError
+from tinybev_ros.geometry import BevGrid
 from tinybev_ros.model.bev_encoder import BevEncoder
 from tinybev_ros.model.box_code import require_trainable
 from tinybev_ros.model.config import ModelConfig
@@ -128,6 +129,11 @@ class LiveTeacher:
         self.lidar_sweeps = model.config.lidar.sweeps
         for p in self.model.parameters():
             p.requires_grad_(False)
+
+    @property
+    def grid(self) -> BevGrid:
+        """The BEV grid its outputs cover (the student's must cover the same ground)."""
+        return self.model.config.camera.grid
 
     @staticmethod
     def from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LiveTeacher:

@@ -90,7 +90,7 @@ def test_training_with_a_depth_weight_learns_lidar_depth(synth_dataset, tmp_path
     nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
     base = load_train_config(REPO / "config" / "train_tiny.yaml")
     config = dataclasses.replace(
-        base, steps=10, val_every=10**6, checkpoint_every=10**6, val_batches=1, loss_ramp=LossRamp(),
+        base, steps=16, val_every=10**6, checkpoint_every=10**6, val_batches=1, loss_ramp=LossRamp(),
         loss=dataclasses.replace(base.loss, depth=3.0),
         data=dataclasses.replace(base.data, num_workers=0, max_samples=1, batch_size=1, augment=False),
         optim=dataclasses.replace(base.optim, lr=2e-3, warmup_steps=2))
@@ -98,7 +98,7 @@ def test_training_with_a_depth_weight_learns_lidar_depth(synth_dataset, tmp_path
     trainer.fit()
     depth = [h["depth"] for h in trainer.history]
     assert depth[0] == pytest.approx(np.log(TINY.num_depth_bins), rel=0.2)  # untrained: about uniform
-    assert np.mean(depth[-2:]) < 0.85 * np.mean(depth[:2]), depth
+    assert np.mean(depth[-2:]) < 0.8 * np.mean(depth[:2]), depth
     without = Trainer(dataclasses.replace(config, loss=dataclasses.replace(base.loss, depth=0.0)), "student",
                       synth_dataset.dataroot,
                       synth_dataset.version, tmp_path / "without", nusc=nusc)

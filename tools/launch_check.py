@@ -176,9 +176,9 @@ def check_replay(env: dict[str, str], bag: Path, log_path: Path, timeout_s: floa
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR")})
     from tinybev_ros.ros.dds import use_large_message_profile
     from tinybev_ros.ros.node_config import PerceptionNodeConfig
-    from tinybev_ros.ros.run import GraphWatcher, bag_camera_topics
+    from tinybev_ros.ros.run import GraphWatcher, bag_camera_topics, bag_message_counts
 
-    keyframes = min(bag_camera_topics(bag, PerceptionNodeConfig().cameras)[2])
+    keyframes = min(bag_camera_topics(bag, PerceptionNodeConfig().cameras, bag_message_counts(bag))[2])
     # every frame in order (the shipped 1 = latest wins, live): a replay that is scored, as the README says
     shipped = (REPO / "config" / "tinybev.yaml").read_text()
     if "frame_queue_size: 1\n" not in shipped:

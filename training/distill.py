@@ -85,8 +85,9 @@ def check_teacher_fits(teacher: Any, grid: BevGrid, dataset: str) -> None:
     from training.teachers import CachedTeacher
 
     if isinstance(teacher, CachedTeacher):
-        check_cache_dataset(teacher.root, dataset)
-        recorded = cache_marker(teacher.root).get("grid")
+        marker = cache_marker(teacher.root)
+        check_cache_dataset(teacher.root, marker, dataset)
+        recorded = marker.get("grid")
         teacher_grid = BevGrid(*recorded) if isinstance(recorded, list) and len(recorded) == 5 else None
     else:
         teacher_grid = getattr(teacher, "grid", None)

@@ -78,7 +78,8 @@ def bag_playback(bag: str, cameras: list[str]) -> tuple[bool, bool]:
     from tinybev_ros.ros.run import RunInputError, bag_camera_topics, bag_message_counts
 
     try:
-        return bag_camera_topics(Path(bag), cameras)[1], "/clock" in bag_message_counts(Path(bag))
+        held = bag_message_counts(Path(bag))
+        return bag_camera_topics(Path(bag), cameras, held)[1], "/clock" in held
     except (RunInputError, FileNotFoundError) as exc:  # not a bag, or not every camera in it
         raise LaunchPlanError(f"bag:={exc}; nothing was started") from None
 

@@ -186,11 +186,10 @@ def bag_message_counts(bag: Path) -> Counter[str]:
     return held
 
 
-def bag_camera_topics(bag: Path, cameras: list[str]) -> tuple[list[str], bool, list[int]]:
-    """The bag's image topic of every camera, whether they are raw (`bag convert --raw-images`) and how many
-    images each holds: the node is told to read what the bag holds, and the run waits for those subscriptions
-    and, at the end, for those images."""
-    held = bag_message_counts(bag)
+def bag_camera_topics(bag: Path, cameras: list[str], held: Counter[str]) -> tuple[list[str], bool, list[int]]:
+    """The image topic of every camera in `bag`, whose messages per topic are `held`, whether they are raw
+    (`bag convert --raw-images`) and how many images each holds: the node is told to read what the bag holds, and
+    the run waits for those subscriptions and, at the end, for those images."""
     for raw in (False, True):
         topics = [image_topic(camera, raw) for camera in cameras]
         if all(topic in held for topic in topics):
@@ -210,7 +209,8 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
     """
     check_inputs(bag, record, force, rate)
     cameras = node_inputs(params).cameras
-    camera_topics, raw, images = bag_camera_topics(bag, cameras) if bag is not None else ([], False, [])
+    camera_topics, raw, images = ([], False, []) if bag is None else bag_camera_topics(bag, cameras,
+                                                                                        bag_message_counts(bag))
     transport = ["image_transport:=raw"] if raw else []  # before the user's -p, which win
     node = recorder = player = None
     use_large_message_profile()  # for our watcher and, inherited, every child: node, player, recorder

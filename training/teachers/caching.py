@@ -68,7 +68,7 @@ def claim_cache(root: Path, checkpoint: Path, dataset: str, grid: BevGrid, adopt
             raise CheckpointError(f"teacher cache {root} was made by another teacher (sha256 "
                                   f"{made.get('teacher_sha256')}, not {checkpoint}'s {digest}); give another --out, "
                                   "or remove it")
-        check_cache_dataset(root, dataset)
+        check_cache_dataset(root, made, dataset)
         if "dataset" in made:
             return
     elif not adopt_unmarked and any(root.glob("*.safetensors")):  # skipped as "done", they would mix two teachers
@@ -79,9 +79,9 @@ def claim_cache(root: Path, checkpoint: Path, dataset: str, grid: BevGrid, adopt
                                    "grid": [grid.x_min, grid.x_max, grid.y_min, grid.y_max, grid.resolution]}))
 
 
-def check_cache_dataset(root: Path, dataset: str) -> None:
+def check_cache_dataset(root: Path, marker: dict, dataset: str) -> None:
     """Refuse cache `root` if its marker names another dataset (a marker without one cannot say: accepted)."""
-    made_of = cache_marker(root).get("dataset")
+    made_of = marker.get("dataset")
     if made_of is not None and made_of != dataset:
         raise CheckpointError(f"teacher cache {root} was made of another dataset (tables sha256 {made_of[:16]}..., "
                               f"not {dataset[:16]}...); give another --out, or remove it")

@@ -71,11 +71,24 @@ def test_overrides_are_typed_yaml_values_and_paths_are_taken_from_the_shell(tmp_
     ("- a list\n", (), r"expected a mapping at the top level"),
     ("steps: 10\n  inner: {rate: 1", (), r"c\.yaml line 2, column 8: not valid YAML"),
     ("inner: {rate: fast}\n", (), r"inner\.rate: expected float, got 'fast'"),
+    ("steps: 1\ninner: {rate: 2}\nsteps: 3\n", (), r"c\.yaml line 3, column 1: .*key 'steps' is given twice"),
+    ("inner: {rate: 1, rate: 2}\n", (), r"line 1, column 18: .*key 'rate' is given twice"),
+    ("1: x\nstepz: 2\n", (), r"unknown config key\(s\) \[1, 'stepz'\]"),
 ])
 def test_bad_configs_are_one_clear_error_naming_file_and_key(tmp_path, text, overrides, message) -> None:
     path = write(tmp_path / "c.yaml", text)
     with pytest.raises(ConfigError, match=message):
         load_yaml(Outer, path, overrides)
+
+
+def test_yaml_merge_keys_still_override_and_files_that_are_not_yaml_text_are_one_error(tmp_path) -> None:
+    """Only a key written twice is refused: `<<: *anchor` followed by the same key is YAML's way to override."""
+    assert load_yaml(Outer, write(tmp_path / "n.yaml", "inner:\n  <<: {rate: 1}\n  rate: 2\n")).inner.rate == 2
+    (tmp_path / "weights.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(ConfigError, match="weights.yaml cannot be read as a text file"):
+        load_yaml(Outer, tmp_path / "weights.yaml")
+    with pytest.raises(ConfigError, match=f"config {tmp_path} is a folder; give the YAML file"):
+        load_yaml(Outer, tmp_path)
 
 
 def test_the_shipped_derived_configs_are_small_deltas_over_their_bases() -> None:
@@ -116,6 +129,12 @@ def test_the_motion_probe_is_the_tiny_teacher_on_a_smaller_grid_for_fewer_steps(
     ("optim.lr=-1e-3", "optim.lr must be a positive number"),
     ("optim.lr=0", "optim.lr must be a positive number"),
     ("optim.min_lr_ratio=2", "min_lr_ratio must lie in"),
+    ("optim.weight_decay=.nan", "weight_decay and warmup_steps must be >= 0"),
+    ("optim.weight_decay=.inf", "weight_decay and warmup_steps must be >= 0"),
+    ("optim.betas=[1.5,2]", r"optim.betas must lie in \[0, 1\)"),
+    ("targets.max_objects=0", "targets: max_objects must be >= 1"),
+    ("targets.min_overlap=7", r"targets.min_overlap is an IoU in \(0, 1\), got 7"),
+    ("targets.min_overlap=.nan", r"targets.min_overlap is an IoU"),
     ("loss.heatmap=-1", "loss.heatmap must be a number >= 0, got -1"),
     ("loss.focal_alpha=-3", "loss.focal_alpha must be a number >= 0"),
     ("loss.box_code=[1,1]", r"loss.box_code must be 11 numbers >= 0, got \[1.0, 1.0\]"),
@@ -155,6 +174,24 @@ def test_a_bev_grid_that_cannot_work_is_one_line(tmp_path, capsys, grid, message
     assert len(err) == 1 and re.search(message, err[0]), err
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("depth_step: 0", r"depth bins need 0 < depth_min < depth_max and depth_step > 0, got 1.0, 59.0, 0.0"),
+    ("depth_max: .nan", "depth bins need"),
+    ("z_min: 5\nz_max: -5", "z_min 5.0 must be below z_max -5.0"),
+    ("image_height: 0", "sizes must be 1 or more: image_height 0"),
+    ("bev_blocks: [1, 0, 2, 2]", r"sizes must be 1 or more: bev_blocks\[1\] 0"),
+    ("decode: {peak_kernel: 2}", "decode.peak_kernel must be odd and 1 or more"),
+    ("decode: {max_detections: 0}", "decode.max_detections must be 1 or more, got 0"),
+    ("decode: {score_threshold: .nan}", r"decode.score_threshold must be in \[0, 1\], got nan"),
+])
+def test_a_model_that_cannot_work_is_one_line(tmp_path, capsys, text, message) -> None:
+    """Sizes, depth bins and decoding that would crash later (a division by 0) or run on an empty BEV, silently."""
+    (tmp_path / "model.yaml").write_text(f"base: {REPO / 'config' / 'model_tiny.yaml'}\n{text}\n")
+    assert main(["params", "--config", str(tmp_path / "model.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+
+
 def test_a_bad_override_on_the_command_line_is_one_line(tmp_path, capsys) -> None:
     code = main(["train", "--config", str(REPO / "config" / "train_tiny.yaml"), "--dataroot", str(tmp_path),
                  "--out", str(tmp_path / "run"), "optim.lr=fast"])
@@ -174,7 +211,12 @@ def test_paths_of_the_wrong_kind_get_one_line_and_write_nothing(tmp_path, capsys
          str(tmp_path / "missing.json")): "rig " + str(tmp_path / "missing.json") + " cannot be read as a rig JSON",
         ("export-onnx", "--checkpoint", str(default_checkpoint()), "--out", str(tmp_path / "s.onnx"), "--rig",
          str(tmp_path / "rig.json")): "(no key 'CAM_FRONT_LEFT')",
-        ("release", str(default_checkpoint()), "--out", str(tmp_path)): "is a folder; give the checkpoint file",
+        ("release", str(default_checkpoint()), "--out", str(tmp_path)): f"--out {tmp_path} is a folder; give the file",
+        ("export-onnx", "--checkpoint", str(default_checkpoint()), "--out", str(tmp_path)): f"--out {tmp_path} is a "
+        "folder; give the file to write",
+        ("export-onnx", "--checkpoint", str(default_checkpoint()), "--out", str(tmp_path / "a_file" / "s.onnx")):
+        f"the folder of --out {tmp_path / 'a_file'} is a file; choose a folder",
+        ("synth-render", "--dataroot", str(tmp_path), "--out", str(tmp_path)): "is a folder; give the file to write",
         ("synth", "--out", str(tmp_path / "a_file" / "data"), "--scenes", "1"): "a_file is a file, so no folder",
     }
     # the long commands check --out before their work, so a bad one does not end hours later in a traceback

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tinybev_ros.errors import CheckpointError
 from tinybev_ros.model.backbone import ResNet18, load_imagenet_weights
 
 
@@ -72,3 +73,18 @@ def test_wrong_weights_file_is_rejected_naming_it(tmp_path):
         load_imagenet_weights(ResNet18(), path)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_imagenet_weights(ResNet18(), tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_weights_file_that_does_not_read_is_a_checkpoint_error_naming_it(tmp_path, suffix):
+    """A half-downloaded file is the user's, not our bug: `tinybev train` prints it as one line (cli.py)."""
+    whole = tmp_path / f"whole{suffix}"
+    state = fake_imagenet_state()
+    if suffix == ".pth":
+        torch.save(state, whole)
+    else:
+        save_file(state, str(whole))
+    half = tmp_path / f"resnet18{suffix}"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=f"weights file {half} cannot be read: "):
+        load_imagenet_weights(ResNet18(), half)

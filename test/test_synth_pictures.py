@@ -24,7 +24,10 @@ def test_render_sample_picture(synth_dataset, tmp_path):
                  "--out", str(tmp_path / "x.png")]) == 2
     assert main(["synth-render", "--dataroot", str(synth_dataset.dataroot), "--version", synth_dataset.version,
                  "--scene", "scene-0103", "--index", "999", "--out", str(tmp_path / "y.png")]) == 2
-    assert not (tmp_path / "y.png").exists()
+    for wrong in (["--index", "-1"], ["--sample", "not-a-token"], ["--camera-width", "0"]):
+        assert main(["synth-render", "--dataroot", str(synth_dataset.dataroot), "--version", synth_dataset.version,
+                     *wrong, "--out", str(tmp_path / "y.png")]) == 2, wrong
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.png"]  # nothing half-written either
 
 
 def test_render_without_the_map_expansion_draws_boxes_on_a_bare_ground(synth_dataset, tmp_path):

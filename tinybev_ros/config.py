@@ -40,7 +40,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown} in {where or cls.__name__}; known: {sorted(names)}")
     kwargs = {}
@@ -50,7 +50,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except ValueError as error:  # a dataclass's own check (__post_init__)
+    except (ValueError, ArithmeticError) as error:  # a dataclass's own check (__post_init__)
         raise ConfigError(f"{where or cls.__name__}: {error}") from None
 
 
@@ -142,16 +142,37 @@ def _resolve_paths(cls: type, raw: dict[str, Any], folder: Path) -> dict[str, An
     return out
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, but a key given twice in one mapping is an error: PyYAML keeps the last silently,
+    so a second `optim:` block further down would replace the first whole."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` is meant to be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(cls: type, path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The mapping of a YAML file with its `base:` chain merged under it (path fields made absolute)."""
     path = Path(path).resolve()
     if path in _chain:
         raise ConfigError(f"config {path}: 'base' chain loops back ({' -> '.join(str(p) for p in (*_chain, path))})")
+    where = f" (base of {_chain[-1]})" if _chain else ""
+    if path.is_dir():
+        raise ConfigError(f"config {path}{where} is a folder; give the YAML file")
     if not path.is_file():
-        where = f" (base of {_chain[-1]})" if _chain else ""
         raise ConfigError(f"config {path}{where} not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
+    except (UnicodeDecodeError, OSError) as error:
+        raise ConfigError(f"config {path}{where} cannot be read as a text file ({error})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -13,6 +13,7 @@ import torch
 from tinybev_ros.checkpoint import load_checkpoint, write_tensors
 from tinybev_ros.geometry import CAMERA_NAMES, Rig
 from tinybev_ros.model.export import OPSET, export_inputs, export_onnx, input_names, rig_splat_index
+from tinybev_ros.paths import check_output_file
 from tinybev_ros.taxonomy import Command
 
 
@@ -23,6 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_file(args.out)  # before the export's work, as the rig
     rig = Rig.load(args.rig)  # a bad rig is one line before the model is built
     model, config = load_checkpoint(args.checkpoint)
     splat = rig_splat_index(model, rig)

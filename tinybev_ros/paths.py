@@ -55,3 +55,13 @@ def check_output_folder(path: str | Path, what: str = "--out") -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {path}: {existing} is not writable by this user")
     return path
+
+
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """`path` can be written as a file: not a folder, in a folder that exists or can be made and is writable.
+    Checked before the work, as `check_output_folder` is. Creates nothing."""
+    path = Path(path).resolve()
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give the file to write")
+    check_output_folder(path.parent, f"the folder of {what}")
+    return path

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from tinybev_ros.atomic_file import atomic_path
 from tinybev_ros.checkpoint import load_checkpoint, read_checkpoint
 from tinybev_ros.errors import CheckpointError
+from tinybev_ros.paths import check_output_file
 
 FLOAT16_MAX = torch.finfo(torch.float16).max
 
@@ -43,8 +44,7 @@ def sha256(path: Path) -> str:
 def release(source: str | Path, target: str | Path) -> Path:
     """Write `source` (a student checkpoint) to `target` with float16 weights; load it back to prove it works."""
     source, target = Path(source), Path(target)
-    if target.is_dir():
-        raise CheckpointError(f"--out {target} is a folder; give the checkpoint file to write")
+    check_output_file(target)
     tensors, metadata = read_checkpoint(source)
     if metadata["kind"] != "student":
         raise CheckpointError(f"checkpoint {source} holds a {metadata['kind']}; only students are shipped")

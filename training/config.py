@@ -34,9 +34,12 @@ class OptimConfig:
         for name in ("lr", "grad_clip_norm"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"optim.{name} must be a positive number, got {getattr(self, name)}")
-        if not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0 or self.warmup_steps < 0:
+        # written so that NaN fails too: a NaN weight decay turns every weight NaN at the first step
+        if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.weight_decay < math.inf or self.warmup_steps < 0:
             raise ValueError(f"optim: min_lr_ratio must lie in [0, 1] (got {self.min_lr_ratio}), weight_decay and "
                              f"warmup_steps must be >= 0 (got {self.weight_decay}, {self.warmup_steps})")
+        if not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(f"optim.betas must lie in [0, 1) (Adam's moment decays), got {list(self.betas)}")
 
 
 @dataclass

@@ -43,6 +43,14 @@ class TargetConfig:
     # positive. 0 = every annotated box is a positive.
     min_points: int = 1
 
+    def __post_init__(self) -> None:
+        # max_objects 0 would train a detector on no positives at all, silently
+        if self.max_objects < 1 or self.min_radius < 0 or self.min_points < 0:
+            raise ValueError(f"targets: max_objects must be >= 1, min_radius and min_points >= 0 (got "
+                             f"{self.max_objects}, {self.min_radius}, {self.min_points})")
+        if not 0 < self.min_overlap < 1:  # an IoU; 7 for 0.7 would fall back to min_radius everywhere
+            raise ValueError(f"targets.min_overlap is an IoU in (0, 1), got {self.min_overlap}")
+
 
 def gaussian_radius(length_cells: float, width_cells: float, min_overlap: float) -> float:
     """Largest corner displacement (cells) keeping IoU >= min_overlap with a length x width box."""

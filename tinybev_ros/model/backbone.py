@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tinybev_ros.errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
 
@@ -69,19 +71,24 @@ class ResNet18(nn.Module):
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a `.safetensors` or `.pth`/`.pt` file (the latter with weights_only=True: no pickled code)."""
+    """Tensors of a `.safetensors` or `.pth`/`.pt` file (the latter with weights_only=True: no pickled code). A file
+    that does not read as one (half downloaded, another format) is a CheckpointError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors, zip and unpickler errors have no common base
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"weights file {path} cannot be read: {reason}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"weights file {path} does not hold a flat state dict of tensors")
+        raise CheckpointError(f"weights file {path} does not hold a flat state dict of tensors")
     return state
 
 
@@ -98,7 +105,7 @@ def load_imagenet_weights(backbone: ResNet18, path: str | Path) -> None:
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a ResNet-18 state dict: missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"wrong shape {wrong[:5]}"
         )

@@ -7,6 +7,7 @@ sample stays well under a second (the demo and the ROS node tests run it on two 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,15 @@ class DecodeConfig:
     score_threshold: float = SCORE_THRESHOLDS.decode  # minimum heatmap score of a kept detection
     max_detections: int = 200  # top-k peaks over all classes before the threshold
     peak_kernel: int = 3  # max-pool window of CenterPoint peak picking (odd, in detection cells)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score_threshold <= 1.0:  # also refuses NaN
+            raise ValueError(f"decode.score_threshold must be in [0, 1], got {self.score_threshold}")
+        if self.max_detections < 1:
+            raise ValueError(f"decode.max_detections must be 1 or more, got {self.max_detections}")
+        if self.peak_kernel < 1 or self.peak_kernel % 2 == 0:
+            raise ValueError(f"decode.peak_kernel must be odd and 1 or more (a window centred on its cell), got "
+                             f"{self.peak_kernel}")
 
 
 @dataclass
@@ -67,6 +77,23 @@ class ModelConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
+        sizes = {"image_height": self.image_height, "image_width": self.image_width, "neck_channels":
+                 self.neck_channels, "context_channels": self.context_channels, "fpn_channels": self.fpn_channels,
+                 "head_channels": self.head_channels, "motion_modes": self.motion_modes, "occupancy_frames":
+                 self.occupancy_frames, "plan_hidden": self.plan_hidden, "det_stride": self.det_stride,
+                 **{f"bev_channels[{i}]": c for i, c in enumerate(self.bev_channels)},
+                 **{f"bev_blocks[{i}]": b for i, b in enumerate(self.bev_blocks)}}
+        not_positive = [f"{key} {value}" for key, value in sizes.items() if value < 1]
+        if not_positive:
+            raise ValueError(f"model config {self.name}: sizes must be 1 or more: {', '.join(not_positive)}")
+        if not 0.0 < self.depth_step < math.inf or not 0.0 < self.depth_min < self.depth_max < math.inf:
+            raise ValueError(f"model config {self.name}: depth bins need 0 < depth_min < depth_max and depth_step > "
+                             f"0, got {self.depth_min}, {self.depth_max}, {self.depth_step}")
+        if not self.z_min < self.z_max:  # no frustum point would be splatted: an empty BEV, silently
+            raise ValueError(f"model config {self.name}: z_min {self.z_min} must be below z_max {self.z_max}")
+        if not 0.0 < self.plan_window_m < math.inf or self.plan_refine_iters < 0:
+            raise ValueError(f"model config {self.name}: plan_window_m must be > 0 and plan_refine_iters >= 0, got "
+                             f"{self.plan_window_m} and {self.plan_refine_iters}")
         if len(self.bev_channels) != len(self.bev_blocks) or len(self.bev_channels) < 3:
             raise ValueError(f"model config {self.name}: bev_channels and bev_blocks need the same length >= 3")
         if self.det_stride not in [2**i for i in range(len(self.bev_channels))]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tinybev_ros.errors import ConfigError
@@ -50,7 +51,7 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if self.scenes < 1:
             raise ConfigError(f"SynthConfig.scenes must be >= 1, got {self.scenes}")
-        if self.duration_s < 1.0:
+        if not 1.0 <= self.duration_s < math.inf:
             raise ConfigError(f"SynthConfig.duration_s must be >= 1 s, got {self.duration_s}")
         if self.version not in ("v1.0-mini", "v1.0-trainval"):
             raise ConfigError(f"SynthConfig.version must be 'v1.0-mini' or 'v1.0-trainval', got {self.version!r}")

@@ -27,7 +27,9 @@ from tinybev_ros.nuscenes_dataset import (
     sample_data,
     sensor_to_ego,
 )
+from tinybev_ros.paths import check_output_file
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES
+from tinybev_ros.visualization import write_png
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    check_output_file(args.out)
+    if args.index < 0 or args.camera_width < 16:
+        log.error("synth-render: --index must be 0 or more and --camera-width 16 or more (got %d and %d)",
+                  args.index, args.camera_width)
+        return 2
     if not (Path(args.dataroot) / args.version).is_dir():
         log.error("synth-render: no table folder %s in dataroot %s", args.version, args.dataroot)
         return 2
@@ -152,13 +159,10 @@ def run(args: argparse.Namespace) -> int:
                 log.error("synth-render: scene %s has %d keyframes; --index %d is beyond its last",
                           scenes[0]["name"], step + 1, args.index)
                 return 2
+    elif token not in {sample["token"] for sample in nusc.sample}:
+        log.error("synth-render: no sample %r in %s", token, args.dataroot)
+        return 2
     picture = render_sample(nusc, token, args.camera_width)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), picture, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        log.error("synth-render: cannot write %s", out)
-        return 1
-    tmp.replace(out)
+    out = write_png(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB), args.out)
     log.info("synth-render: wrote %s (%dx%d)", out, picture.shape[1], picture.shape[0])
     return 0

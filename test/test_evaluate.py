@@ -278,6 +278,11 @@ def test_a_version_without_annotations_scores_map_and_l2_and_says_the_rest_is_n_
         assert definition["l2_1s"] == pytest.approx(0.0, abs=TOL)  # the ego's own future is still known
     assert metrics["map"]["drivable_area"] == pytest.approx(1.0)
     assert "has no annotations (the test split's are withheld)" in to_markdown(metrics)
+    # boxes predicted, none in the ground truth: the devkit's box filter used to crash (an AssertionError)
+    boxes = evaluate(oracle, bare, eval_set, tasks=("detection", "tracking"), ground_truths=truths, progress=False)
+    assert boxes["detection"]["NDS"] == 0.0 and boxes["tracking"]["AMOTA"] == 0.0
+    assert boxes["detection"]["note"] == boxes["tracking"]["note"] == "no ground-truth box in any scored sample"
+    assert "No ground-truth box in any scored sample: the devkit's rules score that" in to_markdown(boxes)
     annotated = evaluate(oracle, nusc, eval_set, tasks=("occupancy",), ground_truths=gts, progress=False)
     assert "annotations_note" not in annotated and annotated["occupancy"]["near_current"] == pytest.approx(1.0)
 

@@ -16,7 +16,7 @@ import contextlib
 import io
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from nuscenes.eval.common.loaders import (
 from nuscenes.eval.detection.config import DetectionConfig
 from nuscenes.eval.detection.data_classes import DetectionBox
 from nuscenes.eval.detection.evaluate import DetectionEval
+from nuscenes.eval.detection.utils import category_to_detection_name
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.atomic_file import write_text
@@ -178,8 +179,8 @@ def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predi
     attributes_by_sample = attributes_by_sample or {}
     results = {token: detection_results(predictions_by_sample[token], token, poses[token],
                                         attributes_by_sample.get(token)) for token in tokens}
-    if not any(results.values()):
-        nothing = _nothing_detected()
+    if not any(results.values()) or not any_ground_truth(nusc, tokens, category_to_detection_name):
+        nothing = _nothing_detected(any(results.values()))
         if output_dir is not None:  # the devkit writes no summary here; readers of its files (nds-terms) need one
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             write_text(Path(output_dir) / "metrics_summary.json", json.dumps(_devkit_summary(nothing), indent=2))
@@ -211,10 +212,18 @@ def _devkit_summary(metrics: dict[str, Any]) -> dict[str, Any]:
             "note": metrics.get("note", "")}
 
 
-def _nothing_detected() -> dict[str, Any]:
-    """What the devkit's rules give when no box at all is predicted (its loader crashes on that case):
-    AP 0 for every class, each TP error at its worst value 1, hence NDS 0."""
+def any_ground_truth(nusc: NuScenes, sample_tokens: Sequence[str], class_of: Callable[[str], str | None]) -> bool:
+    """Whether any of these keyframes holds a box of a scored class (`class_of` maps a category to one, or None):
+    the devkit's box filter crashes on a ground truth without any box."""
+    return any(class_of(nusc.get("sample_annotation", annotation)["category_name"]) is not None
+               for token in sample_tokens for annotation in nusc.get("sample", token)["anns"])
+
+
+def _nothing_detected(predicted: bool = False) -> dict[str, Any]:
+    """What the devkit's rules give when no box at all is predicted, or no box is in the ground truth (its loader
+    crashes on either): AP 0 for every class, each TP error at its worst value 1, hence NDS 0."""
+    note = "no ground-truth box in any scored sample" if predicted else "no boxes predicted in any scored sample"
     return {"mAP": 0.0, "NDS": 0.0, **dict.fromkeys(TP_ERRORS.values(), 1.0),
             "per_class_AP": dict.fromkeys(DETECTION_CLASSES, 0.0),
             "per_class_errors": {name: dict.fromkeys(TP_ERRORS, 1.0) for name in DETECTION_CLASSES},
-            "classes_with_ground_truth": [], "note": "no boxes predicted in any scored sample"}
+            "classes_with_ground_truth": [], "note": note}

@@ -20,6 +20,7 @@ from nuscenes.eval.common.config import config_factory
 from nuscenes.eval.tracking.data_classes import TrackingBox, TrackingConfig
 from nuscenes.eval.tracking.evaluate import TrackingEval
 from nuscenes.eval.tracking.loaders import create_tracks
+from nuscenes.eval.tracking.utils import category_to_tracking_name
 from nuscenes.nuscenes import NuScenes
 
 from tinybev_ros.geometry import Transform
@@ -27,6 +28,7 @@ from tinybev_ros.predictions import Predictions
 from tinybev_ros.taxonomy import DETECTION_CLASSES
 from training.metrics.detection import (
     MAX_BOXES_PER_SAMPLE,
+    any_ground_truth,
     devkit_samples,
     load_devkit_boxes,
     sample_ego_poses,
@@ -81,8 +83,8 @@ def evaluate_tracking(nusc: NuScenes, predictions_by_sample: Mapping[str, Predic
     poses = sample_ego_poses(nusc, tokens)
     results = {token: tracking_results(predictions_by_sample[token], token, nusc.get("sample", token)["scene_token"],
                                        poses[token]) for token in tokens}
-    if not any(results.values()):
-        return _nothing_tracked()
+    if not any(results.values()) or not any_ground_truth(nusc, tokens, category_to_tracking_name):
+        return _nothing_tracked(any(results.values()))
     with tempfile.TemporaryDirectory(prefix="tinybev-track-") as tmp:
         result_path = write_results_json(results, Path(tmp) / "results_tracking.json")
         evaluator = SampleTrackingEval(nusc, config_factory(TRACKING_CONFIG), result_path, eval_set, tokens,
@@ -95,10 +97,11 @@ def evaluate_tracking(nusc: NuScenes, predictions_by_sample: Mapping[str, Predic
     return out
 
 
-def _nothing_tracked() -> dict[str, Any]:
-    """The devkit's values for a split without any tracked box (its loader crashes on that case): recall 0,
-    AMOTA 0, AMOTP at its worst (the 2 m matching threshold)."""
+def _nothing_tracked(predicted: bool = False) -> dict[str, Any]:
+    """The devkit's values for a split without any tracked box, or without any box in the ground truth (its loader
+    crashes on either): recall 0, AMOTA 0, AMOTP at its worst (the 2 m matching threshold)."""
+    note = "no ground-truth box in any scored sample" if predicted else "no tracked boxes in any scored sample"
     nan = float("nan")
     return {"AMOTA": 0.0, "AMOTP": 2.0, "recall": 0.0, "motar": 0.0, "mota": 0.0, "motp": nan, "IDS": 0, "frag": 0,
             "tp": 0, "fp": 0, "fn": nan, "gt": nan, "per_class_AMOTA": dict.fromkeys(TRACKING_CLASSES, 0.0),
-            "note": "no tracked boxes in any scored sample"}
+            "note": note}

@@ -69,3 +69,23 @@ def test_bad_configuration_is_named():
     with pytest.raises(ValueError, match="v1.0-trainval"):
         scene_split_names(SynthConfig(scenes=20, version="v1.0-mini"))
     assert len(scene_split_names(SynthConfig(scenes=20, version="v1.0-trainval"))) == 20
+
+
+def test_a_cut_earlier_sweep_gives_way_to_an_older_one(sweeps_root, caplog):
+    """Real downloads hold the odd cut .pcd.bin: the teacher's earlier sweep is then an older one, with a warning,
+    where the cache build used to stop at the file."""
+    from training.ground_truth import earlier_lidar_record
+
+    nusc = NuScenes("v1.0-mini", str(sweeps_root), verbose=False)
+    keyframe = [sd for sd in _chain(nusc, "LIDAR_TOP") if sd["is_key_frame"]][-1]
+    chosen = earlier_lidar_record(nusc, keyframe, 0.2, on_disk=True)
+    path = sweeps_root / chosen["filename"]
+    whole = path.read_bytes()
+    try:
+        path.write_bytes(whole[: len(whole) // 2 + 3])
+        older = earlier_lidar_record(nusc, keyframe, 0.2, on_disk=True)
+        assert older is not None and older["timestamp"] < chosen["timestamp"]
+        assert f"LiDAR sweep {path} is cut" in caplog.text
+        assert earlier_lidar_record(nusc, keyframe, 0.2)["token"] == chosen["token"]  # files unread: as indexed
+    finally:
+        path.write_bytes(whole)

@@ -23,6 +23,7 @@ frames and raster conventions:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,11 @@ from tinybev_ros.ego_motion import EGO_VELOCITY_LAG_S, ego_status, unknown_ego_s
 from tinybev_ros.errors import DatasetFileMissing
 from tinybev_ros.geometry import LIDAR_NAME, BevGrid, Transform, quat_to_yaw
 from tinybev_ros.map_masks import map_layer_masks
-from tinybev_ros.nuscenes_dataset import ego_pose, load_map_expansion, sample_data
+from tinybev_ros.nuscenes_dataset import POINT_BYTES, ego_pose, load_map_expansion, sample_data
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES, DYNAMIC_CLASSES, MAP_CLASSES, Command
 
+log = logging.getLogger(__name__)
 OCCUPANCY_STEPS = 5  # now and +0.5, +1.0, +1.5, +2.0 s (keyframes at 2 Hz)
 COMMAND_LATERAL_THRESHOLD_M = 2.0
 
@@ -91,15 +93,29 @@ def ego_pose_of_sample(nusc: NuScenes, sample: dict) -> tuple[Transform, int]:
 def earlier_lidar_record(nusc: NuScenes, record: dict, lag_s: float, on_disk: bool = False) -> dict | None:
     """The LIDAR_TOP sample_data about `lag_s` before `record`: the newest one at least 0.9 lag_s earlier (a 20 Hz
     sweep on real nuScenes, the previous keyframe on a keyframes-only dataset); None at a scene's start.
-    `on_disk`: only a record whose point file exists (a keyframes-only download lacks the sweeps' files)."""
+    `on_disk`: only a record whose point file exists and is whole (a keyframes-only download lacks the sweeps'
+    files; a cut download has some of them short), so one bad sweep costs one input, not the whole cache build."""
     token = record["prev"]
     while token:
         earlier = nusc.get("sample_data", token)
         if (record["timestamp"] - earlier["timestamp"] >= 0.9 * lag_s * 1e6
-                and (not on_disk or (Path(nusc.dataroot) / earlier["filename"]).is_file())):
+                and (not on_disk or whole_point_file(Path(nusc.dataroot) / earlier["filename"]))):
             return earlier
         token = earlier["prev"]
     return None
+
+
+def whole_point_file(path: Path) -> bool:
+    """`path` is a non-empty .pcd.bin of whole points (from its size: nothing is read)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if size and size % POINT_BYTES == 0:
+        return True
+    log.warning("LiDAR sweep %s is cut (%d bytes, not a whole number of %d-byte points): an older one is used",
+                path, size, POINT_BYTES)
+    return False
 
 
 def sample_ego_status(nusc: NuScenes, sample: dict) -> np.ndarray:

@@ -68,3 +68,24 @@ def test_a_lane_divider_clipped_into_pieces_is_drawn(synth_dataset, located, tmp
         on_leg = rows[np.abs(cols - leg) <= 2]
         assert on_leg.min() <= 61 and on_leg.max() >= 198, leg  # from y = cy - 20 to the patch's edge
     assert not divider[:58].any()
+
+
+def test_semantic_prior_lookups_answer_as_the_devkit_and_decode_each_map_once(tmp_path):
+    """Two maps looked up in turn (scenes of two locations walked by name): the devkit's answers, two decodes."""
+    import cv2
+    from nuscenes.utils.map_mask import MapMask
+
+    from tinybev_ros.map_masks import _prior_pixels, on_semantic_prior
+
+    rng = np.random.default_rng(3)
+    masks = []
+    for name in ("north", "south"):
+        pixels = np.where(rng.random((120, 90)) < 0.4, 255, 0).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / f"{name}.png"), pixels)
+        masks.append(MapMask(str(tmp_path / f"{name}.png"), resolution=0.1))
+    _prior_pixels.cache_clear()
+    for turn in range(6):
+        x, y = rng.uniform(-1.0, 10.0, 500), rng.uniform(-1.0, 13.0, 500)  # beyond the image on every side too
+        ours = on_semantic_prior(masks[turn % 2], x, y)
+        assert np.array_equal(ours, masks[turn % 2].is_on_mask(x, y)) and 0 < ours.sum() < len(ours)
+    assert _prior_pixels.cache_info().misses == 2

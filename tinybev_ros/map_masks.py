@@ -10,8 +10,9 @@ shape with the devkit's transform, rounding and line width, so single-part shape
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -21,6 +22,27 @@ from shapely.geometry import LineString, Polygon, box
 
 if TYPE_CHECKING:
     from nuscenes.map_expansion.map_api import NuScenesMap
+
+PRIOR_FOREGROUND = 255  # the semantic prior's drivable pixels (the devkit's MapMask.foreground)
+
+
+@functools.lru_cache(maxsize=4)  # nuScenes has four maps
+def _prior_pixels(png: str, resolution: float) -> np.ndarray:
+    from nuscenes.utils.map_mask import MapMask
+
+    return MapMask(png, resolution).mask()
+
+
+def on_semantic_prior(map_mask: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether global points (x, y) lie on the drivable area of a map record's `mask` (the devkit's MapMask), as
+    its `is_on_mask` answers (same pixel transform and rounding)."""
+    pixels = _prior_pixels(str(map_mask.img_file), float(map_mask.resolution))
+    px = np.round(np.asarray(x, dtype=float) / map_mask.resolution).astype(np.int64)
+    py = np.round(pixels.shape[0] - np.asarray(y, dtype=float) / map_mask.resolution).astype(np.int64)
+    inside = (px >= 0) & (px < pixels.shape[1]) & (py >= 0) & (py < pixels.shape[0])
+    on = np.zeros(px.shape, dtype=bool)
+    on[inside] = pixels[py[inside], px[inside]] == PRIOR_FOREGROUND
+    return on
 
 
 def map_layer_masks(nusc_map: NuScenesMap, patch_box: tuple[float, float, float, float], patch_angle_deg: float,

@@ -35,7 +35,7 @@ from nuscenes.nuscenes import NuScenes
 from tinybev_ros.ego_motion import EGO_VELOCITY_LAG_S, ego_status, unknown_ego_status
 from tinybev_ros.errors import DatasetFileMissing
 from tinybev_ros.geometry import LIDAR_NAME, BevGrid, Transform, quat_to_yaw
-from tinybev_ros.map_masks import map_layer_masks
+from tinybev_ros.map_masks import map_layer_masks, on_semantic_prior
 from tinybev_ros.nuscenes_dataset import POINT_BYTES, ego_pose, load_map_expansion, sample_data
 from tinybev_ros.predictions import FORECAST_STEPS, PLAN_STEPS
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES, DYNAMIC_CLASSES, MAP_CLASSES, Command
@@ -160,7 +160,7 @@ def prior_masks_for_pose(nusc: NuScenes, sample: dict, ego_to_global: Transform,
     masks = np.zeros((len(MAP_CLASSES), *grid.shape), dtype=bool)
     valid = np.zeros(len(MAP_CLASSES), dtype=bool)
     drivable = MAP_CLASSES.index("drivable_area")
-    masks[drivable] = record["mask"].is_on_mask(world[:, 0], world[:, 1]).reshape(grid.shape)
+    masks[drivable] = on_semantic_prior(record["mask"], world[:, 0], world[:, 1]).reshape(grid.shape)
     valid[drivable] = True
     return masks, valid
 

@@ -42,7 +42,7 @@ from tinybev_ros.errors import DatasetError, DatasetFileMissing
 from tinybev_ros.geometry import Transform, matrix_to_quat
 from tinybev_ros.interrupts import sigterm_as_interrupt
 from tinybev_ros.jpeg import JPEG_SOI, is_truncated_jpeg
-from tinybev_ros.map_masks import map_layer_masks
+from tinybev_ros.map_masks import map_layer_masks, on_semantic_prior
 from tinybev_ros.nuscenes_dataset import (
     camera_intrinsic,
     ego_pose,
@@ -371,7 +371,7 @@ class SceneMessages:
             prior = self.nusc.get("map", self.nusc.get("log", self.scene["log_token"])["map_token"])["mask"]
             ys, xs = np.meshgrid(y0 + (np.arange(height) + 0.5) * res, x0 + (np.arange(width) + 0.5) * res,
                                  indexing="ij")
-            mask = prior.is_on_mask(xs.ravel(), ys.ravel()).reshape(height, width)
+            mask = on_semantic_prior(prior, xs.ravel(), ys.ravel()).reshape(height, width)
         values = np.where(mask > 0, 100, 0).astype(np.int8)
         return self.msg.occupancy_grid(stamp_ns, "map", (x0, y0), res, values)
 

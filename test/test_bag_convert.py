@@ -130,6 +130,24 @@ def test_type_hashes_equal_those_of_the_installed_message_packages(converted):
         assert digest == json.loads(description.read_text())["type_hashes"][0]["hash_string"], msgtype
 
 
+def test_the_metadata_is_one_every_rosbag2_since_humble_reads(converted):
+    """Humble reads `offered_qos_profiles` as a string of QoS with integer policies (its metadata_io.cpp and
+    qos.cpp); Jazzy and later read that below version 9 as well, and need the type hashes (version 7 on)."""
+    import yaml
+
+    _, path, _, _ = converted
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert 7 <= info["version"] <= 8
+    for topic in info["topics_with_message_count"]:
+        meta = topic["topic_metadata"]
+        assert meta["type_description_hash"].startswith("RIHS01_")
+        profiles = yaml.safe_load(meta["offered_qos_profiles"])  # a string holding a YAML list
+        assert isinstance(meta["offered_qos_profiles"], str) and profiles, meta["name"]
+        assert all(isinstance(p[key], int) for p in profiles for key in ("history", "reliability", "durability"))
+    static = next(t for t in info["topics_with_message_count"] if t["topic_metadata"]["name"] == "/tf_static")
+    assert yaml.safe_load(static["topic_metadata"]["offered_qos_profiles"])[0]["durability"] == 1  # transient local
+
+
 def test_jpeg_bytes_and_camera_info_equal_the_devkit_files_and_calibration(nusc, synth_dataset, converted):
     scene, _, messages, _ = converted
     by_topic = _by_topic(messages)

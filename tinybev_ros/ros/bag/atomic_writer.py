@@ -29,7 +29,10 @@ from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
 log = logging.getLogger("tinybev.bag")
 
 STORAGES: dict[str, StoragePlugin] = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
-BAG_VERSION = 9  # metadata.yaml version of Jazzy/Kilted rosbag2 (carries RIHS01 type hashes)
+# metadata.yaml version 8 (Iron's): it carries the RIHS01 type hashes Jazzy and later check, and keeps each topic's
+# offered QoS as a YAML string, which is how Humble reads it (version 9 writes a list: Humble's `ros2 bag` then
+# fails with "bad conversion"); Jazzy and later read both (rosbag2_storage/yaml.hpp).
+BAG_VERSION = 8
 
 
 class BagTargetError(ValueError):

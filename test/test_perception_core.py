@@ -98,6 +98,37 @@ def test_a_goal_given_in_base_link_is_a_fixed_place_the_car_drives_to(predictor)
     assert core.command() == Command.RIGHT and not faults
 
 
+def test_the_goal_is_seen_from_the_pose_at_the_frame_s_stamp(predictor) -> None:
+    """A localisation ahead of the cameras: the frame at STAMP steers from where the car was at STAMP."""
+    core, faults = calibrated_core(predictor)
+    core.set_goal("map", np.array([140.0, 70.0, 0.0]))  # 20 m to the left of the ego at STAMP
+    core.set_transform("map", "base_link", STAMP + 10**9, Transform(np.eye(3), np.array([140.0, 70.0, 0.0])),
+                       static=False)  # one second later the car is there
+    assert core.command(STAMP) == Command.LEFT
+    assert core.command() == Command.STRAIGHT  # no frame stamp: the newest pose
+    assert core.command(STAMP + 5 * 10**9) == Command.STRAIGHT and not faults  # none at the stamp: the newest
+
+
+def test_a_camera_chain_with_a_late_tf_edge_is_waited_for(predictor) -> None:
+    """A camera on a moving joint (its edge on /tf) whose transform arrives a few ms after the image."""
+    import threading
+
+    core, faults = calibrated_core(predictor, tf_timeout_ms=2000.0)
+    mount = Transform(np.eye(3), np.array([1.0, 0.0, 1.5]))
+    core.set_transform("base_link", "mount", STAMP - 10**8, mount, static=False)
+    late = threading.Timer(0.05, lambda: core.set_transform("base_link", "mount", STAMP + 10**8, mount,
+                                                            static=False))
+    late.start()
+    try:
+        core.set_transform("mount", "CAM_FRONT_moving", 0, RIG.cameras["CAM_FRONT"].sensor_to_ego, static=True)
+        assert core.camera_to_base("CAM_FRONT", "CAM_FRONT_moving", STAMP) is not None and not faults
+    finally:
+        late.cancel()
+    core.cfg = replace(core.cfg, tf_timeout_ms=0.0)  # no wait: the lookup past the newest edge is a fault
+    assert core.camera_to_base("CAM_FRONT", "CAM_FRONT_moving", STAMP + 2 * 10**8) is None
+    assert faults["missing_tf"] == 1
+
+
 def test_frames_assemble_at_the_reduced_decode_scale_with_intrinsics_scaled_alike(predictor) -> None:
     core, faults = calibrated_core(predictor)
     data = jpeg()

@@ -106,9 +106,11 @@ class PerceptionCore:
         return True
 
     # --------------------------------------------------------------------------------------- decisions
-    def command(self) -> int:
+    def command(self, stamp_ns: int | None = None) -> int:
         """The planning command: the fixed one the `command` parameter names, or towards the goal (straight
-        without a goal or while the goal's frame cannot be placed in map_frame, a fault)."""
+        without a goal or while the goal's frame cannot be placed in map_frame, a fault). The goal is seen from
+        the ego pose at the frame's `stamp_ns` (the newest pose if there is none at it): with the newest, a goal
+        near the lateral threshold flipped with the localisation's lead over the cameras."""
         choice = self.cfg.command.lower()
         if choice in ("left", "right", "straight"):
             return int(Command[choice.upper()])
@@ -116,7 +118,11 @@ class PerceptionCore:
         if goal is None:
             return int(Command.STRAIGHT)
         try:
-            goal_in_base = self.tf.lookup(self.cfg.base_frame, self.cfg.map_frame).apply(goal[None])[0]
+            try:
+                map_to_base = self.tf.lookup(self.cfg.base_frame, self.cfg.map_frame, stamp_ns)
+            except TransformError:
+                map_to_base = self.tf.lookup(self.cfg.base_frame, self.cfg.map_frame)
+            goal_in_base = map_to_base.apply(goal[None])[0]
         except TransformError as exc:
             self.fault("no_ego_pose", f"goal not used: {exc}")
             return int(Command.STRAIGHT)
@@ -148,9 +154,12 @@ class PerceptionCore:
             return None
 
     def camera_to_base(self, camera: str, frame_id: str, stamp_ns: int) -> Transform | None:
-        """The camera's frame (its headers' frame_id; URDF optical frames work) in base_frame, or None (a fault)."""
+        """The camera's frame (its headers' frame_id; URDF optical frames work) in base_frame, or None (a fault).
+        A chain with a /tf edge (a moving joint, a calibration node) is waited for as the ego pose is."""
+        frame = frame_id or self.camera_frames.get(camera, camera)
+        self.tf.wait_for(self.cfg.base_frame, frame, stamp_ns, self.cfg.tf_timeout_ms / 1e3)
         try:
-            return self.tf.lookup(self.cfg.base_frame, frame_id or self.camera_frames.get(camera, camera), stamp_ns)
+            return self.tf.lookup(self.cfg.base_frame, frame, stamp_ns)
         except TransformError as exc:
             self.fault("missing_tf", f"{camera}: {exc}; frame skipped")
             return None
@@ -211,7 +220,8 @@ class PerceptionCore:
         # the ego pose at the frame's stamp (planner's ego speed, tracking): a localisation that lags the cameras
         # by a few ms would otherwise leave frames untracked, and their tracks would die and be born anew
         self.tf.wait_for(self.cfg.map_frame, self.cfg.base_frame, stamp_ns, self.cfg.tf_timeout_ms / 1e3)
-        pred = self.predictor.predict(inputs.images, inputs.intrinsics, inputs.cam_to_ego, command=self.command(),
+        pred = self.predictor.predict(inputs.images, inputs.intrinsics, inputs.cam_to_ego,
+                                      command=self.command(stamp_ns),
                                       stamp_ns=stamp_ns,
                                       ego_status=ego_status_from_tf(self.tf, self.cfg.map_frame, self.cfg.base_frame,
                                                                     stamp_ns))

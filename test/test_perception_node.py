@@ -244,6 +244,11 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
         grid = rosie.outputs("/tinybev/map/drivable_area")[-1]
         assert (grid.info.width, grid.info.height, grid.info.resolution) == (100, 100, 1.0)
         assert len(rosie.outputs("/tinybev/ego_trajectory")[-1].poses) == 6
+        # a reader that joins late and asks for the newest grid (rviz2's Map display, nav2's costmap) gets it
+        late: list[OccupancyGrid] = []
+        rosie.node.create_subscription(OccupancyGrid, "/tinybev/map/drivable_area", late.append, LATCHED)
+        rosie.spin_until(lambda: late, 10, node)
+        assert [M.to_ns(m.header.stamp) for m in late] == stamps[-1:]
 
         t += 2 * 500_000_000
         # 2. corrupt JPEG, 3. wrong image size, 4. NaN CameraInfo: dropped frames, counted, node alive

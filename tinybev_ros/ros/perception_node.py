@@ -65,6 +65,9 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # reader 10 deep lost some while inference held the interpreter lock
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Grids are offered transient-local (the newest kept for late joiners), which volatile readers match too: rviz2's
+# Map display and nav2's costmap layers subscribe transient-local by default, and a volatile offer is incompatible.
+GRID_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CAMERA_INFO_GRACE_S = 0.5  # a frame set whose CameraInfo has never arrived waits this long for it
 IMAGE_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
@@ -137,9 +140,9 @@ class PerceptionNode(Node):
 
         self.pub_detections = self.create_publisher(Detection3DArray, "detections", RELIABLE)
         self.pub_objects = self.create_publisher(PredictedObjects, "objects", RELIABLE)
-        self.pub_map = {layer: self.create_publisher(OccupancyGrid, f"map/{layer}", RELIABLE) for layer in MAP_CLASSES}
-        self.pub_occupancy = self.create_publisher(OccupancyGrid, "occupancy", RELIABLE)
-        self.pub_future_occupancy = [self.create_publisher(OccupancyGrid, f"occupancy/future_{k}", RELIABLE)
+        self.pub_map = {layer: self.create_publisher(OccupancyGrid, f"map/{layer}", GRID_QOS) for layer in MAP_CLASSES}
+        self.pub_occupancy = self.create_publisher(OccupancyGrid, "occupancy", GRID_QOS)
+        self.pub_future_occupancy = [self.create_publisher(OccupancyGrid, f"occupancy/future_{k}", GRID_QOS)
                                      for k in range(1, self.predictor.config.occupancy_frames)]
         self.pub_plan = self.create_publisher(Path, "ego_trajectory", RELIABLE)
         self.pub_paths = self.create_publisher(MarkerArray, "predicted_paths", RELIABLE)

@@ -358,3 +358,26 @@ def test_all_scenes_resume_and_skip_a_scene_whose_files_are_missing(nusc, synth_
     shutil.rmtree(out)
     assert main(command) == 2
     assert "no scene of v1.0-mini has its files under" in capsys.readouterr().err
+
+
+def test_all_scenes_go_on_past_a_scene_with_a_corrupt_file_and_name_it(nusc, synth_dataset, tmp_path, capsys):
+    """A cut JPEG in one scene (real downloads hold a few) stops that scene only; the command then fails naming it."""
+    import os
+    import shutil
+
+    from tinybev_ros.cli import main
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_dataset.dataroot, root, copy_function=os.symlink)
+    broken = nusc.get("scene", nusc.field2token("scene", "name", "scene-0103")[0])
+    sample = nusc.get("sample", broken["first_sample_token"])
+    jpeg = root / nusc.get("sample_data", sample["data"]["CAM_BACK"])["filename"]
+    data = jpeg.read_bytes()
+    jpeg.unlink()
+    jpeg.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "bags"
+    assert main(["bag", "convert", "--dataroot", str(root), "--version", synth_dataset.version, "--all", "--out",
+                 str(out), "--no-map", "--no-progress"]) == 2
+    assert [p.name for p in out.iterdir()] == ["scene-0061"]  # converted, and nothing half-written for the other
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 of 2 scenes not converted (the others were): scene-0103:" in err[0], err

@@ -426,11 +426,11 @@ def convert_scene(nusc, scene_name: str, out: str | Path, options: ConvertOption
 def convert_all(nusc, out: Path, options: ConvertOptions) -> None:
     """One bag per scene under `out`, resumable: a scene whose bag exists is kept (unless `force`), and a scene
     with input files missing is skipped with a warning (a partial nuScenes download lists every scene in its
-    tables), so an interrupted or partial conversion goes on where it stopped. Every scene skipped is an
-    error."""
-    from tinybev_ros.ros.bag.atomic_writer import is_bag
+    tables), so an interrupted or partial conversion goes on where it stopped. A scene that cannot be converted
+    (a corrupt file, a target that is not a bag) does not stop the others: they are named at the end, an error."""
+    from tinybev_ros.ros.bag.atomic_writer import BagTargetError, is_bag
 
-    kept, skipped = [], {}
+    kept, skipped, failed = [], {}, {}
     for scene in sorted(nusc.scene, key=lambda s: s["name"]):
         name, target = scene["name"], out / scene["name"]
         if is_bag(target) and not options.force:
@@ -442,6 +442,10 @@ def convert_all(nusc, out: Path, options: ConvertOptions) -> None:
             skipped[name] = str(exc)
             log.warning("scene %s skipped: %s", name, exc)
             continue
+        except (ConversionError, BagTargetError) as exc:
+            failed[name] = str(exc)
+            log.error("scene %s not converted: %s", name, exc)
+            continue
         print(summary.format(), flush=True)
     if kept:
         log.info("kept the %d scenes already converted under %s (--force converts them again)", len(kept), out)
@@ -451,6 +455,9 @@ def convert_all(nusc, out: Path, options: ConvertOptions) -> None:
         if len(skipped) == len(nusc.scene):
             raise ConversionError(f"no scene of {nusc.version} has its files under {nusc.dataroot}, e.g. "
                                   f"{next(iter(skipped.values()))}")
+    if failed:
+        raise ConversionError(f"{len(failed)} of {len(nusc.scene)} scenes not converted (the others were): "
+                              + "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items())))
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -301,3 +301,29 @@ def test_a_damaged_mcap_is_one_line_or_a_warning_never_a_traceback(tmp_path):
         assert player.wait(timeout=60) == status, name
         output = player.stdout.read()
         assert said in output and "Traceback" not in output, (name, output)
+
+
+def test_a_topic_whose_type_is_not_installed_is_left_out_unless_asked_for(tmp_path):
+    """A real bag often holds a vendor type; `ros2 bag play` plays the rest, and so does ours."""
+    from rosbags.typesys import get_types_from_msg
+
+    store = typestore()
+    store.register(get_types_from_msg("float64 level", "vendor_msgs/msg/Gauge"))
+    path = tmp_path / "vendor"
+    with AtomicBagWriter(path) as writer:
+        gauge = writer.add_connection("/gauge", "vendor_msgs/msg/Gauge", typestore=store)
+        clock = writer.add_connection("/clock", "rosgraph_msgs/msg/Clock", typestore=store)
+        for i in range(3):
+            stamp = T0 + i * PERIOD_NS
+            writer.write(gauge, stamp, store.serialize_cdr(store.types["vendor_msgs/msg/Gauge"](level=1.0 * i),
+                                                           "vendor_msgs/msg/Gauge"))
+            tick = store.types["rosgraph_msgs/msg/Clock"](clock=MessageFactory(store).time(stamp))
+            writer.write(clock, stamp, store.serialize_cdr(tick, "rosgraph_msgs/msg/Clock"))
+    played = tinybev("bag", "play", path, "--rate", "10")
+    assert played.wait(timeout=60) == 0
+    output = played.stdout.read()
+    assert "topic /gauge not played: message type vendor_msgs/msg/Gauge is not installed" in output, output
+    assert "playing " in output and "1 topics" in output and "published 3 messages" in output, output
+    asked = tinybev("bag", "play", path, "--topics", "/gauge")
+    assert asked.wait(timeout=60) == 2
+    assert "vendor_msgs/msg/Gauge is not installed" in asked.stdout.read()

@@ -61,6 +61,7 @@ class BagPlayer:
         from rclpy.qos import QoSProfile
 
         from tinybev_ros.ros.bag.rclpy_bridge import message_class, playback_qos
+        from tinybev_ros.ros.bag.typestore import MissingInterfaceError
 
         if not 0 < rate < float("inf"):
             raise ValueError(f"--rate must be a positive number, got {rate}")
@@ -84,10 +85,19 @@ class BagPlayer:
                 raise ValueError(f"topic {conn.topic} has two types in the bag: {by_topic[conn.topic]}, {conn.msgtype}")
             by_topic[conn.topic] = conn.msgtype
         for topic, msgtype in sorted(by_topic.items()):
+            try:
+                message_type = message_class(msgtype)
+            except MissingInterfaceError as exc:
+                if topics:  # asked for by name: playing without it would not be what was asked
+                    raise
+                # ros2 bag play does the same: one vendor type missing must not keep the cameras from playing
+                log.warning("topic %s not played: %s", topic, exc)
+                self.connections = [c for c in self.connections if c.topic != topic]
+                continue
             conns = [c for c in self.connections if c.topic == topic]
             offered = [q for c in conns for q in c.ext.offered_qos_profiles]
             qos = playback_qos(topic, offered, sum(c.msgcount for c in conns))
-            self.publishers[topic] = node.create_publisher(message_class(msgtype), topic, qos)
+            self.publishers[topic] = node.create_publisher(message_type, topic, qos)
         self.clock_publisher = None
         if clock_hz:
             from rosgraph_msgs.msg import Clock

@@ -263,16 +263,22 @@ def test_loop_replays_the_bag_until_interrupted(small_bag):
     assert stamps[: 2 * len(odom_stamps)] == odom_stamps * 2  # the same bag again, from its start
 
 
-def test_the_storage_file_stands_for_its_bag(small_bag):
+def test_the_storage_file_stands_for_its_bag_and_is_read_on_its_own(small_bag, tmp_path):
+    """Beside its metadata.yaml, or copied on its own (`ros2 bag play file.db3` reads that too)."""
+    import shutil
+
     from tinybev_ros.ros.bag.play import open_reader
 
     (db3,) = small_bag.glob("*.db3")
-    reader = open_reader(db3)
-    reader.open()
-    try:
-        assert {c.topic for c in reader.connections} == {m[0] for m in read_bag(small_bag)}
-    finally:
-        reader.close()
+    alone = Path(shutil.copy(db3, tmp_path / "copied.db3"))
+    for path in (db3, alone):
+        reader = open_reader(path)
+        reader.open()
+        try:
+            assert {c.topic for c in reader.connections} == {m[0] for m in read_bag(small_bag)}
+            assert sum(c.msgcount for c in reader.connections) == len(read_bag(small_bag))
+        finally:
+            reader.close()
 
 
 def test_a_damaged_mcap_is_one_line_or_a_warning_never_a_traceback(tmp_path):

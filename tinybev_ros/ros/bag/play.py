@@ -34,7 +34,8 @@ class BagDamaged(ValueError):
 
 
 def open_reader(path: str | Path):
-    """rosbags Reader of a bag directory, or of the bag containing a .db3/.mcap file given directly."""
+    """rosbags Reader of a bag directory, or of the bag containing a .db3/.mcap file given directly; a storage
+    file without a bag around it (copied on its own) is read by itself, as `ros2 bag play file.mcap` does."""
     from rosbags.rosbag2 import Reader
 
     from tinybev_ros.ros.bag.atomic_writer import check_sqlite_path
@@ -44,6 +45,10 @@ def open_reader(path: str | Path):
         raise FileNotFoundError(f"no bag at {path}")
     if path.is_file() and (path.parent / "metadata.yaml").is_file():
         path = path.parent
+    elif path.is_file() and path.suffix in (".db3", ".mcap"):
+        if path.suffix == ".db3":
+            check_sqlite_path(path)
+        return Reader(path)
     if not (path / "metadata.yaml").is_file():
         raise FileNotFoundError(f"{path} is not a rosbag2 bag: no metadata.yaml {'beside' if path.is_file() else 'in'} "
                                 "it (give the bag's folder, or its .db3/.mcap file; `tinybev bag recover` rebuilds "

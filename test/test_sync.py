@@ -157,3 +157,18 @@ def test_missing_camera_waits_or_emits_masked():
     assert masked.stats.incomplete == len(emitted)
     assert len(emitted) >= 3  # once the camera is known silent, every later frame goes out at once
     assert masked.silent_cameras() == [silent] and waiting.silent_cameras() == [silent]
+
+
+def test_a_2hz_keyframe_replay_is_complete_with_missing_cameras_allowed_until_one_stops():
+    """Keyframes 500 ms apart, longer than the 300 ms timeout: each new set's first camera used to find all the
+    others silent, and sets went out with most cameras masked. A camera is silent after 1.5 of its own periods."""
+    sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(allow_missing=True, missing_timeout_ns=300_000_000))
+    sets = []
+    for k in range(8):
+        sets += feed_frame(sync, 1_000_000_000 + k * 500_000_000)
+    assert len(sets) == 8 and all(not s.missing for s in sets)
+    stopped = "CAM_BACK"
+    later = []
+    for k in range(8, 14):
+        later += feed_frame(sync, 1_000_000_000 + k * 500_000_000, cameras=[c for c in CAMERA_NAMES if c != stopped])
+    assert later and later[-1].missing == [stopped] and sync.silent_cameras() == [stopped]

@@ -8,10 +8,11 @@ driver) resets the state so the node recovers instead of waiting forever for tim
 own stream is compared with itself: each topic arrives in order, but the cameras' callbacks may run seconds of
 stream time apart when the node is busy, and taking that lag for a loop threw away every set being formed.
 
-Missing cameras: a camera is silent when its last frame is more than `missing_timeout_ns` older than the
-newest frame seen. With `allow_missing=True` sets are then emitted without it (its entry is `None`), so the
-model runs with that camera masked (a silent reference camera hands its role to the first live one); otherwise the
-synchronizer waits for it.
+Missing cameras: a camera is silent when its last frame is more than `missing_timeout_ns`, or one and a half of
+its own frame periods if that is longer, older than the newest frame seen (a 2 Hz keyframe replay would
+otherwise find every other camera silent each time a new set begins to arrive). With `allow_missing=True` sets
+are then emitted without it (its entry is `None`), so the model runs with that camera masked (a silent reference
+camera hands its role to the first live one); otherwise the synchronizer waits for it.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class CameraSynchronizer:
         self._newest_ns: int | None = None
         self._first_ns: int | None = None
         self._last_seen: dict[str, int] = {}
+        self._period: dict[str, int] = {}  # each camera's last frame interval (stream time)
 
     def reset(self) -> None:
         for queue in self._queues.values():
@@ -73,6 +75,7 @@ class CameraSynchronizer:
         self._newest_ns = None
         self._first_ns = None
         self._last_seen.clear()
+        self._period.clear()
 
     def add(self, camera: str, stamp_ns: int, payload: Any) -> FrameSet | None:
         if camera not in self._queues:
@@ -83,6 +86,8 @@ class CameraSynchronizer:
             self.reset()
         # A late frame still shows its camera is alive: without this, a camera whose frames keep arriving just
         # after a set was emitted without it would stay "silent" and be left out of every later set.
+        if stamp_ns > self._last_seen.get(camera, stamp_ns):
+            self._period[camera] = stamp_ns - self._last_seen[camera]
         self._last_seen[camera] = max(stamp_ns, self._last_seen.get(camera, stamp_ns))
         if self._last_emitted_ns is not None and stamp_ns <= self._last_emitted_ns:
             self.stats.late += 1
@@ -101,11 +106,13 @@ class CameraSynchronizer:
         return self._match()
 
     def silent_cameras(self) -> list[str]:
-        """Cameras with no frame within `missing_timeout_ns` of the newest frame seen."""
+        """Cameras with no frame within `missing_timeout_ns` (or 1.5 of their frame periods) of the newest frame."""
         if self._newest_ns is None:
             return []
-        horizon = self._newest_ns - self.config.missing_timeout_ns
-        return [c for c in self.cameras if self._last_seen.get(c, self._first_ns) < horizon]
+        timeout = self.config.missing_timeout_ns
+        rig_period = max(self._period.values(), default=0)  # for a camera yet to show its own
+        return [c for c in self.cameras if self._last_seen.get(c, self._first_ns)
+                < self._newest_ns - max(timeout, 3 * self._period.get(c, rig_period) // 2)]
 
     def reference_offsets_ns(self) -> dict[str, int | None]:
         """Per camera, how far its nearest waiting frame lies from the newest reference frame (None: no frame).

@@ -72,7 +72,8 @@ class PerceptionNodeConfig:
     frame_queue_size: int = _p(1, "synchronized frames waiting for inference: 1 = latest wins (live); more = "
                                   "every frame in order while the backlog fits (bag replay for evaluation)", 1, 1000)
     allow_missing_cameras: bool = _p(False, "when a camera is silent: false = wait, true = infer with it masked")
-    missing_camera_timeout_ms: float = _p(300.0, "a camera is silent after this long without a frame", 10.0, 60000.0)
+    missing_camera_timeout_ms: float = _p(300.0, "a camera is silent after this long without a frame (or 1.5 of "
+                                          "its frame periods, if longer)", 10.0, 60000.0)
     command: str = _p("goal", "planning command: left, right, straight, or goal (from goal_topic, else straight)",
                       choices=("goal", "left", "right", "straight"), dynamic=True)
     goal_topic: str = _p("/goal_pose", "geometry_msgs/PoseStamped goal (rviz2 2D Goal Pose)")

@@ -443,3 +443,27 @@ def test_a_stopped_or_full_disk_training_run_is_one_line_and_keeps_its_checkpoin
         err.strip().splitlines()[-1]
     assert not list(checkpoints.glob(".step_*"))  # neither the killed write's folder nor this one's
     assert resume_point(checkpoints)[1]["step"] == done
+
+
+def test_recovery_refuses_compressed_storage_instead_of_copying_it_as_cdr(tmp_path):
+    """rosbag2's message compression leaves zstd frames where CDR belongs: copied as they are, the recovered bag
+    would hold undecodable messages under a valid type. A file-compressed .db3.zstd is named, not overlooked."""
+    import shutil
+
+    from tinybev_ros.ros.bag.recover import ZSTD_MAGIC, RecoveryError, recover
+    from tinybev_ros.ros.bag.typestore import typestore
+
+    store = typestore()
+    with AtomicBagWriter(tmp_path / "written") as writer:
+        connection = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
+        for stamp in (1, 2):
+            writer.write(connection, stamp, ZSTD_MAGIC + b"\x00" * 12)  # a zstd frame's start
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copy(next((tmp_path / "written").glob("*.db3")), killed / "killed.db3")
+    with pytest.raises(RecoveryError, match="zstd-compressed .* `ros2 bag reindex`"):
+        recover(killed, tmp_path / "recovered")
+    assert not (tmp_path / "recovered").exists()
+    (killed / "killed.db3").rename(killed / "killed.db3.zstd")
+    with pytest.raises(RecoveryError, match=r"no .db3 or .mcap storage file to recover \(killed.db3.zstd: file-"):
+        recover(killed, tmp_path / "recovered")

@@ -26,6 +26,9 @@ from urllib.request import pathname2url
 log = logging.getLogger("tinybev.bag.recover")
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first bytes; a CDR message starts with 00 01 00 00
+
+
 class RecoveryError(RuntimeError):
     """Nothing recoverable at the given path."""
 
@@ -45,7 +48,9 @@ def storage_file(path: Path) -> Path:
         return path
     found = sorted([*path.glob("*.db3"), *path.glob("*.mcap"), *path.glob("*/*.db3"), *path.glob("*/*.mcap")])
     if not found:
-        raise RecoveryError(f"{path}: no .db3 or .mcap storage file to recover")
+        compressed = [f.name for f in path.glob("*.zstd")]
+        hint = f" ({', '.join(compressed)}: file-compressed, which recover does not undo)" if compressed else ""
+        raise RecoveryError(f"{path}: no .db3 or .mcap storage file to recover{hint}")
     if len(found) > 1:
         raise RecoveryError(f"{path}: several storage files ({', '.join(f.name for f in found)}); name one")
     return found[0]
@@ -149,6 +154,10 @@ def recover(source: str | Path, target: str | Path, force: bool = False) -> int:
             connections[topic] = writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=qos)
         count = 0
         for stamp, topic, data in found.messages:
+            if count == 0 and bytes(data[:4]) == ZSTD_MAGIC:  # copied as they are, they would pass for CDR
+                raise RecoveryError(f"{storage}: its messages are zstd-compressed (rosbag2 --compression-mode "
+                                    "message), which recover does not undo; `ros2 bag reindex` rebuilds the "
+                                    "metadata of such a bag")
             writer.write(connections[topic], stamp, data)
             count += 1
     return count

@@ -27,7 +27,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
-from visualization_msgs.msg import MarkerArray
+from visualization_msgs.msg import Marker, MarkerArray
 
 from tinybev_ros.checkpoint import save_checkpoint
 from tinybev_ros.geometry import CAMERA_NAMES, Rig, Transform, wxyz_to_xyzw
@@ -256,6 +256,10 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
         # one bad frame at a time: a newer set arriving before the worker takes the bad one would replace it
         rosie.send_frame(t, override={"CAM_FRONT": truncated})
         rosie.spin_until(lambda: "fault_corrupt_image" in rosie.diagnostics(), 60, node)
+        # the dropped frame clears the boxes and forecasts in rviz2: the last frame's would pass for live
+        for topic in ("/tinybev/markers", "/tinybev/predicted_paths"):
+            rosie.spin_until(lambda t=topic: [m.action for m in rosie.outputs(t)[-1].markers] == [Marker.DELETEALL],
+                             10, node)
         small = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", rosie.pixels[::2, ::2])[1].tobytes())
         rosie.send_frame(t + 500_000_000, override={"CAM_BACK": small})
         rosie.spin_until(lambda: "fault_wrong_image_size" in rosie.diagnostics(), 60, node)

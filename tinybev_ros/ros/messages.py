@@ -265,9 +265,14 @@ def _marker(stamp_ns: int, frame_id: str, ns: str, marker_id: int, marker_type: 
     return marker
 
 
+def cleared_markers(stamp_ns: int, frame_id: str) -> MarkerArray:
+    """Only DELETEALL: what a frame that produced nothing shows (its predecessor's boxes would pass for live)."""
+    return MarkerArray(markers=[Marker(header=header(stamp_ns, frame_id), action=Marker.DELETEALL)])
+
+
 def box_markers(pred: Predictions, frame_id: str) -> MarkerArray:
     """Boxes (cubes), labels (class, track id, score) and velocity arrows, replacing the previous frame's."""
-    out = MarkerArray(markers=[Marker(header=header(pred.stamp_ns, frame_id), action=Marker.DELETEALL)])
+    out = cleared_markers(pred.stamp_ns, frame_id)
     for i in range(len(pred)):
         label = int(pred.labels[i])
         color = CLASS_COLORS[label]
@@ -296,7 +301,7 @@ def box_markers(pred: Predictions, frame_id: str) -> MarkerArray:
 
 def forecast_markers(pred: Predictions, frame_id: str) -> MarkerArray:
     """One line strip per agent mode (opacity = mode probability) and the top mode's probability as text."""
-    out = MarkerArray(markers=[Marker(header=header(pred.stamp_ns, frame_id), action=Marker.DELETEALL)])
+    out = cleared_markers(pred.stamp_ns, frame_id)
     marker_id = 0
     for i in range(len(pred)):
         color = CLASS_COLORS[int(pred.labels[i])]

@@ -295,10 +295,11 @@ class PerceptionNode(Node):
         frames = {camera: entry[0] if entry is not None else None for camera, entry in frameset.frames.items()}
         self._await_camera_infos([camera for camera, image in frames.items() if image is not None])
         inputs = self.core.assemble(frames, frameset.stamp_ns)
-        if inputs is None:
-            return
-        pred = self.core.infer(inputs, frameset.stamp_ns)
-        if pred is None:
+        pred = None if inputs is None else self.core.infer(inputs, frameset.stamp_ns)
+        if pred is None:  # a fault, counted: rviz2 must not keep showing the last frame's boxes as if live
+            cleared = M.cleared_markers(frameset.stamp_ns, self.cfg.base_frame)
+            self.pub_markers.publish(cleared)
+            self.pub_paths.publish(cleared)
             return
         self._publish(pred)
         if self.cfg.publish_images and self.pub_images is not None:

@@ -380,4 +380,4 @@ def test_all_scenes_go_on_past_a_scene_with_a_corrupt_file_and_name_it(nusc, syn
                  str(out), "--no-map", "--no-progress"]) == 2
     assert [p.name for p in out.iterdir()] == ["scene-0061"]  # converted, and nothing half-written for the other
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "1 of 2 scenes not converted (the others were): scene-0103:" in err[0], err
+    assert len(err) == 1 and "1 of 2 scenes not converted (1 converted, 0 kept, 0 skipped): scene-0103:" in err[0], err

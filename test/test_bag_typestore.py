@@ -33,3 +33,19 @@ def test_missing_types_load_from_the_installed_package_or_fail_by_name():
         ensure_msgtype(store, "no_such_msgs/msg/Thing")
     with pytest.raises(MissingInterfaceError, match="vision_msgs/msg/NoSuchType"):
         ensure_msgtype(store, "vision_msgs/msg/NoSuchType")
+
+
+def test_latched_topics_are_replayed_keeping_what_their_writers_kept():
+    """/tf_static keeps every message (several static broadcasters); a node's grids, recorded transient-local
+    with the newest kept, keep one: not the whole bag replayed to each late joiner."""
+    from rosbags.rosbag2.metadata import QosDurability
+
+    from tinybev_ros.ros.bag.nuscenes_to_bag import LATCHED_QOS, STREAM_QOS, _qos
+    from tinybev_ros.ros.bag.rclpy_bridge import playback_qos
+
+    assert playback_qos("/tf_static", [LATCHED_QOS], 20).depth == 20
+    assert playback_qos("/tinybev/map/drivable_area", [LATCHED_QOS], 500).depth == LATCHED_QOS.depth == 1
+    deeper = _qos(QosDurability.TRANSIENT_LOCAL, 5)
+    assert playback_qos("/tinybev/occupancy", [LATCHED_QOS, deeper], 500).depth == 5
+    assert playback_qos("/map", [], 3).depth == 3  # no offers recorded: latched by name, every message kept
+    assert playback_qos("/odom", [STREAM_QOS], 500).durability.name == "VOLATILE"

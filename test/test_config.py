@@ -74,6 +74,7 @@ def test_overrides_are_typed_yaml_values_and_paths_are_taken_from_the_shell(tmp_
     ("steps: 1\ninner: {rate: 2}\nsteps: 3\n", (), r"c\.yaml line 3, column 1: .*key 'steps' is given twice"),
     ("inner: {rate: 1, rate: 2}\n", (), r"line 1, column 18: .*key 'rate' is given twice"),
     ("1: x\nstepz: 2\n", (), r"unknown config key\(s\) \[1, 'stepz'\]"),
+    ("? [a, b]\n: 1\n", (), r"c\.yaml line 1, column 3: not valid YAML \(found unhashable key\)"),
 ])
 def test_bad_configs_are_one_clear_error_naming_file_and_key(tmp_path, text, overrides, message) -> None:
     path = write(tmp_path / "c.yaml", text)

@@ -467,3 +467,5 @@ def test_recovery_refuses_compressed_storage_instead_of_copying_it_as_cdr(tmp_pa
     (killed / "killed.db3").rename(killed / "killed.db3.zstd")
     with pytest.raises(RecoveryError, match=r"no .db3 or .mcap storage file to recover \(killed.db3.zstd: file-"):
         recover(killed, tmp_path / "recovered")
+    with pytest.raises(RecoveryError, match=r"killed.db3.zstd: not a .db3 or .mcap storage file: file-compressed"):
+        recover(killed / "killed.db3.zstd", tmp_path / "recovered")

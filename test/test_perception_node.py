@@ -254,12 +254,12 @@ def test_outputs_types_frames_stamps_and_compressed_faults(ros_context, untraine
         # 2. corrupt JPEG, 3. wrong image size, 4. NaN CameraInfo: dropped frames, counted, node alive
         truncated = rosie.image("CAM_FRONT", 0, data=rosie.jpeg[: len(rosie.jpeg) // 3])
         # one bad frame at a time: a newer set arriving before the worker takes the bad one would replace it
-        rosie.send_frame(t, override={"CAM_FRONT": truncated})
+        bad = rosie.send_frame(t, override={"CAM_FRONT": truncated})
         rosie.spin_until(lambda: "fault_corrupt_image" in rosie.diagnostics(), 60, node)
         # the dropped frame clears the boxes and forecasts in rviz2: the last frame's would pass for live
         for topic in ("/tinybev/markers", "/tinybev/predicted_paths"):
-            rosie.spin_until(lambda t=topic: [m.action for m in rosie.outputs(t)[-1].markers] == [Marker.DELETEALL],
-                             10, node)
+            rosie.spin_until(lambda t=topic: M.to_ns(rosie.outputs(t)[-1].markers[0].header.stamp) == bad, 10, node)
+            assert [m.action for m in rosie.outputs(topic)[-1].markers] == [Marker.DELETEALL], topic
         small = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", rosie.pixels[::2, ::2])[1].tobytes())
         rosie.send_frame(t + 500_000_000, override={"CAM_BACK": small})
         rosie.spin_until(lambda: "fault_wrong_image_size" in rosie.diagnostics(), 60, node)

@@ -172,3 +172,20 @@ def test_a_2hz_keyframe_replay_is_complete_with_missing_cameras_allowed_until_on
     for k in range(8, 14):
         later += feed_frame(sync, 1_000_000_000 + k * 500_000_000, cameras=[c for c in CAMERA_NAMES if c != stopped])
     assert later and later[-1].missing == [stopped] and sync.silent_cameras() == [stopped]
+
+
+def test_one_gap_in_a_stream_does_not_keep_a_camera_that_then_stops_alive_for_as_long():
+    """A 2 s outage, one frame, then the camera dies: it is silent after 1.5 of its usual period, not of the gap."""
+    sync = CameraSynchronizer(CAMERA_NAMES, SyncConfig(allow_missing=True, missing_timeout_ns=300_000_000))
+    period = 83_000_000  # 12 Hz
+    t = 1_000_000_000
+    for k in range(6):
+        feed_frame(sync, t + k * period)
+    gap = t + 5 * period + 2_000_000_000
+    feed_frame(sync, gap)  # every camera back after the outage
+    stopped = "CAM_FRONT_RIGHT"
+    live = [c for c in CAMERA_NAMES if c != stopped]
+    emitted = []
+    for k in range(1, 8):  # 7 frames, 0.58 s: well past 300 ms, far short of 1.5 x the 2 s gap
+        emitted += feed_frame(sync, gap + k * period, cameras=live)
+    assert sync.silent_cameras() == [stopped] and emitted and emitted[-1].missing == [stopped]

@@ -23,10 +23,7 @@ from shapely.geometry import LineString, Polygon, box
 if TYPE_CHECKING:
     from nuscenes.map_expansion.map_api import NuScenesMap
 
-PRIOR_FOREGROUND = 255  # the semantic prior's drivable pixels (the devkit's MapMask.foreground)
-
-
-@functools.lru_cache(maxsize=4)  # nuScenes has four maps
+@functools.lru_cache(maxsize=4)  # nuScenes has four maps (the devkit's own mask cache holds three)
 def _prior_pixels(png: str, resolution: float) -> np.ndarray:
     from nuscenes.utils.map_mask import MapMask
 
@@ -35,13 +32,14 @@ def _prior_pixels(png: str, resolution: float) -> np.ndarray:
 
 def on_semantic_prior(map_mask: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Whether global points (x, y) lie on the drivable area of a map record's `mask` (the devkit's MapMask), as
-    its `is_on_mask` answers (same pixel transform and rounding)."""
+    its `is_on_mask` answers: the same pixel transform, in the same floating-point order, and rounding."""
     pixels = _prior_pixels(str(map_mask.img_file), float(map_mask.resolution))
-    px = np.round(np.asarray(x, dtype=float) / map_mask.resolution).astype(np.int64)
-    py = np.round(pixels.shape[0] - np.asarray(y, dtype=float) / map_mask.resolution).astype(np.int64)
+    scale = 1.0 / map_mask.resolution
+    px = np.round(np.asarray(x, dtype=float) * scale).astype(np.int64)
+    py = np.round(np.asarray(y, dtype=float) * -scale + pixels.shape[0]).astype(np.int64)
     inside = (px >= 0) & (px < pixels.shape[1]) & (py >= 0) & (py < pixels.shape[0])
     on = np.zeros(px.shape, dtype=bool)
-    on[inside] = pixels[py[inside], px[inside]] == PRIOR_FOREGROUND
+    on[inside] = pixels[py[inside], px[inside]] == map_mask.foreground
     return on
 
 

@@ -66,7 +66,9 @@ class CameraSynchronizer:
         self._newest_ns: int | None = None
         self._first_ns: int | None = None
         self._last_seen: dict[str, int] = {}
-        self._period: dict[str, int] = {}  # each camera's last frame interval (stream time)
+        # each camera's last few frame intervals (stream time): its period is their least, so one gap in a stream
+        # (an outage, a restarted driver) does not make a camera that then stops look alive for as long again
+        self._intervals: dict[str, deque[int]] = {}
 
     def reset(self) -> None:
         for queue in self._queues.values():
@@ -75,7 +77,7 @@ class CameraSynchronizer:
         self._newest_ns = None
         self._first_ns = None
         self._last_seen.clear()
-        self._period.clear()
+        self._intervals.clear()
 
     def add(self, camera: str, stamp_ns: int, payload: Any) -> FrameSet | None:
         if camera not in self._queues:
@@ -87,7 +89,7 @@ class CameraSynchronizer:
         # A late frame still shows its camera is alive: without this, a camera whose frames keep arriving just
         # after a set was emitted without it would stay "silent" and be left out of every later set.
         if stamp_ns > self._last_seen.get(camera, stamp_ns):
-            self._period[camera] = stamp_ns - self._last_seen[camera]
+            self._intervals.setdefault(camera, deque(maxlen=4)).append(stamp_ns - self._last_seen[camera])
         self._last_seen[camera] = max(stamp_ns, self._last_seen.get(camera, stamp_ns))
         if self._last_emitted_ns is not None and stamp_ns <= self._last_emitted_ns:
             self.stats.late += 1
@@ -109,10 +111,11 @@ class CameraSynchronizer:
         """Cameras with no frame within `missing_timeout_ns` (or 1.5 of their frame periods) of the newest frame."""
         if self._newest_ns is None:
             return []
+        periods = {camera: min(intervals) for camera, intervals in self._intervals.items()}
+        rig_period = min(periods.values(), default=0)  # for a camera yet to show its own
         timeout = self.config.missing_timeout_ns
-        rig_period = max(self._period.values(), default=0)  # for a camera yet to show its own
         return [c for c in self.cameras if self._last_seen.get(c, self._first_ns)
-                < self._newest_ns - max(timeout, 3 * self._period.get(c, rig_period) // 2)]
+                < self._newest_ns - max(timeout, 3 * periods.get(c, rig_period) // 2)]
 
     def reference_offsets_ns(self) -> dict[str, int | None]:
         """Per camera, how far its nearest waiting frame lies from the newest reference frame (None: no frame).

@@ -60,9 +60,10 @@ class PerceptionNodeConfig:
     base_frame: str = _p("base_link", "frame of all outputs (REP 105)")
     map_frame: str = _p("map", "fixed frame of the ego pose (map -> [odom ->] base_link in /tf): tracking, ego "
                                "speed, goals without a frame_id")
-    tf_timeout_ms: float = _p(100.0, "how long a frame waits for map_frame -> base_frame at its stamp when /tf lags "
-                                     "the cameras (tf2's lookup timeout); 0 = no wait. A tree without map_frame "
-                                     "is not waited for", 0.0, 10000.0)
+    tf_timeout_ms: float = _p(100.0, "how long a frame waits for its transforms at its stamp (map_frame -> "
+                                     "base_frame, and a camera chain with a /tf edge) when /tf lags the cameras "
+                                     "(tf2's lookup timeout); 0 = no wait. Frames not connected to the tree are not "
+                                     "waited for", 0.0, 10000.0)
     sync_tolerance_ms: float = _p(60.0, "max spread of the six camera stamps grouped into one frame", 1.0, 1000.0)
     sync_queue_size: int = _p(16, "frames buffered per camera before the oldest is dropped", 1, 100)
     sync_warn_after_s: float = _p(2.0, "no synchronized camera set for this long: /diagnostics goes WARN saying "

@@ -290,16 +290,15 @@ class PerceptionNode(Node):
                 if not self.context.ok():
                     return  # shutting down (SIGINT/SIGTERM): publishers are gone, nothing to report
                 self.fault("inference_error", f"frame at {frameset.stamp_ns} failed: {type(exc).__name__}: {exc}")
+                self._clear_markers(frameset.stamp_ns)
 
     def _process(self, frameset: FrameSet) -> None:
         frames = {camera: entry[0] if entry is not None else None for camera, entry in frameset.frames.items()}
         self._await_camera_infos([camera for camera, image in frames.items() if image is not None])
         inputs = self.core.assemble(frames, frameset.stamp_ns)
         pred = None if inputs is None else self.core.infer(inputs, frameset.stamp_ns)
-        if pred is None:  # a fault, counted: rviz2 must not keep showing the last frame's boxes as if live
-            cleared = M.cleared_markers(frameset.stamp_ns, self.cfg.base_frame)
-            self.pub_markers.publish(cleared)
-            self.pub_paths.publish(cleared)
+        if pred is None:  # a fault, counted
+            self._clear_markers(frameset.stamp_ns)
             return
         self._publish(pred)
         if self.cfg.publish_images and self.pub_images is not None:
@@ -309,6 +308,12 @@ class PerceptionNode(Node):
         self._stamp_latency_ms.append((self.get_clock().now().nanoseconds - frameset.stamp_ns) / 1e6)
         self._outputs.append(time.monotonic())
         self.published += 1
+
+    def _clear_markers(self, stamp_ns: int) -> None:
+        """A frame that produced nothing: rviz2 must not keep showing the last frame's boxes as if live."""
+        cleared = M.cleared_markers(stamp_ns, self.cfg.base_frame)
+        self.pub_markers.publish(cleared)
+        self.pub_paths.publish(cleared)
 
     def _await_camera_infos(self, cameras: list[str]) -> None:
         """A driver (or `bag play`) sends each CameraInfo with its image, but the executor may hand over the image

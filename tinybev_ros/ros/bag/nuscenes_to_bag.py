@@ -430,7 +430,7 @@ def convert_all(nusc, out: Path, options: ConvertOptions) -> None:
     (a corrupt file, a target that is not a bag) does not stop the others: they are named at the end, an error."""
     from tinybev_ros.ros.bag.atomic_writer import BagTargetError, is_bag
 
-    kept, skipped, failed = [], {}, {}
+    kept, converted, skipped, failed = [], [], {}, {}
     for scene in sorted(nusc.scene, key=lambda s: s["name"]):
         name, target = scene["name"], out / scene["name"]
         if is_bag(target) and not options.force:
@@ -446,6 +446,7 @@ def convert_all(nusc, out: Path, options: ConvertOptions) -> None:
             failed[name] = str(exc)
             log.error("scene %s not converted: %s", name, exc)
             continue
+        converted.append(name)
         print(summary.format(), flush=True)
     if kept:
         log.info("kept the %d scenes already converted under %s (--force converts them again)", len(kept), out)
@@ -456,7 +457,8 @@ def convert_all(nusc, out: Path, options: ConvertOptions) -> None:
             raise ConversionError(f"no scene of {nusc.version} has its files under {nusc.dataroot}, e.g. "
                                   f"{next(iter(skipped.values()))}")
     if failed:
-        raise ConversionError(f"{len(failed)} of {len(nusc.scene)} scenes not converted (the others were): "
+        raise ConversionError(f"{len(failed)} of {len(nusc.scene)} scenes not converted ({len(converted)} converted, "
+                              f"{len(kept)} kept, {len(skipped)} skipped): "
                               + "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items())))
 
 

@@ -35,8 +35,14 @@ def playback_qos(topic: str, offered: list[Qos], message_count: int) -> QoSProfi
         best_effort = any(q.reliability == QosReliability.BEST_EFFORT for q in offered)
     else:
         latched, best_effort = topic in LATCHED_TOPICS, False
-    # A latched topic keeps every message for late joiners (all static transforms, not just the last batch).
-    depth = max(1, min(message_count, 1000)) if latched else STREAM_DEPTH
+    # /tf_static keeps every message for late joiners (all static transforms, not just the last batch); another
+    # latched topic (a node's grids, recorded with its newest kept) keeps what its writer kept, not the whole bag.
+    if not latched:
+        depth = STREAM_DEPTH
+    elif topic == "/tf_static" or not offered:
+        depth = max(1, min(message_count, 1000))
+    else:
+        depth = max(1, min(max(q.depth for q in offered), 1000))
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST, depth=depth,
         reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,

@@ -44,12 +44,16 @@ class Salvage:
 
 def storage_file(path: Path) -> Path:
     """The .db3 / .mcap inside a bag folder, a staging folder (one level deeper), or the file itself."""
+    compressed_hint = ": file-compressed (rosbag2 --compression-mode file), which recover does not undo"
     if path.is_file():
+        if path.suffix not in (".db3", ".mcap"):
+            raise RecoveryError(f"{path}: not a .db3 or .mcap storage file"
+                                f"{compressed_hint if path.suffix == '.zstd' else ''}")
         return path
     found = sorted([*path.glob("*.db3"), *path.glob("*.mcap"), *path.glob("*/*.db3"), *path.glob("*/*.mcap")])
     if not found:
-        compressed = [f.name for f in path.glob("*.zstd")]
-        hint = f" ({', '.join(compressed)}: file-compressed, which recover does not undo)" if compressed else ""
+        compressed = [f.name for f in (*path.glob("*.zstd"), *path.glob("*/*.zstd"))]
+        hint = f" ({', '.join(compressed)}{compressed_hint})" if compressed else ""
         raise RecoveryError(f"{path}: no .db3 or .mcap storage file to recover{hint}")
     if len(found) > 1:
         raise RecoveryError(f"{path}: several storage files ({', '.join(f.name for f in found)}); name one")

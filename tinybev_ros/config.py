@@ -50,7 +50,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (ValueError, ArithmeticError) as error:  # a dataclass's own check (__post_init__)
+    except ValueError as error:  # a dataclass's own check (__post_init__)
         raise ConfigError(f"{where or cls.__name__}: {error}") from None
 
 

@@ -23,6 +23,7 @@ from shapely.geometry import LineString, Polygon, box
 if TYPE_CHECKING:
     from nuscenes.map_expansion.map_api import NuScenesMap
 
+
 @functools.lru_cache(maxsize=4)  # nuScenes has four maps (the devkit's own mask cache holds three)
 def _prior_pixels(png: str, resolution: float) -> np.ndarray:
     from nuscenes.utils.map_mask import MapMask

@@ -179,8 +179,9 @@ def evaluate_detection(nusc: NuScenes, predictions_by_sample: Mapping[str, Predi
     attributes_by_sample = attributes_by_sample or {}
     results = {token: detection_results(predictions_by_sample[token], token, poses[token],
                                         attributes_by_sample.get(token)) for token in tokens}
-    if not any(results.values()) or not any_ground_truth(nusc, tokens, category_to_detection_name):
-        nothing = _nothing_detected(any(results.values()))
+    predicted = any(results.values())
+    if not predicted or not any_ground_truth(nusc, tokens, category_to_detection_name):
+        nothing = _nothing_detected(predicted)
         if output_dir is not None:  # the devkit writes no summary here; readers of its files (nds-terms) need one
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             write_text(Path(output_dir) / "metrics_summary.json", json.dumps(_devkit_summary(nothing), indent=2))

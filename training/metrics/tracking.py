@@ -83,8 +83,9 @@ def evaluate_tracking(nusc: NuScenes, predictions_by_sample: Mapping[str, Predic
     poses = sample_ego_poses(nusc, tokens)
     results = {token: tracking_results(predictions_by_sample[token], token, nusc.get("sample", token)["scene_token"],
                                        poses[token]) for token in tokens}
-    if not any(results.values()) or not any_ground_truth(nusc, tokens, category_to_tracking_name):
-        return _nothing_tracked(any(results.values()))
+    predicted = any(results.values())
+    if not predicted or not any_ground_truth(nusc, tokens, category_to_tracking_name):
+        return _nothing_tracked(predicted)
     with tempfile.TemporaryDirectory(prefix="tinybev-track-") as tmp:
         result_path = write_results_json(results, Path(tmp) / "results_tracking.json")
         evaluator = SampleTrackingEval(nusc, config_factory(TRACKING_CONFIG), result_path, eval_set, tokens,

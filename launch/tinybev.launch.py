@@ -6,11 +6,15 @@
 Only the arguments given override the params file. `bag:=PATH` starts the player paused (`ros2 bag play PATH
 --start-paused`, with `--clock` when the bag has no /clock of its own) once the node is ready (its "ready:" log
 line) and resumes it once the node's readers have matched the player's writers ("inputs matched:"), so no frame is
-played into a node still loading or lost to discovery; combine it with `use_sim_time:=true` so the node's clock
-follows the bag. A missing rviz2, `ros2 bag`, params file or bag stops the launch before anything starts. What is
-started is decided by tinybev_ros/ros/launch_plan.py (tested without launch; tools/launch_check.py runs this file
-under the real `ros2 launch`). Where `ros2 launch` is absent, `tinybev run` starts the same node with the same
-params file.
+played into a node still loading or lost to discovery; with a bag the node (and rviz2) follow its clock unless
+`use_sim_time:=false` is given. A missing rviz2, `ros2 bag`, params file or bag, or a params file none of whose
+sections names the node, stops the launch before anything starts; a node, player or resume call that fails ends
+it with status 1. Included under a namespace (PushRosNamespace `robot1`), the node is /robot1/tinybev/tinybev_node
+and reads the cameras under /robot1 (rviz's shipped config shows /tinybev's topics). Camera topics other than
+`/<camera>/image_rect/compressed` are set in the params file (`compressed_topic`, `raw_topic`,
+`camera_info_topic`, `cameras`), not by remapping the launch. What is started is decided by
+tinybev_ros/ros/launch_plan.py (tested without launch; tools/launch_check.py runs this file under the real
+`ros2 launch`). Where `ros2 launch` is absent, `tinybev run` starts the same node with the same params file.
 """
 
 import os
@@ -34,29 +38,47 @@ from tinybev_ros.ros.launch_plan import INPUTS_MARKER, OVERRIDABLE, READY_MARKER
 ARGUMENTS = ("params_file", *OVERRIDABLE, "rviz", "bag")
 
 
+def _fail_on_error(name: str, ends_launch: bool):
+    """An exit handler: a process that failed ends the launch with status 1 (launch's own for an exception raised
+    in a handler), so scripts, CI and `Restart=on-failure` see it; a clean exit ends the launch if `ends_launch`
+    (the node), else nothing (the player at the bag's end)."""
+    def on_exit(event, context):
+        if event.returncode:
+            raise RuntimeError(f"{name} exited with status {event.returncode} (its own lines above say why)")
+        return [Shutdown(reason=f"{name} exited")] if ends_launch else None
+    return on_exit
+
+
 def _start(context):
     share = FindPackageShare("tinybev_ros").perform(context)
     arguments = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    plan = plan_launch(arguments, os.environ, os.path.join(share, "config", "fastdds.xml"))
+    namespace = context.launch_configurations.get("ros_namespace", "") or ""  # PushRosNamespace around the include
+    plan = plan_launch(arguments, os.environ, os.path.join(share, "config", "fastdds.xml"), namespace=namespace)
     actions = [SetEnvironmentVariable(name, value) for name, value in plan.environment.items()]
-    # inputs are relative (namespace-able); the remaps connect them to the cameras at the root (interface.py), made
-    # from the params file's cameras and topic patterns (launch_plan.py)
+    # inputs are relative (namespace-able); the remaps connect them to the cameras at the launch's namespace
+    # (interface.py), made from the params file's cameras and topic patterns (launch_plan.py)
     node = Node(package="tinybev_ros", executable="tinybev_node", name="tinybev_node", namespace="tinybev",
                 output="screen", parameters=[arguments["params_file"], plan.overrides],
                 remappings=plan.remaps)
-    actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=[
-        Shutdown(reason="tinybev_node exited")]))]
+    actions += [node, RegisterEventHandler(OnProcessExit(target_action=node,
+                                                         on_exit=_fail_on_error("tinybev_node", True)))]
     if plan.rviz:
+        sim_time = [] if plan.rviz_sim_time is None else [{"use_sim_time": plan.rviz_sim_time}]
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
-                            arguments=["-d", os.path.join(share, "config", "tinybev.rviz")],
-                            parameters=[{"use_sim_time": bool(plan.overrides.get("use_sim_time", False))}]))
+                            arguments=["-d", os.path.join(share, "config", "tinybev.rviz")], parameters=sim_time))
     if plan.bag_command is not None:
-        steps = [(READY_MARKER, plan.bag_command), (INPUTS_MARKER, plan.resume_command)]  # in this order, once each
+        # in this order, once each
+        steps = [(READY_MARKER, "the bag player", plan.bag_command),
+                 (INPUTS_MARKER, "the player's resume call", plan.resume_command)]
 
         def on_output(event):
             text, actions = event.text.decode(errors="replace"), []
             while steps and steps[0][0] in text:
-                actions.append(ExecuteProcess(cmd=steps.pop(0)[1], output="screen"))
+                _, name, command = steps.pop(0)
+                process = ExecuteProcess(cmd=command, output="screen")
+                # a player (or resume call) that fails would leave the node waiting for images without a word
+                actions += [process, RegisterEventHandler(OnProcessExit(target_action=process,
+                                                                        on_exit=_fail_on_error(name, False)))]
             return actions or None
 
         actions.append(RegisterEventHandler(OnProcessIO(target_action=node, on_stdout=on_output,

@@ -445,6 +445,34 @@ def test_a_stopped_or_full_disk_training_run_is_one_line_and_keeps_its_checkpoin
     assert resume_point(checkpoints)[1]["step"] == done
 
 
+def test_a_full_disk_under_any_command_is_one_line_and_leaves_nothing(tmp_path):
+    """release, export-onnx, teacher-cache and eval write through safetensors or plain files: a full disk there was
+    a SafetensorError or OSError traceback."""
+    from tinybev_ros.paths import default_checkpoint
+
+    out = tmp_path / "ship" / "student.safetensors"
+    result = subprocess.run([sys.executable, "-m", "tinybev_ros.cli", "release", "--out", str(out),
+                             str(default_checkpoint())], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            preexec_fn=_small_disk)  # the shipped student is 23 MB
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tinybev release: error: cannot write an output (") and "File too large" in last
+    assert not out.exists() and not [p for p in out.parent.rglob("*") if p.is_file()]
+
+
+def test_a_precision_the_machine_cannot_run_is_refused_before_any_data_work(synth_dataset, tmp_path):
+    """fp16 on a CPU (or bf16 on a CPU without it) was a ValueError traceback, after the sample cache was built."""
+    cache = tmp_path / "cache"
+    result = subprocess.run([sys.executable, "-m", "tinybev_ros.cli", "train", "--config",
+                             str(REPO / "config" / "distill_ablation_train.yaml"), "--dataroot",
+                             str(synth_dataset.dataroot), "--version", synth_dataset.version, "--out",
+                             str(tmp_path / "run"), "--device", "cpu", "precision=fp16", f"data.cache_dir={cache}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "precision fp16 needs a CUDA device" in result.stderr.strip().splitlines()[-1]
+    assert not cache.exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_recovery_refuses_compressed_storage_instead_of_copying_it_as_cdr(tmp_path):
     """rosbag2's message compression leaves zstd frames where CDR belongs: copied as they are, the recovered bag
     would hold undecodable messages under a valid type. A file-compressed .db3.zstd is named, not overlooked."""

@@ -109,6 +109,10 @@ def test_ablation_configs_load() -> None:
     # The axis record: the long pairs again, every setting the same (the code changed under them).
     axis = load_ablation_config(config_dir / "ablation_worlds_axis.yaml")
     assert dataclasses.replace(axis, source=long.source) == long
+    # The depth-loss record: the axis record with the students' LiDAR depth supervision off, nothing else.
+    nodepth = load_ablation_config(config_dir / "ablation_worlds_nodepth.yaml")
+    assert nodepth.student_overrides == (*axis.student_overrides, "loss.depth=0.0")
+    assert dataclasses.replace(nodepth, source=axis.source, student_overrides=axis.student_overrides) == axis
 
 
 def test_ablate_end_to_end_on_fresh_worlds_writes_table_curves_figures_and_resumes(synth_dataset, tmp_path,
@@ -292,6 +296,7 @@ DOCUMENTED_RECORDS = {  # docs/<record>.json -> the ablation config that made it
     "ablation_worlds_revision1_table": "ablation_worlds.yaml",
     "ablation_worlds_long_table": "ablation_worlds_long.yaml",
     "ablation_worlds_axis_table": "ablation_worlds_axis.yaml",
+    "ablation_worlds_nodepth_table": "ablation_worlds_nodepth.yaml",
 }
 
 

@@ -48,9 +48,11 @@ def test_launch_file_is_valid_python_naming_real_executables_and_files():
         assert argument in strings
 
 
-def _plan(arguments: dict, environ: dict | None = None, rviz2: bool = True, ros2_bag: bool = True):
+def _plan(arguments: dict, environ: dict | None = None, rviz2: bool = True, ros2_bag: bool = True,
+          namespace: str = ""):
     return plan_launch(arguments, environ or {}, "/share/fastdds.xml",
-                       which=lambda name: f"/usr/bin/{name}" if rviz2 else None, ros2_bag_available=lambda: ros2_bag)
+                       which=lambda name: f"/usr/bin/{name}" if rviz2 else None, ros2_bag_available=lambda: ros2_bag,
+                       namespace=namespace)
 
 
 def test_only_the_arguments_given_override_the_params_file():
@@ -66,9 +68,10 @@ def test_a_users_dds_profile_is_kept():
     assert _plan({}, {"FASTDDS_DEFAULT_PROFILES_FILE": "/home/me/dds.xml"}).environment == {}
 
 
-def camera_bag(path: Path, cameras: tuple[str, ...] = CAMERA_NAMES, raw: bool = False, clock: bool = False) -> Path:
-    """A real rosbag2 bag with one image of each of `cameras` (what the launch reads of a bag: its topics), and a
-    /clock message when asked (as `bag convert` writes)."""
+def camera_bag(path: Path, cameras: tuple[str, ...] = CAMERA_NAMES, raw: bool = False, clock: bool = False,
+               topic: str | None = None) -> Path:
+    """A real rosbag2 bag with one image of each of `cameras` (what the launch reads of a bag: its topics) on the
+    default topics or on `topic` ({camera} replaced), and a /clock message when asked (as `bag convert` writes)."""
     from rosbags.rosbag2 import Writer
 
     from tinybev_ros.ros.bag.typestore import typestore
@@ -83,7 +86,8 @@ def camera_bag(path: Path, cameras: tuple[str, ...] = CAMERA_NAMES, raw: bool = 
                else message(header=header, format="jpeg", data=data))
     with Writer(path, version=8) as writer:
         for camera in cameras:
-            connection = writer.add_connection(image_topic(camera, raw), kind, typestore=store)
+            name = image_topic(camera, raw) if topic is None else topic.format(camera=camera)
+            connection = writer.add_connection(name, kind, typestore=store)
             writer.write(connection, 1_000_000_000, store.serialize_cdr(payload, kind))
         if clock:
             kind = "rosgraph_msgs/msg/Clock"
@@ -107,9 +111,13 @@ def test_missing_tools_and_paths_fail_before_anything_starts_and_odd_paths_pass_
     assert played.bag_command == ["ros2", "bag", "play", str(quoted), "--start-paused", "--clock"]
     assert played.resume_command == ["ros2", "service", "call", "/rosbag2_player/resume",
                                      "rosbag2_interfaces/srv/Resume"]
-    assert "image_transport" not in played.overrides
-    # the node is told what the bag holds; a bag it could never be resumed for is refused
-    assert _plan({"bag": str(camera_bag(tmp_path / "raw", raw=True))}).overrides == {"image_transport": "raw"}
+    # the node is told what the bag holds (a params file saying otherwise would leave the player paused for ever)
+    # and follows its clock unless told not to; a bag it could never be resumed for is refused
+    assert played.overrides == {"image_transport": "compressed", "use_sim_time": True}
+    raw = camera_bag(tmp_path / "raw", raw=True)
+    assert _plan({"bag": str(raw)}).overrides == {"image_transport": "raw", "use_sim_time": True}
+    assert _plan({"bag": str(raw), "use_sim_time": "false"}).overrides == {"image_transport": "raw",
+                                                                           "use_sim_time": False}
     with pytest.raises(LaunchPlanError, match="has no images of camera\\(s\\) CAM_BACK .*nothing was started"):
         _plan({"bag": str(camera_bag(tmp_path / "five", tuple(c for c in CAMERA_NAMES if c != "CAM_BACK")))})
     (tmp_path / "folder").mkdir()
@@ -148,6 +156,59 @@ def test_the_node_inputs_are_remapped_from_the_params_files_cameras_and_topics(t
     broken = tmp_path / "broken.yaml"  # the node names what is wrong with it; the plan keeps the defaults
     broken.write_text("/**: {ros__parameters: {cameras: [1, 2]}}\n")
     assert dict(_plan({"params_file": str(broken)}).remaps) == defaults
+
+
+def test_a_params_file_that_never_names_the_node_is_refused_before_anything_starts(tmp_path):
+    """`tinybev_node:` is rcl's /tinybev_node, not /tinybev/tinybev_node: the node started on its defaults."""
+    from tinybev_ros.ros.run import RunInputError, check_params_names_node
+
+    bare = params_file(tmp_path / "bare.yaml", {"tinybev_node": {"device": "cpu"}, "/other": {"device": "cpu"}})
+    with pytest.raises(LaunchPlanError, match="sets parameters for /other, tinybev_node, none of which is the node, "
+                                              "/tinybev/tinybev_node .*/\\*\\*/tinybev_node.*nothing was started"):
+        _plan({"params_file": str(bare)})
+    with pytest.raises(RunInputError, match="none of which is the node, /tinybev/tinybev_node"):
+        check_params_names_node(bare)
+    for key in ("/**/tinybev_node", "/**", "/tinybev/tinybev_node", "/*/tinybev_node"):
+        mine = params_file(tmp_path / "mine.yaml", {key: {"device": "cpu"}})
+        assert _plan({"params_file": str(mine)}).overrides == {}, key
+        check_params_names_node(mine)
+    # a file with no sections at all is the node's to refuse (it names the problem); pushed into a namespace, the
+    # node's own section is the namespaced one
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert _plan({"params_file": str(empty)}).overrides == {}
+    mine = params_file(tmp_path / "robot.yaml", {"/robot1/tinybev/tinybev_node": {"device": "cpu"}})
+    assert _plan({"params_file": str(mine)}, namespace="/robot1").overrides == {}
+    with pytest.raises(LaunchPlanError, match="/tinybev/tinybev_node"):
+        _plan({"params_file": str(mine)})
+
+
+def test_pushed_into_a_namespace_the_node_reads_the_cameras_there(tmp_path):
+    """Included under PushRosNamespace('robot1'), the inputs still came from the root: another robot's cameras."""
+    remaps = dict(_plan({}, namespace="robot1").remaps)
+    assert remaps["CAM_FRONT/image_rect/compressed"] == "/robot1/CAM_FRONT/image_rect/compressed"
+    assert dict(_plan({}, namespace="/").remaps) == dict(_plan({}).remaps)
+    rig = params_file(tmp_path / "rig.yaml", {"/**/tinybev_node": {"cameras": [f"c{k}" for k in range(6)],
+                                                                     "compressed_topic": "{camera}/jpeg"}})
+    assert dict(_plan({"params_file": str(rig)}, namespace="robot1").remaps)["c3/jpeg"] == "/robot1/c3/jpeg"
+    # a bag is checked where the node will read: the root bag does not feed the namespaced node (it would wait for
+    # ever), one on the params file's own topics does
+    with pytest.raises(LaunchPlanError, match="has no images of camera\\(s\\) CAM_FRONT.*/robot1/CAM_FRONT"):
+        _plan({"bag": str(camera_bag(tmp_path / "root"))}, namespace="robot1")
+    custom = camera_bag(tmp_path / "custom", tuple(f"c{k}" for k in range(6)), topic="/robot1/{camera}/jpeg")
+    assert _plan({"bag": str(custom), "params_file": str(rig)}, namespace="robot1").bag_command is not None
+    with pytest.raises(LaunchPlanError, match="has no images of camera"):
+        _plan({"bag": str(custom), "params_file": str(rig)})
+
+
+def test_rviz_follows_the_nodes_clock_where_anything_says_what_it_is(tmp_path):
+    """rviz2 was forced onto wall time whenever use_sim_time:= was not given, a parent's SetParameter overruled."""
+    assert _plan({"rviz": "true"}).rviz_sim_time is None  # the launch's own (SetParameter), if any
+    assert _plan({"rviz": "true", "use_sim_time": "true"}).rviz_sim_time is True
+    sim = params_file(tmp_path / "sim.yaml", {"/**": {"use_sim_time": True}})
+    assert _plan({"rviz": "true", "params_file": str(sim)}).rviz_sim_time is True
+    assert _plan({"rviz": "true", "params_file": str(sim), "use_sim_time": "false"}).rviz_sim_time is False
+    assert _plan({"rviz": "true", "bag": str(camera_bag(tmp_path / "bag"))}).rviz_sim_time is True
 
 
 def test_tinybev_run_overrides_only_what_it_is_told(tmp_path):

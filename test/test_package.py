@@ -21,6 +21,10 @@ def test_package_xml_declares_the_run_dependencies():
                    "autoware_perception_msgs", "visualization_msgs", "diagnostic_msgs", "tf2_msgs", "launch",
                    "launch_ros", "rviz2", "ros2bag", "python3-torch", "python3-numpy"):
         assert needed in run_deps, needed
+    # what the launch calls to resume the player: `ros2 service call ... rosbag2_interfaces/srv/Resume`
+    from tinybev_ros.ros.launch_plan import RESUME_COMMAND
+
+    assert {f"ros2{RESUME_COMMAND[1]}", RESUME_COMMAND[-1].split("/")[0]} <= run_deps
 
 
 def test_interface_packages_are_ignored_by_colcon_and_valid():

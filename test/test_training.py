@@ -229,12 +229,15 @@ def test_resume_continues_with_the_identical_next_loss(synth_dataset, nusc, tmp_
     assert model_config == load_model_config(TINY)
 
 
-def test_a_resume_applies_the_optimiser_settings_it_warns_of_and_names_other_data(synth_dataset, nusc, tmp_path,
-                                                                                   caplog):
+def test_a_resume_applies_the_optimiser_settings_it_warns_of_and_refuses_another_run(synth_dataset, nusc, tmp_path,
+                                                                                     caplog):
     """The optimiser's saved weight decay and betas used to win over the config's while the warning said the new
-    ones were in force; a resume on another dataset said nothing at all."""
+    ones were in force; a resume on another dataset, seed or batch size (another sample order) only warned, and
+    the run went on as a mix of two."""
     import json
     import shutil
+
+    from tinybev_ros.errors import ConfigError
 
     config = tiny_config(steps=4, val_every=1000, checkpoint_every=1000, val_batches=1,
                          data={"max_samples": 2, "batch_size": 1})
@@ -249,17 +252,21 @@ def test_a_resume_applies_the_optimiser_settings_it_warns_of_and_names_other_dat
     decays = [group["weight_decay"] for group in resumed.optimizer.param_groups]
     betas = {tuple(group["betas"]) for group in resumed.optimizer.param_groups}
     assert decays == [0.05, 0.0] and betas == {(0.8, 0.99)}
+    for other_run in (dataclasses.replace(config, seed=1),
+                      dataclasses.replace(config, data=dataclasses.replace(config.data, batch_size=2))):
+        with pytest.raises(ConfigError, match="other settings that decide its data or network \\((seed 0 -> 1|"
+                                              "data.batch_size 1 -> 2)\\).*another --out"):
+            Trainer(other_run, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "run",
+                    nusc=nusc).resume()
     other = tmp_path / "other"  # the same files with one scene described otherwise: another dataset
     shutil.copytree(synth_dataset.dataroot, other, symlinks=True, ignore=shutil.ignore_patterns("tinybev_cache"))
     scenes = other / synth_dataset.version / "scene.json"
     table = json.loads(scenes.read_text())
     table[0]["description"] += " (edited)"
     scenes.write_text(json.dumps(table))
-    caplog.clear()
     elsewhere = Trainer(config, "student", other, synth_dataset.version, tmp_path / "run")
-    with caplog.at_level(logging.WARNING, logger="training.train"):
-        assert elsewhere.resume()
-    assert "with other data settings than its run's: dataset " in caplog.text
+    with pytest.raises(ConfigError, match="decide its data or network \\(dataset "):
+        elsewhere.resume()
 
 
 def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path, caplog, capsys):

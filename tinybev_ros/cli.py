@@ -8,6 +8,7 @@ and the runtime never imports training code unless a training command runs. Each
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -47,6 +48,22 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
     return parser, chosen
 
 
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """A write the disk refused: an OSError of a full or read-only file system, or safetensors' wrapping of one
+    (SafetensorError "I/O error: File too large" / "No space left on device"), anywhere in the chain of causes."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            return True
+        if type(exc).__name__ == "SafetensorError" and any(text in str(exc) for text in (
+                "No space left", "File too large", "Disk quota", "Read-only file system")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -59,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             result = importlib.import_module(COMMANDS[chosen][0]).run(args)
     except (CheckpointError, ConfigError, DatasetError) as exc:  # the user's files, not our bug: one line
         print(f"tinybev {chosen}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a full disk or a read-only folder where any output is written: the machine's state
+        if not is_storage_error(exc):
+            raise
+        print(f"tinybev {chosen}: error: cannot write an output ({exc}); free space (or make the folder writable) "
+              "and run the same command again: finished work is kept and what was cut off is written afresh",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (or a parent stopping us) is a request, not a crash: no traceback
         print(f"tinybev {argv[0] if argv else ''}: interrupted".rstrip(), file=sys.stderr)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from tinybev_ros.device import DeviceError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -20,9 +22,10 @@ def cpu_has_bf16() -> bool:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `precision` on `device` (None = plain float32)."""
+    """The autocast dtype for `precision` on `device` (None = plain float32); DeviceError (one line at the command
+    line) for a precision this machine cannot run."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise DeviceError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
@@ -30,7 +33,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp32":
         return None
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
+        raise DeviceError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        raise ValueError("precision bf16: this CPU has no native bfloat16 (avx512_bf16/AMX); use fp32 or auto")
+        raise DeviceError("precision bf16: this CPU has no native bfloat16 (avx512_bf16/AMX); use fp32 or auto")
     return torch.float16 if precision == "fp16" else torch.bfloat16

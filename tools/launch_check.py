@@ -8,8 +8,10 @@ of its own with the venv's colcon, with a copy of this working tree as `tinybev_
 `ros2 launch tinybev_ros tinybev.launch.py` as a user would and checks:
   package    `ros2 pkg executables` lists the node, `ros2 run` starts it (a bad parameter: exit 2, one line);
   arguments  `--show-args` lists every argument;
-  refusals   a missing params file or bag, a non-boolean flag, rviz:=true without rviz2: the launch exits
-             non-zero with a line naming the problem, and starts no process;
+  refusals   a missing params file or bag, a params file that never names the node, a non-boolean flag,
+             rviz:=true without rviz2: the launch exits non-zero with a line naming the problem, starting nothing;
+  failure    a node that exits with an error (a missing checkpoint) ends the launch with a non-zero status;
+  namespace  included under PushRosNamespace, the launch finds the node (and its cameras) in that namespace;
   replay     bag:=BAG use_sim_time:=true: the node publishes one detection frame per keyframe of the bag;
   shutdown   Ctrl-C (SIGINT to the launch's process group) ends the launch and every process it started.
 rosbag2 is C++ and cannot be built here: `ros2 bag` is `tinybev bag` through a wrapper first on PATH (and an
@@ -156,8 +158,10 @@ def check_package(env: dict[str, str]) -> list[tuple[bool, str]]:
 
 
 def check_refusals(env: dict[str, str], tmp: Path) -> list[tuple[bool, str]]:
+    bare = tmp / "bare.yaml"  # rcl reads `tinybev_node:` as /tinybev_node: the node would run on its defaults
+    bare.write_text("tinybev_node:\n  ros__parameters: {device: cpu}\n")
     cases = {"params_file:=" + str(tmp / "none.yaml"): "is not a file", "bag:=" + str(tmp / "no_bag"): "does not exist",
-             "use_sim_time:=maybe": "is not a boolean"}
+             "use_sim_time:=maybe": "is not a boolean", f"params_file:={bare}": "none of which is the node"}
     if shutil.which("rviz2", path=env["PATH"]) is None:
         cases["rviz:=true"] = "rviz2 is not installed"
     results = []
@@ -172,13 +176,52 @@ def check_refusals(env: dict[str, str], tmp: Path) -> list[tuple[bool, str]]:
     return results
 
 
+NAMESPACED = """from launch import LaunchDescription
+from launch.actions import GroupAction, IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch_ros.actions import PushRosNamespace
+from launch_ros.substitutions import FindPackageShare
+from launch.substitutions import PathJoinSubstitution
+
+
+def generate_launch_description():
+    included = PathJoinSubstitution([FindPackageShare("tinybev_ros"), "launch", "tinybev.launch.py"])
+    return LaunchDescription([GroupAction([PushRosNamespace("robot1"), IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(included), launch_arguments={"params_file": "%s"}.items())])])
+"""
+
+
+def check_namespace(env: dict[str, str], tmp: Path) -> tuple[bool, str]:
+    """Included under PushRosNamespace('robot1'), the launch looks for the node's section as
+    /robot1/tinybev/tinybev_node (and reads the cameras under /robot1): a root-only section is refused naming it."""
+    params = tmp / "root_only.yaml"
+    params.write_text("/tinybev/tinybev_node:\n  ros__parameters: {device: cpu}\n")
+    wrapper = tmp / "robot1.launch.py"
+    wrapper.write_text(NAMESPACED % params)
+    out = subprocess.run(["ros2", "launch", str(wrapper)], env=env, capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    said = "none of which is the node, /robot1/tinybev/tinybev_node" in text
+    return (out.returncode != 0 and said and not started_pids(text),
+            f"PushRosNamespace(robot1) + a /tinybev/tinybev_node section: exit {out.returncode}, names "
+            f"/robot1/tinybev/tinybev_node: {said}")
+
+
+def check_node_failure(env: dict[str, str], tmp: Path) -> tuple[bool, str]:
+    """A node that exits with an error ends the launch with a non-zero status (it was 0: scripts saw success)."""
+    out = subprocess.run([*LAUNCH, f"checkpoint:={tmp / 'none.safetensors'}", "device:=cpu"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    text = out.stdout + out.stderr
+    said = "tinybev_node exited with status 2" in text
+    return out.returncode != 0 and said, f"checkpoint:=<missing>: launch exit {out.returncode}, says so: {said}"
+
+
 def check_replay(env: dict[str, str], bag: Path, log_path: Path, timeout_s: float) -> list[tuple[bool, str]]:
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR")})
     from tinybev_ros.ros.dds import use_large_message_profile
     from tinybev_ros.ros.node_config import PerceptionNodeConfig
     from tinybev_ros.ros.run import GraphWatcher, bag_camera_topics, bag_message_counts
 
-    keyframes = min(bag_camera_topics(bag, PerceptionNodeConfig().cameras, bag_message_counts(bag))[2])
+    keyframes = min(bag_camera_topics(bag, PerceptionNodeConfig(), bag_message_counts(bag))[2])
     # every frame in order (the shipped 1 = latest wins, live): a replay that is scored, as the README says
     shipped = (REPO / "config" / "tinybev.yaml").read_text()
     if "frame_queue_size: 1\n" not in shipped:
@@ -236,7 +279,8 @@ def main() -> int:
                    ROS_LOG_DIR=tmp)
         bag = make_bag(ws, env)
         checks = {"package": check_package(env), "arguments": [check_arguments(env)],
-                  "refusals": check_refusals(env, Path(tmp)),
+                  "refusals": check_refusals(env, Path(tmp)), "failure": [check_node_failure(env, Path(tmp))],
+                  "namespace": [check_namespace(env, Path(tmp))],
                   "replay": check_replay(env, bag, ws / "replay.log", args.timeout)}
     failed = 0
     for name, results in checks.items():

@@ -183,6 +183,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.ddp = torchrun_ranks()
         self.device = pick_device(device, self.ddp)
+        self.compute_dtype = autocast_dtype(config.precision, self.device)  # refused here, before any data work
         init_distributed(self.ddp, self.device)
         seed_everything(config.seed, config.deterministic)
         self.spec: ModelSpec = build_model_spec(kind, config.model_config_path(kind))
@@ -225,7 +226,6 @@ class Trainer:
             self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model.parameters(), config.optim.weight_decay),
                                            lr=lr_at(0, config), betas=tuple(config.optim.betas))
-        self.compute_dtype = autocast_dtype(config.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.compute_dtype == torch.float16)
         log.info("training %s on %s in %s%s", kind, self.device, self.compute_dtype or torch.float32,
                  ", channels_last" if config.channels_last else "")
@@ -400,16 +400,25 @@ class Trainer:
         if stage != self.distill_stage:
             raise ConfigError(f"{path} is a run of distillation stage {stage!r}, not {self.distill_stage!r}; use "
                               "another --out, or remove its checkpoints")
-        # A changed setting may be meant (more steps), but the run is then two runs' mix: said, not refused.
+        # A changed optimiser, loss or schedule setting may be meant (more steps, a lower lr after a divergence):
+        # said, not refused. What would make the resumed steps another run's (another sample order, data set or
+        # network) is refused.
+        refused = []
         for part, now_text in self.run_settings().items():
             if part not in state:  # a checkpoint from before the part was recorded
                 continue
             before, now = json.loads(state[part]), json.loads(now_text)
-            changed = [f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
-                       if before.get(key) != now.get(key)]
-            if changed:
+            changed = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+            said = [f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in changed]
+            if any(changes_the_run(part, key) for key in changed):
+                refused += [text for key, text in zip(changed, said, strict=True) if changes_the_run(part, key)]
+            elif changed:
                 log.warning("resuming %s with other %s than its run's: %s", path, part.replace("_", " "),
-                            "; ".join(changed))
+                            "; ".join(said))
+        if refused:
+            raise ConfigError(f"{path} was trained with other settings that decide its data or network "
+                              f"({'; '.join(refused)}): resuming would mix two runs; give the run's own settings, "
+                              "or use another --out (--no-resume starts this one afresh)")
 
     def restore_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what `extra_state` added to the checkpoint."""
@@ -494,6 +503,19 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
                              "a fresh run (= backbone_weights=PATH)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. optim.lr=0.002 data.batch_size=2 (values are YAML)")
+
+
+# Settings a resumed run may not change: the sample order (seed, split, batch size, sample count), the data set and
+# the network (its config but the decoding of its outputs); see Trainer.check_resumable.
+RUN_DECIDING = {"settings": ("seed", "train_split", "data.batch_size", "data.max_samples"),
+                "data_settings": ("dataset", "version")}
+
+
+def changes_the_run(part: str, key: str) -> bool:
+    """Whether a changed setting (`key` of the run_settings `part`) makes a resumed run another run."""
+    if part == "model_settings":
+        return not key.startswith("decode.")
+    return key in RUN_DECIDING.get(part, ())
 
 
 def settings_text(config: Any) -> str:

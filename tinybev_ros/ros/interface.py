@@ -37,14 +37,28 @@ def camera_info_topic(camera: str) -> str:
     return "/" + CAMERA_INFO.format(camera=camera)
 
 
+def _root_prefix(root: str) -> str:
+    return "/" + root.strip("/") + "/" if root.strip("/") else "/"
+
+
+def input_topic(config: PerceptionNodeConfig, parameter: str, camera: str, root: str = "/") -> str | None:
+    """The absolute topic a camera input parameter (`raw_topic`, `compressed_topic`, `camera_info_topic`) has the
+    node read once `input_remaps` applies: a relative name under `root`, an absolute one as it is; None for a
+    private (`~`) name or one holding rcl's substitutions, which only the running node resolves."""
+    name = config.camera_topic(parameter, camera)
+    if name.startswith("~") or "{" in name:
+        return None
+    return name if name.startswith("/") else _root_prefix(root) + name
+
+
 def input_remaps(config: PerceptionNodeConfig, root: str = "/") -> list[tuple[str, str]]:
     """(relative name in the node, absolute topic) for every camera input the node's parameters make (its cameras
-    and topic patterns; params_file.node_inputs reads them from a params file): the cameras under `root`. Names
-    that are absolute, private (`~`) or hold rcl's substitutions are the user's own and left alone."""
-    prefix = "/" + root.strip("/") + "/" if root.strip("/") else "/"
+    and topic patterns; params_file.node_inputs reads them from a params file): the cameras under `root` (the
+    namespace the launch was pushed into; the node sits in `tinybev` below it). Names that are absolute, private
+    (`~`) or hold rcl's substitutions are the user's own and left alone."""
     names = [config.camera_topic(parameter, camera) for camera in config.cameras
              for parameter in ("raw_topic", "compressed_topic", "camera_info_topic")]
-    return [(name, prefix + name) for name in names if not name.startswith(("/", "~")) and "{" not in name]
+    return [(name, _root_prefix(root) + name) for name in names if not name.startswith(("/", "~")) and "{" not in name]
 
 
 def remap_arguments(config: PerceptionNodeConfig, root: str = "/") -> list[str]:

@@ -30,28 +30,48 @@ def _key_pattern(key: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
-def node_parameters(path: Path, node_name: str = NODE_NAME) -> dict[str, object]:
-    """The `ros__parameters` that apply to `node_name`, merged in file order; {} for a file rclpy would reject
-    (the node then says why)."""
+def parameter_sections(path: Path) -> list[tuple[str, dict[str, object]]]:
+    """(node key, its `ros__parameters`) in file order; [] for a file rclpy would reject (the node then says why)."""
     try:
         document = yaml.safe_load(Path(path).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    merged: dict[str, object] = {}
+        return []
+    sections = []
     for key, section in (document or {}).items() if isinstance(document, dict) else ():
         parameters = section.get("ros__parameters") if isinstance(section, dict) else None
-        if isinstance(parameters, dict) and _key_pattern(str(key)).fullmatch(node_name):
+        if isinstance(parameters, dict):
+            sections.append((str(key), parameters))
+    return sections
+
+
+def names_node(key: str, node_name: str = NODE_NAME) -> bool:
+    """Whether rcl applies a params file's node key to the node of this fully qualified name."""
+    return _key_pattern(key).fullmatch(node_name) is not None
+
+
+def node_parameters(path: Path, node_name: str = NODE_NAME) -> dict[str, object]:
+    """The `ros__parameters` that apply to `node_name`, merged in file order."""
+    merged: dict[str, object] = {}
+    for key, parameters in parameter_sections(path):
+        if names_node(key, node_name):
             merged.update(parameters)
     return merged
 
 
-def node_inputs(path: Path | None) -> PerceptionNodeConfig:
+def sections_for_other_nodes(path: Path, node_name: str = NODE_NAME) -> list[str]:
+    """The file's node keys when it has some and none applies to `node_name` (the node would start on its defaults
+    without a word: `tinybev_node:` is rcl's /tinybev_node, not /tinybev/tinybev_node); else []."""
+    keys = [key for key, _ in parameter_sections(path)]
+    return [] if any(names_node(key, node_name) for key in keys) else keys
+
+
+def node_inputs(path: Path | None, node_name: str = NODE_NAME) -> PerceptionNodeConfig:
     """The defaults, with the cameras and input topic patterns the params file gives (values of the wrong type are
     left to the node's own check)."""
     config = PerceptionNodeConfig()
     if path is None:
         return config
-    given = node_parameters(path)
+    given = node_parameters(path, node_name)
     kinds = {f.name: type(getattr(config, f.name)) for f in fields(config)}
     chosen = {name: given[name] for name in INPUT_PARAMETERS if isinstance(given.get(name), kinds[name])}
     if not all(isinstance(camera, str) for camera in chosen.get("cameras", [])):

@@ -20,9 +20,10 @@ from tinybev_ros.paths import share_file
 from tinybev_ros.ros.bag.atomic_writer import BagTargetError, check_sqlite_path, check_target, is_bag
 from tinybev_ros.ros.child_process import spawn
 from tinybev_ros.ros.dds import use_large_message_profile
-from tinybev_ros.ros.interface import NAMESPACE, image_topic, output_topic, remap_arguments
+from tinybev_ros.ros.interface import NAMESPACE, image_topic, input_topic, output_topic, remap_arguments
 from tinybev_ros.ros.interface import OUTPUT_TOPICS as NODE_OUTPUTS
-from tinybev_ros.ros.params_file import node_inputs
+from tinybev_ros.ros.node_config import PerceptionNodeConfig
+from tinybev_ros.ros.params_file import NODE_NAME, node_inputs, sections_for_other_nodes
 
 OUTPUT_TOPICS = (*(output_topic(name) for name in NODE_OUTPUTS), "/diagnostics")
 RECEIVE_GRACE_S = 10.0  # after the player exits, for the node to take the bag's last images
@@ -186,17 +187,33 @@ def bag_message_counts(bag: Path) -> Counter[str]:
     return held
 
 
-def bag_camera_topics(bag: Path, cameras: list[str], held: Counter[str]) -> tuple[list[str], bool, list[int]]:
+def bag_camera_topics(bag: Path, config: PerceptionNodeConfig, held: Counter[str],
+                      root: str = "/") -> tuple[list[str], bool, list[int]]:
     """The image topic of every camera in `bag`, whose messages per topic are `held`, whether they are raw
     (`bag convert --raw-images`) and how many images each holds: the node is told to read what the bag holds, and
-    the run waits for those subscriptions and, at the end, for those images."""
+    the run waits for those subscriptions and, at the end, for those images. The topics are those the node's
+    cameras and topic patterns (`config`, as the params file sets them) make under `root`; a pattern only the
+    running node resolves (`~`, `{ns}`) is taken as the default naming."""
+    def topics(raw: bool) -> list[str]:
+        parameter = "raw_topic" if raw else "compressed_topic"
+        return [input_topic(config, parameter, camera, root) or image_topic(camera, raw) for camera in config.cameras]
+
     for raw in (False, True):
-        topics = [image_topic(camera, raw) for camera in cameras]
-        if all(topic in held for topic in topics):
-            return topics, raw, [held[topic] for topic in topics]
-    missing = [camera for camera in cameras if not {image_topic(camera), image_topic(camera, True)} & held.keys()]
+        if all(topic in held for topic in topics(raw)):
+            return topics(raw), raw, [held[topic] for topic in topics(raw)]
+    missing = [camera for camera, compressed, raw in zip(config.cameras, topics(False), topics(True), strict=True)
+               if not {compressed, raw} & held.keys()]
     raise RunInputError(f"{bag} has no images of camera(s) {', '.join(missing)} (the node needs all of "
-                        f"{', '.join(cameras)} on {image_topic('CAMERA')} or {image_topic('CAMERA', True)})")
+                        f"{', '.join(config.cameras)} on {topics(False)[0]} or {topics(True)[0]} and alike)")
+
+
+def check_params_names_node(params: Path) -> None:
+    """A params file whose sections all name other nodes would leave the node on its defaults without a word."""
+    others = sections_for_other_nodes(params)
+    if others:
+        raise RunInputError(f"{params} sets parameters for {', '.join(others)}, none of which is the node, "
+                            f"{NODE_NAME} (rcl reads a key without a leading slash from the root: write "
+                            "/**/tinybev_node to reach it wherever it runs)")
 
 
 def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: str | None = None, rate: float = 1.0,
@@ -208,8 +225,9 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
     Every child dies with this process (child_process.spawn); `force` lets the recording replace an older bag.
     """
     check_inputs(bag, record, force, rate)
+    check_params_names_node(params)
     cameras = node_inputs(params).cameras
-    camera_topics, raw, images = ([], False, []) if bag is None else bag_camera_topics(bag, cameras,
+    camera_topics, raw, images = ([], False, []) if bag is None else bag_camera_topics(bag, node_inputs(params),
                                                                                         bag_message_counts(bag))
     transport = ["image_transport:=raw"] if raw else []  # before the user's -p, which win
     node = recorder = player = None

@@ -106,9 +106,10 @@ def test_predict_helper_gives_futures(nusc):
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--scenes", "0"], "scenes must be >= 1, got 0"),
-    (["--duration", "0.5"], "duration_s must be >= 1 s, got 0.5"),
-    (["--duration", "inf"], "duration_s must be >= 1 s, got inf"),
-    (["--duration", "nan"], "duration_s must be >= 1 s, got nan"),
+    (["--duration", "0.5"], "duration_s must be 1 to 3600 s (scenes start an hour apart), got 0.5"),
+    (["--duration", "1e12"], "duration_s must be 1 to 3600 s (scenes start an hour apart), got 1000000000000.0"),
+    (["--duration", "inf"], "duration_s must be 1 to 3600 s (scenes start an hour apart), got inf"),
+    (["--duration", "nan"], "duration_s must be 1 to 3600 s (scenes start an hour apart), got nan"),
 ])
 def test_impossible_synth_settings_are_one_line_and_write_nothing(tmp_path, caplog, flags, message):
     from tinybev_ros.cli import main

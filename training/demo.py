@@ -15,7 +15,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from tinybev_ros.errors import DatasetError
+from tinybev_ros.atomic_file import write_text
+from tinybev_ros.errors import ConfigError, DatasetError
 from tinybev_ros.nuscenes_dataset import find_scene, open_nuscenes, sample_data
 from training.splits import devkit_split_of
 
@@ -69,9 +70,36 @@ def prepare_scene(args: argparse.Namespace) -> tuple[Path, str, str]:
     made_for = json.loads(marker.read_text()) if marker.is_file() else None
     if made_for != json.loads(json.dumps(asdict(config), default=str)):  # another seed or duration: regenerate
         log.info("demo: generating a %.0f s synthetic scene (seed %d) in %s", args.duration, args.seed, dataroot)
-        generate(dataroot, replace(config), overwrite=True)
+        try:
+            generate(dataroot, replace(config), overwrite=True)
+        except FileExistsError as exc:  # a folder of the user's own where the demo keeps its scene: left alone
+            raise ConfigError(f"{exc} (the demo keeps its synthetic scene in --out's dataset/; choose another "
+                              "--out)") from None
     scene = json.loads((dataroot / config.version / "scene.json").read_text())[0]["name"]
     return dataroot, config.version, scene
+
+
+def bag_source(dataroot: Path, version: str, scene: str) -> dict:
+    """What the demo's bag of `scene` is made of: the dataset by place and by its tables' sizes and times (a
+    regenerated synthetic scene has the same name and stamps, and other images and boxes)."""
+    tables = sorted((dataroot / version).glob("*.json"))
+    return {"dataroot": str(dataroot.resolve()), "version": version, "scene": scene,
+            "tables": {t.name: [t.stat().st_size, t.stat().st_mtime_ns] for t in tables}}
+
+
+def scene_bag(out: Path, dataroot: Path, version: str, scene: str) -> Path:
+    """The demo's bag of `scene` in `out`, converted unless the one there was made of this very dataset: a bag of
+    another seed, duration or dataset has the scene's name and stamps, and would be scored against this dataset's
+    ground truth without a word."""
+    from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene
+
+    bag, source = out / scene, out / f"{scene}.source.json"
+    made_from = bag_source(dataroot, version, scene)
+    if not (bag / "metadata.yaml").exists() or not source.is_file() or json.loads(source.read_text()) != made_from:
+        source.unlink(missing_ok=True)
+        convert_scene(open_nuscenes(dataroot, version), scene, bag, ConvertOptions(progress=False, force=True))
+        write_text(source, json.dumps(made_from, indent=1) + "\n")
+    return bag
 
 
 def evaluate_outputs(dataroot: Path, version: str, scene_name: str, outputs_bag: Path, out: Path) -> dict:
@@ -123,7 +151,6 @@ def write_summary(path: Path, metrics: dict, checkpoint: Path, args: argparse.Na
 
 def run(args: argparse.Namespace) -> int:
     from tinybev_ros.checkpoint import read_checkpoint
-    from tinybev_ros.errors import ConfigError
     from tinybev_ros.paths import default_checkpoint
     from tinybev_ros.ros.run import check_inputs
 
@@ -155,11 +182,7 @@ def _demo(args: argparse.Namespace, out: Path, checkpoint: str, start: float) ->
     if bag is None or args.dataroot is not None:
         dataroot, version, scene = prepare_scene(args)
     if bag is None:
-        from tinybev_ros.ros.bag.nuscenes_to_bag import ConvertOptions, convert_scene
-
-        bag = out / f"{scene}"
-        if not (bag / "metadata.yaml").exists():
-            convert_scene(open_nuscenes(dataroot, version), scene, bag, ConvertOptions(progress=False))
+        bag = scene_bag(out, Path(dataroot), version, scene)
     outputs_bag = out / "outputs"
     log.info("demo: replaying %s through tinybev_node (rate %.2f) and recording the outputs", bag, args.rate)
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from tinybev_ros.errors import ConfigError
+
+SCENE_SPACING_US = 3_600_000_000  # scene k starts k hours after scene 0 (generator.py)
+MAX_DURATION_S = SCENE_SPACING_US / 1e6  # so no two scenes' times overlap
 
 # The devkit's map API accepts only these names; Singapore drives on the left, Boston on the right.
 MAP_NAMES: tuple[str, ...] = (
@@ -51,8 +53,9 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if self.scenes < 1:
             raise ConfigError(f"SynthConfig.scenes must be >= 1, got {self.scenes}")
-        if not 1.0 <= self.duration_s < math.inf:
-            raise ConfigError(f"SynthConfig.duration_s must be >= 1 s, got {self.duration_s}")
+        if not 1.0 <= self.duration_s <= MAX_DURATION_S:  # a day's would fill the memory with its routes first
+            raise ConfigError(f"SynthConfig.duration_s must be 1 to {MAX_DURATION_S:.0f} s (scenes start an hour "
+                              f"apart), got {self.duration_s}")
         if self.version not in ("v1.0-mini", "v1.0-trainval"):
             raise ConfigError(f"SynthConfig.version must be 'v1.0-mini' or 'v1.0-trainval', got {self.version!r}")
         unknown = [m for m in self.maps if m not in MAP_NAMES]

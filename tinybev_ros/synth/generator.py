@@ -25,7 +25,7 @@ from tqdm import tqdm
 from tinybev_ros.geometry import CAMERA_NAMES, LIDAR_NAME, Rig, yaw_to_quat
 from tinybev_ros.paths import check_output_folder
 from tinybev_ros.synth.camera import CameraModel, Lighting, RenderResult, render
-from tinybev_ros.synth.config import SynthConfig
+from tinybev_ros.synth.config import SCENE_SPACING_US, SynthConfig
 from tinybev_ros.synth.lidar import Lidar, count_points_in_boxes
 from tinybev_ros.synth.map_expansion import write_map
 from tinybev_ros.synth.population import Scene, build_scene
@@ -215,7 +215,7 @@ def _write_scene(root: Path, config: SynthConfig, tables: Tables, token: TokenFa
     scene = sensors.scene
     rig = sensors.rig
     map_name = sensors.assets.world.map_name
-    t0_us = BASE_TIMESTAMP_US + index * 3_600_000_000
+    t0_us = BASE_TIMESTAMP_US + index * SCENE_SPACING_US
     date = "2018-07-24"
     logfile = f"{LOG_VEHICLE.get(map_name, 'n015')}-{date}-{11 + index % 12:02d}-{(index * 7) % 60:02d}-45+0800"
     log_token = token("log", index)

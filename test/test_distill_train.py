@@ -248,3 +248,25 @@ def test_unmarked_cache_files_are_refused_unless_the_caller_vouches_for_them(tmp
     half = BevGrid(-25.0, 25.0, -25.0, 25.0, 0.5)  # 100 x 100 cells, as the tiny student's 1 m grid over 100 m
     with pytest.raises(ConfigError, match="the teacher's BEV grid covers x -50..50 m, .* the student's x -25..25 m"):
         check_teacher_fits(CachedTeacher(root), half, "tables-a")
+
+
+def test_a_teacher_value_that_is_not_finite_is_refused_when_cached_and_when_read(tmp_path):
+    """float16 holds up to 65504: a larger teacher value became inf in the cache, and the distillation then
+    diverged with the advice to lower the learning rate."""
+    from tinybev_ros.checkpoint import write_tensors
+    from tinybev_ros.errors import CheckpointError
+    from training.teachers.cached import CACHE_FORMAT, cache_path, read_teacher_sample, write_teacher_sample
+
+    features = [torch.zeros(2, 3, 3)]
+    heatmap = torch.zeros(1, 3, 3)
+    write_teacher_sample(tmp_path, "fine", features, {"heatmap": heatmap}, "teacher")
+    assert read_teacher_sample(cache_path(tmp_path, "fine"))[1]["heatmap"].eq(0).all()
+    with pytest.raises(CheckpointError, match="teacher sample big: outputs.heatmap not finite in torch.float16.*"
+                                              "nothing was written"):
+        write_teacher_sample(tmp_path, "big", features, {"heatmap": heatmap + 1e5}, "teacher")
+    assert not cache_path(tmp_path, "big").exists()
+    broken = cache_path(tmp_path, "nan")  # e.g. an external model's outputs written by another tool
+    write_tensors(broken, {"features.0": torch.full((2, 3, 3), float("nan"), dtype=torch.float16)},
+                  {"format": CACHE_FORMAT, "sample_token": "nan", "num_features": "1", "source": "other"})
+    with pytest.raises(CheckpointError, match=f"teacher cache file {broken}: features.0 not finite"):
+        read_teacher_sample(broken)

@@ -17,6 +17,7 @@ from tinybev_ros.cli import main as tinybev
 from tinybev_ros.geometry import Rig, Transform
 from tinybev_ros.model import SplatIndex, build_student, load_model_config
 from tinybev_ros.model.export import OUTPUT_NAMES, export_inputs, input_names, rig_splat_index
+from tinybev_ros.release import sha256
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -38,6 +39,7 @@ def test_onnx_export_matches_pytorch(tmp_path):
     assert torch.equal(saved["cell_index"], splat.cell_index) and torch.equal(saved["depth_index"], splat.depth_index)
     with safe_open(str(tmp_path / "tinybev.splat.safetensors"), framework="pt") as handle:
         assert handle.metadata()["heading_code"] == config.heading_code  # how to read the box output's heading
+        assert handle.metadata()["onnx_sha256"] == sha256(tmp_path / "tinybev.onnx")  # the graph it belongs to
 
     graph = onnx.load(str(tmp_path / "tinybev.onnx"))
     onnx.checker.check_model(graph)

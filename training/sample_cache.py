@@ -184,8 +184,8 @@ def _camera_inputs(nusc: NuScenes, sample: dict, ego_to_global: Transform,
         compensated.append(moved.matrix)
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
-        raise ValueError(f"sample {sample['token']}: cameras differ in aspect ratio ({sorted(shapes)}); the cache "
-                         "stores one image size for all six")
+        raise DatasetError(f"sample {sample['token']}: cameras differ in aspect ratio ({sorted(shapes)}); the cache "
+                           "stores one image size for all six")
     return np.stack(images), np.stack(intrinsics), np.stack(static), np.stack(compensated)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from tinybev_ros.arguments import positive_int
 from training.data import move_batch
 from training.distill import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
@@ -122,7 +123,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=[s for s in STAGES if s != "none"], default="S3")
     parser.add_argument("--student", default=None, help="student checkpoint to probe (default: a fresh student)")
     parser.add_argument("--step", type=int, default=0, help="training step the loss ramps are taken at")
-    parser.add_argument("--batches", type=int, default=8, help="training batches to average over")
+    parser.add_argument("--batches", type=positive_int, default=8, help="training batches to average over")
     parser.add_argument("--dataroot", required=True)
     parser.add_argument("--version", default="v1.0-trainval")
     parser.add_argument("--out", default=None, help="also write the figures here (JSON)")

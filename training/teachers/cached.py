@@ -57,6 +57,12 @@ def write_teacher_sample(root: str | Path, sample_token: str, features: list[tor
         raise ValueError(f"sample {sample_token}: features must be a non-empty list of (C, H, W) maps")
     tensors = {f"features.{i}": f.detach().to("cpu", dtype).contiguous() for i, f in enumerate(features)}
     tensors.update({f"outputs.{k}": v.detach().to("cpu", dtype).contiguous() for k, v in outputs.items()})
+    # A value past the cache's float range (or a NaN from an external model's outputs) would surface mid-
+    # distillation as a divergence with the wrong advice (lower the lr): refused here, naming it.
+    bad = [key for key, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"teacher sample {sample_token}: {', '.join(bad)} not finite in {dtype} (a teacher "
+                              "that diverged, or values beyond the cache's range); nothing was written for it")
     path = cache_path(root, sample_token)
     return write_tensors(path, tensors, {"format": CACHE_FORMAT, "sample_token": sample_token,
                                          "num_features": str(len(features)), "source": source})
@@ -113,6 +119,9 @@ def read_teacher_sample(path: Path) -> tuple[list[torch.Tensor], dict[str, torch
     except KeyError as error:
         raise CheckpointError(f"teacher cache file {path}: missing {error.args[0]}") from error
     outputs = {key.removeprefix("outputs."): t.float() for key, t in tensors.items() if key.startswith("outputs.")}
+    bad = [key for key, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"teacher cache file {path}: {', '.join(bad)} not finite; make the cache again")
     return features, outputs
 
 

@@ -21,6 +21,7 @@ import torch
 from nuscenes.nuscenes import NuScenes
 from torch.utils.data import DataLoader
 
+from tinybev_ros.arguments import positive_int
 from tinybev_ros.atomic_file import write_text
 from tinybev_ros.device import resolve_device
 from tinybev_ros.errors import CheckpointError
@@ -113,7 +114,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="v1.0-trainval", help="nuScenes version folder (v1.0-mini, ...)")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to cache")
     parser.add_argument("--out", required=True, help="teacher-cache directory (created; resumed if it exists)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--sample-cache", default="", metavar="DIR",
                         help=SAMPLE_CACHE_HELP)

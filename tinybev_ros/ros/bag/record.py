@@ -24,6 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tinybev_ros.arguments import positive_int
+
 log = logging.getLogger("tinybev.bag.record")
 FLUSH_PERIOD_S = 1.0  # a killed recorder loses at most this much (rosbag2 flushes its cache periodically too)
 STORAGE_ERRORS = (OSError, sqlite3.Error)  # the disk filled up, or the storage file became unwritable
@@ -177,7 +179,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=sorted(STORAGES), default="sqlite3", help="rosbag2 storage plugin")
     parser.add_argument("--force", action="store_true", help="overwrite an existing bag")
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
-    parser.add_argument("--max-messages", type=int, help="stop after this many messages")
+    parser.add_argument("--max-messages", type=positive_int, help="stop after this many messages")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -160,3 +160,23 @@ def test_messages_cross_processes_through_rclpy():
     tf = received["tf"].transforms[0]
     assert (tf.header.frame_id, tf.child_frame_id) == ("map", "base_link")
     assert tf.transform.translation.x == pytest.approx(411.3)
+
+
+@pytest.mark.parametrize("tag", ["cp310-cp310", "cp311-cp311", "cp312-cp312"])
+def test_the_wheels_cmake_paths_are_pointed_at_this_interpreter_whatever_python_built_them(tmp_path, tag):
+    """The ROS wheels' CMake exports name their build image's Python and numpy headers; only cp311's were
+    rewritten, so on Python 3.10 or 3.12 the interface packages failed to configure."""
+    import importlib.util
+    import sysconfig
+
+    spec = importlib.util.spec_from_file_location("build_interfaces", Path(__file__).resolve().parent.parent /
+                                                  "tools" / "build_interfaces.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ver = "3." + tag.split("-")[0][3:]
+    exported = tmp_path / "share" / "std_msgs" / "cmake" / "export.cmake"
+    exported.parent.mkdir(parents=True)
+    exported.write_text(f'set(_IMPORT "/opt/python/{tag}/include/python{ver};'
+                        f'/opt/python/{tag}/lib/python{ver}/site-packages/numpy/_core/include")\n')
+    assert module.fix_wheel_cmake_paths(tmp_path) == 1
+    assert exported.read_text() == f'set(_IMPORT "{sysconfig.get_paths()["include"]};{np.get_include()}")\n'

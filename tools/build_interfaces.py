@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 INTERFACES = REPO / "interfaces"
 # The message each package must provide once built; importing it proves the typesupport loads.
 PROBES = {"vision_msgs": "Detection3DArray", "tf2_msgs": "TFMessage", "autoware_perception_msgs": "PredictedObjects"}
-WHEEL_PYTHON_INCLUDE = "/opt/python/cp311-cp311/include/python{ver}"
-WHEEL_NUMPY_INCLUDE = "/opt/python/cp311-cp311/lib/python{ver}/site-packages/numpy/_core/include"
+# the wheels' build image's interpreter, one per Python version (cp310-cp310, cp311-cp311, ...)
+WHEEL_PYTHON_INCLUDE = re.compile(r"/opt/python/cp3\d+-cp3\d+/include/python3\.\d+")
+WHEEL_NUMPY_INCLUDE = re.compile(r"/opt/python/cp3\d+-cp3\d+/lib/python3\.\d+/site-packages/numpy/_?core/include")
 
 
 def importable(package: str) -> bool:
@@ -42,17 +44,13 @@ def numpy_include() -> str:
 
 def fix_wheel_cmake_paths(prefix: Path) -> int:
     """Point the wheels' CMake exports at this interpreter's Python and numpy headers."""
-    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
-    replacements = {
-        WHEEL_PYTHON_INCLUDE.format(ver=ver): sysconfig.get_paths()["include"],
-        WHEEL_NUMPY_INCLUDE.format(ver=ver): numpy_include(),
-    }
+    replacements = {WHEEL_PYTHON_INCLUDE: sysconfig.get_paths()["include"], WHEEL_NUMPY_INCLUDE: numpy_include()}
     changed = 0
     for path in (prefix / "share").rglob("*.cmake"):
         text = path.read_text(errors="surrogateescape")
         new = text
         for old, repl in replacements.items():
-            new = new.replace(old, repl)
+            new = old.sub(lambda _, repl=repl: repl, new)
         if new != text:
             path.write_text(new, errors="surrogateescape")
             changed += 1

@@ -41,7 +41,7 @@ def small_run_configs(tmp: Path) -> Path:
     return tmp / "distill.yaml"
 
 
-def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_path, capsys, caplog):
+def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_path, capsys, caplog, monkeypatch):
     torch.manual_seed(0)
     distill_yaml = small_run_configs(tmp_path)
     run_config = load_distill_config(distill_yaml)
@@ -127,6 +127,15 @@ def test_distill_cli_cached_teacher_checkpoint_and_resume(synth_dataset, tmp_pat
     figures = json.loads(probe.read_text())
     assert figures["overrides"] == ["distill.feature=0", "distill.regions.feature_weights=[1,1,0.5,0.1]"]
     assert "feature" not in figures["terms"] and "attention" in figures["terms"]
+    # Where training would compute in float16 (CUDA), the probe's unscaled per-term gradients would underflow: it
+    # computes in float32 there (on this CPU: made to believe float16 was the training's type).
+    import training.distillation.probe as probe_module
+
+    monkeypatch.setattr(probe_module, "autocast_dtype", lambda precision, device: torch.float16)
+    assert main(["distill-probe", "--config", str(distill_yaml), "--teacher", str(cache), "--dataroot",
+                 str(synth_dataset.dataroot), "--version", synth_dataset.version, "--batches", "1", "--out",
+                 str(probe)]) == 0
+    assert json.loads(probe.read_text())["compute_dtype"] == "float32"
 
     # A --teacher that cannot be one is one line, before the datasets are opened (no run folder is made).
     cut_short = tmp_path / "cut_short"  # a caching run interrupted before the last sample

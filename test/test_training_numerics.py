@@ -29,6 +29,24 @@ def test_compute_type_per_device_and_request():
         tiny_config(precision="fp8")
 
 
+def test_bfloat16_on_a_gpu_without_it_is_refused(monkeypatch):
+    """torch emulates bfloat16 on a V100 or T4 (slower than float32) rather than refusing it."""
+    from tinybev_ros.device import DeviceError
+
+    asked = []
+
+    def emulated_only(including_emulation: bool = True) -> bool:  # a V100: bfloat16 only as torch emulates it
+        asked.append(including_emulation)
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulated_only)
+    with pytest.raises(DeviceError, match="cuda has no native bfloat16 .*use fp16 or auto"):
+        autocast_dtype("bf16", torch.device("cuda"))
+    assert asked == [False]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert autocast_dtype("bf16", torch.device("cuda")) is torch.bfloat16
+
+
 def test_lift_splat_pools_in_float32_under_bfloat16_autocast():
     model = build_student(load_model_config(TINY))
     lift = model.camera.lift_splat
@@ -107,6 +125,23 @@ def test_a_diverging_run_stops_with_one_clear_error_and_no_nan_checkpoint(synth_
     again = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path / "cli", nusc=nusc)
     with pytest.raises(SystemExit, match="^tinybev: training stopped at step"):
         fit_to_end(again, resume=False)
+
+
+def test_float16_steps_skipped_without_end_stop_the_run(synth_dataset, tmp_path):
+    """With float16's GradScaler a non-finite gradient only skipped the step and halved the scale: a gradient that
+    was always NaN ran the whole schedule and wrote checkpoints that had learnt nothing."""
+    from training.train import MAX_SKIPPED_STEPS, TrainingDiverged
+
+    nusc = NuScenes(version=synth_dataset.version, dataroot=str(synth_dataset.dataroot), verbose=False)
+    config = tiny_config(steps=MAX_SKIPPED_STEPS + 10, val_every=10**6, checkpoint_every=10**6,
+                         bn_recalibration_batches=0, data={"max_samples": 2, "batch_size": 2, "augment": False})
+    trainer = Trainer(config, "student", synth_dataset.dataroot, synth_dataset.version, tmp_path, nusc=nusc)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)  # what a CUDA float16 run has
+    first = next(trainer.model.parameters())
+    first.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+    with pytest.raises(TrainingDiverged, match=f"not finite on {MAX_SKIPPED_STEPS} steps in a row .*scale is down"):
+        trainer.fit()
+    assert trainer.step == MAX_SKIPPED_STEPS - 1  # the failing step is not counted
 
 
 def test_a_checkpoint_with_nan_weights_is_refused_by_every_consumer(tmp_path):

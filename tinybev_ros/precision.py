@@ -36,4 +36,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         raise DeviceError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         raise DeviceError("precision bf16: this CPU has no native bfloat16 (avx512_bf16/AMX); use fp32 or auto")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise DeviceError(f"precision bf16: {device} has no native bfloat16 (compute capability 8.0 or later; "
+                          "emulated it is slower than float32); use fp16 or auto")
     return torch.float16 if precision == "fp16" else torch.bfloat16

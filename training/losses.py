@@ -184,5 +184,7 @@ def supervised_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch
     if "depth" in outputs and "depth" in targets:
         terms["depth"] = depth_loss(outputs["depth"], targets["depth"])
     total = sum(getattr(weights, name) * value for name, value in terms.items())
-    terms["total"] = total if isinstance(total, torch.Tensor) else torch.zeros(())
+    if not isinstance(total, torch.Tensor):  # no task of these outputs has targets: a zero on their device
+        total = next(v for v in outputs.values() if isinstance(v, torch.Tensor)).new_zeros((), dtype=torch.float32)
+    terms["total"] = total
     return terms

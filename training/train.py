@@ -64,6 +64,9 @@ from training.splits import split_sample_tokens
 log = logging.getLogger(__name__)
 
 
+# float16 steps skipped in a row (GradScaler's overflow) before the run is taken as diverged: a healthy run skips
+# a few while its loss scale settles from 65536; 30 halvings later the gradient itself is broken
+MAX_SKIPPED_STEPS = 30
 VALIDATION_LOG = "validation.jsonl"  # one JSON line per validation with task metrics (Trainer.validation_metrics)
 
 
@@ -227,6 +230,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model.parameters(), config.optim.weight_decay),
                                            lr=lr_at(0, config), betas=tuple(config.optim.betas))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.compute_dtype == torch.float16)
+        self.skipped_steps = 0  # float16 steps skipped in a row for a gradient that was not finite
         log.info("training %s on %s in %s%s", kind, self.device, self.compute_dtype or torch.float32,
                  ", channels_last" if config.channels_last else "")
         self.step = 0
@@ -291,8 +295,15 @@ class Trainer:
         # every parameter the optimiser updates (a distillation's adapters too), not only the model's
         trained = [p for group in self.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(trained, self.config.optim.grad_clip_norm)
-        if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():  # fp16's scaler skips such steps itself
+        if torch.isfinite(grad_norm):
+            self.skipped_steps = 0
+        elif not self.scaler.is_enabled():
             self.diverged(f"the gradient norm is {float(grad_norm)}")
+        else:  # fp16's scaler skips an overflowing step and halves its scale; without end, nothing is ever learnt
+            self.skipped_steps += 1
+            if self.skipped_steps >= MAX_SKIPPED_STEPS:
+                self.diverged(f"the gradient was not finite on {self.skipped_steps} steps in a row (float16's loss "
+                              f"scale is down to {self.scaler.get_scale():.3g})")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1

@@ -90,7 +90,9 @@ class DistillationLoss(nn.Module):
         super().__init__()
         self.config = config
         self.cell_size = float(cell_size)
-        self.box_code_weights = torch.tensor(box_code_weights, dtype=torch.float32)
+        # a buffer, so it moves with the module to the GPU (not in the checkpoint: it comes from the config)
+        self.register_buffer("box_code_weights", torch.tensor(box_code_weights, dtype=torch.float32),
+                             persistent=False)
         self.pairs = level_pairs(len(student_channels), len(teacher_channels), config.feature_levels)
         self.weights = config.active_weights()
         self.use_features = any(name in self.weights for name in FEATURE_TERMS)

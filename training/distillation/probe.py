@@ -14,6 +14,7 @@ batches. The per-term gradients add up to the total's (checked and reported: `su
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import logging
 import math
@@ -25,6 +26,8 @@ from typing import Any
 import torch
 
 from tinybev_ros.arguments import positive_int
+from tinybev_ros.device import resolve_device
+from tinybev_ros.precision import autocast_dtype
 from training.data import move_batch
 from training.distill import DistillTrainer
 from training.distillation.config import STAGES, load_distill_config
@@ -142,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = overrides_of(args)
     run_config = load_distill_config(args.config, [*overrides, f"distill.stage={args.stage}"])
     config = run_config.training()
+    if autocast_dtype(config.precision, resolve_device(args.device)) == torch.float16:
+        # training scales float16 losses (GradScaler) before their gradients; the probe's per-term gradients are
+        # not scaled, and would underflow (the small distillation terms' first): taken in float32 instead
+        config = dataclasses.replace(config, precision="fp32")
     with tempfile.TemporaryDirectory() as scratch:  # the trainer wants a run folder; the probe saves nothing
         trainer = DistillTrainer(config, run_config.distill, args.teacher, args.dataroot, args.version, scratch,
                                  device=args.device)
@@ -149,8 +156,9 @@ def run(args: argparse.Namespace) -> int:
             trainer.spec.load_weights(trainer.model, Path(args.student), trainer.device)
         trainer.step = args.step
         probes = [probe_batch(trainer, batch) for batch in itertools.islice(training_batches(trainer), args.batches)]
+        compute = str(trainer.compute_dtype or torch.float32).removeprefix("torch.")
     result = {"config": str(args.config), "overrides": overrides, "stage": args.stage,
-              "student": args.student or "fresh", "step": args.step, **average(probes)}
+              "student": args.student or "fresh", "step": args.step, "compute_dtype": compute, **average(probes)}
     print(render(result))
     if args.out:
         write_json(Path(args.out), result)

@@ -110,7 +110,12 @@ def test_every_topic_has_its_type_count_and_sensor_stamps(nusc, converted):
     sample_stamps = [nusc.get("sample", r["sample_token"])["timestamp"] * 1000
                      for r in _keyframes(nusc, scene, "LIDAR_TOP")]
     assert [s for s, _ in by_topic["/markers/annotations"]] == sample_stamps
-    assert [s for s, _ in by_topic["/clock"]] == sorted(sensor_stamps)
+    # /clock at every sensor stamp and never more than 25 ms apart (keyframes alone are 0.5 s apart)
+    clocks = [s for s, _ in by_topic["/clock"]]
+    assert set(sensor_stamps) <= set(clocks) and clocks == sorted(set(clocks))
+    assert clocks[0] == min(sensor_stamps) and clocks[-1] == max(sensor_stamps)
+    assert max(np.diff(clocks)) <= 25_000_000
+    assert all(m.clock.sec * 1_000_000_000 + m.clock.nanosec == s for s, m in by_topic["/clock"])
     assert counts["/tf_static"] == counts["/map"] == 1
     bag_stamps = [stamp for _, _, stamp, _ in messages]
     assert bag_stamps == sorted(bag_stamps) and bag_stamps[0] == min(sensor_stamps)
@@ -256,14 +261,14 @@ def test_annotations_odometry_and_map_follow_the_tables(nusc, synth_dataset, con
     rows = rng.integers(0, grid.info.height, 200)
     cols = rng.integers(0, grid.info.width, 200)
     agree = [
-        (values[r, c] == 100) == bool(nusc_map.layers_on_point(ox + (c + 0.5) * res, oy + (r + 0.5) * res,
+        (values[r, c] == 0) == bool(nusc_map.layers_on_point(ox + (c + 0.5) * res, oy + (r + 0.5) * res,
                                                                ["drivable_area"])["drivable_area"])
         for r, c in zip(rows, cols, strict=True)
     ]
     assert np.mean(agree) > 0.95  # only cells cut by a polygon edge may differ
     ego = nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"])
     r, c = int((ego["translation"][1] - oy) / res), int((ego["translation"][0] - ox) / res)
-    assert values[r, c] == 100  # the car drives on the drivable area
+    assert values[r, c] == 0  # the car drives on the drivable area: free
 
 
 def _scene_records(nusc, scene, channel) -> list[dict]:

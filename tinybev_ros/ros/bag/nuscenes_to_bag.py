@@ -13,10 +13,11 @@ the sensor's own timestamp, nuScenes microseconds -> nanoseconds):
   /tf                           tf2_msgs/TFMessage           map -> base_link (ego_pose) at each sensor stamp
   /odom                         nav_msgs/Odometry            ego pose in map, twist in base_link (LiDAR stamps)
   /markers/annotations          visualization_msgs/MarkerArray  ground-truth boxes in map at keyframes
-  /map                          nav_msgs/OccupancyGrid       drivable area (100 = drivable, 0 = not) covering the
-                                                             scene's ego path plus a margin, once, latched; without
-                                                             the map expansion the semantic prior (walkways too)
-  /clock                        rosgraph_msgs/Clock          at every distinct message stamp
+  /map                          nav_msgs/OccupancyGrid       drivable area as a map a planner reads (0 = free: drivable,
+                                                             100 = occupied: not) covering the scene's ego path plus a
+                                                             margin, once, latched; without the map expansion the
+                                                             semantic prior (walkways too)
+  /clock                        rosgraph_msgs/Clock          at every distinct message stamp and at 40 Hz between
 
 Keyframes (2 Hz) only by default; `--sweeps` writes the full 12 Hz camera / 20 Hz LiDAR streams.
 /tf_static and /map are offered transient-local (latched), the rest reliable/volatile.
@@ -60,6 +61,8 @@ from tinybev_ros.ros.interface import camera_info_topic, image_topic
 from tinybev_ros.taxonomy import CATEGORY_TO_DETECTION, DETECTION_CLASSES
 
 log = logging.getLogger("tinybev.nuscenes_to_bag")
+CLOCK_PERIOD_NS = 25_000_000  # /clock at 40 Hz between the messages' stamps
+FREE, OCCUPIED = 0, 100  # nav_msgs/OccupancyGrid's values: /map says where a car may drive
 
 
 # Order of messages that share one timestamp: time and transforms before the data that needs them.
@@ -253,7 +256,11 @@ class SceneMessages:
         if self.options.with_map:
             self._check_map_available()
             self._add(start, "map", "/map", "nav_msgs/msg/OccupancyGrid", lambda: self._map(start))
-        for stamp in sorted({e.stamp_ns for e in self._events}):
+        # at every message's stamp and on a 40 Hz grid between (`ros2 bag play --clock`'s rate): keyframes alone are
+        # 0.5 s apart, and sim time standing still that long stalls consumers' timers and TF waits
+        stamps = {e.stamp_ns for e in self._events}
+        stamps.update(range(min(stamps), max(stamps), CLOCK_PERIOD_NS))
+        for stamp in sorted(stamps):
             self._add(stamp, "clock", "/clock", "rosgraph_msgs/msg/Clock", lambda s=stamp: self.msg.clock(s))
         self._events.sort()
 
@@ -372,7 +379,7 @@ class SceneMessages:
             ys, xs = np.meshgrid(y0 + (np.arange(height) + 0.5) * res, x0 + (np.arange(width) + 0.5) * res,
                                  indexing="ij")
             mask = on_semantic_prior(prior, xs.ravel(), ys.ravel()).reshape(height, width)
-        values = np.where(mask > 0, 100, 0).astype(np.int8)
+        values = np.where(mask > 0, FREE, OCCUPIED).astype(np.int8)
         return self.msg.occupancy_grid(stamp_ns, "map", (x0, y0), res, values)
 
 

@@ -74,7 +74,7 @@ def test_table_and_verdict_follow_the_issue_target() -> None:
 
 def test_summary_row_reads_the_evaluation_suite_keys() -> None:
     metrics = {"detection": {"mAP": 0.3, "NDS": 0.4}, "tracking": {"AMOTA": 0.2},
-               "motion": {"vehicle": {"minADE": 1.5}}, "map": {"mIoU": 0.6}, "occupancy": {"near_current": 0.5},
+               "motion": {"vehicle": {"minADE": 1.5}}, "map": {"mIoU": 0.6}, "occupancy": {"near": 0.5},
                "planning": {"uniad": {"l2_avg": 1.1, "collision_avg": 0.3}}}
     assert summary_row(metrics) == {"mAP": 0.3, "NDS": 0.4, "AMOTA": 0.2, "minADE": 1.5, "map_iou": 0.6,
                                     "occ_iou": 0.5, "plan_l2": 1.1, "collision": 0.3}

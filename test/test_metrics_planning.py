@@ -27,13 +27,28 @@ def test_box_overlap_separating_axes() -> None:
 
 def test_the_ego_box_faces_along_the_plan_and_holds_when_standing() -> None:
     """The collision check's ego box turns with the plan (the ROS poses' rule, tinybev_ros/path_headings.py): a
-    1 m step left turns it, standing keeps it. A plan sliding left towards a car 4 m to the left: facing forward
+    1 m step left turns it, standing keeps it. A plan sliding left towards a car 5.5 m to the left: facing forward
     the ego box would stay clear of it, turned along the path it reaches it at the second waypoint."""
     path = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
     assert np.allclose(path_headings(np.vstack([[0.0, 0.0], path]), 0.0), [0.0, np.pi / 2, np.pi / 2, np.pi])
     left_turn = np.array([[0.0, 0.5], [0.0, 1.5]])  # sideways: the ego box turns to +y
-    ahead = _box(0.0, 4.0, 4, 2)  # a car across the path 4 m to the left, facing +x
+    ahead = _box(0.0, 5.5, 4, 2)  # a car across the path 5.5 m to the left, facing +x
     assert ego_collisions(left_turn, [ahead, ahead]).tolist() == [False, True]
+
+
+def test_the_ego_box_reaches_ahead_of_base_link_as_the_car_does() -> None:
+    """base_link is the rear axle: the box was centred there, its front 2.04 m ahead, and a car stopped 2.5 m ahead
+    of the rear axle (inside the real car's front) was never hit. UniAD and ST-P3 centre it 1.44 m ahead."""
+    from training.metrics.planning import EGO_CENTER_AHEAD_M, EGO_LENGTH
+
+    standing = np.zeros((6, 2))
+    rear_at = 2.5  # a car whose rear is 2.5 m ahead of our rear axle
+    stopped = _box(rear_at + 2.0, 0.0, 4.0, 2.0)
+    assert ego_collisions(standing, [stopped] * 6).all()
+    clear = _box(EGO_CENTER_AHEAD_M + EGO_LENGTH / 2 + 0.1 + 2.0, 0.0, 4.0, 2.0)  # 0.1 m beyond the front
+    assert not ego_collisions(standing, [clear] * 6).any()
+    behind = _box(-0.66 - 0.2 - 2.0, 0.0, 4.0, 2.0)  # 0.2 m behind the rear bumper, 0.66 m behind the axle
+    assert not ego_collisions(standing, [behind] * 6).any()
 
 
 def test_l2_per_timestep_vs_average_over_horizon() -> None:

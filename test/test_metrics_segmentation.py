@@ -41,10 +41,10 @@ def test_map_threshold_and_per_class() -> None:
 
 def test_occupancy_near_far_current_future() -> None:
     grid = BevGrid()  # 0.5 m cells, +-50 m
-    near, far = region_mask(grid, 30.0), region_mask(grid, 50.0)
-    assert near.sum() == 60 * 60 and far.sum() == 100 * 100
+    near, far = region_mask(grid, 30.0), region_mask(grid, 100.0)
+    assert near.sum() == 60 * 60 and far.sum() == 200 * 200  # UniAD's 30 m and 100 m squares
     gt = np.zeros((3, 200, 200), bool)
-    rows, cols, _ = grid.cell_of(np.array([[5.0, 5.0], [20.0, 0.0]]))  # one cell near, one only far
+    rows, cols, _ = grid.cell_of(np.array([[5.0, 5.0], [40.0, 0.0]]))  # one cell near, one only far
     gt[:, rows, cols] = True
     pred = gt.astype(float)
     pred[1:, rows[1], cols[1]] = 0.0  # the far object is missed in the future frames
@@ -54,6 +54,7 @@ def test_occupancy_near_far_current_future() -> None:
     assert out["near_current"] == pytest.approx(1.0) and out["near_future"] == pytest.approx(1.0)
     assert out["far_current"] == pytest.approx(1.0)
     assert out["far_future"] == pytest.approx(2 / 4)
+    assert out["near"] == pytest.approx(1.0) and out["far"] == pytest.approx(4 / 6)  # all three frames pooled
 
 
 def test_occupancy_frames_missing_from_ground_truth_are_left_out() -> None:

@@ -105,9 +105,11 @@ def to_markdown(metrics: Mapping[str, Any]) -> str:
             lines += ["", metrics["map_note"]]
     if "occupancy" in metrics:
         o = metrics["occupancy"]
-        lines += ["", "## Occupancy (IoU; near = 30 m x 30 m, far = 50 m x 50 m)", ""]
-        lines += _table(["", "current", "future"], [[region, _fmt(o[f"{region}_current"]), _fmt(o[f"{region}_future"])]
-                                                   for region in ("near", "far")])
+        lines += ["", "## Occupancy (IoU; near = 30 m x 30 m, far = 100 m x 100 m; all = now and every future frame "
+                  "pooled, UniAD's IoU-n / IoU-f)", ""]
+        lines += _table(["", "all", "current", "future"],
+                        [[region, _fmt(o[region]), _fmt(o[f"{region}_current"]), _fmt(o[f"{region}_future"])]
+                         for region in ("near", "far")])
     if "planning" in metrics:
         lines += ["", "## Planning (L2 in m, collision in %; UniAD = at the time, ST-P3 = averaged up to the time)",
                   ""]
@@ -156,14 +158,14 @@ def metric_at(metrics: dict, *keys: str) -> float:
 
 def summary_row(metrics: dict[str, Any]) -> dict[str, float]:
     """The table's figures from `training.evaluation.suite.evaluate` output (UniAD definitions for planning; vehicles
-    for minADE; occupancy IoU of the near region, current frame)."""
+    for minADE; occupancy IoU of the near region over the current and future frames, UniAD's IoU-n)."""
     return {
         "mAP": metric_at(metrics, "detection", "mAP"),
         "NDS": metric_at(metrics, "detection", "NDS"),
         "AMOTA": metric_at(metrics, "tracking", "AMOTA"),
         "minADE": metric_at(metrics, "motion", "vehicle", "minADE"),
         "map_iou": metric_at(metrics, "map", "mIoU"),
-        "occ_iou": metric_at(metrics, "occupancy", "near_current"),
+        "occ_iou": metric_at(metrics, "occupancy", "near"),
         "plan_l2": metric_at(metrics, "planning", "uniad", "l2_avg"),
         "collision": metric_at(metrics, "planning", "uniad", "collision_avg"),
     }

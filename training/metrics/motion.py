@@ -1,18 +1,24 @@
-"""Motion forecasting metrics for detected agents: minADE, minFDE, miss rate and EPA (UniAD's protocol).
+"""Motion forecasting metrics for detected agents: minADE, minFDE, miss rate and EPA (UniAD's definitions).
 
-Definitions (UniAD, Sec. 4 and supplementary; EPA from ViP3D):
+Definitions (UniAD, Sec. 4 and supplementary, and its motion evaluation code; EPA from ViP3D):
+* Agents in range: within the devkit's detection class range of the ego (a circle: 50 m for vehicles, 40 m for
+  pedestrians and two-wheelers; `filter_eval_boxes`), predictions and ground truth alike.
 * Predicted agents are matched to ground-truth agents of the same class greedily in order of decreasing score,
   a pair qualifying when their current centres are closer than `match_distance` (2 m) in the ground plane,
   each ground-truth agent matched at most once (the nuScenes detection matching at its 2 m threshold).
 * For a matched agent with K forecast modes and its valid future steps V (ground truth exists):
   ADE_k = mean_{t in V} ||f_k,t - g_t||,  FDE_k = ||f_k,T - g_T|| at the last valid step T;
-  minADE = min_k ADE_k, minFDE = min_k FDE_k (K = 6 in UniAD). Both are averaged over matched agents.
-* Miss rate: the fraction of matched agents with minFDE > `miss_threshold` (2 m).
+  minADE = min_k ADE_k, minFDE = min_k FDE_k (K = 6 in UniAD).
+* Miss: the best mode's largest error over V exceeds `miss_threshold` (2 m): min_k max_{t in V} ||f_k,t - g_t||
+  (the nuScenes prediction challenge's and UniAD's miss rate; a mode may end on the truth and still miss).
 * EPA = (N_hit - alpha * N_FP) / N_GT with alpha = 0.5: N_hit counts matched agents whose minFDE is within
-  `miss_threshold`, N_FP predicted agents left unmatched, N_GT ground-truth agents (with a future) in range.
-  A prediction matched to an agent without any known future (it leaves the scene), or to one without LiDAR
-  points (dropped by the devkit's detection evaluation too), counts neither way.
-Only predictions with score >= `score_threshold` take part. Forecasts and futures are absolute xy in base_link.
+  `miss_threshold`, N_FP predicted agents left unmatched, N_GT every ground-truth agent in range (one with no
+  known future, leaving the scene, counts too, and can never be a hit: UniAD's count). A prediction matched to
+  such an agent, or to one without LiDAR points (dropped by the devkit's detection evaluation too), is no false
+  positive; one without points is not in N_GT either.
+minADE, minFDE and the miss rate are means over the matched agents with score >= `score_threshold` (the
+detections a planner is given); UniAD averages along the recall curve instead (its `calc_tp`), which weighs
+high-scoring agents more. Forecasts and futures are absolute xy in base_link.
 """
 
 from __future__ import annotations
@@ -25,7 +31,12 @@ from tinybev_ros.predictions import Predictions
 from tinybev_ros.score_thresholds import SCORE_THRESHOLDS
 from tinybev_ros.taxonomy import DETECTION_CLASSES, DYNAMIC_CLASSES
 
-VEHICLE_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "trailer", "construction_vehicle")
+# UniAD's vehicle group (motion: `category_to_motion_name`; planning obstacles: the occupancy classes), two-wheelers
+# included
+VEHICLE_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "trailer", "construction_vehicle", "motorcycle", "bicycle")
+# the devkit's detection class ranges (detection_cvpr_2019), metres from the ego
+CLASS_RANGE_M: dict[str, float] = {name: 50.0 for name in ("car", "truck", "bus", "trailer", "construction_vehicle")}
+CLASS_RANGE_M.update({name: 40.0 for name in ("pedestrian", "motorcycle", "bicycle")})
 
 
 def match_by_center_distance(pred_xy: np.ndarray, pred_scores: np.ndarray, gt_xy: np.ndarray,
@@ -45,11 +56,11 @@ def match_by_center_distance(pred_xy: np.ndarray, pred_scores: np.ndarray, gt_xy
     return pairs
 
 
-def displacement_errors(forecasts: np.ndarray, future: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """minADE and minFDE of one agent: forecasts (K, T, 2), future (T, 2), mask (T,) with at least one True."""
-    errors = np.linalg.norm(forecasts - future[None], axis=-1)  # (K, T)
-    last = int(np.flatnonzero(mask)[-1])
-    return float(errors[:, mask].mean(axis=1).min()), float(errors[:, last].min())
+def displacement_errors(forecasts: np.ndarray, future: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+    """minADE, minFDE and the best mode's largest error (the miss distance) of one agent: forecasts (K, T, 2),
+    future (T, 2), mask (T,) with at least one True."""
+    errors = np.linalg.norm(forecasts - future[None], axis=-1)[:, mask]  # (K, valid T)
+    return float(errors.mean(axis=1).min()), float(errors[:, -1].min()), float(errors.max(axis=1).min())
 
 
 @dataclass
@@ -61,9 +72,9 @@ class MotionAccumulator:
     miss_threshold: float = 2.0
     score_threshold: float = SCORE_THRESHOLDS.publish  # forecasts of the detections a planner would get
     epa_alpha: float = 0.5
-    max_range: float = 50.0
     _ade: dict[str, list[float]] = field(default_factory=dict)
     _fde: dict[str, list[float]] = field(default_factory=dict)
+    _worst: dict[str, list[float]] = field(default_factory=dict)
     _false_positives: dict[str, int] = field(default_factory=dict)
     _ground_truth: dict[str, int] = field(default_factory=dict)
 
@@ -76,34 +87,37 @@ class MotionAccumulator:
         """
         if predictions.forecasts.ndim != 4:
             raise ValueError(f"Predictions.forecasts must be (N, K, T, 2), got {predictions.forecasts.shape}")
-        gt_in_range = np.all(np.abs(np.asarray(gt_centers)[:, :2]) <= self.max_range, axis=1)
-        gt_counts = np.asarray(gt_future_mask, dtype=bool).any(axis=1)
-        if gt_ignore is not None:
-            gt_counts &= ~np.asarray(gt_ignore, dtype=bool)
-        pred_in_range = np.all(np.abs(predictions.centers[:, :2]) <= self.max_range, axis=1)
+        gt_centers = np.asarray(gt_centers)
+        gt_distance = np.hypot(gt_centers[:, 0], gt_centers[:, 1]) if len(gt_centers) else np.zeros(0)
+        counted = np.ones(len(gt_centers), dtype=bool) if gt_ignore is None else ~np.asarray(gt_ignore, dtype=bool)
+        pred_distance = np.hypot(predictions.centers[:, 0], predictions.centers[:, 1])
         for name in self.classes:
             label = DETECTION_CLASSES.index(name)
-            gt_idx = np.flatnonzero((gt_labels == label) & gt_in_range)
+            reach = CLASS_RANGE_M[name]
+            gt_idx = np.flatnonzero((gt_labels == label) & (gt_distance <= reach))
             pred_idx = np.flatnonzero((predictions.labels == label) & (predictions.scores >= self.score_threshold)
-                                      & pred_in_range)
+                                      & (pred_distance <= reach))
             pairs = match_by_center_distance(predictions.centers[pred_idx, :2], predictions.scores[pred_idx],
                                              gt_centers[gt_idx, :2], self.match_distance)
             horizon = min(predictions.forecasts.shape[2], gt_futures.shape[1])
             for p, g in pairs:
-                if not gt_counts[gt_idx[g]]:
-                    continue  # a detection of an agent with unknown future (or ignored): neither error nor FP
-                ade, fde = displacement_errors(predictions.forecasts[pred_idx[p], :, :horizon],
-                                               gt_futures[gt_idx[g], :horizon], gt_future_mask[gt_idx[g], :horizon])
+                agent = gt_idx[g]
+                if not (counted[agent] and gt_future_mask[agent, :horizon].any()):
+                    continue  # no future to score it against (or ignored): neither an error nor a false positive
+                ade, fde, worst = displacement_errors(predictions.forecasts[pred_idx[p], :, :horizon],
+                                                      gt_futures[agent, :horizon], gt_future_mask[agent, :horizon])
                 self._ade.setdefault(name, []).append(ade)
                 self._fde.setdefault(name, []).append(fde)
+                self._worst.setdefault(name, []).append(worst)
             self._false_positives[name] = self._false_positives.get(name, 0) + len(pred_idx) - len(pairs)
-            self._ground_truth[name] = self._ground_truth.get(name, 0) + int(gt_counts[gt_idx].sum())
+            self._ground_truth[name] = self._ground_truth.get(name, 0) + int(counted[gt_idx].sum())
 
     def result(self, classes: tuple[str, ...] | None = None) -> dict[str, float]:
         """minADE, minFDE (m), miss_rate, EPA and counts pooled over `classes` (default: all accumulated)."""
         classes = classes or self.classes
         ade = np.array([v for c in classes for v in self._ade.get(c, [])])
         fde = np.array([v for c in classes for v in self._fde.get(c, [])])
+        worst = np.array([v for c in classes for v in self._worst.get(c, [])])
         n_gt = sum(self._ground_truth.get(c, 0) for c in classes)
         n_fp = sum(self._false_positives.get(c, 0) for c in classes)
         hits = int((fde <= self.miss_threshold).sum())
@@ -111,7 +125,7 @@ class MotionAccumulator:
         return {
             "minADE": float(ade.mean()) if ade.size else nan,
             "minFDE": float(fde.mean()) if fde.size else nan,
-            "miss_rate": float((fde > self.miss_threshold).mean()) if fde.size else nan,
+            "miss_rate": float((worst > self.miss_threshold).mean()) if worst.size else nan,
             "EPA": (hits - self.epa_alpha * n_fp) / n_gt if n_gt else nan,
             "matched": int(ade.size),
             "ground_truth": int(n_gt),
@@ -119,6 +133,7 @@ class MotionAccumulator:
         }
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """All dynamic classes pooled, plus UniAD's two reported groups: vehicles and pedestrians."""
+        """All dynamic classes pooled, plus UniAD's two reported groups: vehicles (two-wheelers included) and
+        pedestrians."""
         vehicles = tuple(c for c in self.classes if c in VEHICLE_CLASSES)
         return {"all": self.result(), "vehicle": self.result(vehicles), "pedestrian": self.result(("pedestrian",))}

@@ -11,7 +11,9 @@ Published nuScenes planning tables mix two definitions that differ by a factor o
   collision indicators of all waypoints up to t. Vehicles *and pedestrians* count as obstacles.
 
 Choices applied to both definitions here: waypoints every 0.5 s, so 1/2/3 s are waypoints 2/4/6; the ego is a
-box of nuScenes' ego size (length 4.084 m, width 1.85 m, the value UniAD uses) centred on the waypoint, heading
+box of nuScenes' ego size (length 4.084 m, width 1.85 m, the value UniAD uses) centred `EGO_CENTER_AHEAD_M`
+(1.44 m) ahead of the waypoint, which is base_link, the rear axle: both papers plan in the LiDAR frame (0.94 m
+ahead of the rear axle on nuScenes' car) and shift the box 0.5 m forward from there; heading
 along the planned path (as the ROS poses of the plan face: tinybev_ros/path_headings.py, from base_link facing
 forward; the heading changes once the path has moved 0.1 m from the point that last set it); a waypoint
 where the *ground-truth* ego box itself collides is excluded from the collision statistics (UniAD's evaluation
@@ -34,13 +36,15 @@ from training.metrics.boxes import box_corners, boxes_overlap
 
 EGO_LENGTH = 4.084
 EGO_WIDTH = 1.85
+EGO_CENTER_AHEAD_M = 0.94 + 0.5  # the ego box's centre ahead of base_link (rear axle): LIDAR_TOP + the papers' 0.5 m
 HORIZONS_S: tuple[float, ...] = (1.0, 2.0, 3.0)
 
 
 def ego_collisions(path_xy: np.ndarray, obstacles: list[np.ndarray]) -> np.ndarray:
     """(T,) bool: does the ego box at waypoint t overlap any obstacle corner set in `obstacles[t]` (M_t, 4, 2)?"""
     headings = path_headings(np.vstack([np.zeros((1, 2)), path_xy]), 0.0)  # from base_link, facing forward
-    ego = box_corners(path_xy, np.full(len(path_xy), EGO_LENGTH), np.full(len(path_xy), EGO_WIDTH), headings)
+    centers = path_xy + EGO_CENTER_AHEAD_M * np.stack([np.cos(headings), np.sin(headings)], axis=-1)
+    ego = box_corners(centers, np.full(len(path_xy), EGO_LENGTH), np.full(len(path_xy), EGO_WIDTH), headings)
     return np.array([bool(boxes_overlap(ego[t], obstacles[t]).any()) for t in range(len(path_xy))], dtype=bool)
 
 

@@ -3,8 +3,11 @@
 IoU is accumulated over the whole split (sum of intersections / sum of unions), the way map-segmentation
 (BEVFusion, LSS) and occupancy (FIERY, UniAD) papers report it, not averaged per sample; a class that never
 appears in prediction or ground truth has an undefined IoU (NaN, written as null).
-Occupancy regions (UniAD): "near" is the 30 m x 30 m square centred on the ego, "far" 50 m x 50 m;
-"current" is the frame itself (index 0), "future" pools every later frame.
+Occupancy (UniAD's IoU-n and IoU-f, after FIERY): "near" is the 30 m x 30 m square centred on the ego, "far" the
+100 m x 100 m one (UniAD's whole 200 x 200 grid at 0.5 m); `near` and `far` pool the current frame and every
+future one (UniAD: the present and n_future = 4 frames, 0 to 2 s at 2 Hz), and the `_current` / `_future` keys
+split them into the frame itself (index 0) and the later frames pooled. Unlike UniAD (vehicles and two-wheelers)
+the occupancy here includes pedestrians (training/ground_truth.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 from tinybev_ros.geometry import BevGrid
 from tinybev_ros.taxonomy import MAP_CLASSES
 
-OCCUPANCY_REGIONS_M: dict[str, float] = {"near": 30.0, "far": 50.0}
+OCCUPANCY_REGIONS_M: dict[str, float] = {"near": 30.0, "far": 100.0}
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -102,7 +105,8 @@ class MapAccumulator:
 
 @dataclass
 class OccupancyAccumulator:
-    """Occupancy IoU in the near and far squares, for the current frame and for the future frames pooled."""
+    """Occupancy IoU in the near and far squares: every frame pooled (UniAD's IoU-n / IoU-f), the current frame,
+    and the future frames pooled."""
 
     grid: BevGrid = field(default_factory=BevGrid)
     threshold: float = 0.5
@@ -110,8 +114,8 @@ class OccupancyAccumulator:
     _regions: dict[str, np.ndarray] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._iou = IoUAccumulator(tuple(f"{region}_{when}" for region in OCCUPANCY_REGIONS_M
-                                         for when in ("current", "future")))
+        self._iou = IoUAccumulator(tuple(name for region in OCCUPANCY_REGIONS_M
+                                         for name in (region, f"{region}_current", f"{region}_future")))
         self._regions = {name: region_mask(self.grid, side) for name, side in OCCUPANCY_REGIONS_M.items()}
 
     def add(self, occupancy_probs: np.ndarray, gt_occupancy: np.ndarray, frame_mask: np.ndarray | None = None) -> None:
@@ -127,8 +131,9 @@ class OccupancyAccumulator:
         gt = np.asarray(gt_occupancy[:steps], dtype=bool)
         current, future = valid & (np.arange(steps) == 0), valid & (np.arange(steps) > 0)
         for region_name, region in self._regions.items():
-            for when, frames in (("current", current), ("future", future)):
-                self._iou.add_one(f"{region_name}_{when}", pred[frames] & region, gt[frames] & region)
+            for name, frames in ((region_name, valid), (f"{region_name}_current", current),
+                                 (f"{region_name}_future", future)):
+                self._iou.add_one(name, pred[frames] & region, gt[frames] & region)
 
     def result(self) -> dict[str, float]:
         out = self._iou.result()

@@ -109,6 +109,13 @@ def test_the_goal_is_seen_from_the_pose_at_the_frame_s_stamp(predictor) -> None:
     assert core.command(STAMP + 5 * 10**9) == Command.STRAIGHT and not faults  # none at the stamp: the newest
 
 
+def test_the_objects_frame_is_placed_at_the_frame_s_stamp_or_named_as_a_fault(predictor) -> None:
+    core, faults = calibrated_core(predictor)
+    placed = core.base_in("map", STAMP)
+    assert placed is not None and np.allclose(placed.translation, [100.0, 50.0, 0.0]) and not faults
+    assert core.base_in("utm", STAMP) is None and faults["objects_frame_unknown"] == 1  # no such frame in /tf
+
+
 def test_a_camera_chain_with_a_late_tf_edge_is_waited_for(predictor) -> None:
     """A camera on a moving joint (its edge on /tf) whose transform arrives a few ms after the image."""
     import threading

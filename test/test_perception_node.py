@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
+from autoware_perception_msgs.msg import PredictedObjects
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import OccupancyGrid
@@ -80,7 +81,8 @@ class Rosie:
                                 ("/tinybev/occupancy", OccupancyGrid), ("/tinybev/occupancy/future_4", OccupancyGrid),
                                 ("/tinybev/map/drivable_area", OccupancyGrid), ("/tinybev/markers", MarkerArray),
                                 ("/tinybev/predicted_paths", MarkerArray), ("/diagnostics", DiagnosticArray),
-                                ("/tinybev/bev_image", Image), ("/tinybev/camera_overlay", Image)]:
+                                ("/tinybev/bev_image", Image), ("/tinybev/camera_overlay", Image),
+                                ("/tinybev/objects", PredictedObjects)]:
             actual = outputs + topic.removeprefix("/tinybev") if topic.startswith("/tinybev/") else topic
             self.node.create_subscription(msg_type, actual,
                                           lambda m, t=topic: self.received.setdefault(t, []).append(m), RELIABLE)
@@ -408,10 +410,11 @@ def test_a_frame_with_non_finite_outputs_is_never_published(ros_context, tmp_pat
 def test_a_rep105_tree_with_optical_frames_and_best_effort_camera_info(ros_context, untrained_checkpoint, tmp_path):
     """map -> odom -> base_link on /tf, URDF-style base_link -> <cam>_link -> <cam>_optical_frame on /tf_static,
     images and CameraInfo in the optical frames, CameraInfo best effort (as many drivers publish it): the node
-    calibrates every camera through the chains, publishes, and finds the ego pose through odom."""
+    calibrates every camera through the chains, publishes, and finds the ego pose through odom. With
+    `objects_frame: map` (Autoware reads objects in map) the objects come in map, moved by that pose."""
     from rclpy.qos import qos_profile_sensor_data
 
-    node = start_node(untrained_checkpoint, tmp_path / "node.log")
+    node = start_node(untrained_checkpoint, tmp_path / "node.log", "objects_frame:=map")
     rosie = Rosie(scale=0.25, optical_frames=True, camera_info_qos=qos_profile_sensor_data)
     tf = rosie.node.create_publisher(TFMessage, "/tf", RELIABLE)
     try:
@@ -423,9 +426,13 @@ def test_a_rep105_tree_with_optical_frames_and_best_effort_camera_info(ros_conte
             pose = Transform(translation=np.array([5.0 * k, 0.0, 0.0]))
             tf.publish(TFMessage(transforms=[rosie.transform("odom", "base_link", pose, t + k * 500_000_000)]))
         stamp = rosie.send_frame(t + 1_000_000_000)
-        rosie.spin_until(lambda: rosie.outputs(), 60, node)
+        rosie.spin_until(lambda: rosie.outputs() and rosie.outputs("/tinybev/objects"), 60, node)
         assert M.to_ns(rosie.outputs()[-1].header.stamp) == stamp
         assert not any(key.startswith("fault_missing_tf") for key in rosie.diagnostics())
+        objects = rosie.outputs("/tinybev/objects")[-1]  # the poses' move: test_ros_messages (this student has none)
+        assert objects.header.frame_id == "map" and M.to_ns(objects.header.stamp) == stamp
+        assert len(objects.objects) == len(rosie.outputs()[-1].detections)
+        assert "fault_objects_frame_unknown" not in rosie.diagnostics()
     finally:
         stop_node(node)
     assert "Traceback" not in (tmp_path / "node.log").read_text()

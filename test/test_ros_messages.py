@@ -291,6 +291,27 @@ def test_predicted_objects_carry_the_whole_object_state():
     assert len({bytes(o.object_id.uuid) for o in msg.objects}) == len(msg.objects)
 
 
+def test_predicted_objects_in_map_are_moved_by_the_ego_pose():
+    """Autoware's planners read PredictedObjects in map: with the ego at (100, 50) facing +y, a box 10 m ahead is
+    at (100, 60) facing +y, its forecasts likewise, and its twist (in its own frame) is unchanged."""
+    from tinybev_ros.geometry import Transform
+    from tinybev_ros.ros.predicted_objects import predicted_objects_from_msg
+
+    pred = make_predictions()
+    ego = Transform(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), np.array([100.0, 50.0, 0.0]))
+    in_base, in_map = predicted_objects_msg(pred, "base_link"), predicted_objects_msg(pred, "map", ego)
+    assert in_map.header.frame_id == "map"
+    back = predicted_objects_from_msg(in_map)
+    np.testing.assert_allclose(back["centers"], ego.apply(pred.centers), atol=1e-9)
+    np.testing.assert_allclose(back["yaws"], (pred.yaws + np.pi / 2 + np.pi) % (2 * np.pi) - np.pi, atol=1e-9)
+    flat = pred.forecasts.reshape(-1, 2)
+    moved = ego.apply(np.column_stack([flat, np.zeros(len(flat))]))[:, :2].reshape(pred.forecasts.shape)
+    np.testing.assert_allclose(back["forecasts"], moved, atol=1e-9)
+    for a, b in zip(in_base.objects, in_map.objects, strict=True):
+        ta, tb = (o.kinematics.initial_twist_with_covariance.twist.linear for o in (a, b))
+        assert (ta.x, ta.y) == pytest.approx((tb.x, tb.y))
+
+
 def test_an_untracked_object_s_uuid_never_repeats_in_a_later_frame():
     """Consumers key an object's history by its UUID: an untracked box (track id -1) is a different object in the
     next frame (one from its index in the frame made box 0 of every frame one object), a tracked one the same."""

@@ -153,6 +153,16 @@ class PerceptionCore:
         except TransformError:
             return None
 
+    def base_in(self, frame: str, stamp_ns: int) -> Transform | None:
+        """base_frame in `frame` at `stamp_ns` (the objects' frame), or None with an `objects_frame_unknown` fault:
+        objects published in a frame they are not in would be a silent wrong answer."""
+        try:
+            return self.tf.lookup(frame, self.cfg.base_frame, stamp_ns)
+        except TransformError as exc:
+            self.fault("objects_frame_unknown", f"objects not published: {self.cfg.base_frame} cannot be placed in "
+                                                f"objects_frame {frame!r} at {stamp_ns} ns ({exc})")
+            return None
+
     def camera_to_base(self, camera: str, frame_id: str, stamp_ns: int) -> Transform | None:
         """The camera's frame (its headers' frame_id; URDF optical frames work) in base_frame, or None (a fault).
         A chain with a /tf edge (a moving joint, a calibration node) is waited for as the ego pose is."""

@@ -58,6 +58,9 @@ class PerceptionNodeConfig:
     camera_info_topic: str = _p(CAMERA_INFO, "CameraInfo topic per camera")
     cameras: list[str] = _p(list(CAMERA_NAMES), "the 6 camera channels, in the model's order")
     base_frame: str = _p("base_link", "frame of all outputs (REP 105)")
+    objects_frame: str = _p("", "frame of objects (PredictedObjects): empty = base_frame; map_frame for Autoware's "
+                                "planners, which read objects in map (poses and predicted paths moved by the ego "
+                                "pose at the frame's stamp; twists stay in each object's frame)")
     map_frame: str = _p("map", "fixed frame of the ego pose (map -> [odom ->] base_link in /tf): tracking, ego "
                                "speed, goals without a frame_id")
     tf_timeout_ms: float = _p(100.0, "how long a frame waits for its transforms at its stamp (map_frame -> "

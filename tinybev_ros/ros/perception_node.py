@@ -327,7 +327,11 @@ class PerceptionNode(Node):
     def _publish(self, pred: Predictions) -> None:
         frame, stamp = self.cfg.base_frame, pred.stamp_ns
         self.pub_detections.publish(M.detections_msg(pred, frame))
-        self.pub_objects.publish(predicted_objects_msg(pred, frame))
+        objects_frame = self.cfg.objects_frame or frame
+        if objects_frame == frame:
+            self.pub_objects.publish(predicted_objects_msg(pred, frame))
+        elif (base_in_objects := self.core.base_in(objects_frame, stamp)) is not None:
+            self.pub_objects.publish(predicted_objects_msg(pred, objects_frame, base_in_objects))
         for layer, probs in zip(MAP_CLASSES, pred.map_probs, strict=False):
             self.pub_map[layer].publish(M.grid_msg(probs, pred.grid, stamp, frame))
         self.pub_occupancy.publish(M.grid_msg(pred.occupancy[0], pred.grid, stamp, frame))

@@ -19,6 +19,7 @@ Covariances are zero: the model does not estimate them.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 from autoware_perception_msgs.msg import (
@@ -31,7 +32,7 @@ from autoware_perception_msgs.msg import (
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point, Pose, Vector3
 
-from tinybev_ros.geometry import quat_to_yaw, yaw_to_quat
+from tinybev_ros.geometry import Transform, quat_to_yaw, yaw_to_quat
 from tinybev_ros.path_headings import path_headings
 from tinybev_ros.predictions import STEP_SECONDS, Predictions
 from tinybev_ros.ros.messages import header, quaternion_msg
@@ -55,6 +56,20 @@ def object_uuid(track_id: int, stamp_ns: int, index: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).copy()
 
 
+def in_frame(pred: Predictions, base_in_frame: Transform) -> Predictions:
+    """The boxes, velocities and forecasts of `pred` moved from base_link into another frame (the ground plane's
+    yaw; the velocities' axes turn with it)."""
+    rotation = base_in_frame.rotation
+    yaw = float(np.arctan2(rotation[1, 0], rotation[0, 0]))
+    forecasts = pred.forecasts
+    if forecasts.size:
+        flat = forecasts.reshape(-1, 2)
+        moved = base_in_frame.apply(np.column_stack([flat, np.zeros(len(flat))]))[:, :2]
+        forecasts = moved.reshape(forecasts.shape)
+    return replace(pred, centers=base_in_frame.apply(pred.centers) if len(pred) else pred.centers,
+                   yaws=pred.yaws + yaw, velocities=pred.velocities @ rotation[:2, :2].T, forecasts=forecasts)
+
+
 def _pose(x: float, y: float, z: float, yaw: float) -> Pose:
     pose = Pose()
     pose.position = Point(x=float(x), y=float(y), z=float(z))
@@ -62,7 +77,12 @@ def _pose(x: float, y: float, z: float, yaw: float) -> Pose:
     return pose
 
 
-def predicted_objects_msg(pred: Predictions, frame_id: str) -> PredictedObjects:
+def predicted_objects_msg(pred: Predictions, frame_id: str, base_in_frame: Transform | None = None) -> PredictedObjects:
+    """`pred` (in base_link) as PredictedObjects in `frame_id`; `base_in_frame` places base_link in that frame (the
+    node's `objects_frame`, e.g. map), None when `frame_id` is base_link itself. Twists are in each object's own
+    frame, so they do not move."""
+    if base_in_frame is not None:
+        pred = in_frame(pred, base_in_frame)
     out = PredictedObjects(header=header(pred.stamp_ns, frame_id))
     step = Duration(sec=int(STEP_SECONDS), nanosec=int(round((STEP_SECONDS % 1) * 1e9)))
     for i in range(len(pred)):

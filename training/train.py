@@ -419,13 +419,14 @@ class Trainer:
             if part not in state:  # a checkpoint from before the part was recorded
                 continue
             before, now = json.loads(state[part]), json.loads(now_text)
-            changed = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
-            said = [f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in changed]
-            if any(changes_the_run(part, key) for key in changed):
-                refused += [text for key, text in zip(changed, said, strict=True) if changes_the_run(part, key)]
-            elif changed:
+            warned = []
+            for key in sorted(set(before) | set(now)):
+                if before.get(key) != now.get(key):
+                    said = f"{key} {before.get(key)!r} -> {now.get(key)!r}"
+                    (refused if changes_the_run(part, key) else warned).append(said)
+            if warned:
                 log.warning("resuming %s with other %s than its run's: %s", path, part.replace("_", " "),
-                            "; ".join(said))
+                            "; ".join(warned))
         if refused:
             raise ConfigError(f"{path} was trained with other settings that decide its data or network "
                               f"({'; '.join(refused)}): resuming would mix two runs; give the run's own settings, "

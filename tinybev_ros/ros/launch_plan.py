@@ -41,7 +41,7 @@ class LaunchPlanError(RuntimeError):
 class LaunchPlan:
     overrides: dict[str, object] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
-    remaps: list[tuple[str, str]] = field(default_factory=list)  # the node's camera inputs to the root's cameras
+    remaps: list[tuple[str, str]] = field(default_factory=list)  # camera inputs to the cameras of the launch namespace
     rviz: bool = False
     rviz_sim_time: bool | None = None  # use_sim_time for rviz2: the node's, where the arguments or params file say
     bag_command: list[str] | None = None  # started (paused) when the node is ready

@@ -56,9 +56,9 @@ def input_remaps(config: PerceptionNodeConfig, root: str = "/") -> list[tuple[st
     and topic patterns; params_file.node_inputs reads them from a params file): the cameras under `root` (the
     namespace the launch was pushed into; the node sits in `tinybev` below it). Names that are absolute, private
     (`~`) or hold rcl's substitutions are the user's own and left alone."""
-    names = [config.camera_topic(parameter, camera) for camera in config.cameras
-             for parameter in ("raw_topic", "compressed_topic", "camera_info_topic")]
-    return [(name, _root_prefix(root) + name) for name in names if not name.startswith(("/", "~")) and "{" not in name]
+    pairs = [(config.camera_topic(parameter, camera), input_topic(config, parameter, camera, root))
+             for camera in config.cameras for parameter in ("raw_topic", "compressed_topic", "camera_info_topic")]
+    return [(name, topic) for name, topic in pairs if topic is not None and not name.startswith("/")]
 
 
 def remap_arguments(config: PerceptionNodeConfig, root: str = "/") -> list[str]:

@@ -41,8 +41,11 @@ ARGUMENTS = ("params_file", *OVERRIDABLE, "rviz", "bag")
 def _fail_on_error(name: str, ends_launch: bool):
     """An exit handler: a process that failed ends the launch with status 1 (launch's own for an exception raised
     in a handler), so scripts, CI and `Restart=on-failure` see it; a clean exit ends the launch if `ends_launch`
-    (the node), else nothing (the player at the bag's end)."""
+    (the node), else nothing (the player at the bag's end). Processes the launch itself stops while shutting down
+    (SIGINT on Ctrl-C) exit non-zero too, and are not failures."""
     def on_exit(event, context):
+        if getattr(context, "is_shutdown", False):  # stopped by the launch (Ctrl-C, the node's end): no failure
+            return None
         if event.returncode:
             raise RuntimeError(f"{name} exited with status {event.returncode} (its own lines above say why)")
         return [Shutdown(reason=f"{name} exited")] if ends_launch else None

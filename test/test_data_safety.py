@@ -460,6 +460,30 @@ def test_a_full_disk_under_any_command_is_one_line_and_leaves_nothing(tmp_path):
     assert not out.exists() and not [p for p in out.parent.rglob("*") if p.is_file()]
 
 
+def test_what_counts_as_a_full_disk_and_what_does_not():
+    """sqlite3 says "database or disk is full" (the demo's bag conversion), not an OSError; a bug raised `from None`
+    inside a handler of a full disk is a bug, and keeps its traceback."""
+    import errno
+    import sqlite3
+
+    from tinybev_ros.cli import is_storage_error
+
+    assert is_storage_error(sqlite3.OperationalError("database or disk is full"))
+    assert is_storage_error(OSError(errno.EROFS, "Read-only file system"))
+    assert not is_storage_error(sqlite3.OperationalError("no such table: messages"))
+    assert not is_storage_error(OSError(errno.ENOENT, "No such file or directory"))
+    for suppressed in (True, False):
+        try:
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError as full:
+                if suppressed:
+                    raise ValueError("a bug in the handler") from None
+                raise ValueError("cannot write") from full
+        except ValueError as exc:
+            assert is_storage_error(exc) is not suppressed
+
+
 def test_a_precision_the_machine_cannot_run_is_refused_before_any_data_work(synth_dataset, tmp_path):
     """fp16 on a CPU (or bf16 on a CPU without it) was a ValueError traceback, after the sample cache was built."""
     cache = tmp_path / "cache"

@@ -72,6 +72,23 @@ def test_table_and_verdict_follow_the_issue_target() -> None:
     assert "student + S3" not in table and verdict == {}
 
 
+def test_rows_of_older_metric_definitions_are_named_under_the_table() -> None:
+    """A record spans sittings; figures measured before the metric definitions changed are not today's."""
+    from training.ablation import report_text
+    from training.evaluation.suite import METRICS_REVISION
+
+    config = load_ablation_config(Path(__file__).resolve().parent.parent / "config" / "ablation_worlds_axis.yaml")
+    today = {"metrics_revision": METRICS_REVISION}
+    results = {"eval_sets": ["world 901"], "teacher": {**row(0.5, 1.0), **today}, "students": {
+        "none_seed0": {"stage": "none", "seed": 0, **row(0.2, 2.0)},
+        "S3_seed0": {"stage": "S3", "seed": 0, **row(0.3, 1.5), **today}}}
+    text, _ = report_text(results, config)
+    assert f"(minADE, occ IoU and collision of none_seed0: the metric definitions before revision {METRICS_REVISION}" \
+        in text
+    results["students"]["none_seed0"].update(today)
+    assert "definitions before" not in report_text(results, config)[0]
+
+
 def test_summary_row_reads_the_evaluation_suite_keys() -> None:
     metrics = {"detection": {"mAP": 0.3, "NDS": 0.4}, "tracking": {"AMOTA": 0.2},
                "motion": {"vehicle": {"minADE": 1.5}}, "map": {"mIoU": 0.6}, "occupancy": {"near": 0.5},

@@ -238,6 +238,7 @@ def test_a_resume_applies_the_optimiser_settings_it_warns_of_and_refuses_another
     import shutil
 
     from tinybev_ros.errors import ConfigError
+    from training.train import changes_the_run
 
     config = tiny_config(steps=4, val_every=1000, checkpoint_every=1000, val_batches=1,
                          data={"max_samples": 2, "batch_size": 1})
@@ -267,6 +268,9 @@ def test_a_resume_applies_the_optimiser_settings_it_warns_of_and_refuses_another
     elsewhere = Trainer(config, "student", other, synth_dataset.version, tmp_path / "run")
     with pytest.raises(ConfigError, match="decide its data or network \\(dataset "):
         elsewhere.resume()
+    # decoding (a teacher's nests it under camera.) and the config's name change no network
+    assert not changes_the_run("model_settings", "camera.decode.score_threshold")
+    assert not changes_the_run("model_settings", "name") and changes_the_run("model_settings", "bev_channels")
 
 
 def test_cli_train_writes_checkpoint_and_resumes(synth_dataset, tmp_path, caplog, capsys):

@@ -52,15 +52,17 @@ STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 def is_storage_error(exc: BaseException) -> bool:
-    """A write the disk refused: an OSError of a full or read-only file system, or safetensors' wrapping of one
-    (SafetensorError "I/O error: File too large" / "No space left on device"), anywhere in the chain of causes."""
+    """A write the disk refused: an OSError of a full or read-only file system, or safetensors' or sqlite3's
+    wrapping of one ("I/O error: File too large", "database or disk is full"), anywhere in the chain of causes
+    (a context the raiser suppressed, `raise ... from None`, is not one)."""
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
             return True
-        if type(exc).__name__ == "SafetensorError" and any(text in str(exc) for text in (
-                "No space left", "File too large", "Disk quota", "Read-only file system")):
+        if type(exc).__name__ in ("SafetensorError", "OperationalError") and any(text in str(exc) for text in (
+                "No space left", "File too large", "Disk quota", "Read-only file system", "disk is full",
+                "readonly database")):  # safetensors' and sqlite3's wording
             return True
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return False
 
 

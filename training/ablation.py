@@ -65,7 +65,7 @@ from training.distillation import config as distillation_config
 from training.distillation.config import STAGES, load_distill_config
 from training.evaluation.inference import evaluation_predictor, for_evaluation, model_frame, predict_split
 from training.evaluation.report import metric_at, summary_row, write_json
-from training.evaluation.suite import evaluate, load_ground_truths
+from training.evaluation.suite import METRICS_REVISION, evaluate, load_ground_truths
 from training.evaluation.worlds import check_world_size, world
 from training.metrics.speed import measure_latency
 from training.run_lock import run_lock
@@ -324,11 +324,13 @@ class Ablation:
         cached = model.parent / "ablation_metrics.json"
         if cached.is_file():
             row = json.loads(cached.read_text())
-            if sorted(row.get("sets", {})) == sorted(self.eval_sets):
+            same_sets = sorted(row.get("sets", {})) == sorted(self.eval_sets)
+            if same_sets and row.get("metrics_revision") == METRICS_REVISION:  # else measured again, as today's
                 return row
         score = self.student_metrics if kind == "student" else self.teacher_metrics
         rows = {name: score(model, name) for name in self.eval_sets}
-        row: dict[str, Any] = {**mean_row(rows), "sets": rows, **self.size_and_speed(model, kind)}
+        row: dict[str, Any] = {**mean_row(rows), "sets": rows, **self.size_and_speed(model, kind),
+                               "metrics_revision": METRICS_REVISION}
         write_json(cached, row)
         return row
 
@@ -553,7 +555,12 @@ def report_text(results: dict[str, Any], config: AblationConfig) -> tuple[str, d
     ablation.json and the config, so a copy in docs/ can be checked against the figures it came from."""
     table, verdict = render_table(results, config.stages, config.target_nds_gain, config.target_gap_recovered)
     sets = ", ".join(results["eval_sets"])
-    return (f"{table}\n(evaluated on: {sets}; students: mean ± sample std over seeds)\n\n"
+    rows = {"teacher": results.get("teacher"), **results["students"]}
+    older = [name for name, row in rows.items() if row is not None and row.get("metrics_revision") != METRICS_REVISION]
+    note = (f"\n(minADE, occ IoU and collision of {', '.join(older)}: the metric definitions before revision "
+            f"{METRICS_REVISION}, README \"Evaluation\"; mAP, NDS, AMOTA, map mIoU and plan L2 do not depend on "
+            "them)\n" if older else "")
+    return (f"{table}\n(evaluated on: {sets}; students: mean ± sample std over seeds)\n{note}\n"
             + verdict_text(verdict, config)), verdict
 
 

@@ -518,15 +518,15 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # Settings a resumed run may not change: the sample order (seed, split, batch size, sample count), the data set and
-# the network (its config but the decoding of its outputs); see Trainer.check_resumable.
+# the network (its config but its name and the decoding of its outputs); see Trainer.check_resumable.
 RUN_DECIDING = {"settings": ("seed", "train_split", "data.batch_size", "data.max_samples"),
                 "data_settings": ("dataset", "version")}
 
 
 def changes_the_run(part: str, key: str) -> bool:
     """Whether a changed setting (`key` of the run_settings `part`) makes a resumed run another run."""
-    if part == "model_settings":
-        return not key.startswith("decode.")
+    if part == "model_settings":  # a teacher's camera config nests its own decode (camera.decode.*)
+        return not (key == "name" or key.startswith("decode.") or ".decode." in key)
     return key in RUN_DECIDING.get(part, ())
 
 

@@ -229,7 +229,8 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
     cameras = node_inputs(params).cameras
     camera_topics, raw, images = ([], False, []) if bag is None else bag_camera_topics(bag, node_inputs(params),
                                                                                         bag_message_counts(bag))
-    transport = ["image_transport:=raw"] if raw else []  # before the user's -p, which win
+    # what the bag holds, whatever the params file says (before the user's -p, which win)
+    transport = [] if bag is None else [f"image_transport:={'raw' if raw else 'compressed'}"]
     node = recorder = player = None
     use_large_message_profile()  # for our watcher and, inherited, every child: node, player, recorder
     watcher = GraphWatcher()

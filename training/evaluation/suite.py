@@ -36,6 +36,11 @@ from training.metrics.velocity import VelocityAccumulator
 from training.splits import check_devkit_split
 
 ALL_TASKS: tuple[str, ...] = ("detection", "tracking", "motion", "map", "occupancy", "planning")
+# What our own metrics' definitions are, by number (bump with any change of what a figure means; stored figures of
+# another revision are not compared as equals: training/ablation.py). 2: UniAD's definitions (README "Evaluation":
+# motion range, miss rate, EPA's N_GT, the vehicle group; occupancy pooled over the frames, far 100 m; the ego box
+# ahead of the rear axle). The devkit's detection and tracking figures do not depend on it.
+METRICS_REVISION = 2
 
 DEVKIT_TASKS = ("detection", "tracking")
 

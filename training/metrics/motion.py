@@ -1,8 +1,9 @@
 """Motion forecasting metrics for detected agents: minADE, minFDE, miss rate and EPA (UniAD's definitions).
 
 Definitions (UniAD, Sec. 4 and supplementary, and its motion evaluation code; EPA from ViP3D):
-* Agents in range: within the devkit's detection class range of the ego (a circle: 50 m for vehicles, 40 m for
-  pedestrians and two-wheelers; `filter_eval_boxes`), predictions and ground truth alike.
+* Agents in range: within the devkit's detection class range of the ego (a circle; `filter_eval_boxes`) of the
+  class UniAD evaluates them as: 50 m for its vehicle group (two-wheelers included), 40 m for pedestrians;
+  predictions and ground truth alike.
 * Predicted agents are matched to ground-truth agents of the same class greedily in order of decreasing score,
   a pair qualifying when their current centres are closer than `match_distance` (2 m) in the ground plane,
   each ground-truth agent matched at most once (the nuScenes detection matching at its 2 m threshold).
@@ -34,9 +35,10 @@ from tinybev_ros.taxonomy import DETECTION_CLASSES, DYNAMIC_CLASSES
 # UniAD's vehicle group (motion: `category_to_motion_name`; planning obstacles: the occupancy classes), two-wheelers
 # included
 VEHICLE_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "trailer", "construction_vehicle", "motorcycle", "bicycle")
-# the devkit's detection class ranges (detection_cvpr_2019), metres from the ego
-CLASS_RANGE_M: dict[str, float] = {name: 50.0 for name in ("car", "truck", "bus", "trailer", "construction_vehicle")}
-CLASS_RANGE_M.update({name: 40.0 for name in ("pedestrian", "motorcycle", "bicycle")})
+# the devkit's detection class ranges (detection_cvpr_2019), metres from the ego, as UniAD applies them after
+# mapping its motion classes: the vehicle group (two-wheelers too) within the car's 50 m, pedestrians 40 m
+CLASS_RANGE_M: dict[str, float] = {name: 50.0 for name in VEHICLE_CLASSES}
+CLASS_RANGE_M["pedestrian"] = 40.0
 
 
 def match_by_center_distance(pred_xy: np.ndarray, pred_scores: np.ndarray, gt_xy: np.ndarray,

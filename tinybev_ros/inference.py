@@ -43,7 +43,7 @@ class Predictor:
         # Autocast with float32 weights, as in training: the LSS pooling returns float32 BEV features on purpose
         # (view_transform.py), which a model cast with .half() cannot take (its first BEV convolution raised a
         # dtype error on every CUDA frame).
-        self.autocast = autocast_dtype(precision, self.device)  # ValueError names an impossible precision
+        self.autocast = autocast_dtype(precision, self.device)  # DeviceError names an impossible precision
         self.precision = {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[self.autocast]
         self.config = config
         self.model = model.to(self.device).eval()

@@ -5,8 +5,9 @@ Inputs follow image_transport's naming: `/<camera>/image_rect` (sensor_msgs/Imag
 `/<camera>/image_rect/compressed` (sensor_msgs/CompressedImage), `/<camera>/camera_info`, one camera per
 nuScenes channel name. The node subscribes to them by relative names (`<camera>/image_rect/compressed`, its
 `compressed_topic` parameter), so pushing it into a namespace moves its inputs with it; `input_remaps` connects
-the node in its namespace (/tinybev by default) to the cameras at the root, and the launch file and `tinybev run`
-both apply it, with the cameras and topic patterns of their params file. Outputs are relative too (`detections`
+the node in its namespace (/tinybev by default) to the cameras at the root (or, for a launch pushed into a
+namespace, under that namespace), and the launch file and `tinybev run` both apply it, with the cameras and topic
+patterns of their params file. Outputs are relative too (`detections`
 -> /tinybev/detections).
 """
 

@@ -59,15 +59,11 @@ def object_uuid(track_id: int, stamp_ns: int, index: int) -> np.ndarray:
 def in_frame(pred: Predictions, base_in_frame: Transform) -> Predictions:
     """The boxes, velocities and forecasts of `pred` moved from base_link into another frame (the ground plane's
     yaw; the velocities' axes turn with it)."""
-    rotation = base_in_frame.rotation
-    yaw = float(np.arctan2(rotation[1, 0], rotation[0, 0]))
-    forecasts = pred.forecasts
-    if forecasts.size:
-        flat = forecasts.reshape(-1, 2)
-        moved = base_in_frame.apply(np.column_stack([flat, np.zeros(len(flat))]))[:, :2]
-        forecasts = moved.reshape(forecasts.shape)
-    return replace(pred, centers=base_in_frame.apply(pred.centers) if len(pred) else pred.centers,
-                   yaws=pred.yaws + yaw, velocities=pred.velocities @ rotation[:2, :2].T, forecasts=forecasts)
+    flat = pred.forecasts.reshape(-1, 2)
+    forecasts = base_in_frame.apply(np.column_stack([flat, np.zeros(len(flat))]))[:, :2].reshape(pred.forecasts.shape)
+    return replace(pred, centers=base_in_frame.apply(pred.centers),
+                   yaws=pred.yaws + quat_to_yaw(base_in_frame.quat_wxyz),
+                   velocities=pred.velocities @ base_in_frame.rotation[:2, :2].T, forecasts=forecasts)
 
 
 def _pose(x: float, y: float, z: float, yaw: float) -> Pose:

@@ -198,13 +198,14 @@ def bag_camera_topics(bag: Path, config: PerceptionNodeConfig, held: Counter[str
         parameter = "raw_topic" if raw else "compressed_topic"
         return [input_topic(config, parameter, camera, root) or image_topic(camera, raw) for camera in config.cameras]
 
-    for raw in (False, True):
-        if all(topic in held for topic in topics(raw)):
-            return topics(raw), raw, [held[topic] for topic in topics(raw)]
-    missing = [camera for camera, compressed, raw in zip(config.cameras, topics(False), topics(True), strict=True)
-               if not {compressed, raw} & held.keys()]
+    compressed, raw = topics(False), topics(True)
+    for found, is_raw in ((compressed, False), (raw, True)):
+        if all(topic in held for topic in found):
+            return found, is_raw, [held[topic] for topic in found]
+    missing = [camera for camera, *either in zip(config.cameras, compressed, raw, strict=True)
+               if not set(either) & held.keys()]
     raise RunInputError(f"{bag} has no images of camera(s) {', '.join(missing)} (the node needs all of "
-                        f"{', '.join(config.cameras)} on {topics(False)[0]} or {topics(True)[0]} and alike)")
+                        f"{', '.join(config.cameras)} on {compressed[0]} or {raw[0]} and alike)")
 
 
 def check_params_names_node(params: Path) -> None:
@@ -226,8 +227,9 @@ def run_pipeline(bag: Path | None, params: Path, checkpoint: str = "", device: s
     """
     check_inputs(bag, record, force, rate)
     check_params_names_node(params)
-    cameras = node_inputs(params).cameras
-    camera_topics, raw, images = ([], False, []) if bag is None else bag_camera_topics(bag, node_inputs(params),
+    inputs = node_inputs(params)
+    cameras = inputs.cameras
+    camera_topics, raw, images = ([], False, []) if bag is None else bag_camera_topics(bag, inputs,
                                                                                         bag_message_counts(bag))
     # what the bag holds, whatever the params file says (before the user's -p, which win)
     transport = [] if bag is None else [f"image_transport:={'raw' if raw else 'compressed'}"]

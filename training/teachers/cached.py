@@ -47,6 +47,11 @@ def cache_path(root: str | Path, sample_token: str) -> Path:
     return Path(root) / f"{sample_token}.safetensors"
 
 
+def not_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the tensors holding a NaN or an infinity."""
+    return [key for key, t in tensors.items() if not bool(torch.isfinite(t).all())]
+
+
 def write_teacher_sample(root: str | Path, sample_token: str, features: list[torch.Tensor],
                          outputs: dict[str, torch.Tensor], source: str, dtype: torch.dtype = torch.float16) -> Path:
     """Write one sample's teacher features (C, H, W each) and outputs (no batch dimension) atomically."""
@@ -59,8 +64,7 @@ def write_teacher_sample(root: str | Path, sample_token: str, features: list[tor
     tensors.update({f"outputs.{k}": v.detach().to("cpu", dtype).contiguous() for k, v in outputs.items()})
     # A value past the cache's float range (or a NaN from an external model's outputs) would surface mid-
     # distillation as a divergence with the wrong advice (lower the lr): refused here, naming it.
-    bad = [key for key, t in tensors.items() if not bool(torch.isfinite(t).all())]
-    if bad:
+    if bad := not_finite(tensors):
         raise CheckpointError(f"teacher sample {sample_token}: {', '.join(bad)} not finite in {dtype} (a teacher "
                               "that diverged, or values beyond the cache's range); nothing was written for it")
     path = cache_path(root, sample_token)
@@ -119,8 +123,7 @@ def read_teacher_sample(path: Path) -> tuple[list[torch.Tensor], dict[str, torch
     except KeyError as error:
         raise CheckpointError(f"teacher cache file {path}: missing {error.args[0]}") from error
     outputs = {key.removeprefix("outputs."): t.float() for key, t in tensors.items() if key.startswith("outputs.")}
-    bad = [key for key, t in tensors.items() if not bool(torch.isfinite(t).all())]
-    if bad:
+    if bad := not_finite(tensors):
         raise CheckpointError(f"teacher cache file {path}: {', '.join(bad)} not finite; make the cache again")
     return features, outputs
 
